@@ -1,0 +1,3 @@
+from stylebox.cli import main
+
+raise SystemExit(main())

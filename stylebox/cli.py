@@ -1,0 +1,46 @@
+"""`stylebox COMMAND ...`: one entry point, each command imported only when used.
+
+Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+# command -> (module, function, one-line help). Modules under training/ and model/export need
+# the `train` extra (torch); the rest run on the service dependencies alone.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "train": ("training.cli", "main", "train a multi-style generator (needs the train extra)"),
+    "export": ("model.export", "main", "export a checkpoint to ONNX and verify it"),
+    "serve": ("service.cli", "serve_main", "run the REST service"),
+    "stylize": ("service.cli", "stylize_main", "stylize image files from the command line"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: stylebox COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += ["", "`stylebox COMMAND --help` for a command's options."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(_usage())
+        return 0
+    cmd, rest = argv[0], argv[1:]
+    if cmd not in COMMANDS:
+        print(f"stylebox: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    module, func, _ = COMMANDS[cmd]
+    try:
+        fn = getattr(importlib.import_module(module), func)
+    except ModuleNotFoundError as e:
+        if e.name in ("torch", "torchvision", "onnx", "onnxscript", "tqdm"):
+            print(f"stylebox {cmd}: needs the `train` extra ({e.name} is missing): "
+                  "pip install -e '.[train]'", file=sys.stderr)
+            return 2
+        raise
+    return int(fn(rest) or 0)
