@@ -15,6 +15,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "export": ("model.export", "main", "export a checkpoint to ONNX and verify it"),
     "serve": ("service.cli", "serve_main", "run the REST service"),
     "stylize": ("service.cli", "stylize_main", "stylize image files from the command line"),
+    "bench": ("stylebox.bench", "main", "time models on ONNX Runtime against the full peer"),
 }
 
 

@@ -1,0 +1,92 @@
+"""ONNX export: dynamic sizes, the card in metadata, parity with PyTorch, loud failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+from model import export as export_mod
+from model.card import CARD_KEY, ModelCard
+from model.checkpoint import save_checkpoint
+from model.export import ExportError, export_onnx
+from model.network import UInt8Generator
+from tests.conftest import make_tiny_card, make_tiny_generator
+
+
+def _session(path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_card_travels_in_metadata(tiny_onnx):
+    meta = _session(tiny_onnx).get_modelmeta().custom_metadata_map
+    card = ModelCard.from_json(meta[CARD_KEY])
+    assert card.style_names == ["candy", "mosaic", "udnie"]
+    assert card.export["exporter"] == "torchscript" and card.export["opset"] == 17
+    parity = card.export["parity"]
+    assert parity["max_abs"] <= parity["tolerance"]["max_abs"]
+
+
+def test_io_contract_is_uint8_hwc_with_dynamic_sizes(tiny_onnx):
+    s = _session(tiny_onnx)
+    image, weights = s.get_inputs()
+    assert (image.name, image.type) == ("image", "tensor(uint8)")
+    assert image.shape[3] == 3 and all(isinstance(d, str) for d in image.shape[:3])
+    assert (weights.name, weights.type, weights.shape[1]) == ("style_weights", "tensor(float)", 3)
+    assert s.get_outputs()[0].type == "tensor(uint8)"
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (45, 77), (130, 66)])
+def test_onnx_matches_pytorch_for_sizes_and_blends(tiny_onnx, h, w):
+    wrapper = UInt8Generator(make_tiny_generator()).eval()
+    rng = np.random.default_rng(h)
+    img = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
+    weights = np.array([[0, 0, 1], [0.25, 0.5, 0.25]], dtype=np.float32)
+    out = _session(tiny_onnx).run(None, {"image": img, "style_weights": weights})[0]
+    with torch.no_grad():
+        ref = wrapper(torch.from_numpy(img), torch.from_numpy(weights)).numpy()
+    assert out.shape == (2, h, w, 3)
+    diff = np.abs(out.astype(int) - ref.astype(int))
+    assert diff.max() <= 2 and (diff > 0).mean() < 0.01
+
+
+def test_export_fails_loudly_when_onnx_disagrees(tmp_path, monkeypatch):
+    real = export_mod._export_graph
+
+    def export_then_tamper(wrapper, path, *args):
+        real(wrapper, path, *args)
+        with torch.no_grad():  # PyTorch now differs from the written graph
+            wrapper.generator.out_conv.bias.add_(0.5)
+
+    monkeypatch.setattr(export_mod, "_export_graph", export_then_tamper)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ExportError, match="disagrees"):
+        export_onnx(make_tiny_generator(), make_tiny_card(), out, export_size=32)
+    assert not out.exists()
+
+
+def test_style_count_mismatch_is_rejected(tmp_path):
+    card = make_tiny_card(styles=[{"name": "a"}, {"name": "b"}])
+    with pytest.raises(ExportError, match="styles"):
+        export_onnx(make_tiny_generator(n_styles=3), card, tmp_path / "x.onnx", export_size=32)
+
+
+def test_dynamo_exporter_also_passes_parity(tmp_path):
+    card = export_onnx(make_tiny_generator(), make_tiny_card(), tmp_path / "d.onnx",
+                       exporter="dynamo", opset=18, export_size=32)
+    assert card.export["exporter"] == "dynamo"
+    meta = _session(tmp_path / "d.onnx").get_modelmeta().custom_metadata_map
+    assert ModelCard.from_json(meta[CARD_KEY]).export["opset"] == 18
+
+
+def test_cli_exports_a_checkpoint(tmp_path, capsys):
+    from stylebox.cli import main
+
+    save_checkpoint(tmp_path / "last.pt", make_tiny_generator(), make_tiny_card())
+    out = tmp_path / "m.onnx"
+    assert main(["export", str(tmp_path / "last.pt"), "-o", str(out), "--size", "48",
+                 "--version", "9.9"]) == 0
+    assert "parity vs PyTorch" in capsys.readouterr().out
+    card = ModelCard.from_json(_session(out).get_modelmeta().custom_metadata_map[CARD_KEY])
+    assert card.version == "9.9" and card.export["export_size"] == 48
