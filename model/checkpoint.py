@@ -33,7 +33,9 @@ def save_checkpoint(path: str | Path, generator: Generator, card: ModelCard, **e
     os.replace(tmp, path)
 
 
-def load_checkpoint(path: str | Path, map_location: str = "cpu") -> tuple[Generator, ModelCard, dict]:
+def load_checkpoint(
+    path: str | Path, map_location: str = "cpu"
+) -> tuple[Generator, ModelCard, dict]:
     state = torch.load(path, map_location=map_location, weights_only=False)
     card = ModelCard.from_dict(state["card"])
     generator = build_generator(card)

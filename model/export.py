@@ -54,7 +54,9 @@ def _blend_weights(n: int, batch: int) -> torch.Tensor:
     return w
 
 
-def _export_graph(wrapper: UInt8Generator, path: Path, size: int, n: int, exporter: str, opset: int):
+def _export_graph(
+    wrapper: UInt8Generator, path: Path, size: int, n: int, exporter: str, opset: int
+) -> None:
     image = torch.randint(0, 256, (1, size, size, 3), dtype=torch.uint8)
     weights = _blend_weights(n, 1)
     names = {"input_names": list(INPUT_NAMES), "output_names": [OUTPUT_NAME]}
@@ -135,7 +137,8 @@ def export_onnx(
         raise ExportError(f"generator has {generator.cfg.n_styles} styles, card lists {n}")
     _export_graph(wrapper, path, export_size, n, exporter, opset)
     # Two sizes other than the export size, one of them not divisible by 4.
-    sizes = check_sizes or [(export_size + 3, export_size * 2 - 6), (export_size * 2, export_size + 13)]
+    e = export_size
+    sizes = check_sizes or [(e + 3, e * 2 - 6), (e * 2, e + 13)]
     cases = check_parity(wrapper, path, n, sizes)
     worst = max(c.max_abs for c in cases)
     frac = max(c.frac_differ for c in cases)

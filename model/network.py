@@ -40,7 +40,8 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
-        return cls(**{k: d[k] for k in ("n_styles", "alpha", "base_channels", "n_residual") if k in d})
+        keys = ("n_styles", "alpha", "base_channels", "n_residual")
+        return cls(**{k: d[k] for k in keys if k in d})
 
 
 class ConditionalInstanceNorm(nn.Module):

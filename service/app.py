@@ -1,0 +1,76 @@
+"""The FastAPI app factory: `create_app(settings) -> FastAPI`.
+
+The ONNX session is loaded once, in the lifespan (so a bad model stops start-up), and kept
+on `app.state.engine`; `stylebox serve` loads it up front instead to report a bad file in
+one line, and passes it in. Run without the CLI: `uvicorn --factory service.app:create_app`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from anyio import CapacityLimiter, to_thread
+from fastapi import FastAPI
+
+from service import __version__
+from service.engine import Engine, ModelLoadError
+from service.imaging import set_pixel_limit
+from service.middleware import ProblemMiddleware
+from service.problems import install_problem_handlers
+from service.routers import health, model, styles, stylize
+from service.settings import Settings
+
+log = logging.getLogger("stylebox.service")
+
+
+def load_engine(settings: Settings) -> Engine:
+    engine = Engine(settings.model_path, settings.providers, settings.intra_op_threads)
+    log.info("loaded %s (%s@%s, %d styles: %s) on %s", engine.path, engine.card.name,
+             engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
+             ", ".join(engine.providers))
+    return engine
+
+
+def _limiters(app: FastAPI, settings: Settings) -> None:
+    app.state.limiter = CapacityLimiter(settings.max_concurrency)
+    # Decode/encode may hold a full-size image each; bound them too, but less tightly.
+    app.state.codec_limiter = CapacityLimiter(max(4, 2 * settings.max_concurrency))
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    loaded_here = app.state.engine is None
+    if loaded_here:
+        try:
+            app.state.engine = await to_thread.run_sync(load_engine, settings)
+        except ModelLoadError as e:
+            log.error("cannot load the model: %s", e)
+            raise  # the server refuses to start
+    _limiters(app, settings)  # bound to this event loop
+    try:
+        yield
+    finally:
+        if loaded_here:
+            app.state.engine = None  # /readyz turns 503 while shutting down
+
+
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+    settings = settings or Settings()
+    set_pixel_limit(settings.max_pixels)
+    app = FastAPI(
+        title="stylebox",
+        version=__version__,
+        summary="Multi-style neural style transfer: one model, many styles and their blends.",
+        lifespan=_lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    _limiters(app, settings)
+    install_problem_handlers(app)
+    for module in (stylize, styles, model, health):
+        app.include_router(module.router)
+    app.add_middleware(ProblemMiddleware)
+    return app

@@ -1,0 +1,149 @@
+"""`stylebox serve` and `stylebox stylize`: the service's command lines (no torch).
+
+Both read the same `STYLEBOX_*` settings (see service.settings); flags override them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from service.engine import Engine, ModelLoadError
+from service.errors import StyleboxError
+from service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
+from service.pipeline import stylize_fitted
+from service.settings import Settings
+from service.styles import parse_style_spec
+
+_SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+
+
+def missing_model_message(prog: str, path: str) -> str:
+    return (f"{prog}: model file '{path}' not found; make it with "
+            f"`stylebox train --config configs/default.toml --out runs/a0.25` then "
+            f"`stylebox export runs/a0.25/last.pt -o {path}` "
+            "(or point --model / STYLEBOX_MODEL_PATH at an existing .onnx file)")
+
+
+def _settings(prog: str, **overrides: object) -> Settings | None:
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as e:
+        errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
+        print(f"{prog}: invalid setting: {errs}", file=sys.stderr)
+        return None
+
+
+def _engine(prog: str, settings: Settings) -> Engine | None:
+    if not Path(settings.model_path).is_file():
+        print(missing_model_message(prog, settings.model_path), file=sys.stderr)
+        return None
+    try:
+        return Engine(settings.model_path, settings.providers, settings.intra_op_threads)
+    except ModelLoadError as e:
+        print(f"{prog}: cannot load the model: {e}", file=sys.stderr)
+        return None
+
+
+def serve_main(argv: list[str] | None = None) -> int:
+    prog = "stylebox serve"
+    p = argparse.ArgumentParser(prog=prog, description="Run the stylebox REST service.")
+    p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
+    p.add_argument("--host", help="interface to bind (STYLEBOX_HOST, default 0.0.0.0)")
+    p.add_argument("--port", type=int, help="TCP port (STYLEBOX_PORT, default 8000)")
+    p.add_argument("--providers", help="comma-separated ONNX Runtime execution providers")
+    p.add_argument("--log-level", default="info",
+                   choices=["critical", "error", "warning", "info", "debug"])
+    args = p.parse_args(argv)
+    settings = _settings(prog, model_path=args.model, host=args.host, port=args.port,
+                         providers=args.providers)
+    if settings is None:
+        return 2
+    logging.basicConfig(level=args.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = _engine(prog, settings)  # up front, so a bad file is one line, not a traceback
+    if engine is None:
+        return 1
+
+    import uvicorn
+
+    from service.app import create_app
+
+    app = create_app(settings, engine=engine)
+    print(f"stylebox: serving {engine.card.name}@{engine.card.version} "
+          f"({', '.join(engine.style_names)}) at http://{settings.host}:{settings.port} "
+          f"- API docs at /docs", flush=True)
+    # access_log off: ProblemMiddleware already logs one line per request, with the style.
+    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
+                access_log=False)
+    return 0
+
+
+def _outputs(inputs: list[Path], out: Path, fmt: str | None,
+             default: str) -> list[tuple[Path, str]]:
+    if len(inputs) == 1 and not out.is_dir() and not str(out).endswith(("/", "\\")):
+        return [(out, fmt or _SUFFIX_FORMATS.get(out.suffix.lower(), default))]
+    fmt = fmt or default
+    out.mkdir(parents=True, exist_ok=True)
+    result, taken = [], set()
+    for src in inputs:
+        name, n = src.stem, 1
+        while name in taken:  # a.png and other/a.png both given: a.png, a-2.png
+            n += 1
+            name = f"{src.stem}-{n}"
+        taken.add(name)
+        result.append((out / (name + EXTENSIONS[fmt]), fmt))
+    return result
+
+
+def stylize_main(argv: list[str] | None = None) -> int:
+    prog = "stylebox stylize"
+    p = argparse.ArgumentParser(prog=prog, description="Stylize image files with a model.")
+    p.add_argument("inputs", nargs="+", type=Path, help="image files")
+    p.add_argument("-s", "--style", required=True, help="e.g. candy or candy:0.7,mosaic:0.3")
+    p.add_argument("-o", "--out", required=True, type=Path,
+                   help="output file (one input) or directory (several inputs)")
+    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"],
+                   help="output format (default: from OUT's suffix, else png)")
+    p.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality, 1-100")
+    p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
+    args = p.parse_args(argv)
+    if not 1 <= args.quality <= 100:
+        p.error("--quality must be between 1 and 100")
+    settings = _settings(prog, model_path=args.model)
+    if settings is None:
+        return 2
+    set_pixel_limit(settings.max_pixels)
+    engine = _engine(prog, settings)
+    if engine is None:
+        return 1
+    try:
+        mix = parse_style_spec(args.style, engine.style_names)
+    except StyleboxError as e:
+        print(f"{prog}: {e.detail}", file=sys.stderr)
+        return 2
+    fmt = "jpeg" if args.format == "jpg" else args.format
+    failed = 0
+    for src, (dst, out_fmt) in zip(args.inputs, _outputs(args.inputs, args.out, fmt,
+                                                         settings.default_format), strict=True):
+        try:
+            decoded = decode_image(src.read_bytes(), settings.max_pixels)
+            res = stylize_fitted(engine, decoded.rgb, mix.vector(engine.style_names),
+                                 settings.max_inference_pixels)
+            dst.write_bytes(encode_image(res.rgb, decoded.alpha, out_fmt, args.quality))
+        except OSError as e:
+            print(f"{prog}: cannot read or write {e.filename or src}: {e.strerror or e}",
+                  file=sys.stderr)
+            failed += 1
+            continue
+        except StyleboxError as e:
+            print(f"{prog}: {src}: {e.detail}", file=sys.stderr)
+            failed += 1
+            continue
+        w, h = decoded.size
+        print(f"{src} -> {dst} ({w}x{h}, {mix.spec}, {res.inference_ms:.0f} ms)")
+    return 2 if failed else 0

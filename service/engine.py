@@ -1,0 +1,121 @@
+"""The ONNX Runtime session behind every request, loaded and checked once.
+
+The model contract (see model/export.py, which needs torch and so is not imported here):
+input `image` uint8 (B, H, W, 3) RGB, input `style_weights` float32 (B, N) with rows summing
+to 1, output `stylized` uint8 (B, H, W, 3); the model card rides in the ONNX metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from model.card import CARD_KEY, CardError, ModelCard
+
+log = logging.getLogger("stylebox.engine")
+
+# Mirrors model.export's INPUT_NAMES / OUTPUT_NAME (that module imports torch).
+IMAGE_INPUT, WEIGHTS_INPUT, OUTPUT = "image", "style_weights", "stylized"
+DEFAULT_MIN_SIDE = 8
+CPU = "CPUExecutionProvider"
+_ALIASES = {"cpu": CPU, "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+            "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
+            "openvino": "OpenVINOExecutionProvider"}
+
+
+class ModelLoadError(RuntimeError):
+    """The model file is missing, unreadable, or breaks the contract; str() is one line."""
+
+
+def resolve_providers(requested: list[str]) -> list[str]:
+    """Keep the available providers in the order asked, drop the rest, end with CPU."""
+    available = set(ort.get_available_providers())
+    out: list[str] = []
+    for name in requested:
+        full = _ALIASES.get(name.strip().lower(), name.strip())
+        if full not in available:
+            log.warning("execution provider %r is not available here (have: %s); skipping it",
+                        name, ", ".join(sorted(available)))
+        elif full not in out:
+            out.append(full)
+    if CPU in out:
+        out.remove(CPU)
+    return [*out, CPU]  # CPU last: ORT falls back to it for any op the others cannot run
+
+
+def _check_io(sess: ort.InferenceSession, n_styles: int) -> None:
+    inputs = {i.name: i for i in sess.get_inputs()}
+    outputs = {o.name: o for o in sess.get_outputs()}
+    if set(inputs) != {IMAGE_INPUT, WEIGHTS_INPUT}:
+        raise ModelLoadError(f"inputs are {sorted(inputs)}, expected {IMAGE_INPUT!r} and "
+                             f"{WEIGHTS_INPUT!r}")
+    if OUTPUT not in outputs:
+        raise ModelLoadError(f"outputs are {sorted(outputs)}, expected {OUTPUT!r}")
+    img, wts, out = inputs[IMAGE_INPUT], inputs[WEIGHTS_INPUT], outputs[OUTPUT]
+    for arg, dtype in ((img, "tensor(uint8)"), (wts, "tensor(float)"), (out, "tensor(uint8)")):
+        if arg.type != dtype:
+            raise ModelLoadError(f"{arg.name!r} is {arg.type}, expected {dtype}")
+    for arg in (img, out):
+        # Symbolic dims come back as str (or None); only a concrete channel count can be wrong.
+        if len(arg.shape) != 4 or isinstance(arg.shape[3], int) and arg.shape[3] != 3:
+            raise ModelLoadError(f"{arg.name!r} has shape {arg.shape}, expected [B, H, W, 3]")
+    if len(wts.shape) != 2 or isinstance(wts.shape[1], int) and wts.shape[1] != n_styles:
+        raise ModelLoadError(f"{WEIGHTS_INPUT!r} has shape {wts.shape}, but the card lists "
+                             f"{n_styles} styles")
+
+
+class Engine:
+    def __init__(self, model_path: str | Path, providers: list[str] | None = None,
+                 intra_op_threads: int = 0) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelLoadError(f"model file {str(path)!r} does not exist")
+        opts = ort.SessionOptions()
+        if intra_op_threads > 0:
+            opts.intra_op_num_threads = intra_op_threads
+        opts.log_severity_level = 3  # ORT's own warnings are noise in service logs
+        try:
+            self._session = ort.InferenceSession(str(path), sess_options=opts,
+                                                 providers=resolve_providers(providers or [CPU]))
+        except Exception as e:  # ORT raises several private types for bad files
+            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
+        meta = self._session.get_modelmeta().custom_metadata_map
+        if CARD_KEY not in meta:
+            raise ModelLoadError(f"{path}: no model card (metadata {CARD_KEY!r}); "
+                                 "export the model with `stylebox export`")
+        try:
+            self.card = ModelCard.from_json(meta[CARD_KEY])
+        except CardError as e:
+            raise ModelLoadError(f"{path}: invalid model card: {e}") from None
+        try:
+            _check_io(self._session, self.card.n_styles)
+        except ModelLoadError as e:
+            raise ModelLoadError(f"{path}: {e}") from None
+        self.path = path
+        self.min_side = int(self.card.export.get("min_side", DEFAULT_MIN_SIDE))
+        self.providers = self._session.get_providers()
+
+    @property
+    def style_names(self) -> list[str]:
+        return self.card.style_names
+
+    def stylize(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) RGB + float32 (N,) weights -> uint8 (H, W, 3). Thread-safe."""
+        if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+            raise ValueError(f"expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
+        w = np.asarray(weights, dtype=np.float32).reshape(1, -1)
+        if w.shape[1] != self.card.n_styles:
+            raise ValueError(f"expected {self.card.n_styles} weights, got {w.shape[1]}")
+        h, wd = rgb.shape[:2]
+        pad_h, pad_w = max(0, self.min_side - h), max(0, self.min_side - wd)
+        if pad_h or pad_w:
+            # The network's reflection padding needs min_side; edge-pad and crop back after.
+            x = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        else:
+            x = np.ascontiguousarray(rgb)  # a no-op for Pillow's arrays
+        out = self._session.run([OUTPUT], {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w})[0][0]
+        return out[:h, :wd] if pad_h or pad_w else out

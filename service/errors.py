@@ -1,0 +1,77 @@
+"""Errors the service and the CLI raise on bad input, each with its HTTP status.
+
+`service.problems` turns them into RFC 9457 bodies; the CLI prints `detail` and exits 2.
+Keeping the status on the error (not in the router) means every entry point agrees.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StyleboxError(Exception):
+    """An expected failure caused by the request; never a 5xx unless it is 503."""
+
+    status: int = 400
+    title: str = "Bad request"
+    slug: str = "bad-request"  # the problem type is urn:stylebox:problem:<slug>
+
+    def __init__(self, detail: str, **extensions: Any) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.extensions = extensions
+
+
+class UnknownStyleError(StyleboxError):
+    status, title, slug = 404, "Unknown style", "unknown-style"
+
+    def __init__(self, unknown: list[str], valid: list[str]) -> None:
+        names = ", ".join(repr(n) for n in unknown)
+        super().__init__(
+            f"unknown style {names}; valid styles: {', '.join(valid)}",
+            unknown_styles=unknown, valid_styles=valid,
+        )
+
+
+class StyleSpecError(StyleboxError):
+    status, title, slug = 422, "Invalid style spec", "invalid-style-spec"
+
+    def __init__(self, detail: str, valid: list[str]) -> None:
+        super().__init__(
+            f"{detail}; expected e.g. 'style=candy' or 'style=candy:0.7,mosaic:0.3' "
+            f"(valid styles: {', '.join(valid)})",
+            valid_styles=valid,
+        )
+
+
+class MissingImageError(StyleboxError):
+    status, title, slug = 422, "Missing image", "missing-image"
+
+
+class UnsupportedImageError(StyleboxError):
+    status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
+
+
+class CorruptImageError(StyleboxError):
+    # 422 (not 400): the request is well-formed HTTP, its image content is not processable.
+    status, title, slug = 422, "Corrupt image", "corrupt-image"
+
+
+class ImageTooLargeError(StyleboxError):
+    status, title, slug = 413, "Image too large", "image-too-large"
+
+
+class PayloadTooLargeError(StyleboxError):
+    status, title, slug = 413, "Payload too large", "payload-too-large"
+
+
+class NotReadyError(StyleboxError):
+    status, title, slug = 503, "Service not ready", "not-ready"
+
+
+class OutputFormatError(StyleboxError):
+    status, title, slug = 422, "Cannot encode output", "cannot-encode"
+
+
+class MalformedBodyError(StyleboxError):
+    status, title, slug = 400, "Malformed request body", "malformed-body"

@@ -1,0 +1,188 @@
+"""Bytes -> RGB (+ alpha) arrays and back, with Pillow.
+
+Decoding is defensive: only a fixed list of raster formats is tried (no EPS/Ghostscript, no
+headerless formats that match random bytes), the pixel count is checked from the header
+before any pixel is decoded, and every Pillow failure maps to a `StyleboxError`:
+not an image -> 415, truncated/corrupt -> 422, too many pixels -> 413.
+
+Normalisation: EXIF orientation is applied; greyscale (1, L, I;16, I, F), palette, CMYK,
+YCbCr, ... become RGB; alpha (RGBA, LA, PA, palette or tRNS transparency) is split off so it
+can be passed through untouched (PNG and WebP keep it, JPEG drops it). 16-bit and 32-bit
+greyscale are scaled to 8 bits, not clipped. Animated images use their first frame.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from service.errors import (
+    CorruptImageError,
+    ImageTooLargeError,
+    MissingImageError,
+    OutputFormatError,
+    UnsupportedImageError,
+)
+
+log = logging.getLogger("stylebox.imaging")
+
+MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
+EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
+# JPEG covers MPO (many phones' .jpg); AVIF only if this Pillow build has it.
+_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "ICO", "AVIF")
+# Pillow reports a file it cannot parse as "unidentified" even when it starts like a PNG;
+# those are damaged images (422), not other media types (415).
+_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF",
+          b"II*\0": "TIFF", b"MM\0*": "TIFF", b"BM": "BMP"}
+
+
+def _sniff(data: bytes) -> str | None:
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
+_WEBP_MAX_SIDE = 16383
+_JPEG_MAX_SIDE = 65535
+
+
+def allowed_formats() -> list[str]:
+    Image.init()
+    return [f for f in _FORMATS if f in Image.OPEN]
+
+
+def set_pixel_limit(max_pixels: int) -> None:
+    """Align Pillow's decompression-bomb guard with ours (it is process-global).
+
+    Pillow warns above MAX_IMAGE_PIXELS and raises above twice that; both cases are
+    rejected by `decode_image` anyway, so its warning is only noise.
+    """
+    import warnings
+
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # uint8 (H, W, 3), C-contiguous
+    alpha: np.ndarray | None  # uint8 (H, W) or None
+    source_format: str
+
+    @property
+    def size(self) -> tuple[int, int]:  # (width, height), as Pillow says it
+        return self.rgb.shape[1], self.rgb.shape[0]
+
+
+def _too_many(width: int, height: int, max_pixels: int) -> ImageTooLargeError:
+    return ImageTooLargeError(
+        f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}",
+        width=width, height=height, pixels=width * height, max_pixels=max_pixels)
+
+
+def _grey8(arr: np.ndarray, mode: str) -> np.ndarray:
+    """Scale 16/32-bit integer or float greyscale to uint8 (Pillow's convert would clip)."""
+    a = arr.astype(np.float32)
+    if mode == "F":
+        a = a * 255.0 if a.size and a.max() <= 1.0 else a  # [0, 1] floats are common
+    elif mode.startswith("I;16") or (a.size and a.max() > 255):
+        a = np.clip(a, 0, 65535) / 257.0  # 16-bit range (32-bit "I" from 16-bit PNG/TIFF)
+    return np.clip(np.rint(a), 0, 255).astype(np.uint8)
+
+
+def _to_arrays(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        grey = _grey8(np.asarray(im), mode)
+        return np.repeat(grey[:, :, None], 3, axis=2), None
+    bands = im.getbands()
+    has_alpha = "A" in bands or "a" in bands or "transparency" in im.info
+    target = "RGBA" if has_alpha else "RGB"
+    if mode != target:
+        im = im.convert(target)  # P, L, LA, CMYK, YCbCr, RGBa, ... and tRNS transparency
+    arr = np.asarray(im)
+    if not has_alpha:
+        return arr, None
+    return np.ascontiguousarray(arr[:, :, :3]), arr[:, :, 3]
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    if not data:
+        raise MissingImageError("the image is empty (0 bytes)")
+    try:
+        im = Image.open(io.BytesIO(data), formats=allowed_formats())
+    except UnidentifiedImageError:
+        if sniffed := _sniff(data):
+            raise CorruptImageError(f"the {sniffed} image is truncated or corrupt") from None
+        raise UnsupportedImageError(
+            "not an image in a supported format ("
+            + ", ".join(allowed_formats()) + ")", supported=allowed_formats()) from None
+    except Image.DecompressionBombError:
+        # Pillow's own guard fired inside open(); report the same limit as ours.
+        raise ImageTooLargeError(f"image has more than {max_pixels} pixels",
+                                 max_pixels=max_pixels) from None
+    except Exception as e:  # Pillow raises SyntaxError, OSError, struct.error, ... on junk
+        raise CorruptImageError(f"the image header is corrupt ({type(e).__name__})") from None
+    with im:
+        width, height = im.size
+        if width * height > max_pixels:
+            raise _too_many(width, height, max_pixels)
+        if width < 1 or height < 1:
+            raise CorruptImageError(f"the image is {width}x{height}")
+        source_format = im.format or "unknown"
+        try:
+            im.load()  # first frame only for animations
+        except Exception as e:
+            raise CorruptImageError(
+                f"the {source_format} image is truncated or corrupt ({str(e)[:120]})") from None
+        try:
+            ImageOps.exif_transpose(im, in_place=True)
+        except Exception as e:  # broken EXIF is not worth failing a decodable image over
+            log.info("ignoring unreadable EXIF orientation: %s", e)
+        rgb, alpha = _to_arrays(im)
+    return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
+
+
+def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
+    """The largest (w, h) of the same aspect ratio with w * h <= max_pixels (at least 1x1)."""
+    if width * height <= max_pixels:
+        return width, height
+    scale = (max_pixels / (width * height)) ** 0.5
+    w = max(1, int(width * scale))
+    h = max(1, min(int(height * scale), max_pixels // w))
+    return max(1, min(w, max_pixels // h)), h
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize uint8 (H, W, 3) to size=(w, h): Lanczos down (fast reducing path), bicubic up."""
+    im = Image.fromarray(rgb)
+    if size[0] * size[1] < im.width * im.height:
+        im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    else:
+        im = im.resize(size, Image.Resampling.BICUBIC)
+    return np.asarray(im)
+
+
+def encode_image(rgb: np.ndarray, alpha: np.ndarray | None, fmt: str, quality: int = 90) -> bytes:
+    height, width = rgb.shape[:2]
+    limit = {"webp": _WEBP_MAX_SIDE, "jpeg": _JPEG_MAX_SIDE}.get(fmt)
+    if limit and max(width, height) > limit:
+        raise OutputFormatError(
+            f"{fmt} cannot hold a {width}x{height} image (at most {limit} px per side); "
+            "ask for png", max_side=limit)
+    if alpha is not None and fmt != "jpeg":  # JPEG has no alpha channel: it is dropped
+        im = Image.fromarray(np.dstack([rgb, alpha]))
+    else:
+        im = Image.fromarray(rgb)
+    buf = io.BytesIO()
+    if fmt == "png":
+        im.save(buf, "PNG", compress_level=3)  # ~3x faster than Pillow's 6, a few % larger
+    elif fmt == "jpeg":
+        im.save(buf, "JPEG", quality=quality)
+    elif fmt == "webp":
+        im.save(buf, "WEBP", quality=quality)
+    else:
+        raise ValueError(f"unknown output format {fmt!r}")
+    return buf.getvalue()

@@ -1,0 +1,86 @@
+"""RFC 9457 problem details (`application/problem+json`) for every error the API returns.
+
+Handlers cover our own `StyleboxError`s, FastAPI's request validation (422), Starlette's
+HTTPException (404 for unknown routes, 405, ...), and - in `ProblemMiddleware`, the
+outermost app layer - anything unexpected: logged with its traceback server-side, answered
+with a bare 500 that carries no trace, paths or exception text.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from service.errors import StyleboxError
+
+log = logging.getLogger("stylebox.service")
+
+MEDIA_TYPE = "application/problem+json"
+TYPE_PREFIX = "urn:stylebox:problem:"
+
+
+class ProblemResponse(JSONResponse):
+    media_type = MEDIA_TYPE
+
+
+def problem(status: int, detail: str, *, title: str | None = None, type_: str = "about:blank",
+            instance: str | None = None, headers: dict[str, str] | None = None,
+            **extensions: Any) -> ProblemResponse:
+    body: dict[str, Any] = {
+        "type": type_,
+        # RFC 9457: with about:blank the title SHOULD be the status code's phrase.
+        "title": title or _phrase(status),
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(jsonable_encoder(extensions))
+    return ProblemResponse(body, status_code=status, headers=headers)
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+async def _stylebox_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StyleboxError)
+    return problem(exc.status, exc.detail, title=exc.title, type_=TYPE_PREFIX + exc.slug,
+                   instance=request.url.path, **exc.extensions)
+
+
+async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, RequestValidationError)
+    # Keep loc/msg/type only: `input` may echo large or binary request content.
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+              for e in exc.errors()]
+    detail = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in errors)
+    return problem(422, detail or "invalid request", title="Invalid request",
+                   type_=TYPE_PREFIX + "validation", instance=request.url.path, errors=errors)
+
+
+async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
+    if exc.status_code == 404 and detail == "Not Found":
+        detail = f"no such resource: {request.url.path}"
+    elif exc.status_code == 405:
+        detail = f"{request.method} is not allowed on {request.url.path}"
+    return problem(exc.status_code, detail, instance=request.url.path,
+                   headers=dict(exc.headers or {}))
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(StyleboxError, _stylebox_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

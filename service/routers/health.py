@@ -1,0 +1,26 @@
+"""Liveness (`/healthz`, always 200) and readiness (`/readyz`, 200 once the model is loaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from service.errors import NotReadyError
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Readiness: the model is loaded",
+            responses={503: {"description": "model not loaded (problem+json)"}})
+def readyz(request: Request) -> dict[str, Any]:
+    engine = getattr(request.app.state, "engine", None)
+    if engine is None:
+        raise NotReadyError("the model is not loaded yet")
+    return {"status": "ready", "model": engine.card.name, "version": engine.card.version,
+            "providers": engine.providers}

@@ -1,0 +1,17 @@
+"""`GET /model`: the loaded model's card (styles, architecture, training, export facts)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+
+from service.deps import get_engine
+from service.engine import Engine
+
+router = APIRouter(tags=["model"])
+
+
+@router.get("/model", summary="The model card")
+def model_card(engine: Annotated[Engine, Depends(get_engine)]) -> dict[str, Any]:
+    return engine.card.to_dict()

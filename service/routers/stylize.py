@@ -1,0 +1,119 @@
+"""`POST /stylize`: one image in, the same-sized stylized image out.
+
+Decode, inference and encode each run in worker threads (never on the event loop);
+inference is additionally bounded by `max_concurrency` so a burst queues instead of
+oversubscribing the CPU/GPU, and codec work by a wider limiter that bounds memory.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from service.deps import get_engine, get_settings
+from service.engine import Engine
+from service.imaging import MEDIA_TYPES, decode_image, encode_image
+from service.pipeline import stylize_fitted
+from service.settings import Settings
+from service.styles import parse_style_spec
+from service.upload import FIELD, read_image_upload
+
+router = APIRouter(tags=["stylize"])
+
+_BY_MEDIA = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
+_PROBLEM = {"content": {"application/problem+json": {}}}
+
+
+def choose_format(fmt: str | None, accept: str | None, default: str) -> str:
+    """`format=` wins; else the Accept entry with the highest q we can produce; else default.
+
+    An Accept naming nothing we produce falls back to the default rather than 406: many
+    clients send `Accept: application/json` (or similar) by habit.
+    """
+    if fmt:
+        return "jpeg" if fmt == "jpg" else fmt
+    best, best_rank = default, (0.0, False)
+    for item in (accept or "").split(","):
+        media, *params = (p.strip() for p in item.split(";"))
+        q = 1.0
+        for p in params:
+            if p.lower().startswith("q="):
+                try:
+                    q = float(p[2:])
+                except ValueError:
+                    q = 0.0
+        if not math.isfinite(q) or q <= 0:
+            continue
+        media = media.lower()
+        found = _BY_MEDIA.get(media) or (default if media in ("image/*", "*/*") else None)
+        rank = (q, media in _BY_MEDIA)  # a named type beats a wildcard at equal q
+        if found and rank > best_rank:
+            best, best_rank = found, rank
+    return best
+
+
+_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": [FIELD], "properties": {
+            FIELD: {"type": "string", "format": "binary"}}}},
+        "image/*": {"schema": {"type": "string", "format": "binary"}},
+        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+    },
+}
+
+
+@router.post(
+    "/stylize",
+    summary="Stylize an image",
+    response_class=Response,
+    openapi_extra={"requestBody": _BODY},
+    responses={
+        200: {"content": {m: {} for m in MEDIA_TYPES.values()},
+              "description": "the stylized image, same width and height as the input"},
+        400: {"description": "malformed multipart body", **_PROBLEM},
+        404: {"description": "unknown style (the body lists the valid ones)", **_PROBLEM},
+        413: {"description": "body over max_upload_bytes or image over max_pixels", **_PROBLEM},
+        415: {"description": "not an image in a supported format", **_PROBLEM},
+        422: {"description": "bad style spec, missing/corrupt image, bad parameters",
+              **_PROBLEM},
+        503: {"description": "model not loaded yet", **_PROBLEM},
+    },
+)
+async def stylize(
+    request: Request,
+    engine: Annotated[Engine, Depends(get_engine)],
+    settings: Annotated[Settings, Depends(get_settings)],
+    style: Annotated[str | None, Query(
+        description="a style name (`candy`) or a blend (`candy:0.7,mosaic:0.3`); "
+                    "weights are normalised to sum to 1; see GET /styles")] = None,
+    format: Annotated[Literal["png", "jpeg", "jpg", "webp"] | None, Query(
+        description="output format; when absent it is negotiated from Accept, "
+                    "then the server default")] = None,
+    quality: Annotated[int, Query(ge=1, le=100, description="JPEG/WebP quality")] = 90,
+) -> Response:
+    # Cheap checks first: a bad style is rejected before the upload is read.
+    mix = parse_style_spec(style, engine.style_names)
+    fmt = choose_format(format, request.headers.get("accept"), settings.default_format)
+    data = await read_image_upload(request, settings.max_upload_bytes)
+    state = request.app.state
+    decoded = await to_thread.run_sync(decode_image, data, settings.max_pixels,
+                                       limiter=state.codec_limiter)
+    del data  # the compressed bytes are not needed past this point
+    result = await to_thread.run_sync(stylize_fitted, engine, decoded.rgb,
+                                      mix.vector(engine.style_names),
+                                      settings.max_inference_pixels, limiter=state.limiter)
+    body = await to_thread.run_sync(encode_image, result.rgb, decoded.alpha, fmt, quality,
+                                    limiter=state.codec_limiter)
+    iw, ih = result.inference_size
+    return Response(body, media_type=MEDIA_TYPES[fmt], headers={
+        "X-Stylebox-Style": mix.spec,
+        "X-Stylebox-Inference-Ms": f"{result.inference_ms:.1f}",
+        # Differs from the image size when the image was over max_inference_pixels.
+        "X-Stylebox-Inference-Size": f"{iw}x{ih}",
+        "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
+        "Vary": "Accept",
+    })

@@ -1,0 +1,88 @@
+"""`stylebox stylize`: files in, same-sized stylized files out, clear errors with exit 2."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.cli import stylize_main
+from service.engine import Engine
+
+
+@pytest.fixture
+def photo(tmp_path):
+    path = tmp_path / "in" / "photo.png"
+    path.parent.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (27, 35, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(path)
+    return path, rgb
+
+
+def test_writes_same_size_file(tiny_onnx, photo, tmp_path, capsys):
+    src, rgb = photo
+    out = tmp_path / "out.png"
+    assert stylize_main([str(src), "-s", "mosaic", "-o", str(out), "--model", str(tiny_onnx)]) == 0
+    im = Image.open(out)
+    assert im.size == (35, 27) and im.format == "PNG"
+    expect = Engine(tiny_onnx).stylize(rgb, np.array([0, 1, 0], np.float32))
+    np.testing.assert_array_equal(np.asarray(im), expect)
+    assert "photo.png" in capsys.readouterr().out
+
+
+def test_format_from_suffix_and_flag(tiny_onnx, photo, tmp_path):
+    src, _ = photo
+    assert stylize_main([str(src), "-s", "candy", "-o", str(tmp_path / "o.jpg"),
+                         "--model", str(tiny_onnx)]) == 0
+    assert Image.open(tmp_path / "o.jpg").format == "JPEG"
+    assert stylize_main([str(src), "-s", "candy", "-o", str(tmp_path / "o.img"), "--format",
+                         "webp", "--quality", "70", "--model", str(tiny_onnx)]) == 0
+    assert Image.open(tmp_path / "o.img").format == "WEBP"
+
+
+def test_several_inputs_go_to_a_directory(tiny_onnx, photo, tmp_path, monkeypatch):
+    src, _ = photo
+    other = tmp_path / "b.jpg"
+    Image.new("RGB", (9, 4), (1, 2, 3)).save(other)
+    out = tmp_path / "outdir"
+    monkeypatch.setenv("STYLEBOX_MODEL_PATH", str(tiny_onnx))  # the env works like --model
+    assert stylize_main([str(src), str(other), "-s", "candy:1,udnie:1", "-o", str(out)]) == 0
+    assert Image.open(out / "photo.png").size == (35, 27)
+    assert Image.open(out / "b.png").size == (9, 4)
+
+
+def test_unknown_style_exits_2_listing_styles(tiny_onnx, photo, tmp_path, capsys):
+    src, _ = photo
+    code = stylize_main([str(src), "-s", "starry", "-o", str(tmp_path / "o.png"),
+                         "--model", str(tiny_onnx)])
+    err = capsys.readouterr().err
+    assert code == 2 and "starry" in err and "candy, mosaic, udnie" in err
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_bad_weights_exit_2(tiny_onnx, photo, tmp_path, capsys):
+    src, _ = photo
+    assert stylize_main([str(src), "-s", "candy:-1", "-o", str(tmp_path / "o.png"),
+                         "--model", str(tiny_onnx)]) == 2
+    assert "negative" in capsys.readouterr().err
+
+
+def test_unreadable_inputs_exit_2(tiny_onnx, photo, tmp_path, capsys):
+    src, _ = photo
+    junk = tmp_path / "junk.png"
+    junk.write_bytes(b"not an image")
+    code = stylize_main([str(tmp_path / "missing.png"), str(junk), str(src), "-s", "candy",
+                         "-o", str(tmp_path / "o"), "--model", str(tiny_onnx)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "missing.png" in err and "junk.png" in err and "not an image" in err
+    assert Image.open(tmp_path / "o" / "photo.png").size == (35, 27)  # the good one still ran
+
+
+def test_missing_model_exits_1_with_the_recipe(photo, tmp_path, capsys):
+    src, _ = photo
+    model = tmp_path / "none.onnx"
+    assert stylize_main([str(src), "-s", "candy", "-o", str(tmp_path / "o.png"),
+                         "--model", str(model)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and str(model) in err and "stylebox export" in err

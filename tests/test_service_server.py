@@ -1,0 +1,110 @@
+"""The service as deployed: a real uvicorn over HTTP, start-up failures, and no torch."""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return {**env, **extra}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_service_import_path_does_not_import_torch(tiny_onnx):
+    code = (
+        "import sys\n"
+        "from fastapi.testclient import TestClient\n"
+        "import service.cli, service.routers.stylize\n"
+        "from service.app import create_app\n"
+        "from service.settings import Settings\n"
+        f"with TestClient(create_app(Settings(model_path={str(tiny_onnx)!r}))) as c:\n"
+        "    assert c.get('/styles').status_code == 200\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"
+        "assert not bad, bad\n"
+        "print('ok')\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+                       text=True, timeout=120, cwd=ROOT)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
+
+
+def test_serve_with_missing_model_prints_one_line_and_exits_1(tmp_path):
+    model = tmp_path / "absent.onnx"
+    r = subprocess.run([sys.executable, "-m", "stylebox", "serve", "--port", "0"],
+                       env=_env(STYLEBOX_MODEL_PATH=str(model)), capture_output=True, text=True,
+                       timeout=60, cwd=ROOT)
+    assert r.returncode == 1
+    lines = (r.stdout + r.stderr).strip().splitlines()
+    assert len(lines) == 1, lines
+    assert str(model) in lines[0] and "stylebox train" in lines[0]
+    assert f"stylebox export runs/a0.25/last.pt -o {model}" in lines[0]
+
+
+def test_serve_with_broken_model_prints_one_line_and_exits_1(tmp_path):
+    model = tmp_path / "broken.onnx"
+    model.write_bytes(b"\x08\x07garbage" * 50)
+    r = subprocess.run([sys.executable, "-m", "stylebox", "serve", "--model", str(model)],
+                       env=_env(), capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert r.returncode == 1
+    out = (r.stdout + r.stderr).strip()
+    assert len(out.splitlines()) == 1 and "Traceback" not in out and str(model) in out
+
+
+def test_real_uvicorn_over_http(tiny_onnx):
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        env=_env(STYLEBOX_MODEL_PATH=str(tiny_onnx)), cwd=ROOT,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            try:
+                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become ready"
+            time.sleep(0.2)
+        styles = httpx.get(f"{base}/styles", timeout=10).json()["styles"]
+        assert [s["name"] for s in styles] == ["candy", "mosaic", "udnie"]
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(0).integers(0, 256, (33, 47, 3), np.uint8)).save(
+            buf, "PNG")
+        r = httpx.post(f"{base}/stylize", params={"style": "candy:0.5,udnie:0.5"},
+                       files={"image": ("p.png", buf.getvalue(), "image/png")}, timeout=30)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert Image.open(io.BytesIO(r.content)).size == (47, 33)
+        r = httpx.post(f"{base}/stylize?style=nope", content=buf.getvalue(),
+                       headers={"Content-Type": "image/png"}, timeout=30)
+        assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
+    finally:
+        proc.terminate()
+        try:
+            output, _ = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            output, _ = proc.communicate()
+    assert f"http://127.0.0.1:{port}" in output  # the URL is printed
+    assert "POST /stylize 200" in output and "style=candy:0.5,udnie:0.5" in output

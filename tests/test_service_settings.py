@@ -1,0 +1,68 @@
+"""Settings: every field comes from its STYLEBOX_* variable."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from service.settings import Settings
+
+ENV = {
+    "STYLEBOX_MODEL_PATH": ("/m/x.onnx", "model_path", "/m/x.onnx"),
+    "STYLEBOX_PROVIDERS": ("CUDAExecutionProvider, CPUExecutionProvider", "providers",
+                           ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    "STYLEBOX_HOST": ("127.0.0.1", "host", "127.0.0.1"),
+    "STYLEBOX_PORT": ("9001", "port", 9001),
+    "STYLEBOX_MAX_UPLOAD_BYTES": ("12345", "max_upload_bytes", 12345),
+    "STYLEBOX_MAX_PIXELS": ("1000000", "max_pixels", 1_000_000),
+    "STYLEBOX_MAX_INFERENCE_PIXELS": ("250000", "max_inference_pixels", 250_000),
+    "STYLEBOX_INTRA_OP_THREADS": ("3", "intra_op_threads", 3),
+    "STYLEBOX_MAX_CONCURRENCY": ("5", "max_concurrency", 5),
+    "STYLEBOX_DEFAULT_FORMAT": ("JPG", "default_format", "jpeg"),
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch):
+    for var in ENV:
+        monkeypatch.delenv(var, raising=False)
+
+
+def test_defaults():
+    s = Settings()
+    assert s.model_path == "models/stylebox-a0.25.onnx"
+    assert s.providers == ["CPUExecutionProvider"]
+    assert (s.host, s.port) == ("0.0.0.0", 8000)
+    assert s.max_upload_bytes == 20 * 1024 * 1024
+    assert s.max_pixels == 40_000_000
+    assert s.max_inference_pixels >= 3840 * 2160
+    assert (s.intra_op_threads, s.max_concurrency, s.default_format) == (0, 2, "png")
+
+
+def test_every_field_reads_its_env_var(monkeypatch):
+    for var, (value, _, _) in ENV.items():
+        monkeypatch.setenv(var, value)
+    s = Settings()
+    for _, field, expected in ENV.values():
+        assert getattr(s, field) == expected, field
+    assert set(Settings.model_fields) == {field for _, field, _ in ENV.values()}
+
+
+def test_providers_as_json_list(monkeypatch):
+    monkeypatch.setenv("STYLEBOX_PROVIDERS", '["CPUExecutionProvider"]')
+    assert Settings().providers == ["CPUExecutionProvider"]
+
+
+def test_init_overrides_env(monkeypatch):
+    monkeypatch.setenv("STYLEBOX_PORT", "9001")
+    assert Settings(port=1234).port == 1234
+
+
+@pytest.mark.parametrize("var,value", [("STYLEBOX_PORT", "http"), ("STYLEBOX_PORT", "70000"),
+                                       ("STYLEBOX_MAX_CONCURRENCY", "0"),
+                                       ("STYLEBOX_DEFAULT_FORMAT", "gif"),
+                                       ("STYLEBOX_MAX_PIXELS", "-1")])
+def test_bad_values_are_rejected(monkeypatch, var, value):
+    monkeypatch.setenv(var, value)
+    with pytest.raises(ValidationError):
+        Settings()
