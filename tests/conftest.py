@@ -48,3 +48,67 @@ def tiny_onnx(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
     export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
     return path
+
+
+# -- training fixtures: tiny photos, style images and a fake VGG file made on the spot ---------
+
+TINY_TRAIN_LAYERS = {"content_layers": ["relu1_2"], "style_layers": ["relu1_1", "relu2_1"]}
+
+
+def write_fake_vgg(path: Path, deepest: str = "relu2_1", seed: int = 0) -> Path:
+    """A random fp16 state dict in the format of ../shared/data/vgg (torchvision keys)."""
+    import torch
+
+    from training.vgg import random_vgg
+
+    vgg = random_vgg([deepest], seed=seed)
+    torch.save({k: v.half() for k, v in vgg.features.state_dict().items()}, path)
+    return path
+
+
+def make_train_data(root: Path, n_photos: int = 6, size: int = 48) -> Path:
+    """Photos (png/jpg/webp, one smaller than the crop) and two style images under `root`."""
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    (root / "photos" / "sub").mkdir(parents=True, exist_ok=True)
+    (root / "styles").mkdir(exist_ok=True)
+    yy, xx = np.mgrid[0:size, 0:size + 8]
+    for i in range(n_photos):
+        base = np.stack([(xx * (i + 1)) % 256, (yy * 3) % 256, (xx + yy + 40 * i) % 256], -1)
+        noise = rng.integers(0, 30, base.shape)
+        img = Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
+        ext = ["png", "jpg", "webp"][i % 3]
+        folder = root / "photos" / ("sub" if i == 0 else "")
+        img.save(folder / f"p{i}.{ext}")
+    Image.fromarray(rng.integers(0, 255, (20, 24, 3), dtype=np.uint8)).save(
+        root / "photos" / "small.png")  # smaller than the crop: upscaled, not skipped
+    stripes = np.zeros((64, 64, 3), np.uint8)
+    stripes[:, ::8] = (255, 40, 0)
+    stripes[:, 1::8] = (255, 200, 0)
+    Image.fromarray(stripes).save(root / "styles" / "stripes.png")
+    checker = ((np.indices((64, 64)).sum(0) // 4) % 2 * 255).astype(np.uint8)
+    Image.fromarray(np.stack([checker, 255 - checker, checker // 2], -1)).save(
+        root / "styles" / "checker.png")
+    write_fake_vgg(root / "vgg.pth")
+    return root
+
+
+def write_train_config(root: Path, **overrides) -> Path:
+    """A TOML config for a few CPU steps on make_train_data(root)."""
+    import json
+
+    values = {
+        "name": "tiny", "data_root": str(root), "photos": "photos", "vgg_weights": "vgg.pth",
+        "alpha": 0.25, "n_residual": 1, "steps": 4, "batch_size": 2, "image_size": 32,
+        "style_size": 48, "lr": 1e-2, "log_every": 1, "ckpt_every": 100, "device": "cpu",
+        **TINY_TRAIN_LAYERS, **overrides,
+    }
+    lines = [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    for name, file in (("stripes", "stripes.png"), ("checker", "checker.png")):
+        lines += ["[[styles]]", f'name = "{name}"', f'path = "styles/{file}"',
+                  f'title = "{name.title()}"']
+    path = root / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path

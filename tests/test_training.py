@@ -1,0 +1,200 @@
+"""Training: config, VGG loading, losses, data, a CPU smoke run, resume and the CLI."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import make_train_data, write_fake_vgg, write_train_config
+from training.config import ConfigError, TrainConfig
+from training.data import PhotoBank, list_photos
+from training.losses import PerceptualLoss, gram
+from training.vgg import VGGError, load_vgg, random_vgg
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_VGG = ROOT.parent / "shared/data/vgg/vgg19_features_to_relu5_1_fp16.pth"
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    return make_train_data(tmp_path)
+
+
+# -- config ------------------------------------------------------------------------------------
+
+def test_default_config_round_trips_and_makes_the_card():
+    cfg = TrainConfig.load(ROOT / "configs/default.toml")
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+    card = cfg.card()
+    assert card.style_names == ["candy", "la_muse", "mosaic", "rain_princess", "starry_night",
+                                "the_scream", "udnie", "wave"]
+    assert card.alpha == 0.25 and card.training["style_layers"] == cfg.style_layers
+    assert all(s.title for s in card.styles)
+
+
+def test_overrides_parse_toml_values(data):
+    cfg = TrainConfig.load(write_train_config(data), ["style_weight=2e5", "amp=false",
+                                                      'style_layers=["relu1_1"]', "photos=x/y"])
+    assert cfg.style_weight == 2e5 and cfg.amp is False
+    assert cfg.style_layers == ["relu1_1"] and cfg.photos == "x/y"
+    assert cfg.replace(steps=9).steps == 9
+
+
+@pytest.mark.parametrize("bad", [["nope=1"], ["style_layers=['relu9_9']"], ["steps=0"],
+                                 ["lr_schedule='linear'"], ["novalue"]])
+def test_bad_config_values_are_rejected(data, bad):
+    with pytest.raises(ConfigError):
+        TrainConfig.load(write_train_config(data), bad)
+
+
+# -- VGG ---------------------------------------------------------------------------------------
+
+def test_vgg_file_loads_fp16_state_dict_and_stops_at_the_deepest_layer(tmp_path):
+    path = write_fake_vgg(tmp_path / "v.pth", "relu2_1", seed=3)
+    vgg = load_vgg(path, ["relu1_1", "relu2_1"])
+    assert len(vgg.features) == 7  # conv, relu, conv, relu, pool, conv, relu
+    ref = torch.load(path)["5.weight"].float()
+    assert torch.equal(vgg.features[5].weight, ref)
+    out = vgg(torch.rand(1, 3, 16, 16))
+    assert out["relu1_1"].shape == (1, 64, 16, 16) and out["relu2_1"].shape == (1, 128, 8, 8)
+    assert not any(p.requires_grad for p in vgg.parameters())
+
+
+def test_vgg_file_too_shallow_or_missing_is_a_clear_error(tmp_path):
+    path = write_fake_vgg(tmp_path / "v.pth", "relu1_2")
+    with pytest.raises(VGGError, match="does not reach layer relu3_1"):
+        load_vgg(path, ["relu3_1"])
+    with pytest.raises(VGGError, match="not found"):
+        load_vgg(tmp_path / "missing.pth", ["relu1_1"])
+
+
+@pytest.mark.skipif(not SHARED_VGG.is_file(), reason="../shared/data VGG file not present")
+def test_shared_vgg_file_loads_to_relu5_1():
+    vgg = load_vgg(SHARED_VGG, ["relu2_2", "relu5_1"])
+    out = vgg(torch.rand(1, 3, 32, 32))
+    assert out["relu5_1"].shape == (1, 512, 2, 2)
+    assert torch.isfinite(out["relu5_1"]).all() and out["relu2_2"].abs().sum() > 0
+
+
+# -- losses ------------------------------------------------------------------------------------
+
+def test_gram_is_normalised_feature_correlation():
+    f = torch.randn(2, 4, 3, 5)
+    g = gram(f)
+    assert g.shape == (2, 4, 4)
+    manual = f[1].reshape(4, 15) @ f[1].reshape(4, 15).T / (4 * 15)
+    assert torch.allclose(g[1], manual, atol=1e-6)
+
+
+def test_style_loss_indexes_each_images_own_style_target():
+    vgg = random_vgg(["relu1_1", "relu1_2", "relu2_1"])
+    loss = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"])
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32) ** 3
+    loss.set_style_targets([a, b])
+    assert loss.targets["relu2_1"].shape == (2, 128, 128)
+    x = torch.cat([a, b])
+    exact = loss(x, x, torch.tensor([0, 1]))  # each image is its own style: zero loss
+    swapped = loss(x, x, torch.tensor([1, 0]))
+    assert exact.style.item() < 1e-6 and exact.content.item() == 0
+    assert swapped.style.item() > 1e-3
+    assert torch.isclose(swapped.total, swapped.style * 4.0)  # default weights: content 1, style 4
+
+
+def test_content_loss_is_relative_and_tv_is_counted():
+    vgg = random_vgg(["relu1_1", "relu1_2"])
+    loss = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1"], tv_weight=2.0)
+    photo = torch.rand(2, 3, 16, 16)
+    loss.set_style_targets([photo[:1]])
+    parts = loss(torch.zeros_like(photo), photo, torch.tensor([0, 0]))
+    assert 0.1 < parts.content.item() < 10  # a black output is "100 % wrong", give or take
+    noisy = loss(photo, photo, torch.tensor([0, 0]))
+    assert noisy.tv.item() > 0 and parts.tv.item() == 0
+
+
+# -- data --------------------------------------------------------------------------------------
+
+def test_photo_bank_crops_flips_and_is_deterministic(data):
+    files = list_photos(data / "photos")
+    assert len(files) == 7 and {f.suffix for f in files} == {".png", ".jpg", ".webp"}
+    bank = PhotoBank(files, crop=32)
+    assert min(min(p.shape[1:]) for p in bank.photos) >= 32  # the 20x24 photo was upscaled
+    b1 = bank.batch(5, torch.Generator().manual_seed(1))
+    b2 = bank.batch(5, torch.Generator().manual_seed(1))
+    assert b1.shape == (5, 3, 32, 32) and b1.dtype == torch.float32
+    assert b1.min() >= 0 and b1.max() <= 1 and torch.equal(b1, b2)
+
+
+# -- training ----------------------------------------------------------------------------------
+
+def _log(out: Path) -> list[dict]:
+    with open(out / "log.csv") as f:
+        return list(csv.DictReader(f))
+
+
+def test_cpu_smoke_training_loss_falls(data, tmp_path):
+    from training.loop import train
+
+    cfg = TrainConfig.load(write_train_config(data, steps=40))
+    summary = train(cfg, tmp_path / "run", progress=False)
+    rows = _log(tmp_path / "run")
+    losses = [float(r["loss"]) for r in rows]
+    assert len(losses) == 40 and summary["step"] == 40
+    first, last = sum(losses[:8]) / 8, sum(losses[-8:]) / 8
+    assert last < 0.7 * first, f"loss did not fall: {first:.4g} -> {last:.4g}"
+    state = torch.load(tmp_path / "run/last.pt", weights_only=False)
+    assert state["step"] == 40 and state["card"]["training"]["steps_done"] == 40
+    assert state["card"]["styles"][0]["name"] == "stripes"
+
+
+def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
+    from training.loop import train
+
+    cfg = TrainConfig.load(write_train_config(data, steps=6))
+    train(cfg, tmp_path / "straight", progress=False)
+    train(cfg.replace(steps=3), tmp_path / "split", progress=False)
+    train(cfg, tmp_path / "split", progress=False)  # resumes at step 3
+    a = torch.load(tmp_path / "straight/last.pt", weights_only=False)
+    b = torch.load(tmp_path / "split/last.pt", weights_only=False)
+    assert b["step"] == 6 and len(_log(tmp_path / "split")) == 6
+    for k, v in a["model"].items():
+        assert torch.allclose(v, b["model"][k], atol=1e-6), k
+
+
+def test_resume_refuses_a_checkpoint_with_other_styles(data, tmp_path):
+    from training.loop import TrainError, train
+
+    cfg = TrainConfig.load(write_train_config(data, steps=1))
+    train(cfg, tmp_path / "run", progress=False)
+    other = cfg.replace(styles=[{"name": "only", "path": "styles/stripes.png"}], steps=2)
+    with pytest.raises(TrainError, match="Use a new --out"):
+        train(other, tmp_path / "run", progress=False)
+
+
+def test_train_cli_then_export_cli_round_trip(data, tmp_path, capsys):
+    import onnx
+
+    from model.card import CARD_KEY, ModelCard
+    from stylebox.cli import main
+
+    rc = main(["train", "--config", str(write_train_config(data)), "--out",
+               str(tmp_path / "run"), "--steps", "2", "--no-progress"])
+    assert rc == 0 and "done at step 2" in capsys.readouterr().out
+    onnx_path = tmp_path / "m.onnx"
+    assert main(["export", str(tmp_path / "run/last.pt"), "-o", str(onnx_path),
+                 "--size", "32"]) == 0
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    card = ModelCard.from_json(meta[CARD_KEY])
+    assert card.style_names == ["stripes", "checker"]
+    assert card.training["steps_done"] == 2 and card.training["image_size"] == 32
+    assert card.export["parity"]["max_abs"] <= 2
+
+
+def test_train_cli_reports_missing_data_cleanly(data, tmp_path, capsys):
+    from stylebox.cli import main
+
+    rc = main(["train", "--config", str(write_train_config(data)), "--out",
+               str(tmp_path / "run"), "--photos", "nowhere", "--no-progress"])
+    assert rc == 2 and "photo folder" in capsys.readouterr().err

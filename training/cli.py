@@ -1,0 +1,56 @@
+"""`stylebox train`: train a multi-style generator from a TOML config.
+
+    stylebox train --config configs/default.toml --out runs/a0.25
+    stylebox train --config configs/default.toml --out runs/a1 --alpha 1 --steps 40000
+    torchrun --nproc_per_node 4 -m stylebox train --config configs/default.toml --out runs/x
+
+Rerunning the same command resumes from OUT/last.pt (until `steps` is reached).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from training.config import ConfigError, TrainConfig
+from training.data import DataError
+from training.loop import TrainError, train
+from training.vgg import VGGError
+
+# CLI flag -> config key (each also settable with --set key=value).
+_FLAGS = {
+    "steps": int, "batch_size": int, "alpha": float, "lr": float, "image_size": int,
+    "style_size": int, "seed": int, "device": str, "data_root": str, "photos": str,
+    "vgg_weights": str, "time_limit_min": float, "ckpt_every": int, "log_every": int,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="stylebox train", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--config", required=True, help="TOML file (see configs/default.toml)")
+    p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, config.json")
+    for key, typ in _FLAGS.items():
+        p.add_argument("--" + key.replace("_", "-"), type=typ, dest=key)
+    p.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any config key (value parsed as TOML), repeatable")
+    p.add_argument("--no-resume", action="store_true", help="ignore an existing OUT/last.pt")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    args = p.parse_args(argv)
+
+    values = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
+    if args.compile:
+        values["compile"] = True
+    try:
+        cfg = TrainConfig.load(args.config, args.set).replace(**values)
+        summary = train(cfg, args.out, resume=not args.no_resume,
+                        progress=not args.no_progress)
+    except (ConfigError, DataError, VGGError, TrainError, FileNotFoundError) as e:
+        print(f"stylebox train: {e}", file=sys.stderr)
+        return 2
+    print(f"stylebox train: {summary['stopped']} at step {summary['step']}; "
+          f"loss {summary.get('loss', float('nan')):.4g}, "
+          f"{summary.get('steps_per_s', 0):.2f} steps/s; checkpoint {summary['checkpoint']}")
+    return 0

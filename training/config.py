@@ -1,0 +1,162 @@
+"""Training configuration: one flat dataclass, read from a small TOML file plus CLI overrides.
+
+The TOML may group keys in `[model]`, `[train]`, `[loss]` and `[data]` tables (for reading);
+they are flattened into `TrainConfig`, so `--set style_weight=8` overrides any of them.
+Styles come as `[[styles]]` entries (name, path, title, source): this list is the start of
+the one chain that carries the style list (config -> checkpoint -> ONNX card -> service).
+
+Relative data paths (`photos`, `vgg_weights`, style `path`) resolve against `data_root`,
+which defaults to `$STYLEBOX_DATA` or `../shared/data`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from model.card import ModelCard, StyleInfo
+
+VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
+    "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
+    "relu3_3": 15, "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26,
+    "relu5_1": 29,
+}
+_SECTIONS = ("model", "train", "loss", "data")
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class StyleSpec:
+    name: str
+    path: str
+    title: str = ""
+    source: str = ""
+
+
+@dataclass
+class TrainConfig:
+    styles: list[StyleSpec] = field(default_factory=list)
+    name: str = "stylebox"
+    version: str = "0.1.0"
+    # data
+    data_root: str = field(default_factory=lambda: os.environ.get("STYLEBOX_DATA",
+                                                                  "../shared/data"))
+    photos: str = "train-photos"
+    vgg_weights: str = "vgg/vgg19_features_to_relu5_1_fp16.pth"  # a file, or "torchvision"
+    max_photos: int = 0  # 0 = all
+    # model
+    alpha: float = 0.25
+    n_residual: int = 5
+    base_channels: tuple[int, int, int] = (32, 64, 128)
+    # train
+    steps: int = 20_000
+    batch_size: int = 16  # global: split across DDP ranks
+    image_size: int = 256  # random square crops
+    style_size: int = 512  # long side of the style image when its Gram targets are made
+    lr: float = 1e-3
+    lr_schedule: str = "constant"  # or "cosine" (to lr * 0.1 at the last step)
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    channels_last: bool = True  # on CUDA
+    compile: bool = False  # torch.compile the generator
+    log_every: int = 50
+    ckpt_every: int = 1000
+    time_limit_min: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = none
+    # loss
+    content_weight: float = 1.0
+    style_weight: float = 4.0
+    tv_weight: float = 0.0
+    content_layers: list[str] = field(default_factory=lambda: ["relu2_2"])
+    style_layers: list[str] = field(
+        default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+
+    def __post_init__(self) -> None:
+        self.styles = [s if isinstance(s, StyleSpec) else StyleSpec(**s) for s in self.styles]
+        self.base_channels = tuple(int(c) for c in self.base_channels)
+        self.validate()
+
+    def validate(self) -> None:
+        bad = [n for n in self.content_layers + self.style_layers if n not in VGG_LAYERS]
+        if bad:
+            raise ConfigError(f"unknown VGG layers {bad}; choose from {', '.join(VGG_LAYERS)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ConfigError("lr_schedule must be 'constant' or 'cosine'")
+        for key in ("steps", "batch_size", "image_size", "style_size"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1")
+        if self.image_size < 16:
+            raise ConfigError("image_size must be >= 16")
+
+    # -- paths -----------------------------------------------------------------------------
+    def resolve(self, p: str) -> Path:
+        path = Path(os.path.expanduser(p))
+        return path if path.is_absolute() else Path(self.data_root) / path
+
+    # -- round trip ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["base_channels"] = list(self.base_channels)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        flat: dict[str, Any] = {}
+        for k, v in d.items():
+            if k in _SECTIONS and isinstance(v, dict):
+                flat.update(v)
+            else:
+                flat[k] = v
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(flat) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        try:
+            return cls(**flat)
+        except TypeError as e:
+            raise ConfigError(str(e)) from None
+
+    @classmethod
+    def load(cls, path: str | Path, overrides: list[str] = ()) -> TrainConfig:
+        with open(path, "rb") as f:
+            d = tomllib.load(f)
+        cfg = cls.from_dict(d)
+        return cfg.override(overrides)
+
+    def override(self, items: list[str]) -> TrainConfig:
+        """Apply `key=value` strings; values are parsed as TOML (so 1e5, true, ["a"] work)."""
+        d = self.to_dict()
+        for item in items:
+            key, sep, raw = item.partition("=")
+            key = key.strip()
+            if not sep or key not in d:
+                raise ConfigError(f"bad override {item!r}: want key=value with key one of "
+                                  f"{', '.join(sorted(d))}")
+            try:
+                value = tomllib.loads(f"v = {raw}")["v"]
+            except tomllib.TOMLDecodeError:
+                value = raw  # a bare string such as a path
+            d[key] = value
+        return TrainConfig.from_dict(d)
+
+    def replace(self, **values: Any) -> TrainConfig:
+        return TrainConfig.from_dict({**self.to_dict(), **values})
+
+    # -- the model card --------------------------------------------------------------------
+    def card(self) -> ModelCard:
+        if not self.styles:
+            raise ConfigError("the config lists no [[styles]]")
+        return ModelCard(
+            name=self.name, version=self.version, alpha=self.alpha,
+            styles=[StyleInfo(s.name, s.title, s.source) for s in self.styles],
+            arch={"base_channels": list(self.base_channels), "n_residual": self.n_residual},
+            training={k: v for k, v in self.to_dict().items()
+                      if k not in ("styles", "data_root", "device", "log_every", "ckpt_every",
+                                   "time_limit_min")},
+        )

@@ -1,0 +1,233 @@
+"""The training loop: all styles share one generator, every batch mixes styles.
+
+Resumable: `OUT/last.pt` holds model, optimizer, step and card, and the data stream is
+reseeded from (seed, rank, step) every step, so stopping and resuming gives the same
+weights as one uninterrupted run. Runs on CPU (tests), one GPU, or several with `torchrun`
+(DistributedDataParallel; NCCL on CUDA, gloo on CPU).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from model.card import ModelCard
+from model.checkpoint import build_generator, save_checkpoint
+from training.config import TrainConfig
+from training.data import PhotoBank, list_photos, load_style_images
+from training.losses import PerceptualLoss
+from training.vgg import VGGFeatures, load_vgg
+
+CKPT_NAME = "last.pt"
+LOG_FIELDS = ["step", "loss", "content", "style", "tv", "lr", "steps_per_s", "elapsed_s"]
+
+
+class TrainError(RuntimeError):
+    pass
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def _setup_dist(device_kind: str) -> Dist:
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return Dist()
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    dist.init_process_group(backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def _device(name: str, d: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and d.world > 1:
+        name = f"cuda:{d.local_rank}"
+    dev = torch.device(name)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    return dev
+
+
+def _step_seed(seed: int, rank: int, step: int) -> int:
+    return (seed << 40) ^ (rank << 32) ^ step
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step / cfg.steps, 1.0))))
+    return cfg.lr
+
+
+def _over_time(cfg: TrainConfig, t_start: float, d: Dist, device: torch.device) -> bool:
+    """Past the time limit? Under DDP every rank must agree, or one would wait forever."""
+    if not cfg.time_limit_min:
+        return False
+    over = time.monotonic() - t_start > cfg.time_limit_min * 60
+    if d.world > 1:
+        flag = torch.tensor([float(over)], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        over = bool(flag.item())
+    return over
+
+
+def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> int:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    old = ModelCard.from_dict(state["card"])
+    if old.style_names != card.style_names or old.alpha != card.alpha or old.arch != card.arch:
+        raise TrainError(f"{path} was trained with styles {old.style_names}, alpha {old.alpha}, "
+                         f"arch {old.arch}; the config asks for {card.style_names}, alpha "
+                         f"{card.alpha}, arch {card.arch}. Use a new --out or --no-resume.")
+    gen.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    return int(state["step"])
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
+          vgg: VGGFeatures | None = None, progress: bool = True) -> dict:
+    """Train to `cfg.steps` (or the time limit); returns a summary of the last log window."""
+    out = Path(out_dir)
+    device_kind = "cuda" if cfg.device.startswith("cuda") or (
+        cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
+    d = _setup_dist(device_kind)
+    device = _device(cfg.device, d)
+    cuda = device.type == "cuda"
+    if cfg.batch_size % d.world:
+        raise TrainError(f"batch_size {cfg.batch_size} must divide by {d.world} processes")
+    local_batch = cfg.batch_size // d.world
+
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    card = cfg.card()
+    card.training["vgg_weights"] = "random (tests)" if vgg is not None else Path(
+        cfg.vgg_weights).name
+    gen = build_generator(card).to(device)
+    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    step = 0
+    ckpt = out / CKPT_NAME
+    if resume and ckpt.is_file():
+        step = _load_resume(ckpt, cfg, card, gen, opt)
+    if cuda and cfg.channels_last:
+        gen = gen.to(memory_format=torch.channels_last)
+
+    # Losses: VGG and the per-style Gram targets, computed once.
+    if vgg is None:
+        src = cfg.vgg_weights if cfg.vgg_weights == "torchvision" else cfg.resolve(cfg.vgg_weights)
+        vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
+    vgg = vgg.to(device)
+    if cuda and cfg.channels_last:
+        vgg = vgg.to(memory_format=torch.channels_last)
+    loss_fn = PerceptualLoss(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
+                             cfg.style_weight, cfg.tv_weight)
+    styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
+    loss_fn.set_style_targets([s.to(device) for s in styles])
+    files = list_photos(cfg.resolve(cfg.photos))
+    if cfg.max_photos:
+        files = files[: cfg.max_photos]
+    bank = PhotoBank(files, cfg.image_size, device)
+
+    model = DDP(gen, device_ids=[device.index] if cuda else None) if d.world > 1 else gen
+    fwd = torch.compile(model) if cfg.compile else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
+    rng = torch.Generator()
+    n_styles = card.n_styles
+
+    if d.main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        new_log = not (out / "log.csv").is_file() or step == 0
+        logf = open(out / "log.csv", "w" if new_log else "a", newline="")  # noqa: SIM115
+        log = csv.DictWriter(logf, LOG_FIELDS)
+        if new_log:
+            log.writeheader()
+    bar = None
+    if progress and d.main:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True)
+
+    def save(at: int) -> None:
+        if d.main:
+            card.training["steps_done"] = at
+            card.training["world_size"] = d.world
+            save_checkpoint(ckpt, gen, card, optimizer=opt.state_dict(), step=at,
+                            config=cfg.to_dict())
+
+    t_start = t_win = time.monotonic()
+    win_steps, sums = 0, torch.zeros(4, device=device)
+    summary: dict = {"step": step, "stopped": "done"}
+    gen.train()
+    try:
+        while step < cfg.steps:
+            rng.manual_seed(_step_seed(cfg.seed, d.rank, step))
+            photo = bank.batch(local_batch, rng)  # (b, 3, S, S)
+            style_idx = torch.randint(n_styles, (local_batch,), generator=rng)
+            weights = torch.nn.functional.one_hot(style_idx, n_styles).float().to(device)
+            style_idx = style_idx.to(device)
+            if cuda and cfg.channels_last:
+                photo = photo.contiguous(memory_format=torch.channels_last)
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, step)
+            with autocast:
+                styled = fwd(photo, weights)
+                parts = loss_fn(styled, photo, style_idx)
+            opt.zero_grad(set_to_none=True)
+            parts.total.backward()
+            opt.step()
+            step += 1
+            win_steps += 1
+            sums += torch.stack([parts.total, parts.content, parts.style, parts.tv]).detach()
+
+            last = step == cfg.steps
+            over_time = step % cfg.log_every == 0 and _over_time(cfg, t_start, d, device)
+            if d.main and (step % cfg.log_every == 0 or last or over_time):
+                now = time.monotonic()
+                avg = (sums / win_steps).tolist()  # the one host sync per log window
+                row = {"step": step, "loss": avg[0], "content": avg[1], "style": avg[2],
+                       "tv": avg[3], "lr": _lr(cfg, step - 1),
+                       "steps_per_s": win_steps / max(now - t_win, 1e-9),
+                       "elapsed_s": now - t_start}
+                log.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
+                              for k, v in row.items()})
+                logf.flush()
+                summary.update(row)
+                if bar:
+                    bar.set_postfix(loss=f"{avg[0]:.4g}", content=f"{avg[1]:.3g}",
+                                    style=f"{avg[2]:.3g}", it_s=f"{row['steps_per_s']:.1f}")
+                t_win, win_steps, sums = now, 0, torch.zeros(4, device=device)
+            if bar:
+                bar.update(1)
+            if step % cfg.ckpt_every == 0 or last or over_time:
+                save(step)
+            if over_time:
+                summary["stopped"] = "time_limit"
+                break
+    except KeyboardInterrupt:
+        save(step)  # keep what was learned; rerun the same command to resume
+        raise
+    finally:
+        if bar:
+            bar.close()
+        if d.main:
+            logf.close()
+        if d.world > 1:
+            dist.destroy_process_group()
+    summary["step"] = step
+    summary["checkpoint"] = str(ckpt)
+    return summary

@@ -1,0 +1,96 @@
+"""Perceptual loss (Johnson et al. 2016) for N styles at once.
+
+Style: squared error between Gram matrices of VGG features, over several layers, against
+targets computed once per style and cached as an (N, C, C) table per layer; each image in a
+batch indexes its own style's row. Content: squared error between VGG features of output and
+input photo. Optional total variation.
+
+Both are *relative* errors: a layer's style term is divided by the mean squared entry of
+that style's target Gram, the content term by the mean squared reference feature. Raw Gram
+errors differ by four orders of magnitude between relu1_1 and relu4_1 (and by 10x between
+styles), so with raw sums one layer would decide everything; relative, the photo itself scores
+about 0.3-1.5 per layer against every style and the weights mean the same for any layer list.
+Grams and errors run in float32 even under bf16 autocast: Gram entries are sums of H*W
+products and lose too much in bf16.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.vgg import VGGFeatures
+
+
+def gram(f: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C), normalised by C*H*W so layers and sizes compare."""
+    b, c, h, w = f.shape
+    f = f.float().reshape(b, c, h * w)
+    return f @ f.transpose(1, 2) / (c * h * w)
+
+
+def total_variation(x: torch.Tensor) -> torch.Tensor:
+    return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()
+
+
+@dataclass
+class LossParts:
+    total: torch.Tensor
+    content: torch.Tensor
+    style: torch.Tensor
+    tv: torch.Tensor
+
+
+class PerceptualLoss(nn.Module):
+    def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],
+                 content_weight: float = 1.0, style_weight: float = 4.0, tv_weight: float = 0.0):
+        super().__init__()
+        self.vgg = vgg
+        self.content_layers, self.style_layers = list(content_layers), list(style_layers)
+        self.wc, self.ws, self.wtv = content_weight, style_weight, tv_weight
+        self.targets: dict[str, torch.Tensor] = {}  # layer -> (N, C, C)
+        self.scales: dict[str, torch.Tensor] = {}  # layer -> (N,) mean squared target entry
+
+    @torch.no_grad()
+    def set_style_targets(self, style_images: list[torch.Tensor]) -> None:
+        """One (1, 3, H, W) image in [0, 1] per style, each at its own size."""
+        per_style = []
+        for img in style_images:
+            feats = self.vgg(img.float())
+            per_style.append({n: gram(feats[n])[0] for n in self.style_layers})
+        self.targets = {n: torch.stack([s[n] for s in per_style]) for n in self.style_layers}
+        self.scales = {n: t.pow(2).mean(dim=(1, 2)).clamp_min(1e-12)
+                       for n, t in self.targets.items()}
+
+    def style_loss(self, feats: dict[str, torch.Tensor], style_idx: torch.Tensor) -> torch.Tensor:
+        """Sum over layers of the relative Gram error, each image against its own style."""
+        total = 0.0
+        for n in self.style_layers:
+            err = (gram(feats[n]) - self.targets[n][style_idx]).pow(2).mean(dim=(1, 2))  # (B,)
+            total = total + (err / self.scales[n][style_idx]).mean()
+        return total
+
+    def content_loss(self, feats: dict[str, torch.Tensor],
+                     ref: dict[str, torch.Tensor]) -> torch.Tensor:
+        total = 0.0
+        for n in self.content_layers:
+            r = ref[n].float()
+            total = total + F.mse_loss(feats[n].float(), r) / r.pow(2).mean().clamp_min(1e-12)
+        return total
+
+    def forward(self, output: torch.Tensor, photo: torch.Tensor,
+                style_idx: torch.Tensor) -> LossParts:
+        """output, photo: (B, 3, H, W) in [0, 1]; style_idx: (B,) long."""
+        if not self.targets:
+            raise RuntimeError("call set_style_targets() first")
+        feats = self.vgg(output)
+        with torch.no_grad():
+            ref = self.vgg(photo)
+        content = self.content_loss(feats, ref)
+        style = self.style_loss(feats, style_idx)
+        tv = total_variation(output.float()) if self.wtv else output.new_zeros(()).float()
+        total = self.wc * content + self.ws * style + self.wtv * tv
+        return LossParts(total, content, style, tv)
