@@ -173,25 +173,6 @@ def test_resume_refuses_a_checkpoint_with_other_styles(data, tmp_path):
         train(other, tmp_path / "run", progress=False)
 
 
-def test_train_cli_then_export_cli_round_trip(data, tmp_path, capsys):
-    import onnx
-
-    from model.card import CARD_KEY, ModelCard
-    from stylebox.cli import main
-
-    rc = main(["train", "--config", str(write_train_config(data)), "--out",
-               str(tmp_path / "run"), "--steps", "2", "--no-progress"])
-    assert rc == 0 and "done at step 2" in capsys.readouterr().out
-    onnx_path = tmp_path / "m.onnx"
-    assert main(["export", str(tmp_path / "run/last.pt"), "-o", str(onnx_path),
-                 "--size", "32"]) == 0
-    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
-    card = ModelCard.from_json(meta[CARD_KEY])
-    assert card.style_names == ["stripes", "checker"]
-    assert card.training["steps_done"] == 2 and card.training["image_size"] == 32
-    assert card.export["parity"]["max_abs"] <= 2
-
-
 def test_train_cli_reports_missing_data_cleanly(data, tmp_path, capsys):
     from stylebox.cli import main
 
