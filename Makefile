@@ -10,6 +10,7 @@ export STYLEBOX_MODEL_PATH ?= $(MODEL)
 help:
 	@echo "make serve  - create .venv (runtime deps only), serve $(MODEL) on :8000"
 	@echo "make test   - create .venv (with train + dev extras), lint, run every test"
+	@echo "make bench  - ONNX Runtime ms/image by alpha, vs the alpha=1 single-style peer"
 
 # Runtime-only venv: onnxruntime, fastapi, ... and no torch.
 $(VENV)/.serve-installed: pyproject.toml
@@ -33,6 +34,11 @@ serve: $(VENV)/.serve-installed
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# Speed lives here, not in unit tests. BENCH_ARGS="--model models/x.onnx" times a file.
+BENCH_ARGS ?= --alpha 1 --alpha 0.5 --alpha 0.25 --alpha 0.1 --sizes 256,512,1024
+bench: $(VENV)/.test-installed
+	$(BIN)/stylebox bench $(BENCH_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .
