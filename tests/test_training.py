@@ -100,7 +100,7 @@ def test_style_loss_indexes_each_images_own_style_target():
     swapped = loss(x, x, torch.tensor([1, 0]))
     assert exact.style.item() < 1e-6 and exact.content.item() == 0
     assert swapped.style.item() > 1e-3
-    assert torch.isclose(swapped.total, swapped.style * 4.0)  # default weights: content 1, style 4
+    assert torch.isclose(swapped.total, swapped.style * 2.0)  # default weights: content 1, style 2
 
 
 def test_content_loss_is_relative_and_tv_is_counted():

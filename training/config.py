@@ -71,7 +71,7 @@ class TrainConfig:
     time_limit_min: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = none
     # loss
     content_weight: float = 1.0
-    style_weight: float = 4.0
+    style_weight: float = 2.0
     tv_weight: float = 0.0
     content_layers: list[str] = field(default_factory=lambda: ["relu2_2"])
     style_layers: list[str] = field(

@@ -46,7 +46,7 @@ class LossParts:
 
 class PerceptualLoss(nn.Module):
     def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],
-                 content_weight: float = 1.0, style_weight: float = 4.0, tv_weight: float = 0.0):
+                 content_weight: float = 1.0, style_weight: float = 2.0, tv_weight: float = 0.0):
         super().__init__()
         self.vgg = vgg
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
