@@ -1,42 +1,121 @@
-# stylebox REST service on ONNX Runtime, CPU only. No torch: training and export need a GPU
-# box and the `train` extra; this image only serves an exported .onnx model.
-#   docker build -t stylebox . && docker run -p 8000:8000 stylebox   (or: docker compose up)
+# stylebox REST service on ONNX Runtime: one Dockerfile, three targets chosen by TARGET.
+# No torch in any image (training needs the `train` extra); each serves an exported .onnx.
+#   docker build -t stylebox:cpu .                                      (TARGET=cpu, default)
+#   docker build --build-arg TARGET=cuda -t stylebox:cuda .             (x86_64 + NVIDIA GPU)
+#   docker build --build-arg TARGET=jetson -t stylebox:jetson .         (on a JetPack 6 Jetson)
+# or `docker compose up` (README "Deployment"). BuildKit builds only the stages TARGET needs.
+# Bases are pinned by tag; the python in each build stage is the one its runtime stage runs
+# (the venv's python is a symlink into the base).
+ARG TARGET=cpu
 
-# Base pinned by tag, the same in both stages: the venv's python is a symlink into it.
-FROM python:3.11-slim-bookworm AS builder
-ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/venv
+# -- source: what `pip install .` needs, and the runtime requirements without onnxruntime ----
+FROM python:3.11-slim-bookworm AS source
 WORKDIR /src
-# Everything `pip install .` needs: pyproject's packages are model*, training*, service* and
-# stylebox* (the service imports model.card, pure python; `stylebox train` then says it needs
-# the train extra instead of crashing), and README.md is the project's readme.
+# pyproject's packages are model*, training*, service* and stylebox* (the service imports
+# model.card, pure python; `stylebox train` then says it needs the train extra).
 COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY training/ training/
 COPY service/ service/
 COPY stylebox/ stylebox/
-# Non-editable and runtime deps only (no [train] extra): the source tree is not needed after.
-RUN /opt/venv/bin/pip install --no-cache-dir .
+# The GPU targets swap onnxruntime for onnxruntime-gpu: both install the `onnxruntime`
+# module, so they must never be installed side by side.
+RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
+print('\n'.join(x for x in d['project']['dependencies'] if not x.startswith('onnxruntime==')))" \
+    > requirements-no-ort.txt
 
-FROM python:3.11-slim-bookworm
+# -- cpu: python slim + onnxruntime (CPU EP) ------------------------------------------------
+FROM python:3.11-slim-bookworm AS build-cpu
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src /src
+# Non-editable, runtime deps only (no [train] extra): the source tree is not needed after.
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir /src
+
+FROM python:3.11-slim-bookworm AS runtime-cpu
+COPY --from=build-cpu /opt/venv /opt/venv
+ENV STYLEBOX_PROVIDERS=CPUExecutionProvider
+
+# -- cuda: NVIDIA CUDA 13 + cuDNN 9 runtime, onnxruntime-gpu (CUDA EP, then CPU) -----------
+# onnxruntime-gpu 1.31.1 (PyPI) is built for CUDA 13 and cuDNN 9 (its `cuda`/`cudnn` extras
+# name nvidia-*-cu13 wheels); the base provides those libraries instead. Ubuntu 24.04's
+# python3 is 3.12. Debian/Ubuntu package versions move with security fixes: not pinned.
+FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04 AS base-cuda
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+FROM base-cuda AS build-cuda
+ARG ORT_GPU_VERSION=1.31.1
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src /src
+RUN python3 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir -r /src/requirements-no-ort.txt \
+      "onnxruntime-gpu==${ORT_GPU_VERSION}" \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps /src
+
+FROM base-cuda AS runtime-cuda
+COPY --from=build-cuda /opt/venv /opt/venv
+ENV STYLEBOX_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider
+
+# -- jetson: L4T JetPack 6 (CUDA 12.6, cuDNN 9, TensorRT 10.3), TensorRT EP > CUDA EP > CPU --
+# PyPI has no onnxruntime-gpu for aarch64 + JetPack, so the wheel comes from the build
+# context: deploy/jetson/wheels/ (its README says where to get or how to build one).
+# JetPack 6 is Ubuntu 22.04, whose python3 is 3.10; stylebox needs 3.11 (jammy's python3.11).
+FROM nvcr.io/nvidia/l4t-jetpack:r36.4.0 AS base-jetson
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11 python3.11-venv \
+ && rm -rf /var/lib/apt/lists/*
+
+FROM base-jetson AS build-jetson
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src /src
+COPY deploy/jetson/wheels/ /wheels/
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+RUN whl="$(find /wheels -name 'onnxruntime_gpu-*-cp311-*linux_aarch64.whl' | sort | tail -n 1)" \
+ && if [ -z "$whl" ]; then \
+      echo "no onnxruntime_gpu-*-cp311-*linux_aarch64.whl in deploy/jetson/wheels/" >&2; exit 1; \
+    fi \
+ && python3.11 -m venv /opt/venv \
+ && /opt/venv/bin/pip install --no-cache-dir -r /src/requirements-no-ort.txt "$whl" \
+ && /opt/venv/bin/pip install --no-cache-dir --no-deps /src
+
+FROM base-jetson AS runtime-jetson
+COPY --from=build-jetson /opt/venv /opt/venv
+# fp16 engines: Orin's tensor cores; the cache dir is a volume (see below), so a restart
+# reloads the engines instead of spending minutes building them again.
+ENV STYLEBOX_PROVIDERS=TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider \
+    STYLEBOX_TRT_FP16=true \
+    STYLEBOX_TRT_CACHE_DIR=/var/cache/stylebox/trt
+
+# -- the image: the chosen runtime + user, models, healthcheck ------------------------------
+# One of the stages above, not an image: hadolint cannot tell (DL3006 is about tags).
+# hadolint ignore=DL3006
+FROM runtime-${TARGET}
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     STYLEBOX_MODEL_PATH=/app/models/stylebox-a0.25.onnx \
     STYLEBOX_HOST=0.0.0.0 \
     STYLEBOX_PORT=8000
-# A fixed numeric uid, so orchestrators can check runAsNonRoot.
+# A fixed numeric uid, so orchestrators can check runAsNonRoot. The cache dir belongs to it
+# (TensorRT engines are written there at the first start).
 RUN groupadd --system --gid 10001 stylebox \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin stylebox
-COPY --from=builder /opt/venv /opt/venv
+ && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin stylebox \
+ && mkdir -p /var/cache/stylebox/trt \
+ && chown -R 10001:10001 /var/cache/stylebox
 WORKDIR /app
 # models/ holds the default model once made (see models/README.md); owned by root, so the
 # service can read but not change it. Mount another directory here to serve other models.
 COPY models/ /app/models/
+VOLUME ["/var/cache/stylebox"]
 USER 10001:10001
 EXPOSE 8000
-# Ready = model loaded (/readyz is 503 before). Slim has no curl: python's urllib raises on
-# a non-2xx answer or no answer, which makes the check fail.
-HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+# Ready = model loaded and warmed up (`stylebox serve` loads it, and builds any TensorRT
+# engines, before it listens; /readyz is 503 while shutting down). The long start period
+# covers a first TensorRT build on a Jetson. Slim has no curl: python's urllib raises on a
+# non-2xx answer or no answer, which makes the check fail.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=300s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('STYLEBOX_PORT', '8000'), timeout=4)"]
 CMD ["stylebox", "serve"]

@@ -14,19 +14,19 @@ from contextlib import asynccontextmanager
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
 
-from service import __version__
+from service import __version__, metrics
 from service.engine import Engine, ModelLoadError
 from service.imaging import set_pixel_limit
-from service.middleware import ProblemMiddleware
+from service.middleware import install_middleware
 from service.problems import install_problem_handlers
-from service.routers import health, model, styles, stylize
+from service.routers import admin, health, model, page, styles, stylize
 from service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
 
 
 def load_engine(settings: Settings) -> Engine:
-    engine = Engine(settings.model_path, settings.providers, settings.intra_op_threads)
+    engine = Engine.from_settings(settings)  # providers, threads, session options
     log.info("loaded %s (%s@%s, %d styles: %s) on %s", engine.path, engine.card.name,
              engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
              ", ".join(engine.providers))
@@ -53,6 +53,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         yield
     finally:
+        app.state.draining = True
         if loaded_here:
             app.state.engine = None  # /readyz turns 503 while shutting down
 
@@ -68,9 +69,12 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     )
     app.state.settings = settings
     app.state.engine = engine
+    app.state.draining = False  # True once shutdown starts: /readyz answers 503 from then on
     _limiters(app, settings)
     install_problem_handlers(app)
-    for module in (stylize, styles, model, health):
+    for module in (stylize, styles, model, health, page, admin):
         app.include_router(module.router)
-    app.add_middleware(ProblemMiddleware)
+    app.include_router(metrics.router)
+    # Security headers, access log + metrics, CORS, API key, admission (service/middleware.py).
+    install_middleware(app, settings)
     return app

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from service.controls import ControlError, Controls, apply_controls, shrink_decoded
 from service.engine import Engine, ModelLoadError
 from service.errors import StyleboxError
 from service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
@@ -43,7 +44,7 @@ def _engine(prog: str, settings: Settings) -> Engine | None:
         print(missing_model_message(prog, settings.model_path), file=sys.stderr)
         return None
     try:
-        return Engine(settings.model_path, settings.providers, settings.intra_op_threads)
+        return Engine.from_settings(settings)
     except ModelLoadError as e:
         print(f"{prog}: cannot load the model: {e}", file=sys.stderr)
         return None
@@ -110,10 +111,20 @@ def stylize_main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"],
                    help="output format (default: from OUT's suffix, else png)")
     p.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality, 1-100")
+    p.add_argument("--strength", type=float, default=1.0,
+                   help="how much style, 0 (the photo) to 1 (full style; default)")
+    p.add_argument("--preserve-color", action="store_true",
+                   help="keep the photo's colours, take only the style's lightness")
+    p.add_argument("--max-side", type=int,
+                   help="downscale so the longer side is at most this many pixels first")
     p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
     args = p.parse_args(argv)
     if not 1 <= args.quality <= 100:
         p.error("--quality must be between 1 and 100")
+    try:
+        controls = Controls(args.strength, args.preserve_color, args.max_side)
+    except ControlError as e:
+        p.error(e.detail)
     settings = _settings(prog, model_path=args.model)
     if settings is None:
         return 2
@@ -131,9 +142,11 @@ def stylize_main(argv: list[str] | None = None) -> int:
     for src, (dst, out_fmt) in zip(args.inputs, _outputs(args.inputs, args.out, fmt,
                                                          settings.default_format), strict=True):
         try:
-            decoded = decode_image(src.read_bytes(), settings.max_pixels)
+            decoded = shrink_decoded(decode_image(src.read_bytes(), settings.max_pixels),
+                                     controls.max_side)
             res = stylize_fitted(engine, decoded.rgb, mix.vector(engine.style_names),
                                  settings.max_inference_pixels)
+            res.rgb = apply_controls(decoded.rgb, res.rgb, controls)
             dst.write_bytes(encode_image(res.rgb, decoded.alpha, out_fmt, args.quality))
         except OSError as e:
             print(f"{prog}: cannot read or write {e.filename or src}: {e.strerror or e}",

@@ -8,12 +8,20 @@ to 1, output `stylized` uint8 (B, H, W, 3); the model card rides in the ONNX met
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
 from model.card import CARD_KEY, CardError, ModelCard
+from service.session_options import (
+    CUDA,
+    SessionConfig,
+    create_session,
+    run_bound,
+    use_io_binding,
+)
 
 log = logging.getLogger("stylebox.engine")
 
@@ -46,6 +54,30 @@ def resolve_providers(requested: list[str]) -> list[str]:
     return [*out, CPU]  # CPU last: ORT falls back to it for any op the others cannot run
 
 
+TRT = _ALIASES["tensorrt"]
+ProviderSpec = str | tuple[str, dict[str, str]]
+
+
+def provider_config(providers: list[str], trt_cache_dir: str = "",
+                    trt_fp16: bool = False) -> list[ProviderSpec]:
+    """`providers` with the TensorRT EP's options attached; the other EPs keep ORT's defaults.
+
+    A TensorRT engine takes minutes to build on a Jetson. With a cache directory (a volume in
+    the images) the engine and the timing data are written once and reloaded on restart.
+    """
+    out: list[ProviderSpec] = []
+    for name in providers:
+        if name != TRT:
+            out.append(name)
+            continue
+        opts = {"trt_fp16_enable": str(trt_fp16)}  # ORT parses "True"/"False"
+        if trt_cache_dir:
+            opts |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": trt_cache_dir,
+                     "trt_timing_cache_enable": "True", "trt_timing_cache_path": trt_cache_dir}
+        out.append((name, opts))
+    return out
+
+
 def _check_io(sess: ort.InferenceSession, n_styles: int) -> None:
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
@@ -69,17 +101,22 @@ def _check_io(sess: ort.InferenceSession, n_styles: int) -> None:
 
 class Engine:
     def __init__(self, model_path: str | Path, providers: list[str] | None = None,
-                 intra_op_threads: int = 0) -> None:
+                 intra_op_threads: int = 0, options: SessionConfig | None = None,
+                 trt_cache_dir: str = "", trt_fp16: bool = False) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist")
-        opts = ort.SessionOptions()
-        if intra_op_threads > 0:
-            opts.intra_op_num_threads = intra_op_threads
-        opts.log_severity_level = 3  # ORT's own warnings are noise in service logs
+        cfg = options or SessionConfig()
+        resolved = resolve_providers(providers or [CPU])
+        if TRT in resolved and trt_cache_dir:
+            try:
+                Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
+            except OSError as e:  # e.g. a read-only mount: one line, not a traceback
+                raise ModelLoadError(f"TensorRT cache {trt_cache_dir!r}: {e.strerror}") from None
         try:
-            self._session = ort.InferenceSession(str(path), sess_options=opts,
-                                                 providers=resolve_providers(providers or [CPU]))
+            # Graph level, threads, arena and the optimised-model cache: service/session_options
+            self._session = create_session(
+                path, provider_config(resolved, trt_cache_dir, trt_fp16), cfg, intra_op_threads)
         except Exception as e:  # ORT raises several private types for bad files
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
@@ -98,6 +135,17 @@ class Engine:
         self.path = path
         self.min_side = int(self.card.export.get("min_side", DEFAULT_MIN_SIDE))
         self.providers = self._session.get_providers()
+        # I/O binding pays off where the model runs off the host (CUDA); see session_options.
+        self._bind_device = "cuda" if self.providers[0] == CUDA else "cpu"
+        self._io_binding = use_io_binding(cfg, self.providers)
+        self.warmup_ms = self.warmup(cfg.warmup_sizes)
+
+    @classmethod
+    def from_settings(cls, settings) -> Engine:
+        """The engine as service.settings.Settings describes it (the one place that maps them)."""
+        return cls(settings.model_path, settings.providers, settings.intra_op_threads,
+                   options=SessionConfig.from_settings(settings),
+                   trt_cache_dir=settings.trt_cache_dir, trt_fp16=settings.trt_fp16)
 
     @property
     def style_names(self) -> list[str]:
@@ -117,5 +165,27 @@ class Engine:
             x = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         else:
             x = np.ascontiguousarray(rgb)  # a no-op for Pillow's arrays
-        out = self._session.run([OUTPUT], {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w})[0][0]
+        feed = {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w}  # (1, H, W, 3) uint8, (1, N)
+        if self._io_binding:
+            out = run_bound(self._session, feed, OUTPUT, self._bind_device)[0]
+        else:
+            out = self._session.run([OUTPUT], feed)[0][0]
         return out[:h, :wd] if pad_h or pad_w else out
+
+    def warmup(self, sizes: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> dict:
+        """Run each (H, W) once so the first real request at that size pays no set-up.
+
+        ORT plans memory per new input shape, and CUDA's cuDNN runs its algorithm search per
+        new shape (seconds); warming the common size buckets moves that to start-up.
+        Returns {"WxH": ms} for the log and the benchmark.
+        """
+        weights = np.zeros(self.card.n_styles, np.float32)
+        weights[0] = 1.0
+        out: dict[str, float] = {}
+        for h, w in sizes:
+            t0 = time.perf_counter()
+            self.stylize(np.zeros((h, w, 3), np.uint8), weights)
+            out[f"{w}x{h}"] = (time.perf_counter() - t0) * 1000
+        if out:
+            log.info("warm-up (ms): %s", ", ".join(f"{k} {v:.0f}" for k, v in out.items()))
+        return out

@@ -75,3 +75,13 @@ class OutputFormatError(StyleboxError):
 
 class MalformedBodyError(StyleboxError):
     status, title, slug = 400, "Malformed request body", "malformed-body"
+
+
+class AdminDisabledError(StyleboxError):
+    status, title, slug = 403, "Admin endpoints disabled", "admin-disabled"
+
+
+class ModelReloadError(StyleboxError):
+    # 422: the request is fine, but the file it points the server at cannot be served; the
+    # model that was loaded keeps serving.
+    status, title, slug = 422, "Model cannot be loaded", "model-load-failed"

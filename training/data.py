@@ -2,9 +2,9 @@
 
 A DataLoader with per-step decoding and CPU crops starves a fast GPU; 1,567 photos at 256 px
 short side are ~0.5 GB as uint8, so they live on the training device and every batch is a
-handful of tensor slices. All randomness comes from one CPU `torch.Generator` (its state is
-saved in checkpoints, so a resumed run draws exactly what an uninterrupted one would) and
-never waits on the device.
+handful of tensor slices. All randomness comes from one CPU `torch.Generator` that the loop
+reseeds from (seed, rank, step) every step, so a resumed run draws exactly what an
+uninterrupted one would, and drawing never waits on the device.
 """
 
 from __future__ import annotations

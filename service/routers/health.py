@@ -22,5 +22,7 @@ def readyz(request: Request) -> dict[str, Any]:
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
         raise NotReadyError("the model is not loaded yet")
+    if getattr(request.app.state, "draining", False):  # in-flight work finishes; no new work
+        raise NotReadyError("the server is shutting down")
     return {"status": "ready", "model": engine.card.name, "version": engine.card.version,
             "providers": engine.providers}

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 
+from service.controls import MAX_MAX_SIDE, MIN_MAX_SIDE, Controls, apply_controls, shrink_decoded
 from service.deps import get_engine, get_settings
 from service.engine import Engine
 from service.imaging import MEDIA_TYPES, decode_image, encode_image
@@ -94,18 +95,35 @@ async def stylize(
         description="output format; when absent it is negotiated from Accept, "
                     "then the server default")] = None,
     quality: Annotated[int, Query(ge=1, le=100, description="JPEG/WebP quality")] = 90,
+    strength: Annotated[float, Query(
+        ge=0, le=1, allow_inf_nan=False,
+        description="how much style: 0 = the photo, 1 = the full style (a blend of photo "
+                    "and stylized image in Oklab)")] = 1.0,
+    preserve_color: Annotated[bool, Query(
+        description="keep the photo's colours, take only the style's lightness")] = False,
+    max_side: Annotated[int | None, Query(
+        ge=MIN_MAX_SIDE, le=MAX_MAX_SIDE,
+        description="downscale so the longer side is at most this many pixels first; "
+                    "the result has that size")] = None,
 ) -> Response:
     # Cheap checks first: a bad style is rejected before the upload is read.
     mix = parse_style_spec(style, engine.style_names)
+    controls = Controls(strength, preserve_color, max_side)
     fmt = choose_format(format, request.headers.get("accept"), settings.default_format)
     data = await read_image_upload(request, settings.max_upload_bytes)
     state = request.app.state
     decoded = await to_thread.run_sync(decode_image, data, settings.max_pixels,
                                        limiter=state.codec_limiter)
     del data  # the compressed bytes are not needed past this point
+    if max_side is not None:
+        decoded = await to_thread.run_sync(shrink_decoded, decoded, max_side,
+                                           limiter=state.codec_limiter)
     result = await to_thread.run_sync(stylize_fitted, engine, decoded.rgb,
                                       mix.vector(engine.style_names),
                                       settings.max_inference_pixels, limiter=state.limiter)
+    if controls.changes_pixels:  # strength < 1 or preserve_color: blend with the photo
+        result.rgb = await to_thread.run_sync(apply_controls, decoded.rgb, result.rgb,
+                                              controls, limiter=state.codec_limiter)
     body = await to_thread.run_sync(encode_image, result.rgb, decoded.alpha, fmt, quality,
                                     limiter=state.codec_limiter)
     iw, ih = result.inference_size
@@ -115,5 +133,6 @@ async def stylize(
         # Differs from the image size when the image was over max_inference_pixels.
         "X-Stylebox-Inference-Size": f"{iw}x{ih}",
         "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
+        "X-Stylebox-Controls": controls.summary,
         "Vary": "Accept",
     })

@@ -1,0 +1,148 @@
+"""Admission control for the expensive routes: bounded work, bounded queue, a deadline.
+
+The router already runs at most `max_concurrency` inferences at once (a CapacityLimiter),
+but any number of requests could *wait* for it, each holding its upload (up to
+`max_upload_bytes`) and then its decoded image: memory would grow with the load, and latency
+without bound. This layer caps the requests in progress on the guarded routes at
+`max_concurrency + max_queue`. One more gets an immediate 503 with `Retry-After`, decided
+before its body is read, so overload costs almost nothing and memory stays bounded.
+
+Every admitted request also has a deadline (`request_timeout_s`) covering its upload, its
+wait for an inference slot, decoding and encoding. Past it, the request is answered 408 if
+its body had not fully arrived (a slow or stalled client) and 503 otherwise. A running
+inference is not interrupted (ONNX Runtime cannot be cancelled from Python); the deadline
+takes effect at the next await after it, and the slot is released either way.
+
+It is a pure ASGI layer (no router changes): the guarded routes are matched by method and
+path in `GUARDED`, so a new expensive route only needs a line there.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import anyio
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.problems import TYPE_PREFIX, problem
+
+# (method, full-path regex) of the routes that run the network.
+GUARDED: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("POST", re.compile(r"/stylize/?")),
+)
+# A rejected request's body is read and dropped (so the client, still uploading, sees the
+# 503 rather than a reset connection), but only this much and for this long.
+_DRAIN_BYTES = 64 * 1024 * 1024
+_DRAIN_SECONDS = 2.0
+
+
+@dataclass
+class Admission:
+    """Requests in progress on the guarded routes. Used from the event loop only: no lock."""
+
+    max_concurrency: int
+    max_queue: int
+    active: int = 0
+
+    @property
+    def limit(self) -> int:
+        return self.max_concurrency + self.max_queue
+
+    @property
+    def queued(self) -> int:  # an upper bound: admitted ones still uploading count as queued
+        return max(0, self.active - self.max_concurrency)
+
+    def try_acquire(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def release(self) -> None:
+        self.active -= 1
+
+
+def is_guarded(scope: Scope) -> bool:
+    method, path = scope.get("method", ""), scope.get("path", "")
+    return any(method == m and rx.fullmatch(path) for m, rx in GUARDED)
+
+
+async def _drain(receive: Receive) -> None:
+    """Read and drop the request body, bounded in bytes and time."""
+    size = 0
+    with anyio.move_on_after(_DRAIN_SECONDS):
+        while size <= _DRAIN_BYTES:
+            message = await receive()
+            if message["type"] != "http.request":
+                return  # http.disconnect
+            size += len(message.get("body", b""))
+            if not message.get("more_body", False):
+                return
+
+
+class AdmissionMiddleware:
+    def __init__(self, app: ASGIApp, admission: Admission, timeout_s: float,
+                 retry_after_s: int) -> None:
+        self.app = app
+        self.admission = admission
+        self.timeout_s = timeout_s
+        self.retry_after = str(retry_after_s)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not is_guarded(scope):
+            await self.app(scope, receive, send)
+            return
+        adm = self.admission
+        if not adm.try_acquire():
+            await _drain(receive)
+            await problem(
+                503, f"the server is at capacity ({adm.max_concurrency} running, "
+                f"{adm.max_queue} queued); retry after {self.retry_after} s",
+                title="Service overloaded", type_=TYPE_PREFIX + "overloaded",
+                instance=scope["path"], headers={"Retry-After": self.retry_after},
+                max_concurrency=adm.max_concurrency, max_queue=adm.max_queue,
+            )(scope, receive, send)
+            return
+        body_done = started = False
+
+        async def receive_wrapper() -> Message:
+            nonlocal body_done
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                body_done = True
+            return message
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                deadline.deadline = math.inf  # never cut a response off half-way
+            await send(message)
+
+        try:
+            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout_s) as deadline:
+                await self.app(scope, receive_wrapper, send_wrapper)
+        finally:
+            adm.release()
+        if deadline.cancelled_caught and not started:
+            await self._timed_out(scope, receive, send, body_done)
+
+    async def _timed_out(self, scope: Scope, receive: Receive, send: Send,
+                         body_done: bool) -> None:
+        limit = f"{self.timeout_s:g} s"
+        if not body_done:
+            response = problem(
+                408, f"the request body did not arrive within the {limit} request timeout",
+                title="Request timeout", type_=TYPE_PREFIX + "request-timeout",
+                instance=scope["path"], headers={"Connection": "close"},
+                request_timeout_s=self.timeout_s)
+        else:
+            response = problem(
+                503, f"the request was not finished within the {limit} request timeout; "
+                f"the server is busy, retry after {self.retry_after} s",
+                title="Request timeout", type_=TYPE_PREFIX + "timeout",
+                instance=scope["path"], headers={"Retry-After": self.retry_after},
+                request_timeout_s=self.timeout_s)
+        await response(scope, receive, send)

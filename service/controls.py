@@ -1,0 +1,146 @@
+"""Creative controls applied around the network: `strength`, `preserve_color`, `max_side`.
+
+The exported model has no content-preserving style slot (it was not trained with one), and
+interpolating its γ/β towards γ=1, β=0 does not give the photo back: the generator is not an
+autoencoder at identity γ/β, and scaling the `style_weights` row scales γ and β towards 0,
+which flattens the image. So both controls are pixel maths on (photo, stylized) pairs:
+
+- `strength` s in [0, 1] blends photo and stylized image in **Oklab** (Ottosson 2020), a
+  perceptually uniform space: out = lab(photo) + s * (lab(target) - lab(photo)). Halfway
+  looks halfway, and complementary colours pass through less grey than an sRGB cross-fade.
+  s = 0 returns the photo exactly and s = 1 the network's output exactly.
+- `preserve_color` takes the lightness L from the stylized image and the chroma (a, b) from
+  the photo (a luminance-only transfer, as in Gatys et al. 2016, "Preserving colour in
+  neural artistic style transfer", done in Oklab instead of YIQ).
+- `max_side` downscales the photo (Lanczos) before stylizing; the result has that size.
+
+Work is done in bands of rows so memory stays at a few float32 bands, not the whole image.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+from PIL import Image
+
+from service.errors import StyleboxError
+from service.imaging import DecodedImage
+
+MIN_MAX_SIDE, MAX_MAX_SIDE = 16, 16384
+_BAND_PIXELS = 1 << 18  # rows per band so that a band holds about 262k pixels
+
+# Linear sRGB -> LMS, and cube-rooted LMS -> Lab (Ottosson's Oklab matrices, D65).
+_M1 = np.array([[0.4122214708, 0.5363325363, 0.0514459929],
+                [0.2119034982, 0.6806995451, 0.1073969566],
+                [0.0883024619, 0.2817188376, 0.6299787005]], dtype=np.float64)
+_M2 = np.array([[0.2104542553, 0.7936177850, -0.0040720468],
+                [1.9779984951, -2.4285922050, 0.4505937099],
+                [0.0259040371, 0.7827717662, -0.8086757660]], dtype=np.float64)
+# Row-vector form (pixels @ M.T); inverses computed here so the round trip is exact.
+_TO_LMS, _TO_LAB = _M1.T.astype(np.float32), _M2.T.astype(np.float32)
+_FROM_LAB = np.linalg.inv(_M2).T.astype(np.float32)
+_FROM_LMS = np.linalg.inv(_M1).T.astype(np.float32)
+
+
+def _srgb_lut() -> np.ndarray:
+    c = np.arange(256, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    return lin.astype(np.float32)
+
+
+_TO_LINEAR = _srgb_lut()  # uint8 sRGB -> linear light, by table lookup
+
+
+class ControlError(StyleboxError):
+    status, title, slug = 422, "Invalid control value", "invalid-control"
+
+
+@dataclass(frozen=True)
+class Controls:
+    strength: float = 1.0
+    preserve_color: bool = False
+    max_side: int | None = None
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.strength, int | float) and math.isfinite(self.strength)
+                and 0.0 <= self.strength <= 1.0):
+            raise ControlError(f"strength must be a number in [0, 1], got {self.strength!r}",
+                               parameter="strength")
+        if self.max_side is not None and not MIN_MAX_SIDE <= self.max_side <= MAX_MAX_SIDE:
+            raise ControlError(f"max_side must be in [{MIN_MAX_SIDE}, {MAX_MAX_SIDE}], got "
+                               f"{self.max_side}", parameter="max_side")
+
+    @property
+    def changes_pixels(self) -> bool:
+        """False when the network's output is returned as it is."""
+        return self.strength < 1.0 or self.preserve_color
+
+    @property
+    def summary(self) -> str:
+        """For the X-Stylebox-Controls header."""
+        side = self.max_side if self.max_side is not None else "none"
+        return (f"strength={self.strength:.4g}; preserve_color={int(self.preserve_color)}; "
+                f"max_side={side}")
+
+
+def srgb_to_oklab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 (..., 3) sRGB -> float32 (..., 3) Oklab (L in [0, 1], a/b roughly ±0.4)."""
+    lms = _TO_LINEAR[rgb] @ _TO_LMS
+    return np.cbrt(lms) @ _TO_LAB
+
+
+def oklab_to_srgb(lab: np.ndarray) -> np.ndarray:
+    """float32 (..., 3) Oklab -> uint8 (..., 3) sRGB; out-of-gamut colours are clipped."""
+    lms = (lab @ _FROM_LAB) ** 3
+    lin = np.clip(lms @ _FROM_LMS, 0.0, 1.0)
+    srgb = np.where(lin <= 0.0031308, lin * 12.92, 1.055 * np.power(lin, 1 / 2.4) - 0.055)
+    return np.rint(srgb * 255.0).astype(np.uint8)
+
+
+def _blend_band(photo: np.ndarray, styled: np.ndarray, strength: float,
+                preserve_color: bool) -> np.ndarray:
+    p, s = srgb_to_oklab(photo), srgb_to_oklab(styled)  # (h, W, 3) each
+    if preserve_color:
+        s[..., 1:] = p[..., 1:]  # the photo's chroma under the style's lightness
+    return oklab_to_srgb(p + np.float32(strength) * (s - p))
+
+
+def apply_controls(photo: np.ndarray, styled: np.ndarray, controls: Controls) -> np.ndarray:
+    """Combine uint8 (H, W, 3) photo and stylized image as the controls say."""
+    if photo.shape != styled.shape:
+        raise ValueError(f"photo {photo.shape} and stylized {styled.shape} differ in shape")
+    if not controls.changes_pixels:
+        return styled
+    if controls.strength == 0.0:
+        return photo.copy()  # exact, rather than an Oklab round trip
+    height, width = photo.shape[:2]
+    out = np.empty_like(styled)
+    rows = max(1, _BAND_PIXELS // max(1, width))
+    for y in range(0, height, rows):
+        out[y:y + rows] = _blend_band(photo[y:y + rows], styled[y:y + rows],
+                                      controls.strength, controls.preserve_color)
+    return out
+
+
+def limit_side(rgb: np.ndarray, alpha: np.ndarray | None,
+               max_side: int | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Downscale (H, W, 3) RGB and its (H, W) alpha so that max(H, W) <= max_side."""
+    height, width = rgb.shape[:2]
+    if max_side is None or max(height, width) <= max_side:
+        return rgb, alpha
+    scale = max_side / max(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h) for Pillow
+
+    def shrink(a: np.ndarray) -> np.ndarray:
+        return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS,
+                                                    reducing_gap=3.0))
+
+    return shrink(rgb), None if alpha is None else shrink(alpha)
+
+
+def shrink_decoded(decoded: DecodedImage, max_side: int | None) -> DecodedImage:
+    """`limit_side` for a decoded upload (its alpha follows the RGB)."""
+    rgb, alpha = limit_side(decoded.rgb, decoded.alpha, max_side)
+    return decoded if rgb is decoded.rgb else replace(decoded, rgb=rgb, alpha=alpha)

@@ -1,0 +1,114 @@
+"""`POST /admin/reload`: load the model file again and swap it in, without a restart.
+
+Atomic by construction: every request takes `app.state.engine` once (service.deps) and
+keeps that object to the end, and engines are never changed after they are built. The new
+engine is loaded and checked in a worker thread (the event loop keeps serving), then one
+attribute assignment swaps it in: requests in flight finish on the old engine (freed when
+the last of them drops it), requests that start after the swap get the new one. A file
+that does not load leaves the old engine serving and answers 422.
+
+The file reloaded is the configured `STYLEBOX_MODEL_PATH`; replace it atomically first
+(`stylebox export ... -o m.onnx.new && mv m.onnx.new m.onnx`). Access: with
+`STYLEBOX_API_KEY` set the key is required (401 otherwise); with no key the endpoint is
+refused (403) unless `STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from typing import Annotated
+
+from anyio import Lock, to_thread
+from fastapi import APIRouter, Depends, HTTPException, Request
+from pydantic import BaseModel
+
+from service.auth import REALM, presented_keys
+from service.engine import Engine, ModelLoadError
+from service.errors import AdminDisabledError, ModelReloadError
+
+log = logging.getLogger("stylebox.service")
+router = APIRouter(tags=["admin"])
+_PROBLEM = {"content": {"application/problem+json": {}}}
+
+
+def require_admin(request: Request) -> None:
+    settings = request.app.state.settings
+    key = getattr(settings, "api_key", None)
+    if key is None:
+        if not getattr(settings, "allow_admin_without_key", False):
+            raise AdminDisabledError(
+                "admin endpoints need an API key: set STYLEBOX_API_KEY (or, on a trusted "
+                "network only, STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true)")
+        return
+    # The API-key layer (service/auth.py) has already turned away a missing or wrong key;
+    # checking again here keeps admin closed even if that layer's open-path list grows.
+    want = hashlib.sha256(key.get_secret_value().encode()).digest()
+    ok = False
+    for presented in presented_keys(request.scope):  # no early exit: constant time per key
+        ok |= hmac.compare_digest(hashlib.sha256(presented).digest(), want)
+    if not ok:
+        raise HTTPException(401, "this endpoint needs the API key",
+                            headers={"WWW-Authenticate": REALM})
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    alpha: float
+    styles: list[str]
+
+    @classmethod
+    def of(cls, engine: Engine) -> ModelInfo:
+        c = engine.card
+        return cls(name=c.name, version=c.version, alpha=c.alpha, styles=c.style_names)
+
+
+class ReloadResult(BaseModel):
+    status: str
+    path: str
+    model: ModelInfo
+    previous: ModelInfo | None
+    load_ms: float
+
+
+def _reload_lock(request: Request) -> Lock:
+    # Made on first use, on the event loop; no await between the check and the set.
+    state = request.app.state
+    if getattr(state, "reload_lock", None) is None:
+        state.reload_lock = Lock()
+    return state.reload_lock
+
+
+@router.post(
+    "/admin/reload",
+    summary="Reload the model file without a restart",
+    responses={
+        401: {"description": "API key missing or wrong", **_PROBLEM},
+        403: {"description": "no API key configured and admin not enabled", **_PROBLEM},
+        422: {"description": "the file does not load; the old model keeps serving",
+              **_PROBLEM},
+    },
+)
+async def reload_model(request: Request,
+                       _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
+    from service.app import load_engine  # service.app imports this module
+
+    state = request.app.state
+    async with _reload_lock(request):  # one reload at a time; requests are not held up
+        old: Engine | None = state.engine
+        t0 = time.perf_counter()
+        try:
+            new = await to_thread.run_sync(load_engine, state.settings)
+        except ModelLoadError as e:
+            kept = f"; still serving {old.card.name}@{old.card.version}" if old else ""
+            raise ModelReloadError(f"{e}{kept}") from None
+        state.engine = new  # the swap: one assignment, seen by every request after it
+    ms = (time.perf_counter() - t0) * 1000
+    log.info("reloaded %s: %s@%s -> %s@%s in %.0f ms", new.path,
+             old.card.name if old else "-", old.card.version if old else "-",
+             new.card.name, new.card.version, ms)
+    return ReloadResult(status="reloaded", path=str(new.path), model=ModelInfo.of(new),
+                        previous=ModelInfo.of(old) if old else None, load_ms=round(ms, 1))

@@ -1,0 +1,80 @@
+"""The web page (`GET /`), its static files, and the per-style preview images.
+
+Plain HTML/CSS/JS from service/static/ (no build step, no CDN): the page reads the style list
+from GET /styles and the model card from GET /model, so it works with any model. The page's
+upload limit is filled in from the settings, so the browser can refuse an oversized file
+before sending it (the server still enforces it with a 413).
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Annotated
+
+from anyio import to_thread
+from fastapi import APIRouter, Depends, Request, Response
+from fastapi.responses import FileResponse, HTMLResponse
+
+from service.deps import get_engine, get_settings
+from service.engine import Engine
+from service.errors import StyleboxError, UnknownStyleError
+from service.previews import PREVIEW_SIZE, PreviewCache, sample_png
+from service.settings import Settings
+
+router = APIRouter(tags=["page"])
+
+STATIC = Path(__file__).resolve().parent.parent / "static"
+_ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
+# Everything the page loads comes from this origin; blob: is the result image and download.
+_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
+_previews = PreviewCache()
+
+
+class StaticFileMissing(StyleboxError):
+    status, title, slug = 404, "Not found", "not-found"
+
+
+@router.get("/", include_in_schema=False)
+def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
+    text = (STATIC / "index.html").read_text(encoding="utf-8")
+    text = text.replace("{{max_upload_bytes}}", html.escape(str(settings.max_upload_bytes)))
+    return HTMLResponse(text, headers={"Content-Security-Policy": _CSP,
+                                       "Cache-Control": "no-cache"})
+
+
+@router.get("/static/{name}", include_in_schema=False)
+def static_file(name: str) -> FileResponse:
+    if name not in _ASSETS:  # a fixed list: no path tricks, no directory listing
+        raise StaticFileMissing(f"no such file: /static/{name}")
+    return FileResponse(STATIC / name, media_type=_ASSETS[name],
+                        headers={"Cache-Control": "no-cache"})
+
+
+@router.get("/sample.png", summary="The fixed sample image the style previews are made from",
+            response_class=Response, responses={200: {"content": {"image/png": {}}}})
+def sample() -> Response:
+    return Response(sample_png(), media_type="image/png",
+                    headers={"Cache-Control": "public, max-age=86400"})
+
+
+@router.get(
+    "/styles/{name}/preview.png",
+    summary=f"A {PREVIEW_SIZE}px preview of one style, made by the loaded model",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}},
+               404: {"description": "unknown style",
+                     "content": {"application/problem+json": {}}}},
+)
+async def preview(name: str, request: Request,
+                  engine: Annotated[Engine, Depends(get_engine)]) -> Response:
+    if name not in engine.style_names:
+        raise UnknownStyleError([name[:64]], engine.style_names)
+    png = await to_thread.run_sync(_previews.get, engine, name,
+                                   limiter=request.app.state.limiter)
+    return Response(png, media_type="image/png", headers={
+        # The same model always gives the same preview; a restart may load another model.
+        "Cache-Control": "public, max-age=300",
+        "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
+    })

@@ -1,0 +1,134 @@
+"""ONNX Runtime session options for the engine, chosen by measurement (docs/performance.md).
+
+Kept apart from service/engine.py so the engine only asks for "options for this model on
+these providers". Everything here is plain onnxruntime (no torch).
+
+- graph optimisation level: "all" (the default) fuses Conv+activation and switches the CPU
+  EP to its blocked NCHWc kernels; docs/performance.md gives the measured gain per level.
+- optimised-model cache: ORT can write the graph it optimised; loading that file with
+  optimisation disabled skips the optimiser at the next start-up. The file is keyed by the
+  model's bytes, the ORT version, the CPU architecture and the level, because level "all"
+  writes hardware-specific ops that another machine or ORT release may not run.
+- I/O binding (CUDA): the input is copied to the device once and the output left there
+  until one copy back, instead of ORT staging both through its own buffers per run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import onnxruntime as ort
+
+log = logging.getLogger("stylebox.engine")
+
+GraphLevel = Literal["disable", "basic", "extended", "all"]
+LEVELS: dict[str, ort.GraphOptimizationLevel] = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """"512" -> (512, 512); "1920x1080" (W x H) -> (1080, 1920) as (H, W)."""
+    w, _, h = text.strip().lower().partition("x")
+    hw = (int(h or w), int(w))
+    if min(hw) < 1:
+        raise ValueError(f"size {text!r} must be positive")
+    return hw
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """What the engine needs beyond the model path, providers and intra-op threads."""
+
+    graph_optimization: GraphLevel = "all"
+    inter_op_threads: int = 0  # 0 = ORT's default; matters only with parallel execution
+    cpu_mem_arena: bool = True  # reuse activation buffers across runs (measured: keep on)
+    optimized_model_dir: str = ""  # "" = no cache; else a folder for optimised models
+    io_binding: Literal["auto", "on", "off"] = "auto"  # auto = on when CUDA runs the model
+    warmup_sizes: tuple[tuple[int, int], ...] = field(default=())  # (H, W) run at start-up
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> SessionConfig:
+        """From service.settings.Settings (duck-typed: missing fields keep the defaults)."""
+        keys = ("graph_optimization", "inter_op_threads", "cpu_mem_arena",
+                "optimized_model_dir", "io_binding")
+        values = {k: getattr(settings, k) for k in keys if hasattr(settings, k)}
+        sizes = getattr(settings, "warmup_sizes", ()) or ()
+        values["warmup_sizes"] = tuple(parse_size(s) if isinstance(s, str) else tuple(s)
+                                       for s in sizes)
+        return cls(**values)
+
+
+def make_session_options(cfg: SessionConfig, intra_op_threads: int = 0) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    if intra_op_threads > 0:
+        opts.intra_op_num_threads = intra_op_threads
+    if cfg.inter_op_threads > 0:
+        opts.inter_op_num_threads = cfg.inter_op_threads
+    opts.graph_optimization_level = LEVELS[cfg.graph_optimization]
+    opts.enable_cpu_mem_arena = cfg.cpu_mem_arena
+    opts.log_severity_level = 3  # ORT's own warnings are noise in service logs
+    return opts
+
+
+def optimized_path(model: Path, cfg: SessionConfig, providers: list[str]) -> Path | None:
+    """Where the optimised copy of `model` lives (or would), or None when not cached.
+
+    Only CPU-only sessions are cached: other EPs may claim nodes at load time, and a graph
+    saved after that is not portable to a session with a different provider list.
+    """
+    if not cfg.optimized_model_dir or providers != [CPU] or cfg.graph_optimization == "disable":
+        return None
+    digest = hashlib.sha256()
+    with model.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    key = f"{ort.__version__}|{platform.machine()}|{cfg.graph_optimization}"
+    digest.update(key.encode())
+    return Path(cfg.optimized_model_dir) / f"{model.stem}.{digest.hexdigest()[:16]}.ort.onnx"
+
+
+def create_session(model: Path, providers: list[str], cfg: SessionConfig,
+                   intra_op_threads: int = 0) -> ort.InferenceSession:
+    """An InferenceSession; through the optimised-model cache when it is configured."""
+    opts = make_session_options(cfg, intra_op_threads)
+    cached = optimized_path(model, cfg, providers)
+    if cached is not None and cached.is_file():
+        opts.graph_optimization_level = LEVELS["disable"]  # already optimised: skip the pass
+        try:
+            return ort.InferenceSession(str(cached), sess_options=opts, providers=providers)
+        except Exception as e:  # a stale or damaged cache file must not stop the service
+            log.warning("ignoring unusable optimised model %s: %s", cached, str(e)[:200])
+            cached.unlink(missing_ok=True)
+            opts = make_session_options(cfg, intra_op_threads)
+    if cached is not None:
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        opts.optimized_model_filepath = str(cached)
+    return ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+
+
+def use_io_binding(cfg: SessionConfig, providers: list[str]) -> bool:
+    if cfg.io_binding == "auto":
+        return providers[0] == CUDA
+    return cfg.io_binding == "on"
+
+
+def run_bound(sess: ort.InferenceSession, feed: dict[str, np.ndarray], output: str,
+              device: str) -> np.ndarray:
+    """One run through I/O binding: inputs copied to `device` once, output copied back once."""
+    binding = sess.io_binding()  # per call: bindings are not safe to share across threads
+    for name, value in feed.items():
+        binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, device, 0))
+    binding.bind_output(output, device)
+    sess.run_with_iobinding(binding)
+    return binding.copy_outputs_to_cpu()[0]

@@ -1,0 +1,169 @@
+"""A bounded load run against the real service: uvicorn on 127.0.0.1, httpx clients.
+
+`serving()` starts `stylebox serve` in a subprocess (its own interpreter, so the service's
+threads are not the benchmark's) and waits for /readyz; `load_run()` sends a fixed number
+of JPEG requests from `concurrency` client threads and reports images/s, latency, 503s
+(admission control saying "busy") and the share of each request spent outside inference
+(client latency minus the server's `X-Stylebox-Inference-Ms`: upload, parse, decode,
+encode, HTTP; an upper bound, since the client shares the machine).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class LoadResult:
+    variant: str
+    size: str
+    concurrency: int
+    requests: int
+    ok: int
+    busy: int  # 503 answers (queue full / overloaded)
+    failed: int  # any other non-200
+    wall_s: float
+    p50_ms: float
+    p90_ms: float
+    inference_ms: float  # median of the server's X-Stylebox-Inference-Ms
+    outside_share: float  # median of (latency - inference) / latency, over 200s
+    outside_ratio: float  # median of (latency - inference) / inference: the issue's target
+
+    @property
+    def images_per_s(self) -> float:
+        return self.ok / self.wall_s if self.wall_s else 0.0
+
+
+def sample_jpeg(height: int, width: int, quality: int = 90) -> bytes:
+    """A photo-like JPEG (smooth gradients + grain): realistic decode/encode cost."""
+    from PIL import Image
+
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    rgb = np.stack([xx / width * 255, yy / height * 255, (xx + yy) / (width + height) * 255], -1)
+    rgb += np.random.default_rng(0).normal(0, 12, rgb.shape)
+    buf = io.BytesIO()
+    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(model: Path, env: dict[str, str] | None = None,
+            timeout_s: float = 120.0) -> Iterator[str]:
+    """Run `stylebox serve` on a free port for the block; yields the base URL."""
+    port = _free_port()
+    penv = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
+    penv["PYTHONPATH"] = str(ROOT) + os.pathsep + penv.get("PYTHONPATH", "")
+    penv.update({"STYLEBOX_MODEL_PATH": str(model), **(env or {})})
+    # The log goes to a file, not a pipe: an unread pipe fills up and stalls the server.
+    with tempfile.TemporaryFile("w+") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1",
+             "--port", str(port)], env=penv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            _wait_ready(proc, base, log, timeout_s)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _wait_ready(proc: subprocess.Popen, base: str, log, timeout_s: float) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            log.seek(0)
+            raise RuntimeError(f"stylebox serve exited {proc.returncode}: {log.read()[-500:]}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"stylebox serve not ready after {timeout_s:.0f}s")
+        time.sleep(0.2)
+
+
+def load_run(base: str, body: bytes, size: str, concurrency: int, requests: int,
+             variant: str = "default", warmup: int = 2) -> LoadResult:
+    """`requests` POST /stylize (JPEG in, JPEG out) from `concurrency` threads."""
+    import httpx
+
+    style = httpx.get(f"{base}/styles", timeout=10).json()["styles"][0]["name"]
+    url = f"{base}/stylize?style={style}&format=jpeg&quality=90"
+    headers = {"Content-Type": "image/jpeg"}
+    with httpx.Client(timeout=300) as c:
+        for _ in range(warmup):  # first runs at a size plan memory; not part of the load
+            c.post(url, content=body, headers=headers).raise_for_status()
+    lock = threading.Lock()
+    todo = [requests]
+    lat: list[float] = []
+    outside: list[float] = []
+    ratio: list[float] = []
+    inf: list[float] = []
+    codes: list[int] = []
+
+    def client() -> None:
+        with httpx.Client(timeout=300) as c:
+            while True:
+                with lock:
+                    if todo[0] == 0:
+                        return
+                    todo[0] -= 1
+                t0 = time.perf_counter()
+                r = c.post(url, content=body, headers=headers)
+                ms = (time.perf_counter() - t0) * 1000
+                with lock:
+                    codes.append(r.status_code)
+                    if r.status_code == 200:
+                        lat.append(ms)
+                        i_ms = float(r.headers["X-Stylebox-Inference-Ms"])
+                        inf.append(i_ms)
+                        outside.append(max(0.0, ms - i_ms) / ms)
+                        ratio.append(max(0.0, ms - i_ms) / max(i_ms, 1e-3))
+
+    threads = [threading.Thread(target=client) for _ in range(concurrency)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - t0
+    lat.sort()
+
+    def med(xs: list[float]) -> float:
+        return statistics.median(xs) if xs else float("nan")
+
+    return LoadResult(
+        variant, size, concurrency, requests, codes.count(200), codes.count(503),
+        sum(c not in (200, 503) for c in codes), wall, med(lat),
+        lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else float("nan"),
+        med(inf), med(outside), med(ratio))

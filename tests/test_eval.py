@@ -1,0 +1,107 @@
+"""`stylebox eval` on the tiny exported model, tiny photos and a random VGG file."""
+
+from __future__ import annotations
+
+import csv
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY_TRAIN_LAYERS, make_train_data
+
+TILE, SIZE = 32, 40
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Config naming `candy` (stripes); `mosaic` comes by --style-image, `udnie` by dir."""
+    import json
+
+    root = make_train_data(tmp_path_factory.mktemp("eval"))
+    lines = [f"{k} = {json.dumps(v)}" for k, v in {
+        "data_root": str(root), "vgg_weights": "vgg.pth", "style_size": 48,
+        **TINY_TRAIN_LAYERS}.items()]
+    lines += ["[[styles]]", 'name = "candy"', 'path = "styles/stripes.png"']
+    (root / "eval.toml").write_text("\n".join(lines) + "\n")
+    (root / "more").mkdir()
+    shutil.copy(root / "styles/stripes.png", root / "more/udnie.png")
+    return root
+
+
+def _run(data: Path, tiny_onnx: Path, out: Path, *extra: str) -> int:
+    from stylebox.cli import main
+
+    return main(["eval", "--model", str(tiny_onnx), "--photos", str(data / "photos"),
+                 "--config", str(data / "eval.toml"), "--out", str(out), "--size", str(SIZE),
+                 "--tile", str(TILE), "--styles-dir", str(data / "more"), "--style-image",
+                 f"mosaic={data / 'styles/checker.png'}", *extra])
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_eval_writes_table_csv_gallery_and_blend(data, tiny_onnx, tmp_path, capsys):
+    out = tmp_path / "ev"
+    assert _run(data, tiny_onnx, out, "--blend", "candy,udnie", "--blend-steps", "4") == 0
+    assert "| candy | Candy |" in capsys.readouterr().out
+    rows = _csv(out / "eval.csv")
+    assert [r["style"] for r in rows] == ["candy", "mosaic", "udnie"]
+    for r in rows:
+        vals = [float(r[k]) for k in ("style_loss", "content_loss", "photo_style_loss")]
+        assert all(math.isfinite(v) and v > 0 for v in vals), r
+        assert math.isclose(float(r["ratio"]), vals[0] / vals[2], rel_tol=1e-4)
+    per_photo = _csv(out / "eval_per_photo.csv")
+    assert len(per_photo) == 7 * 3  # 7 photos x 3 styles
+    for r in rows:  # the table is the mean of the per-photo rows
+        mine = [float(p["style_loss"]) for p in per_photo if p["style"] == r["style"]]
+        assert math.isclose(sum(mine) / 7, float(r["style_loss"]), rel_tol=1e-4)
+    md = (out / "eval.md").read_text()
+    assert "| **mean** |" in md and "![gallery](gallery.jpg)" in md
+    assert "![blend](blend-candy-udnie.jpg)" in md
+    with Image.open(out / "gallery.jpg") as im:  # header row + 7 photos; photo + 3 styles
+        assert im.size == (4 * TILE, 8 * TILE + 18)
+    with Image.open(out / "blend-candy-udnie.jpg") as im:
+        assert im.size == (4 * TILE, TILE + 18)
+
+
+def test_style_images_are_matched_by_name_and_eval_is_deterministic(data, tiny_onnx, tmp_path):
+    assert _run(data, tiny_onnx, tmp_path / "a") == 0
+    assert _run(data, tiny_onnx, tmp_path / "b") == 0
+    assert (tmp_path / "a/eval.csv").read_bytes() == (tmp_path / "b/eval.csv").read_bytes()
+    rows = {r["style"]: r for r in _csv(tmp_path / "a/eval.csv")}
+    # candy (config) and udnie (--styles-dir) both use the stripes image; mosaic the checker.
+    assert rows["candy"]["photo_style_loss"] == rows["udnie"]["photo_style_loss"]
+    assert rows["candy"]["photo_style_loss"] != rows["mosaic"]["photo_style_loss"]
+    # The same target again, through --style-image: candy's numbers do not move.
+    assert _run(data, tiny_onnx, tmp_path / "c", "--style-image",
+                f"candy={data / 'more/udnie.png'}") == 0
+    again = {r["style"]: r for r in _csv(tmp_path / "c/eval.csv")}
+    assert again["candy"]["style_loss"] == rows["candy"]["style_loss"]
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--blend", "candy,nope"], "blend style 'nope' is not in the model"),
+    (["--blend", "candy"], "--blend wants two style names"),
+    (["--style-image", "broken"], "--style-image wants NAME=PATH"),
+])
+def test_eval_bad_arguments_exit_2_with_one_line(data, tiny_onnx, tmp_path, capsys, extra,
+                                                 message):
+    assert _run(data, tiny_onnx, tmp_path / "x", *extra) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
+def test_eval_without_a_style_image_or_model_is_a_clear_error(data, tiny_onnx, tmp_path, capsys):
+    from stylebox.cli import main
+
+    base = ["eval", "--photos", str(data / "photos"), "--config", str(data / "eval.toml"),
+            "--out", str(tmp_path / "x")]
+    assert main([*base, "--model", str(tiny_onnx)]) == 2  # mosaic, udnie: no image anywhere
+    assert "no style image for mosaic, udnie" in capsys.readouterr().err
+    assert main([*base, "--model", str(tmp_path / "none.onnx")]) == 2
+    assert "does not exist" in capsys.readouterr().err

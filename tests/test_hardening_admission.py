@@ -1,0 +1,186 @@
+"""Admission control: bounded concurrency + bounded queue (503 + Retry-After) and the
+request deadline (408 for a stalled upload, 503 for work that cannot finish in time).
+
+The inference is made slow on purpose by wrapping a real engine's `stylize`, so the tests
+control exactly how many requests are in progress.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+import time
+
+import anyio
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.admission import Admission, is_guarded
+from service.app import create_app
+from service.engine import Engine
+from service.settings import Settings
+
+
+def png(w: int = 16, h: int = 16) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+class SlowEngine:
+    """A real engine whose inference waits for `release` (or `delay` seconds)."""
+
+    def __init__(self, engine: Engine, delay: float = 10.0) -> None:
+        self._engine, self.delay = engine, delay
+        self.release = threading.Event()
+        self.running = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._engine, name)
+
+    def stylize(self, rgb, weights):
+        self.running += 1
+        self.release.wait(self.delay)
+        return self._engine.stylize(rgb, weights)
+
+
+def make_app(tiny_onnx, engine, **kw):
+    return create_app(Settings(model_path=str(tiny_onnx), **kw), engine=engine)
+
+
+async def _post(client: httpx.AsyncClient, content=None, **kw) -> httpx.Response:
+    files = None if content is not None else {"image": ("x.png", png())}
+    return await client.post("/stylize?style=candy", files=files, content=content, **kw)
+
+
+def _client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t")
+
+
+def test_admission_counts():
+    adm = Admission(max_concurrency=2, max_queue=1)
+    assert [adm.try_acquire() for _ in range(4)] == [True, True, True, False]
+    assert adm.active == 3 and adm.queued == 1
+    adm.release()
+    assert adm.try_acquire() and not adm.try_acquire()
+
+
+@pytest.mark.parametrize("method,path,guarded", [
+    ("POST", "/stylize", True), ("POST", "/stylize/", True), ("GET", "/stylize", False),
+    ("POST", "/stylizex", False), ("GET", "/healthz", False), ("GET", "/styles", False),
+])
+def test_guarded_routes(method, path, guarded):
+    assert is_guarded({"type": "http", "method": method, "path": path}) is guarded
+
+
+def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx):
+    slow = SlowEngine(Engine(tiny_onnx))
+    app = make_app(tiny_onnx, slow, max_concurrency=1, max_queue=2, retry_after_s=7)
+
+    async def main():
+        async with _client(app) as c:
+            results: list[httpx.Response] = []
+
+            async def one():
+                results.append(await _post(c))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):  # 1 running + 2 queued
+                    tg.start_soon(one)
+                with anyio.fail_after(10):
+                    while app.state.admission.active < 3 or slow.running < 1:
+                        await anyio.sleep(0.01)
+                t0 = time.perf_counter()
+                extra = [await _post(c) for _ in range(3)]  # answered without waiting
+                fast = time.perf_counter() - t0
+                health = await c.get("/healthz")  # other routes are not limited
+                metrics = (await c.get("/metrics")).text
+                slow.release.set()
+            return results, extra, fast, health, metrics
+
+    results, extra, fast, health, metrics = anyio.run(main)
+    assert [r.status_code for r in results] == [200, 200, 200]
+    assert fast < 2.0 and health.status_code == 200
+    for r in extra:
+        assert r.status_code == 503 and r.headers["retry-after"] == "7"
+        assert r.headers["content-type"] == "application/problem+json"
+        body = r.json()
+        assert body["type"].endswith(":overloaded") and "capacity" in body["detail"]
+        assert body["max_concurrency"] == 1 and body["max_queue"] == 2
+    assert 'stylebox_rejections_total{reason="overloaded"} 3.0' in metrics
+    assert "stylebox_admitted_requests 3.0" in metrics
+    assert app.state.admission.active == 0  # every slot given back
+
+
+def test_queued_request_past_its_deadline_is_503(tiny_onnx):
+    slow = SlowEngine(Engine(tiny_onnx), delay=1.5)
+    app = make_app(tiny_onnx, slow, max_concurrency=1, max_queue=4, request_timeout_s=0.4)
+
+    async def main():
+        async with _client(app) as c:
+            first: list[httpx.Response] = []
+
+            async def run_first():
+                first.append(await _post(c))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run_first)
+                with anyio.fail_after(10):
+                    while slow.running < 1:
+                        await anyio.sleep(0.01)
+                t0 = time.perf_counter()
+                queued = await _post(c)  # waits for the only inference slot, then times out
+                waited = time.perf_counter() - t0
+        return first[0], queued, waited
+
+    first, queued, waited = anyio.run(main)
+    assert queued.status_code == 503 and waited < 1.2  # at its deadline, not after the work
+    body = queued.json()
+    assert body["type"].endswith(":timeout") and body["request_timeout_s"] == 0.4
+    assert queued.headers["retry-after"] == "2"
+    # The running inference is not interrupted; its request still ends with a clean answer.
+    assert first.status_code in (200, 503)
+    assert app.state.admission.active == 0
+
+
+def test_stalled_upload_is_408(tiny_onnx):
+    app = make_app(tiny_onnx, Engine(tiny_onnx), request_timeout_s=0.3)
+
+    async def trickle():
+        yield png()[:20]
+        await anyio.sleep(2)  # the client stalls mid-body
+        yield png()[20:]
+
+    async def main():
+        async with _client(app) as c:
+            t0 = time.perf_counter()
+            r = await _post(c, content=trickle(), headers={"Content-Type": "image/png"})
+            return r, time.perf_counter() - t0
+
+    r, took = anyio.run(main)
+    assert r.status_code == 408 and took < 1.5
+    assert r.json()["type"].endswith(":request-timeout")
+    assert app.state.admission.active == 0
+
+
+def test_slots_are_released_after_every_kind_of_answer(tiny_onnx):
+    app = make_app(tiny_onnx, Engine(tiny_onnx), max_concurrency=1, max_queue=0,
+                   max_upload_bytes=1000)
+
+    async def main():
+        async with _client(app) as c:
+            statuses = [
+                (await c.post("/stylize?style=nope", files={"image": ("x", png())})).status_code,
+                (await c.post("/stylize?style=candy", content=b"x" * 2000,
+                              headers={"Content-Type": "image/png"})).status_code,
+                (await c.post("/stylize?style=candy", content=b"text",
+                              headers={"Content-Type": "image/png"})).status_code,
+                (await _post(c)).status_code,
+                (await _post(c)).status_code,  # capacity 1, queue 0: still fine one by one
+            ]
+        return statuses
+
+    assert anyio.run(main) == [404, 413, 415, 200, 200]
+    assert app.state.admission.active == 0

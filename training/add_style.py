@@ -1,0 +1,252 @@
+"""`stylebox add-style`: teach a trained model one more style by training only its γ/β row.
+
+    stylebox add-style --model runs/a0.25/last.pt --name kandinsky --image k.jpg \\
+        --title "Composition VII (Kandinsky)" --out runs/a0.25-plus/last.pt
+    stylebox export runs/a0.25-plus/last.pt -o models/stylebox-plus.onnx
+
+Dumoulin et al. (2017) show that the convolutions of an N-style network generalise: a new
+style needs only its own instance-norm scale and shift. So every convolution and every
+existing γ/β row is frozen (they are not even parameters of the optimiser, and the output
+checkpoint holds them bit-identical), a new row is appended, initialised from the existing
+style whose Gram targets are nearest to the new painting's (or from the mean row), and only
+that row is trained with the same perceptual loss, photo bank and VGG as `stylebox train`.
+Data paths and loss settings come from the checkpoint's own training config unless
+`--config` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.func import functional_call
+
+from model.card import CardError, StyleInfo
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.edit import append_style, edited_config, is_style_table
+from training.config import ConfigError, TrainConfig
+from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
+from training.loop import Dist, _device, _step_seed
+from training.losses import PerceptualLoss
+from training.vgg import VGGError, VGGFeatures, load_vgg
+
+
+class AddStyleError(RuntimeError):
+    pass
+
+
+def nearest_style(loss_fn: PerceptualLoss, new: int, candidates: list[int]) -> tuple[int, list]:
+    """The candidate whose Gram targets are closest to style `new` (relative, summed over
+    layers, the same measure the style loss uses); also every candidate's distance."""
+    dists = []
+    for i in candidates:
+        d = sum(((loss_fn.targets[n][i] - loss_fn.targets[n][new]).pow(2).mean()
+                 / loss_fn.scales[n][new]).item() for n in loss_fn.style_layers)
+        dists.append(d)
+    return candidates[int(np.argmin(dists))], dists
+
+
+def _preview(path: Path, photo: torch.Tensor, styled: torch.Tensor) -> None:
+    """Photo and result side by side: (3, H, W) floats in [0, 1] each."""
+    pair = torch.cat([photo, styled], dim=-1).clamp(0, 1).mul(255).round().byte()  # (3, H, 2W)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pair.permute(1, 2, 0).cpu().numpy()).save(path, quality=90)
+
+
+def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *,
+              cfg: TrainConfig | None = None, title: str = "", source: str = "",
+              steps: int = 1000, lr: float = 1e-2, init: str = "nearest",
+              preview_every: int = 200, preview_dir: str | Path | None = None,
+              vgg: VGGFeatures | None = None, progress: bool = True) -> dict:
+    """Append style `name` (painting `image`) to checkpoint `base`, write `out`; a summary."""
+    t0 = time.monotonic()
+    generator, card, state = load_checkpoint(base)
+    if cfg is None:
+        if not state.get("config"):
+            raise AddStyleError(f"{base} carries no training config; pass --config")
+        cfg = TrainConfig.from_dict(state["config"])
+    style = StyleInfo(name, title, source or f"{Path(image).name} (added by stylebox add-style)")
+    if name in card.style_names:
+        raise CardError(f"the model already has a style named {name!r}")
+    device = _device(cfg.device, Dist())
+    cuda = device.type == "cuda"
+
+    # The new painting's Gram targets, and the existing styles' where their images are known.
+    known = {s.name: cfg.resolve(s.path) for s in cfg.styles}
+    existing = [i for i, s in enumerate(card.styles) if s.name in known
+                and known[s.name].is_file()]
+    if init not in ("nearest", "mean") and init not in card.style_names:
+        raise AddStyleError(f"--init must be 'nearest', 'mean' or one of the model's styles "
+                            f"({', '.join(card.style_names)}), not {init!r}")
+    use = existing if init == "nearest" else []
+    paths = [known[card.styles[i].name] for i in use] + [Path(image)]
+    if vgg is None:
+        src = cfg.vgg_weights if cfg.vgg_weights == "torchvision" else cfg.resolve(cfg.vgg_weights)
+        vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
+    vgg = vgg.to(device)
+    loss_fn = PerceptualLoss(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
+                             cfg.style_weight, cfg.tv_weight)
+    loss_fn.set_style_targets([s.to(device) for s in load_style_images(paths, cfg.style_size)])
+    target = len(use)  # the new painting's row in the loss's target tables
+    init_from, distances = None, {}
+    if init == "nearest" and use:
+        k, dists = nearest_style(loss_fn, target, list(range(len(use))))
+        init_from = use[k]
+        distances = {card.styles[i].name: round(d, 6) for i, d in zip(use, dists, strict=True)}
+    elif init not in ("nearest", "mean"):
+        init_from = card.index(init)
+    generator, card = append_style(generator, card, style, init_from)
+    n = card.n_styles - 1  # the new row
+
+    # Only the new row is optimised; functional_call splices it into otherwise frozen tables.
+    generator = generator.to(device).eval().requires_grad_(False)
+    frozen = {k: v.detach() for k, v in generator.named_parameters()}
+    rows = {k: v[n].clone().requires_grad_(True) for k, v in frozen.items() if is_style_table(k)}
+    opt = torch.optim.Adam(rows.values(), lr=lr)
+
+    def forward(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        params = dict(frozen)
+        for k, row in rows.items():
+            params[k] = torch.cat([frozen[k][:n], row[None]])  # (N+1, C)
+        return functional_call(generator, params, (x, w))
+
+    files = list_photos(cfg.resolve(cfg.photos))
+    if cfg.max_photos:
+        files = files[: cfg.max_photos]
+    bank = PhotoBank(files, cfg.image_size, device)
+    preview_photo = load_rgb(files[0], long_side=2 * cfg.image_size)[None].float().div(255)
+    preview_photo = preview_photo.to(device)  # (1, 3, H, W)
+    out = Path(out)
+    preview_dir = Path(preview_dir) if preview_dir else out.parent / f"{out.stem}-previews"
+    one_hot = torch.zeros(1, n + 1, device=device)
+    one_hot[0, n] = 1.0
+    weights = one_hot.expand(cfg.batch_size, -1)  # (B, N+1)
+    style_idx = torch.full((cfg.batch_size,), target, device=device)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
+    rng = torch.Generator()
+    previews: list[str] = []
+
+    def preview(step: int) -> None:
+        with torch.no_grad():
+            styled = forward(preview_photo, one_hot)
+        path = preview_dir / f"{name}-{step:06d}.jpg"
+        _preview(path, preview_photo[0], styled[0].float())
+        previews.append(str(path))
+
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=f"add-style {name}")
+    curve: list[dict] = []
+    sums, win = torch.zeros(3, device=device), 0
+    try:
+        if preview_every:
+            preview(0)  # the initialisation, before any training
+        for step in range(1, steps + 1):
+            rng.manual_seed(_step_seed(cfg.seed, 0, step))
+            photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
+            with autocast:
+                parts = loss_fn(forward(photo, weights), photo, style_idx)
+            opt.zero_grad(set_to_none=True)
+            parts.total.backward()
+            opt.step()
+            sums += torch.stack([parts.total, parts.content, parts.style]).detach()
+            win += 1
+            if step % cfg.log_every == 0 or step == steps:
+                avg = (sums / win).tolist()  # one host sync per log window
+                curve.append({"step": step, "loss": avg[0], "content": avg[1], "style": avg[2]})
+                sums, win = torch.zeros(3, device=device), 0
+                if bar:
+                    bar.set_postfix(loss=f"{avg[0]:.4g}", content=f"{avg[1]:.3g}",
+                                    style=f"{avg[2]:.3g}")
+            if preview_every and (step % preview_every == 0 or step == steps):
+                preview(step)
+            if bar:
+                bar.update(1)
+    finally:
+        if bar:
+            bar.close()
+
+    with torch.no_grad():
+        for k, p in generator.named_parameters():
+            if k in rows:
+                p[n] = rows[k].detach()
+    seconds = time.monotonic() - t0
+    record = {"name": name, "image": Path(image).name, "steps": steps, "lr": lr,
+              "batch_size": cfg.batch_size, "image_size": cfg.image_size,
+              "style_size": cfg.style_size, "init_from": card.style_names[init_from]
+              if init_from is not None else "mean", "device": device.type,
+              "seconds": round(seconds, 1), "final": curve[-1] if curve else {}}
+    card.training["style_edits"] = [*card.training.get("style_edits", []),
+                                     {"op": "add", **record}]
+    config = edited_config(cfg.to_dict(), "append", name, path=str(Path(image).resolve()),
+                           title=style.title, source=style.source)
+    save_checkpoint(out, generator.cpu(), card, config=config)
+    return {**record, "checkpoint": str(out), "n_styles": card.n_styles, "curve": curve,
+            "gram_distances": distances, "previews": previews}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="stylebox add-style", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--model", required=True, help="base checkpoint (from `stylebox train`)")
+    p.add_argument("--name", required=True, help="new style's URL-safe name (?style=NAME)")
+    p.add_argument("--image", required=True, help="the painting")
+    p.add_argument("--title", default="", help="human title (default: from the name)")
+    p.add_argument("--source", default="", help="where the painting comes from")
+    p.add_argument("--out", required=True, help="checkpoint to write (N+1 styles)")
+    p.add_argument("--config", help="TOML config (default: the checkpoint's own)")
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate for the new row")
+    p.add_argument("--init", default="nearest",
+                   help="'nearest' (by Gram distance, default), 'mean', or a style name")
+    p.add_argument("--preview-every", type=int, default=200, help="0 = no previews")
+    p.add_argument("--preview-dir", help="default: OUT's folder / OUT_STEM-previews")
+    for flag, typ in (("batch-size", int), ("image-size", int), ("style-size", int),
+                      ("device", str), ("data-root", str), ("photos", str),
+                      ("vgg-weights", str), ("seed", int)):
+        p.add_argument("--" + flag, type=typ, dest=flag.replace("-", "_"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override any training-config key (value parsed as TOML)")
+    p.add_argument("--no-progress", action="store_true")
+    args = p.parse_args(argv)
+    if args.steps < 1:
+        p.error("--steps must be >= 1")
+    keys = ("batch_size", "image_size", "style_size", "device", "data_root", "photos",
+            "vgg_weights", "seed")
+    values = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
+    try:
+        if not Path(args.image).is_file():
+            raise DataError(f"style image {args.image} not found")
+        cfg = None
+        if args.config:
+            cfg = TrainConfig.load(args.config, args.set)
+        elif args.set or values:
+            state = torch.load(args.model, map_location="cpu", weights_only=False)
+            if not state.get("config"):
+                raise AddStyleError(f"{args.model} carries no training config; pass --config")
+            cfg = TrainConfig.from_dict(state["config"]).override(args.set)
+        cfg = cfg.replace(**values) if cfg is not None else None
+        s = add_style(args.model, args.image, args.name, args.out, cfg=cfg, title=args.title,
+                      source=args.source, steps=args.steps, lr=args.lr, init=args.init,
+                      preview_every=args.preview_every, preview_dir=args.preview_dir,
+                      progress=not args.no_progress)
+    except (AddStyleError, CardError, ConfigError, DataError, VGGError,
+            FileNotFoundError) as e:
+        print(f"stylebox add-style: {e}", file=sys.stderr)
+        return 2
+    final = s["final"]
+    print(f"stylebox add-style: wrote {s['checkpoint']} ({s['n_styles']} styles; "
+          f"{s['name']} initialised from {s['init_from']}, {s['steps']} steps in "
+          f"{s['seconds']:.1f} s on {s['device']}; final loss {final.get('loss', 0):.4g}, "
+          f"style {final.get('style', 0):.4g}, content {final.get('content', 0):.4g}). "
+          f"Next: stylebox export {s['checkpoint']} -o MODEL.onnx")
+    return 0

@@ -1,0 +1,307 @@
+"""`stylebox eval`: how well does a served model match its styles and keep its photos?
+
+    stylebox eval --model models/stylebox-a0.25.onnx --photos ../shared/data/eval-photos \\
+        --config configs/default.toml --out docs/eval/a0.25 --blend candy,starry_night
+
+For every style of the model and every photo (centre-cropped and resized to --size, square):
+the ONNX file is run through the service's own Engine (so what is scored is what is served),
+and VGG-19 in PyTorch gives the style loss (Gram, against the style image at the config's
+style_size) and the content loss (against the photo), with the layers and the relative
+normalisation of training (training/losses.py). Written to OUT: eval.md and eval.csv (per
+style means), eval_per_photo.csv, gallery.jpg (photos x styles) and, with --blend A,B, a
+strip from style A to style B. Deterministic; runs on CPU.
+
+Style images come from the config's [[styles]] (matched by name), then --style-image
+NAME=PATH, then --styles-dir (NAME.jpg/.png/...). "photo" in the table is the unstylized
+photo's style loss: a reference for how far each style is from the photos to begin with.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from service.engine import Engine, ModelLoadError
+from training.config import ConfigError, TrainConfig
+from training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
+from training.losses import PerceptualLoss
+from training.vgg import VGGError, VGGFeatures, load_vgg
+
+CSV_FIELDS = ["style", "title", "style_loss", "content_loss", "photo_style_loss", "ratio"]
+
+
+class EvalError(RuntimeError):
+    pass
+
+
+@dataclass
+class StyleScore:
+    style: str
+    title: str
+    style_loss: float  # mean over photos of the stylized photo's relative Gram error
+    content_loss: float  # mean over photos of the relative feature error vs the photo
+    photo_style_loss: float  # the unstylized photo's style loss: the starting point
+
+    @property
+    def ratio(self) -> float:
+        return self.style_loss / self.photo_style_loss if self.photo_style_loss else 0.0
+
+
+def load_photo(path: Path, size: int) -> np.ndarray:
+    """uint8 (size, size, 3): EXIF-rotated, centre-cropped to a square, resized."""
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im).convert("RGB")
+        return np.asarray(ImageOps.fit(im, (size, size), Image.Resampling.LANCZOS))
+
+
+def find_style_images(names: list[str], cfg: TrainConfig, extra: dict[str, str],
+                      styles_dir: str | Path | None) -> dict[str, Path]:
+    found: dict[str, Path] = {s.name: cfg.resolve(s.path) for s in cfg.styles}
+    found.update({k: Path(v) for k, v in extra.items()})
+    out, missing = {}, []
+    for name in names:
+        path = found.get(name)
+        if (path is None or not path.is_file()) and styles_dir:
+            path = next((p for p in sorted(Path(styles_dir).glob(name + ".*"))
+                         if p.suffix.lower() in PHOTO_EXTENSIONS), path)
+        if path is None or not path.is_file():
+            missing.append(f"{name} ({path})" if path else name)
+        else:
+            out[name] = path
+    if missing:
+        raise EvalError(f"no style image for {', '.join(missing)}; give it with "
+                        "--style-image NAME=PATH, --styles-dir or a [[styles]] entry in --config")
+    return out
+
+
+def _tensor(rgb: np.ndarray) -> torch.Tensor:
+    # A copy: ORT's and Pillow's arrays may be read-only, which torch.from_numpy warns about.
+    return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255  # (1, 3, H, W)
+
+
+@torch.no_grad()
+def score(engine: Engine, photos: list[np.ndarray], loss_fn: PerceptualLoss,
+          ) -> tuple[list[StyleScore], list[dict], dict[str, list[np.ndarray]]]:
+    """Per-style means, per-photo rows and the stylized images; loss_fn holds one target per
+    style of the model, in the model's order."""
+    names = engine.style_names
+    n = len(names)
+    sums = np.zeros((n, 3))
+    rows: list[dict] = []
+    images: dict[str, list[np.ndarray]] = {s: [] for s in names}
+    for p, rgb in enumerate(photos):
+        ref = loss_fn.vgg(_tensor(rgb))
+        for i, name in enumerate(names):
+            idx = torch.tensor([i])
+            out = engine.stylize(rgb, np.eye(n, dtype=np.float32)[i])  # (H, W, 3) uint8
+            images[name].append(out)
+            feats = loss_fn.vgg(_tensor(out))
+            vals = (loss_fn.style_loss(feats, idx).item(), loss_fn.content_loss(feats, ref).item(),
+                    loss_fn.style_loss(ref, idx).item())
+            sums[i] += vals
+            rows.append({"photo": p, "style": name, "style_loss": vals[0],
+                         "content_loss": vals[1], "photo_style_loss": vals[2]})
+    means = sums / max(len(photos), 1)
+    scores = [StyleScore(s.name, s.title, *map(float, means[i]))
+              for i, s in enumerate(engine.card.styles)]
+    return scores, rows, images
+
+
+def _label(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, width: int) -> None:
+    while text and draw.textlength(text) > width - 6:
+        text = text[:-1]  # Pillow's built-in font: no wrapping, so clip long names
+    draw.text((xy[0] + 3, xy[1] + 3), text, fill=(20, 20, 20))
+
+
+def gallery(photos: list[np.ndarray], images: dict[str, list[np.ndarray]],
+            style_images: dict[str, Path], tile: int) -> Image.Image:
+    """Rows: the style images, then one row per photo; columns: the photo, then each style."""
+    names, band = list(images), 18
+    sheet = Image.new("RGB", ((len(names) + 1) * tile, (len(photos) + 1) * tile + band), "white")
+    draw = ImageDraw.Draw(sheet)
+    _label(draw, (0, tile), "photo", tile)
+    for c, name in enumerate(names, start=1):
+        with Image.open(style_images[name]) as im:
+            thumb = ImageOps.fit(im.convert("RGB"), (tile, tile), Image.Resampling.LANCZOS)
+        sheet.paste(thumb, (c * tile, 0))
+        _label(draw, (c * tile, tile), name, tile)
+    for r, rgb in enumerate(photos):
+        y = tile + band + r * tile
+        row = [rgb, *(images[n][r] for n in names)]
+        for c, arr in enumerate(row):
+            sheet.paste(Image.fromarray(arr).resize((tile, tile), Image.Resampling.LANCZOS),
+                        (c * tile, y))
+    return sheet
+
+
+def blend_strip(engine: Engine, rgb: np.ndarray, a: str, b: str, steps: int,
+                tile: int) -> Image.Image:
+    """`steps` images from pure `a` to pure `b` (one forward pass each, weights (1-t, t))."""
+    names = engine.style_names
+    for s in (a, b):
+        if s not in names:
+            raise EvalError(f"blend style {s!r} is not in the model ({', '.join(names)})")
+    if steps < 2:
+        raise EvalError("--blend-steps must be >= 2")
+    band = 18
+    strip = Image.new("RGB", (steps * tile, tile + band), "white")
+    draw = ImageDraw.Draw(strip)
+    for k, t in enumerate(np.linspace(0.0, 1.0, steps)):
+        w = np.zeros(len(names), np.float32)
+        w[names.index(a)] += 1 - t
+        w[names.index(b)] += t
+        out = Image.fromarray(engine.stylize(rgb, w)).resize((tile, tile),
+                                                              Image.Resampling.LANCZOS)
+        strip.paste(out, (k * tile, 0))
+        _label(draw, (k * tile, tile), f"{a} {1 - t:.2f} / {b} {t:.2f}", tile)
+    return strip
+
+
+def write_tables(out: Path, scores: list[StyleScore], rows: list[dict], meta: dict) -> None:
+    fmt = "{:.4f}".format
+    with open(out / "eval.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, CSV_FIELDS)
+        w.writeheader()
+        for s in scores:
+            w.writerow({**{k: v if isinstance(v, str) else f"{v:.6g}"
+                           for k, v in asdict(s).items()}, "ratio": f"{s.ratio:.6g}"})
+    with open(out / "eval_per_photo.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, ["photo", "file", "style", "style_loss", "content_loss",
+                               "photo_style_loss"])
+        w.writeheader()
+        for r in rows:
+            w.writerow({**{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()},
+                        "file": meta["photos"][r["photo"]]})
+    mean = [float(np.mean([getattr(s, k) for s in scores]))
+            for k in ("style_loss", "content_loss", "photo_style_loss")]
+    lines = [
+        f"# Evaluation of `{meta['model']}` ({meta['card']})", "",
+        f"{len(meta['photos'])} photos from `{meta['photo_dir']}`, centre-cropped to "
+        f"{meta['size']}x{meta['size']}; style images at {meta['style_size']} px (long side); "
+        f"VGG `{meta['vgg']}`; style layers {', '.join(meta['style_layers'])}; content layers "
+        f"{', '.join(meta['content_layers'])}. Losses are the relative errors of training "
+        "(`training/losses.py`); *photo* is the unstylized photo's style loss, *ratio* = style "
+        "/ photo (lower is closer to the style).", "",
+        "| style | title | style loss | content loss | photo | ratio |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
+    lines += [f"| {s.style} | {s.title} | {fmt(s.style_loss)} | {fmt(s.content_loss)} | "
+              f"{fmt(s.photo_style_loss)} | {s.ratio:.3f} |" for s in scores]
+    lines += [f"| **mean** | | {fmt(mean[0])} | {fmt(mean[1])} | {fmt(mean[2])} | "
+              f"{mean[0] / mean[2] if mean[2] else 0:.3f} |", "", "![gallery](gallery.jpg)"]
+    lines += ["", f"![blend]({meta['blend']})"] if meta.get("blend") else []
+    (out / "eval.md").write_text("\n".join(lines) + "\n")
+
+
+def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: str | Path, *,
+             size: int = 256, tile: int = 160, max_photos: int = 0,
+             style_images: dict[str, str] | None = None, styles_dir: str | Path | None = None,
+             blend: tuple[str, str] | None = None, blend_steps: int = 6, blend_photo: int = 0,
+             vgg: VGGFeatures | None = None, providers: list[str] | None = None) -> dict:
+    """Score `model` on the photos; write the tables and pictures to `out`; a summary back."""
+    engine = Engine(model, providers)
+    names = engine.style_names
+    images_for = find_style_images(names, cfg, style_images or {}, styles_dir)
+    if blend:
+        for s in blend:
+            if s not in names:
+                raise EvalError(f"blend style {s!r} is not in the model ({', '.join(names)})")
+    files = list_photos(photo_dir)[: max_photos or None]
+    if not 0 <= blend_photo < len(files):
+        raise EvalError(f"--blend-photo {blend_photo} is not one of the {len(files)} photos")
+    photos = [load_photo(f, size) for f in files]
+    torch.manual_seed(0)  # nothing here is random; this only pins any library default
+    if vgg is None:
+        src = cfg.vgg_weights if cfg.vgg_weights == "torchvision" else cfg.resolve(cfg.vgg_weights)
+        vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
+    loss_fn = PerceptualLoss(vgg.cpu(), cfg.content_layers, cfg.style_layers)
+    loss_fn.set_style_targets(load_style_images([images_for[n] for n in names], cfg.style_size))
+    scores, rows, images = score(engine, photos, loss_fn)
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    gallery(photos, images, images_for, tile).save(out / "gallery.jpg", quality=88)
+    blend_name = None
+    if blend:
+        blend_name = f"blend-{blend[0]}-{blend[1]}.jpg"
+        blend_strip(engine, photos[blend_photo], *blend, blend_steps, tile).save(
+            out / blend_name, quality=88)
+    meta = {"model": Path(model).name, "card": f"{engine.card.name}@{engine.card.version}, "
+            f"alpha {engine.card.alpha}, {engine.card.n_styles} styles",
+            "photos": [f.name for f in files], "photo_dir": str(photo_dir), "size": size,
+            "style_size": cfg.style_size, "vgg": Path(str(cfg.vgg_weights)).name,
+            "style_layers": cfg.style_layers, "content_layers": cfg.content_layers,
+            "blend": blend_name}
+    write_tables(out, scores, rows, meta)
+    return {"scores": scores, "out": str(out), "n_photos": len(files), "blend": blend_name}
+
+
+def _pairs(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise EvalError(f"--style-image wants NAME=PATH, got {item!r}")
+        out[name] = path
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="stylebox eval", description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("\n", 2)[2])
+    p.add_argument("--model", required=True, help="exported .onnx file")
+    p.add_argument("--photos", required=True, help="folder of evaluation photos")
+    p.add_argument("--config", default="configs/default.toml",
+                   help="training config: style images, VGG file, layers, style_size")
+    p.add_argument("--data-root", help="override the config's data_root")
+    p.add_argument("--style-image", action="append", default=[], metavar="NAME=PATH",
+                   help="style image for a style the config lacks (repeatable)")
+    p.add_argument("--styles-dir", help="fallback folder of NAME.jpg/.png style images")
+    p.add_argument("--out", help="output folder (default docs/eval/MODEL_STEM)")
+    p.add_argument("--size", type=int, default=256, help="photos are scored at SIZE x SIZE")
+    p.add_argument("--tile", type=int, default=160, help="gallery tile side in pixels")
+    p.add_argument("--max-photos", type=int, default=0, help="0 = all")
+    p.add_argument("--blend", help="A,B: also write a strip from style A to style B")
+    p.add_argument("--blend-steps", type=int, default=6)
+    p.add_argument("--blend-photo", type=int, default=0, help="index of the photo to blend")
+    p.add_argument("--providers", default="CPUExecutionProvider",
+                   help="ONNX Runtime providers, comma-separated")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key (e.g. style_size=256)")
+    args = p.parse_args(argv)
+    if args.size < 8 or args.tile < 16:
+        p.error("--size must be >= 8 and --tile >= 16")
+    try:
+        cfg = TrainConfig.load(args.config, args.set)
+        if args.data_root:
+            cfg = cfg.replace(data_root=args.data_root)
+        blend = None
+        if args.blend:
+            parts = [s.strip() for s in args.blend.split(",")]
+            if len(parts) != 2 or not all(parts):
+                raise EvalError(f"--blend wants two style names A,B, got {args.blend!r}")
+            blend = (parts[0], parts[1])
+        if blend and args.blend_steps < 2:
+            raise EvalError("--blend-steps must be >= 2")
+        out = args.out or f"docs/eval/{Path(args.model).stem}"
+        s = evaluate(args.model, args.photos, cfg, out, size=args.size, tile=args.tile,
+                     max_photos=args.max_photos, style_images=_pairs(args.style_image),
+                     styles_dir=args.styles_dir, blend=blend, blend_steps=args.blend_steps,
+                     blend_photo=args.blend_photo, providers=args.providers.split(","))
+    except (EvalError, ConfigError, DataError, VGGError, ModelLoadError,
+            FileNotFoundError) as e:
+        print(f"stylebox eval: {e}", file=sys.stderr)
+        return 2
+    print(Path(s["out"], "eval.md").read_text())
+    print(f"stylebox eval: {s['n_photos']} photos x {len(s['scores'])} styles -> {s['out']} "
+          f"(eval.md, eval.csv, eval_per_photo.csv, gallery.jpg"
+          + (f", {s['blend']})" if s["blend"] else ")"))
+    return 0
