@@ -84,10 +84,12 @@ RUN whl="$(find /wheels -name 'onnxruntime_gpu-*-cp311-*linux_aarch64.whl' | sor
 FROM base-jetson AS runtime-jetson
 COPY --from=build-jetson /opt/venv /opt/venv
 # fp16 engines: Orin's tensor cores; the cache dir is a volume (see below), so a restart
-# reloads the engines instead of spending minutes building them again.
+# reloads the engines instead of spending minutes building them again. The warm-up sizes
+# make the first start build them before the service listens (not ready until then).
 ENV STYLEBOX_PROVIDERS=TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider \
     STYLEBOX_TRT_FP16=true \
-    STYLEBOX_TRT_CACHE_DIR=/var/cache/stylebox/trt
+    STYLEBOX_TRT_CACHE_DIR=/var/cache/stylebox/trt \
+    STYLEBOX_WARMUP_SIZES=512,1024
 
 # -- the image: the chosen runtime + user, models, healthcheck ------------------------------
 # One of the stages above, not an image: hadolint cannot tell (DL3006 is about tags).
