@@ -6,7 +6,6 @@ Both read the same `STYLEBOX_*` settings (see service.settings); flags override 
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 from pathlib import Path
 
@@ -64,13 +63,12 @@ def serve_main(argv: list[str] | None = None) -> int:
                          providers=args.providers)
     if settings is None:
         return 2
-    logging.basicConfig(level=args.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from service.lifecycle import configure_logging, serve
+
+    configure_logging(args.log_level, settings.log_format)  # STYLEBOX_LOG_FORMAT=text|json
     engine = _engine(prog, settings)  # up front, so a bad file is one line, not a traceback
     if engine is None:
         return 1
-
-    import uvicorn
 
     from service.app import create_app
 
@@ -78,9 +76,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     print(f"stylebox: serving {engine.card.name}@{engine.card.version} "
           f"({', '.join(engine.style_names)}) at http://{settings.host}:{settings.port} "
           f"- API docs at /docs", flush=True)
-    # access_log off: ProblemMiddleware already logs one line per request, with the style.
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=args.log_level,
-                access_log=False)
+    # SIGTERM: /readyz turns 503, drain_s later the listener closes, in-flight work ends.
+    serve(app, settings, log_level=args.log_level)
     return 0
 
 

@@ -73,7 +73,8 @@ def test_only_the_new_row_changes_and_the_card_grows(base, tmp_path):
 
 
 def test_existing_styles_render_exactly_as_before(base, tmp_path):
-    _, (gen, _, _) = _added(base, tmp_path, steps=1, preview_every=0)
+    summary, (gen, _, _) = _added(base, tmp_path, steps=1, preview_every=0, init="stripes")
+    assert summary["init_from"] == "stripes" and summary["gram_distances"] == {}
     old_gen, _, _ = load_checkpoint(base / "base.pt")
     x = torch.rand(1, 3, 24, 28)
     with torch.no_grad():

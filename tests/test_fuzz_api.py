@@ -10,6 +10,7 @@ styles with a real image and fuzzed options, so the success path is fuzzed too.
 
 from __future__ import annotations
 
+import contextlib
 import io
 from collections import Counter
 
@@ -62,10 +63,8 @@ def _run(strategy, n: int, statuses: Counter) -> int:
         statuses[response.status_code] += 1
         case.validate_response(response, checks=CHECKS)
 
-    try:
+    with contextlib.suppress(Unsatisfiable):  # a parameter-less operation has no negatives
         check()
-    except Unsatisfiable:  # no way to violate a parameter-less operation's schema
-        pass
     return sent
 
 

@@ -26,6 +26,7 @@ ENV = {
     "STYLEBOX_OPTIMIZED_MODEL_DIR": ("/cache/ort", "optimized_model_dir", "/cache/ort"),
     "STYLEBOX_IO_BINDING": ("off", "io_binding", "off"),
     "STYLEBOX_WARMUP_SIZES": ("512,1920X1080", "warmup_sizes", ["512", "1920x1080"]),
+    "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": ("true", "allow_admin_without_key", True),
 }
 
 

@@ -1,0 +1,69 @@
+"""Graceful shutdown for `stylebox serve`: readiness turns false first, in-flight work ends.
+
+On the first SIGTERM/SIGINT the app is marked draining (`/readyz` answers 503), and the
+server keeps accepting and serving for `drain_s` seconds so that load balancers and
+orchestrators see the readiness change and stop sending traffic. Then uvicorn's own
+graceful shutdown runs: the listener closes, requests in flight finish (for at most
+`request_timeout_s`, the longest an admitted request may take anyway), then the lifespan
+ends. A second signal skips the drain wait; a third forces an exit, as in uvicorn.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import FrameType
+
+import uvicorn
+from fastapi import FastAPI
+
+from service.middleware import JsonFormatter
+from service.settings import Settings
+
+log = logging.getLogger("stylebox.service")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_s = drain_s
+        self._drain_until: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self._drain_until is None and self._drain_s > 0:
+            # Signal context: only set flags here; on_tick (every 0.1 s) does the rest.
+            self._app.state.draining = True
+            self._drain_until = time.monotonic() + self._drain_s
+            log.info("shutting down: not ready, draining for %.1f s", self._drain_s)
+            return
+        self._app.state.draining = True
+        super().handle_exit(sig, frame)
+
+    async def on_tick(self, counter: int) -> bool:
+        if self._drain_until is not None and time.monotonic() >= self._drain_until:
+            self.should_exit = True
+        return await super().on_tick(counter)
+
+
+def serve(app: FastAPI, settings: Settings, log_level: str = "info") -> None:
+    """Run uvicorn with the draining shutdown; blocks until the server has stopped."""
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=log_level,
+        access_log=False,  # ProblemMiddleware logs one line per request, with the style
+        timeout_graceful_shutdown=max(1, int(settings.request_timeout_s + 0.999)),
+        log_config=None,  # keep the root logging set up by `stylebox serve`
+    )
+    DrainingServer(config, app, settings.drain_s).run()
+
+
+def configure_logging(level: str, fmt: str) -> None:
+    """Text (`time level logger: message`) or one JSON object per line."""
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
