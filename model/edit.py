@@ -147,7 +147,13 @@ def _edit_main(argv: list[str] | None, op: str) -> int:
     p.add_argument("-o", "--out", required=True, help="the checkpoint to write")
     args = p.parse_args(argv)
     try:
-        generator, card, state = load_checkpoint(args.checkpoint)
+        try:
+            generator, card, state = load_checkpoint(args.checkpoint)
+        except FileNotFoundError:
+            raise
+        except Exception:  # torch.load fails in many ways (pickle, zip, EOF, missing keys)
+            raise CardError(f"{args.checkpoint} is not a stylebox checkpoint (an .onnx file? "
+                            "edit the checkpoint, then export it again)") from None
         if op == "remove":
             generator, card = remove_style(generator, card, args.name)
             config = edited_config(state.get("config"), "remove", args.name)

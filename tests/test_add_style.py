@@ -202,6 +202,10 @@ def test_cli_remove_and_rename(base, tmp_path, capsys):
     capsys.readouterr()
     assert main(["remove-style", str(out), "--name", "zebra", "-o", str(out)]) == 2
     assert "only style" in capsys.readouterr().err
+    (tmp_path / "m.onnx").write_bytes(b"\x08onnx-ish bytes")
+    assert main(["rename-style", str(tmp_path / "m.onnx"), "--name", "a", "--title", "B",
+                 "-o", str(out)]) == 2
+    assert "not a stylebox checkpoint" in capsys.readouterr().err
 
 
 def _png(rgb: np.ndarray) -> bytes:
