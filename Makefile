@@ -5,12 +5,13 @@ BIN    := $(VENV)/bin
 MODEL  ?= models/stylebox-a0.25.onnx
 export STYLEBOX_MODEL_PATH ?= $(MODEL)
 
-.PHONY: serve test lint bench clean help
+.PHONY: serve test lint bench soak clean help
 
 help:
 	@echo "make serve  - create .venv (runtime deps only), serve $(MODEL) on :8000"
 	@echo "make test   - create .venv (with train + dev extras), lint, run every test"
 	@echo "make bench  - ONNX Runtime ms/image by alpha, vs the alpha=1 single-style peer"
+	@echo "make soak   - long fuzz + load runs (docs/reliability.md)"
 
 # Runtime-only venv: onnxruntime, fastapi, ... and no torch.
 $(VENV)/.serve-installed: pyproject.toml
@@ -50,6 +51,13 @@ BENCH_ARGS ?= --alpha 0.25 --alpha 0.5 --alpha 0.1 --sizes 256,512,1024,1920x108
 BENCH_REPORT ?= docs/performance.md
 bench: $(VENV)/.test-installed
 	$(BIN)/stylebox bench $(BENCH_ARGS) --report $(BENCH_REPORT)
+
+# Long reliability runs (minutes; results in docs/reliability.md): 20x the decode fuzz with
+# fresh examples, then 32 concurrent 4K uploads and mixed traffic above capacity.
+SOAK_ARGS ?= --seconds 60 --clients 24 --burst 32
+soak: $(VENV)/.test-installed
+	STYLEBOX_SOAK=1 $(BIN)/python -m pytest tests/test_fuzz_decode.py -q
+	$(BIN)/python -m stylebox.soak $(SOAK_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .

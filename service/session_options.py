@@ -35,6 +35,7 @@ LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
+Provider = str | tuple[str, dict[str, str]]  # a name, or (name, EP options) as ORT takes them
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -81,7 +82,7 @@ def make_session_options(cfg: SessionConfig, intra_op_threads: int = 0) -> ort.S
     return opts
 
 
-def optimized_path(model: Path, cfg: SessionConfig, providers: list[str]) -> Path | None:
+def optimized_path(model: Path, cfg: SessionConfig, providers: list[Provider]) -> Path | None:
     """Where the optimised copy of `model` lives (or would), or None when not cached.
 
     Only CPU-only sessions are cached: other EPs may claim nodes at load time, and a graph
@@ -98,7 +99,7 @@ def optimized_path(model: Path, cfg: SessionConfig, providers: list[str]) -> Pat
     return Path(cfg.optimized_model_dir) / f"{model.stem}.{digest.hexdigest()[:16]}.ort.onnx"
 
 
-def create_session(model: Path, providers: list[str], cfg: SessionConfig,
+def create_session(model: Path, providers: list[Provider], cfg: SessionConfig,
                    intra_op_threads: int = 0) -> ort.InferenceSession:
     """An InferenceSession; through the optimised-model cache when it is configured."""
     opts = make_session_options(cfg, intra_op_threads)
@@ -112,8 +113,11 @@ def create_session(model: Path, providers: list[str], cfg: SessionConfig,
             cached.unlink(missing_ok=True)
             opts = make_session_options(cfg, intra_op_threads)
     if cached is not None:
-        cached.parent.mkdir(parents=True, exist_ok=True)
-        opts.optimized_model_filepath = str(cached)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            opts.optimized_model_filepath = str(cached)
+        except OSError as e:  # e.g. a read-only volume: serve anyway, uncached
+            log.warning("not caching the optimised model in %s: %s", cached.parent, e)
     return ort.InferenceSession(str(model), sess_options=opts, providers=providers)
 
 

@@ -1,6 +1,6 @@
 """Reliability soak: a real `stylebox serve` on 127.0.0.1 under a burst and mixed traffic.
 
-    python -m stylebox.soak --model m.onnx [--seconds 60] [--clients 12] [--burst 32]
+    python -m stylebox.soak [--model m.onnx] [--seconds 60] [--clients 12] [--burst 32]
 
 1. Burst: `--burst` concurrent 4K (3840x2160) JPEG uploads at once. Admission control
    admits max_concurrency + max_queue of them and answers the rest 503 at once; the server's
@@ -78,7 +78,7 @@ class Server:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.base = f"http://127.0.0.1:{self.port}"
-        penv = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
+        penv = dict(os.environ)  # other STYLEBOX_* settings pass through to the server
         penv["PYTHONPATH"] = str(ROOT) + os.pathsep + penv.get("PYTHONPATH", "")
         penv.update({"STYLEBOX_MODEL_PATH": str(model), "STYLEBOX_DRAIN_S": "0", **env})
         # A file, not a pipe: an unread pipe fills up and stalls the server.
@@ -266,9 +266,19 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
     }
 
 
+def tiny_model(path: Path) -> Path:
+    """The tests' 3-style alpha=0.25 model (random weights: load, not looks, matters here)."""
+    from model.export import export_onnx
+    from tests.conftest import make_tiny_card, make_tiny_generator
+
+    export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stylebox.soak", description=__doc__.split("\n")[0])
-    p.add_argument("--model", required=True, type=Path)
+    p.add_argument("--model", type=Path,
+                   help="ONNX model (default: export the tests' tiny model; needs torch)")
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--clients", type=int, default=12)
     p.add_argument("--burst", type=int, default=32, help="concurrent 4K uploads (0: skip)")
@@ -277,7 +287,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--request-timeout-s", default="60")
     args = p.parse_args(argv)
     client_timeout = float(args.request_timeout_s) + 60  # past it, a request "hung"
-    server = Server(args.model, {"STYLEBOX_MAX_CONCURRENCY": args.max_concurrency,
+    tmp = tempfile.TemporaryDirectory()
+    model = args.model or tiny_model(Path(tmp.name) / "tiny.onnx")
+    server = Server(model, {"STYLEBOX_MAX_CONCURRENCY": args.max_concurrency,
                                  "STYLEBOX_MAX_QUEUE": args.max_queue,
                                  "STYLEBOX_REQUEST_TIMEOUT_S": args.request_timeout_s})
     try:
@@ -296,6 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                            or m["healthz"] != 200)
     finally:
         server.stop()
+        tmp.cleanup()
     print("RESULT:", "FAIL" if failed else "PASS (0 5xx other than 503, 0 hangs, 0 crashes)")
     return 1 if failed else 0
 

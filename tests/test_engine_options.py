@@ -155,3 +155,10 @@ def _png(h: int, w: int) -> bytes:
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)).save(
         buf, "PNG")
     return buf.getvalue()
+
+
+def test_unwritable_cache_dir_still_serves(tiny_onnx, tmp_path, rgb, reference):
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where the cache folder should be")
+    engine = Engine(tiny_onnx, options=SessionConfig(optimized_model_dir=str(blocker / "sub")))
+    assert np.abs(engine.stylize(rgb, W).astype(np.int16) - reference).max() <= 1

@@ -93,3 +93,16 @@ def test_schemathesis_every_operation_no_server_errors(schema):
     assert sum(statuses.values()) >= MIN_TOTAL, (per_op, statuses)
     assert not any(s >= 500 for s in statuses), statuses
     assert statuses[200] > 50 and statuses[422] > 50 and statuses[404] > 50, statuses
+
+
+def test_schemathesis_with_an_api_key_every_refusal_conforms(tiny_onnx):
+    """With STYLEBOX_API_KEY set and no key sent: 401s as documented, open paths still 200."""
+    app = create_app(Settings(model_path=str(tiny_onnx), api_key="k"), engine=Engine(tiny_onnx))
+    statuses: Counter = Counter()
+    with TestClient(app):  # the lifespan runs for the whole fuzz
+        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+        for result in schema.get_all_operations():
+            op = result.ok()
+            _run(op.as_strategy(generation_mode=GenerationMode.POSITIVE), 20, statuses)
+    assert statuses[401] >= 20 and statuses[200] >= 3, statuses  # healthz, readyz, metrics
+    assert not any(s >= 500 for s in statuses), statuses

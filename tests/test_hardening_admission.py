@@ -184,3 +184,13 @@ def test_slots_are_released_after_every_kind_of_answer(tiny_onnx):
 
     assert anyio.run(main) == [404, 413, 415, 200, 200]
     assert app.state.admission.active == 0
+
+
+def test_hardening_defaults(monkeypatch):
+    for var in ("MAX_QUEUE", "REQUEST_TIMEOUT_S", "RETRY_AFTER_S", "API_KEY", "CORS_ORIGINS",
+                "METRICS_PUBLIC", "DRAIN_S", "LOG_FORMAT"):
+        monkeypatch.delenv(f"STYLEBOX_{var}", raising=False)
+    s = Settings()
+    assert (s.max_queue, s.request_timeout_s, s.retry_after_s) == (8, 60.0, 2)
+    assert s.api_key is None and s.cors_origins == [] and s.metrics_public
+    assert (s.drain_s, s.log_format) == (2.0, "text")

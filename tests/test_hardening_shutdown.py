@@ -44,12 +44,11 @@ def _png() -> bytes:
 
 def _start(model: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
     port = _free_port()
-    log = open(log_path, "w")  # a file, not a pipe: an unread pipe can stall the server
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(STYLEBOX_MODEL_PATH=str(model), **env), cwd=ROOT, stdout=log,
-        stderr=subprocess.STDOUT)
-    log.close()
+    with open(log_path, "w") as log:  # a file, not a pipe: an unread pipe stalls the server
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1", "--port",
+             str(port)], env=_env(STYLEBOX_MODEL_PATH=str(model), **env), cwd=ROOT, stdout=log,
+            stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

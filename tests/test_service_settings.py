@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from service.settings import Settings
 
@@ -27,6 +27,16 @@ ENV = {
     "STYLEBOX_IO_BINDING": ("off", "io_binding", "off"),
     "STYLEBOX_WARMUP_SIZES": ("512,1920X1080", "warmup_sizes", ["512", "1920x1080"]),
     "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": ("true", "allow_admin_without_key", True),
+    # Hardening (tests/test_auth.py, test_hardening_*.py, test_metrics.py check their use).
+    "STYLEBOX_MAX_QUEUE": ("3", "max_queue", 3),
+    "STYLEBOX_REQUEST_TIMEOUT_S": ("12.5", "request_timeout_s", 12.5),
+    "STYLEBOX_RETRY_AFTER_S": ("4", "retry_after_s", 4),
+    "STYLEBOX_API_KEY": ("k3y", "api_key", SecretStr("k3y")),
+    "STYLEBOX_CORS_ORIGINS": ("https://a.example, https://b.example", "cors_origins",
+                              ["https://a.example", "https://b.example"]),
+    "STYLEBOX_METRICS_PUBLIC": ("false", "metrics_public", False),
+    "STYLEBOX_DRAIN_S": ("0.5", "drain_s", 0.5),
+    "STYLEBOX_LOG_FORMAT": ("json", "log_format", "json"),
 }
 
 

@@ -81,7 +81,10 @@ _BODY = {
         415: {"description": "not an image in a supported format", **_PROBLEM},
         422: {"description": "bad style spec, missing/corrupt image, bad parameters",
               **_PROBLEM},
-        503: {"description": "model not loaded yet", **_PROBLEM},
+        408: {"description": "the upload did not arrive within request_timeout_s", **_PROBLEM},
+        # Admission control (service/admission.py) answers these before the handler runs.
+        503: {"description": "model not loaded yet, or overloaded / past request_timeout_s "
+                             "(with Retry-After)", **_PROBLEM},
     },
 )
 async def stylize(
