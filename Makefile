@@ -44,6 +44,7 @@ test: $(VENV)/.test-installed
 BENCH_ARGS ?= --alpha 0.25 --alpha 0.5 --alpha 0.1 --sizes 256,512,1024,1920x1080 \
 	--repeats 7 --requests 24 --sweep \
 	--load-env "" \
+	--load-env "STYLEBOX_INTRA_OP_SPINNING=true" \
 	--load-env "STYLEBOX_MAX_CONCURRENCY=1" \
 	--load-env "STYLEBOX_MAX_CONCURRENCY=2 STYLEBOX_INTRA_OP_THREADS=1" \
 	--load-env "STYLEBOX_MAX_CONCURRENCY=1 STYLEBOX_INTRA_OP_THREADS=1" \

@@ -14,6 +14,7 @@ GRAPH_OPTIMIZATION           all                          ORT graph level: disab
                                                           extended, all (docs/performance.md)
 INTER_OP_THREADS             0 (ONNX Runtime's default)   threads across independent nodes
 CPU_MEM_ARENA                true                         reuse activation buffers
+INTRA_OP_SPINNING            false                        ORT threads spin between runs
 OPTIMIZED_MODEL_DIR          "" (off)                     cache the optimised graph here
 IO_BINDING                   auto (on for CUDA)           auto, on or off
 WARMUP_SIZES                 "" (none)                    e.g. 512,1024,1920x1080: run once
@@ -72,6 +73,7 @@ class Settings(BaseSettings):
     graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
     inter_op_threads: int = Field(0, ge=0)
     cpu_mem_arena: bool = True
+    intra_op_spinning: bool = False  # measured: see session_options.SessionConfig
     optimized_model_dir: str = ""
     io_binding: Literal["auto", "on", "off"] = "auto"
     warmup_sizes: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -452,7 +452,7 @@ def test_ci_run_judges_the_pytest_summary(tmp_path, output, code, ok):
     fake.write_text(f"#!/bin/sh\necho '{output}'\nexit {code}\n")
     fake.chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}{os.pathsep}{os.environ['PATH']}",
-           "TMPDIR": str(tmp_path)}
+           "TMPDIR": str(tmp_path), "STYLEBOX_CI_NO_APT": "1"}
     r = subprocess.run(["bash", str(CI_RUN)], env=env, capture_output=True, text=True,
                        timeout=30)
     assert output in r.stdout
@@ -587,3 +587,13 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.communicate()
+
+
+def test_k8s_grace_period_outlasts_drain_and_request_timeout():
+    import yaml
+
+    docs = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/stylebox.yaml").read_text()) if d]
+    deploy = next(d for d in docs if d["kind"] == "Deployment")
+    grace = deploy["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    s = Settings()
+    assert grace > s.drain_s + s.request_timeout_s, (grace, s.drain_s, s.request_timeout_s)

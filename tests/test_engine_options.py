@@ -39,12 +39,13 @@ def reference(tiny_onnx, rgb) -> np.ndarray:
 
 def test_settings_map_to_session_config(monkeypatch, tmp_path):
     env = {"STYLEBOX_GRAPH_OPTIMIZATION": "basic", "STYLEBOX_INTER_OP_THREADS": "2",
-           "STYLEBOX_CPU_MEM_ARENA": "false", "STYLEBOX_OPTIMIZED_MODEL_DIR": str(tmp_path),
+           "STYLEBOX_CPU_MEM_ARENA": "false", "STYLEBOX_INTRA_OP_SPINNING": "true",
+           "STYLEBOX_OPTIMIZED_MODEL_DIR": str(tmp_path),
            "STYLEBOX_IO_BINDING": "on", "STYLEBOX_WARMUP_SIZES": " 512, 1920x1080 ,"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     cfg = SessionConfig.from_settings(Settings())
-    assert cfg == SessionConfig("basic", 2, False, str(tmp_path), "on",
+    assert cfg == SessionConfig("basic", 2, False, True, str(tmp_path), "on",
                                 ((512, 512), (1080, 1920)))
     assert SessionConfig.from_settings(Settings(_env_file=None, warmup_sizes=[])) \
         .warmup_sizes == ()
@@ -72,8 +73,9 @@ def test_parse_size():
     SessionConfig(graph_optimization="basic"),
     SessionConfig(graph_optimization="extended"),
     SessionConfig(cpu_mem_arena=False, inter_op_threads=1),
+    SessionConfig(intra_op_spinning=True),
     SessionConfig(io_binding="on"),
-], ids=["defaults", "disable", "basic", "extended", "no-arena", "io-binding"])
+], ids=["defaults", "disable", "basic", "extended", "no-arena", "spinning", "io-binding"])
 def test_every_option_gives_the_reference_image(tiny_onnx, rgb, reference, cfg):
     out = Engine(tiny_onnx, options=cfg, intra_op_threads=1).stylize(rgb, W)
     assert out.shape == rgb.shape and out.dtype == np.uint8

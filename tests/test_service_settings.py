@@ -23,6 +23,7 @@ ENV = {
     "STYLEBOX_GRAPH_OPTIMIZATION": ("extended", "graph_optimization", "extended"),
     "STYLEBOX_INTER_OP_THREADS": ("2", "inter_op_threads", 2),
     "STYLEBOX_CPU_MEM_ARENA": ("false", "cpu_mem_arena", False),
+    "STYLEBOX_INTRA_OP_SPINNING": ("1", "intra_op_spinning", True),
     "STYLEBOX_OPTIMIZED_MODEL_DIR": ("/cache/ort", "optimized_model_dir", "/cache/ort"),
     "STYLEBOX_IO_BINDING": ("off", "io_binding", "off"),
     "STYLEBOX_WARMUP_SIZES": ("512,1920X1080", "warmup_sizes", ["512", "1920x1080"]),
