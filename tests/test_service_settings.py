@@ -38,6 +38,9 @@ ENV = {
     "STYLEBOX_METRICS_PUBLIC": ("false", "metrics_public", False),
     "STYLEBOX_DRAIN_S": ("0.5", "drain_s", 0.5),
     "STYLEBOX_LOG_FORMAT": ("json", "log_format", "json"),
+    # TensorRT EP (tests/test_deploy.py checks the provider options they make).
+    "STYLEBOX_TRT_CACHE_DIR": ("/cache/trt", "trt_cache_dir", "/cache/trt"),
+    "STYLEBOX_TRT_FP16": ("true", "trt_fp16", True),
 }
 
 
