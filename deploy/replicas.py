@@ -19,7 +19,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -33,14 +32,10 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from stylebox.procs import free_port, service_env, wait_ready
+
 HERE = Path(__file__).resolve().parent
 NGINX_CONF = HERE / "nginx" / "nginx.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def loopback_nginx_conf(ports: list[int], listen: int, tmp: Path) -> str:
@@ -53,22 +48,6 @@ def loopback_nginx_conf(ports: list[int], listen: int, tmp: Path) -> str:
     assert n == 1 and m == 1, "deploy/nginx/nginx.conf no longer has the expected lines"
     temps = "".join(f"    {k}_temp_path {tmp / k};\n" for k in ("client_body", "proxy"))
     return text.replace("http {\n", "http {\n" + temps, 1)
-
-
-def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        for p in procs:
-            if p.poll() is not None:
-                raise RuntimeError(f"{p.args[0]} exited: {p.stdout.read() if p.stdout else ''}")
-        try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{url} not ready in {timeout:.0f}s")
-        time.sleep(0.2)
 
 
 def test_png(size: int) -> bytes:
@@ -127,8 +106,7 @@ def run(model: str, replicas: int, proxy: str = "auto", requests: int = 60,
         proxy = "nginx" if shutil.which("nginx") else "lb"
     ports = [free_port() for _ in range(replicas)]
     listen = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
-    env |= {"STYLEBOX_MODEL_PATH": model, "STYLEBOX_INTRA_OP_THREADS": str(threads)}
+    env = service_env({"STYLEBOX_MODEL_PATH": model, "STYLEBOX_INTRA_OP_THREADS": str(threads)})
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         stack.callback(_stop, procs)
@@ -150,7 +128,7 @@ def run(model: str, replicas: int, proxy: str = "auto", requests: int = 60,
         lb = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         procs.insert(0, lb)  # stopped first, so lb.py prints its counts before replicas go
         base = f"http://127.0.0.1:{listen}"
-        wait_ready(f"{base}/readyz", [lb], timeout=30)
+        wait_ready(f"{base}/readyz", [lb], timeout_s=30)
         styles = httpx.get(f"{base}/styles", timeout=10).json()["styles"]
         style = style or styles[0]["name"]
         body = test_png(size)

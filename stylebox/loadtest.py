@@ -11,12 +11,7 @@ encode, HTTP; an upper bound, since the client shares the machine).
 from __future__ import annotations
 
 import io
-import os
-import socket
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -26,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from stylebox import procs
 
 
 @dataclass
@@ -62,54 +57,12 @@ def sample_jpeg(height: int, width: int, quality: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(model: Path, env: dict[str, str] | None = None,
             timeout_s: float = 120.0) -> Iterator[str]:
-    """Run `stylebox serve` on a free port for the block; yields the base URL."""
-    port = _free_port()
-    penv = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
-    penv["PYTHONPATH"] = str(ROOT) + os.pathsep + penv.get("PYTHONPATH", "")
-    penv.update({"STYLEBOX_MODEL_PATH": str(model), **(env or {})})
-    # The log goes to a file, not a pipe: an unread pipe fills up and stalls the server.
-    with tempfile.TemporaryFile("w+") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1",
-             "--port", str(port)], env=penv, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_ready(proc, base, log, timeout_s)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-def _wait_ready(proc: subprocess.Popen, base: str, log, timeout_s: float) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if proc.poll() is not None:
-            log.seek(0)
-            raise RuntimeError(f"stylebox serve exited {proc.returncode}: {log.read()[-500:]}")
-        try:
-            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"stylebox serve not ready after {timeout_s:.0f}s")
-        time.sleep(0.2)
+    """Run `stylebox serve` on a free port for the block (access log on, as in production)."""
+    with procs.serving(model, env, timeout_s, log_level="info") as base:
+        yield base
 
 
 def load_run(base: str, body: bytes, size: str, concurrency: int, requests: int,

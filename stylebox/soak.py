@@ -18,11 +18,8 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import random
-import socket
 import struct
-import subprocess
 import sys
 import tempfile
 import threading
@@ -33,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
+from stylebox.procs import ServeProcess
+
 UHD = (3840, 2160)
 
 
@@ -51,6 +49,7 @@ def photo_jpeg(width: int, height: int, seed: int = 0, quality: int = 90) -> byt
 
 
 def header_bomb(width: int, height: int) -> bytes:
+    """A valid PNG whose header claims width x height, with almost no pixel data."""
     def chunk(tag: bytes, data: bytes) -> bytes:
         return (struct.pack(">I", len(data)) + tag + data
                 + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF))
@@ -70,48 +69,11 @@ def rss_kib(pid: int) -> tuple[int, int]:
     return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
 
 
-class Server:
-    """`python -m stylebox serve` in a subprocess on a free loopback port."""
+class Server(ServeProcess):
+    """The service under test: other STYLEBOX_* settings of the caller pass through."""
 
     def __init__(self, model: Path, env: dict[str, str]) -> None:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.base = f"http://127.0.0.1:{self.port}"
-        penv = dict(os.environ)  # other STYLEBOX_* settings pass through to the server
-        penv["PYTHONPATH"] = str(ROOT) + os.pathsep + penv.get("PYTHONPATH", "")
-        penv.update({"STYLEBOX_MODEL_PATH": str(model), "STYLEBOX_DRAIN_S": "0", **env})
-        # A file, not a pipe: an unread pipe fills up and stalls the server.
-        self.log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in stop())
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1",
-             "--port", str(self.port), "--log-level", "warning"],
-            env=penv, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
-
-    def wait_ready(self, timeout_s: float = 120) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                self.log.seek(0)
-                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read()}")
-            try:
-                if httpx.get(f"{self.base}/readyz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("server not ready")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log.close()
+        super().__init__(model, {"STYLEBOX_DRAIN_S": "0", **env}, inherit_settings=True)
 
 
 class Recorder:

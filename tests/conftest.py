@@ -112,3 +112,14 @@ def write_train_config(root: Path, **overrides) -> Path:
     path = root / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_pillow_pixel_limit():
+    """`create_app` sets Pillow's process-global bomb guard to its max_pixels (small in some
+    tests); put it back after each module so tests do not depend on the order they run in."""
+    from PIL import Image
+
+    before = Image.MAX_IMAGE_PIXELS
+    yield
+    Image.MAX_IMAGE_PIXELS = before

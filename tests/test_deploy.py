@@ -18,7 +18,6 @@ import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -30,6 +29,7 @@ import yaml
 from PIL import Image
 
 from service.settings import Settings
+from stylebox.procs import free_port, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -548,7 +548,7 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     # free loopback port and the tiny model instead of /app/models/...
     image_env = _env(BY_NAME["runtime-cpu"][1]) | _env(STAGES[-1][2])
     image_env = {k: v for k, v in image_env.items() if k.startswith("STYLEBOX_")}
-    port = _load("replicas").free_port()
+    port = free_port()
     image_env |= {"STYLEBOX_HOST": "127.0.0.1", "STYLEBOX_PORT": str(port),
                   "STYLEBOX_MODEL_PATH": str(tiny_onnx)}
     cmd = json.loads(next(a for i, a in STAGES[-1][2] if i == "CMD"))
@@ -556,17 +556,8 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                ready = httpx.get(f"{base}/readyz", timeout=2)
-                if ready.status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        wait_ready(f"{base}/readyz", [proc])
+        ready = httpx.get(f"{base}/readyz", timeout=5)
         assert ready.json()["providers"] == ["CPUExecutionProvider"]
         r = httpx.get(f"{base}/styles", timeout=10)
         assert r.status_code == 200

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -20,19 +19,13 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from stylebox.procs import ServeProcess, service_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return {**env, **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _env(**settings: str) -> dict[str, str]:
+    return service_env(settings)
 
 
 def _png() -> bytes:
@@ -43,24 +36,13 @@ def _png() -> bytes:
 
 
 def _start(model: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
-    port = _free_port()
-    with open(log_path, "w") as log:  # a file, not a pipe: an unread pipe stalls the server
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1", "--port",
-             str(port)], env=_env(STYLEBOX_MODEL_PATH=str(model), **env), cwd=ROOT, stdout=log,
-            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, log_path.read_text()
-        try:
-            if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                return proc, base
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise AssertionError("server did not become ready: " + log_path.read_text())
+    server = ServeProcess(model, env, log=log_path, log_level="info")
+    try:
+        server.wait_ready(60)
+    except (RuntimeError, TimeoutError):
+        server.stop()
+        raise
+    return server.proc, server.base
 
 
 def test_sigterm_drains_then_finishes_in_flight_work(tiny_onnx, tmp_path):

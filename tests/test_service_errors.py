@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -14,6 +12,7 @@ from PIL import Image
 from service.app import create_app
 from service.engine import Engine
 from service.settings import Settings
+from stylebox.soak import header_bomb
 
 VALID = ["candy", "mosaic", "udnie"]
 
@@ -32,14 +31,7 @@ def jpeg(h: int = 64, w: int = 64) -> bytes:
     return buf.getvalue()
 
 
-def png_header_only(width: int, height: int) -> bytes:
-    """A PNG whose header claims width x height, with no real pixel data: a 'bomb' probe."""
-    def chunk(tag: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + tag + data + struct.pack(
-            ">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-            + chunk(b"IEND", b""))
+png_header_only = header_bomb  # a valid PNG header claiming width x height: a bomb probe
 
 
 @pytest.fixture(scope="module")

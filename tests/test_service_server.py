@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import io
-import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import numpy as np
 from PIL import Image
 
+from stylebox.procs import ServeProcess, service_env
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return {**env, **extra}
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _env(**settings: str) -> dict[str, str]:
+    return service_env(settings)
 
 
 def test_service_import_path_does_not_import_torch(tiny_onnx):
@@ -69,24 +60,11 @@ def test_serve_with_broken_model_prints_one_line_and_exits_1(tmp_path):
     assert len(out.splitlines()) == 1 and "Traceback" not in out and str(model) in out
 
 
-def test_real_uvicorn_over_http(tiny_onnx):
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1", "--port", str(port)],
-        env=_env(STYLEBOX_MODEL_PATH=str(tiny_onnx)), cwd=ROOT,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
+def test_real_uvicorn_over_http(tiny_onnx, tmp_path):
+    server = ServeProcess(tiny_onnx, log=tmp_path / "serve.log", log_level="info")
+    base = server.base
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "server did not become ready"
-            time.sleep(0.2)
+        server.wait_ready(60)
         styles = httpx.get(f"{base}/styles", timeout=10).json()["styles"]
         assert [s["name"] for s in styles] == ["candy", "mosaic", "udnie"]
         buf = io.BytesIO()
@@ -100,11 +78,7 @@ def test_real_uvicorn_over_http(tiny_onnx):
                        headers={"Content-Type": "image/png"}, timeout=30)
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     finally:
-        proc.terminate()
-        try:
-            output, _ = proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            output, _ = proc.communicate()
-    assert f"http://127.0.0.1:{port}" in output  # the URL is printed
+        server.stop()
+    output = server.output()
+    assert base in output  # the URL is printed
     assert "POST /stylize 200" in output and "style=candy:0.5,udnie:0.5" in output

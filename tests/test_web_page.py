@@ -12,18 +12,17 @@ import contextlib
 import io
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from service.previews import sample_image
+from stylebox.procs import free_port, service_env, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("STYLEBOX_CHROMIUM", "/usr/bin/chromium")
@@ -38,37 +37,21 @@ def _need_browser(reason: str) -> None:
     pytest.skip(reason)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
 def _serve(model: Path, **settings: str):
     """A real uvicorn on 127.0.0.1 with the given STYLEBOX_* settings; yields its base URL."""
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
-    env.update(PYTHONPATH=str(ROOT), STYLEBOX_MODEL_PATH=str(model),
-               STYLEBOX_MAX_UPLOAD_BYTES=str(MAX_UPLOAD),
-               **{f"STYLEBOX_{k.upper()}": v for k, v in settings.items()})
+    port = free_port()
+    env = service_env({"STYLEBOX_MODEL_PATH": str(model),
+                       "STYLEBOX_MAX_UPLOAD_BYTES": str(MAX_UPLOAD),
+                       **{f"STYLEBOX_{k.upper()}": v for k, v in settings.items()}})
+    # The `uvicorn --factory` entry point (README), not `stylebox serve`: both must work.
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"uvicorn exited: {proc.stdout.read().decode()[-2000:]}")
-            try:
-                if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "uvicorn did not become ready in 60 s"
-            time.sleep(0.2)
+        wait_ready(f"{base}/readyz", [proc])
         yield base
     finally:
         proc.terminate()
