@@ -4,8 +4,15 @@ The exported graph takes ``image`` uint8 (B, H, W, 3) and ``style_weights`` floa
 and returns ``stylized`` uint8 (B, H, W, 3); batch, height and width are dynamic, so one
 file serves every size and every blend. The model card rides along in ``metadata_props``.
 
+By default the graph also carries the instance-norm statistics for tiled inference (see
+model.network.NormStats): inputs ``norm_stats`` float32 (B, S) and ``use_stats`` float32
+(B, 1), output ``computed_stats`` float32 (B, S). A normal request feeds use_stats = 0 (any
+norm_stats); a tile feeds use_stats = 1 and the statistics of a pass over the whole image.
+``norm_stats=False`` exports the older two-input graph (served with the downscale path).
+
 After writing, the file is run in ONNX Runtime against PyTorch at two sizes other than
-the export size (one not divisible by 4) and for a blend; the export fails if any output
+the export size (one not divisible by 4) and for a blend, and (with statistics) once more
+with use_stats = 1 and statistics taken from another image; the export fails if any output
 value differs by more than ``PARITY_MAX_ABS`` grey levels or more than
 ``PARITY_MAX_FRACTION`` of values differ at all (float rounding flips a few .5 cases).
 """
@@ -22,7 +29,7 @@ import numpy as np
 import torch
 
 from model.card import CARD_KEY, ModelCard
-from model.network import Generator, UInt8Generator
+from model.network import Generator, NormStats, UInt8Generator, UInt8StatsGenerator
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_EXPORTER = "torchscript"  # fast, clean symbolic shapes, present in torch 2.4 .. 2.14
@@ -31,6 +38,8 @@ PARITY_MAX_ABS = 2  # grey levels out of 255
 PARITY_MAX_FRACTION = 0.01
 INPUT_NAMES = ("image", "style_weights")
 OUTPUT_NAME = "stylized"
+STATS_INPUT, USE_INPUT, STATS_OUTPUT = "norm_stats", "use_stats", "computed_stats"
+STATS_MAX_REL = 1e-3  # computed_stats, ORT vs PyTorch: |diff| / (|PyTorch| + 1e-3)
 
 
 class ExportError(RuntimeError):
@@ -57,26 +66,40 @@ def _blend_weights(n: int, batch: int) -> torch.Tensor:
 def _export_graph(
     wrapper: UInt8Generator, path: Path, size: int, n: int, exporter: str, opset: int
 ) -> None:
-    image = torch.randint(0, 256, (1, size, size, 3), dtype=torch.uint8)
-    weights = _blend_weights(n, 1)
-    names = {"input_names": list(INPUT_NAMES), "output_names": [OUTPUT_NAME]}
+    stats = isinstance(wrapper, UInt8StatsGenerator)
+    # Batch 2 for the statistics graph: torch.export would pin a batch of 1 (its size-1
+    # specialisation meets the (B, 1) x (B, C) broadcast of use_stats).
+    batch = 2 if stats else 1
+    image = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
+    weights = _blend_weights(n, batch)
+    args: tuple = (image, weights)
+    inputs, outputs = list(INPUT_NAMES), [OUTPUT_NAME]
+    if stats:
+        s = wrapper.generator.stats_size()
+        args += (torch.zeros(batch, s), torch.zeros(batch, 1))
+        inputs, outputs = [*inputs, STATS_INPUT, USE_INPUT], [*outputs, STATS_OUTPUT]
+    names = {"input_names": inputs, "output_names": outputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter deprecation chatter; parity is the real check
         if exporter == "torchscript":
             axes = {0: "batch", 1: "height", 2: "width"}
+            dyn = {"image": axes, "style_weights": {0: "batch"}, OUTPUT_NAME: axes}
+            if stats:
+                dyn |= {k: {0: "batch"} for k in (STATS_INPUT, USE_INPUT, STATS_OUTPUT)}
             torch.onnx.export(
-                wrapper, (image, weights), str(path), dynamo=False, opset_version=opset,
-                dynamic_axes={"image": axes, "style_weights": {0: "batch"}, OUTPUT_NAME: axes},
-                **names,
+                wrapper, args, str(path), dynamo=False, opset_version=opset,
+                dynamic_axes=dyn, **names,
             )
         elif exporter == "dynamo":
             from torch.export import Dim
 
             b, h, w = Dim("batch", min=1, max=64), Dim("height", min=8), Dim("width", min=8)
+            shapes: dict = {"image": {0: b, 1: h, 2: w}, "style_weights": {0: b}}
+            if stats:
+                shapes |= {"norm_stats": {0: b}, "use_stats": {0: b}}
             torch.onnx.export(
-                wrapper, (image, weights), str(path), dynamo=True, opset_version=opset,
-                dynamic_shapes={"image": {0: b, 1: h, 2: w}, "style_weights": {0: b}},
-                optimize=True, verbose=False, **names,
+                wrapper, args, str(path), dynamo=True, opset_version=opset,
+                dynamic_shapes=shapes, optimize=True, verbose=False, **names,
             )
         else:
             raise ExportError(f"unknown exporter {exporter!r}; choose from {', '.join(EXPORTERS)}")
@@ -103,18 +126,61 @@ def check_parity(
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)
+    # The reference is always the plain network (the fused instance norm of training), so a
+    # graph with statistics is also checked to be the same model when use_stats = 0.
+    plain = UInt8Generator(wrapper.generator).eval()
+    stats = isinstance(wrapper, UInt8StatsGenerator)
     cases = []
     for h, w in sizes:
         image = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=gen)
         weights = _blend_weights(n, 2)  # row 0 one-hot, row 1 a blend of all styles
         with torch.no_grad():
-            ref = wrapper(image, weights).numpy().astype(np.int16)
-        out = sess.run([OUTPUT_NAME], {"image": image.numpy(), "style_weights": weights.numpy()})[0]
+            ref = plain(image, weights).numpy().astype(np.int16)
+        feed = {"image": image.numpy(), "style_weights": weights.numpy()}
+        if stats:  # use_stats = 0: norm_stats (zeros here) must not matter
+            feed |= {STATS_INPUT: np.zeros((2, wrapper.generator.stats_size()), np.float32),
+                     USE_INPUT: np.zeros((2, 1), np.float32)}
+        out = sess.run([OUTPUT_NAME], feed)[0]
         if out.shape != ref.shape or out.dtype != np.uint8:
             raise ExportError(f"ONNX output {out.shape} {out.dtype} != PyTorch {ref.shape} uint8")
         diff = np.abs(out.astype(np.int16) - ref)
         cases.append(ParityCase(f"{h}x{w}", h, w, int(diff.max()), float((diff > 0).mean())))
     return cases
+
+
+def check_stats_parity(
+    wrapper: UInt8StatsGenerator, path: Path, n: int, size: tuple[int, int], seed: int = 1
+) -> tuple[ParityCase, float]:
+    """The tile path: ORT vs PyTorch with use_stats = 1 and statistics from another image.
+
+    Row 0 takes the given statistics, row 1 (use = 0.5) a half blend. Also returns the worst
+    relative error of computed_stats, the statistics a downscaled pass hands to the tiles.
+    """
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    gen = torch.Generator().manual_seed(seed)
+    h, w = size
+    weights = _blend_weights(n, 2)
+    with torch.no_grad():
+        other = torch.randint(0, 256, (2, h // 2 + 8, w // 2 + 8, 3), dtype=torch.uint8,
+                              generator=gen).float() / 255.0
+        collect = NormStats()  # plain statistics of a smaller, different image
+        wrapper.generator(other.permute(0, 3, 1, 2), weights, collect)
+        given = collect.packed()  # (2, S)
+        use = torch.tensor([[1.0], [0.5]])
+        image = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=gen)
+        ref, ref_stats = wrapper(image, weights, given, use)
+    feed = {"image": image.numpy(), "style_weights": weights.numpy(),
+            STATS_INPUT: given.numpy(), USE_INPUT: use.numpy()}
+    out, stats = sess.run([OUTPUT_NAME, STATS_OUTPUT], feed)
+    if out.shape != tuple(ref.shape) or stats.shape != tuple(ref_stats.shape):
+        raise ExportError(f"ONNX outputs {out.shape}, {stats.shape} != PyTorch "
+                          f"{tuple(ref.shape)}, {tuple(ref_stats.shape)}")
+    diff = np.abs(out.astype(np.int16) - ref.numpy().astype(np.int16))
+    case = ParityCase(f"{h}x{w}+stats", h, w, int(diff.max()), float((diff > 0).mean()))
+    rel = np.abs(stats - ref_stats.numpy()) / (np.abs(ref_stats.numpy()) + 1e-3)
+    return case, float(rel.max())
 
 
 def export_onnx(
@@ -126,12 +192,16 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     export_size: int = 64,
     check_sizes: list[tuple[int, int]] | None = None,
+    norm_stats: bool = True,
 ) -> ModelCard:
-    """Export, attach the card, verify against PyTorch; returns the card as written."""
+    """Export, attach the card, verify against PyTorch; returns the card as written.
+
+    norm_stats=False writes the older graph without the statistics inputs and output.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.float().eval().cpu()
-    wrapper = UInt8Generator(generator).eval()
+    wrapper = (UInt8StatsGenerator if norm_stats else UInt8Generator)(generator).eval()
     n = card.n_styles
     if generator.cfg.n_styles != n:
         raise ExportError(f"generator has {generator.cfg.n_styles} styles, card lists {n}")
@@ -140,6 +210,10 @@ def export_onnx(
     e = export_size
     sizes = check_sizes or [(e + 3, e * 2 - 6), (e * 2, e + 13)]
     cases = check_parity(wrapper, path, n, sizes)
+    stats_rel = 0.0
+    if norm_stats:
+        stats_case, stats_rel = check_stats_parity(wrapper, path, n, sizes[0])
+        cases.append(stats_case)
     worst = max(c.max_abs for c in cases)
     frac = max(c.frac_differ for c in cases)
     card.export = {
@@ -149,17 +223,31 @@ def export_onnx(
         "export_size": export_size,
         "inputs": {"image": "uint8 [batch, height, width, 3] RGB",
                    "style_weights": f"float32 [batch, {n}] (rows sum to 1)"},
-        "outputs": {OUTPUT_NAME: "uint8 [batch, height, width, 3] RGB"},
+        "outputs": {OUTPUT_NAME: "uint8 [batch, height, width, 3] RGB",
+                    **({STATS_OUTPUT: f"float32 [batch, {generator.stats_size()}]"}
+                       if norm_stats else {})},
         "min_side": Generator.MIN_SIDE,
+        # Present only when the graph takes and returns CIN statistics (service/tiling.py).
+        **({"norm_stats": {
+            "inputs": {STATS_INPUT: f"float32 [batch, {generator.stats_size()}]",
+                       USE_INPUT: "float32 [batch, 1]: 0 = own statistics, 1 = given"},
+            "output": STATS_OUTPUT,
+            "size": generator.stats_size(),
+            "layout": "per CIN layer in forward order: channel means, then channel variances",
+            "channels": generator.norm_channels(),
+            "receptive_radius": generator.receptive_radius(),
+            "stats_max_rel": stats_rel,
+        }} if norm_stats else {}),
         "parity": {"max_abs": worst, "frac_differ": frac, "sizes": [c.name for c in cases],
                    "tolerance": {"max_abs": PARITY_MAX_ABS, "max_fraction": PARITY_MAX_FRACTION}},
     }
-    if worst > PARITY_MAX_ABS or frac > PARITY_MAX_FRACTION:
+    if worst > PARITY_MAX_ABS or frac > PARITY_MAX_FRACTION or stats_rel > STATS_MAX_REL:
         path.unlink(missing_ok=True)
         raise ExportError(
             f"ONNX Runtime disagrees with PyTorch: max |diff| {worst} (allowed {PARITY_MAX_ABS}), "
             f"{frac:.2%} of values differ (allowed {PARITY_MAX_FRACTION:.0%}) at "
             + ", ".join(c.name for c in cases)
+            + f"; computed_stats relative error {stats_rel:.2e} (allowed {STATS_MAX_REL:.0e})"
         )
     _attach_card(path, card)
     return card
@@ -175,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--size", type=int, default=256, help="example input side used for tracing")
     p.add_argument("--version", help="override the card's version string")
+    p.add_argument("--no-norm-stats", action="store_true",
+                   help="leave out the statistics inputs/output (no tiled inference)")
     args = p.parse_args(argv)
     generator, card, _ = load_checkpoint(args.checkpoint)
     if args.version:
         card.version = args.version
     try:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
-                           export_size=args.size)
+                           export_size=args.size, norm_stats=not args.no_norm_stats)
     except ExportError as e:
         print(f"stylebox export: FAILED: {e}")
         return 1

@@ -4,6 +4,11 @@ One set of convolutions is shared by every style; each style owns one row of the
 tables of every CIN layer (Dumoulin et al. 2017). A (B, N) style-weights vector picks a
 row (one-hot) or blends rows (convex weights) in the same forward pass. The width
 multiplier α scales every channel count where it is set (``ch``), as in MobileNet.
+
+Tiled inference (service/tiling.py) needs every tile to normalise with the same statistics:
+a ``NormStats`` passed through the forward pass collects each CIN layer's own (mean, var)
+and can substitute given ones, so one pass on a downscaled whole image supplies the
+statistics that every full-resolution tile then uses.
 """
 
 from __future__ import annotations
@@ -44,6 +49,35 @@ class GeneratorConfig:
         return cls(**{k: d[k] for k in keys if k in d})
 
 
+class NormStats:
+    """The CIN statistics of one forward pass, collected and optionally replaced.
+
+    ``given`` (B, S) holds, per CIN layer in forward order, the channel means (C) then the
+    channel variances (C); ``use`` (B, 1) blends: statistic = use * given + (1 - use) *
+    computed. use = 0 is plain instance norm, use = 1 takes the given statistics exactly
+    (a product with 0 or 1 is exact, so both ends lose nothing to rounding). ``computed``
+    collects the layer's own (mean, var) in the same layout; ``packed()`` concatenates it.
+    """
+
+    def __init__(self, given: torch.Tensor | None = None, use: torch.Tensor | None = None):
+        self.given, self.use = given, use
+        self.offset = 0
+        self.computed: list[torch.Tensor] = []
+
+    def exchange(self, mean: torch.Tensor, var: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        c = mean.shape[1]  # mean, var: (B, C)
+        self.computed += [mean, var]
+        lo, self.offset = self.offset, self.offset + 2 * c
+        if self.given is None:
+            return mean, var
+        use = self.use if self.use is not None else torch.ones_like(self.given[:, :1])
+        g_mean, g_var = self.given[:, lo:lo + c], self.given[:, lo + c:lo + 2 * c]
+        return use * g_mean + (1 - use) * mean, use * g_var + (1 - use) * var
+
+    def packed(self) -> torch.Tensor:
+        return torch.cat(self.computed, dim=1)  # (B, S)
+
+
 class ConditionalInstanceNorm(nn.Module):
     """Instance norm whose affine (γ, β) is `weights @ table`, one table row per style."""
 
@@ -53,13 +87,23 @@ class ConditionalInstanceNorm(nn.Module):
         self.gamma = nn.Parameter(torch.ones(n_styles, channels))  # (N, C)
         self.beta = nn.Parameter(torch.zeros(n_styles, channels))  # (N, C)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                stats: NormStats | None = None) -> torch.Tensor:
         # x: (B, C, H, W), w: (B, N). Plain Mul/Add after a scale-free norm keeps the ONNX
         # graph importable by TensorRT (its instance-norm plugin wants constant γ/β).
-        x = F.instance_norm(x, eps=self.eps)
-        gamma = (w @ self.gamma)[:, :, None, None]  # (B, C, 1, 1)
-        beta = (w @ self.beta)[:, :, None, None]  # (B, C, 1, 1)
-        return x * gamma + beta
+        gamma, beta = w @ self.gamma, w @ self.beta  # (B, C) each
+        if stats is None:  # training and the stats-free export: the fused op
+            x = F.instance_norm(x, eps=self.eps)
+            return x * gamma[:, :, None, None] + beta[:, :, None, None]
+        # The same normalisation spelled out, so the statistics can be read and replaced.
+        # Centred variance (not E[x²] - E[x]²): no cancellation, also in fp16 engines.
+        mean = x.mean(dim=(2, 3))  # (B, C)
+        var = (x - mean[:, :, None, None]).square().mean(dim=(2, 3))  # (B, C), biased
+        mean, var = stats.exchange(mean, var)
+        # Folded into one scale and shift per channel: two full-size passes (Mul, Add).
+        scale = gamma * torch.rsqrt(var + self.eps)  # (B, C)
+        shift = beta - mean * scale
+        return x * scale[:, :, None, None] + shift[:, :, None, None]
 
 
 class ConvCIN(nn.Module):
@@ -72,10 +116,11 @@ class ConvCIN(nn.Module):
         self.conv = nn.Conv2d(cin, cout, k, stride)
         self.norm = ConditionalInstanceNorm(cout, n_styles)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                stats: NormStats | None = None) -> torch.Tensor:
         if self.upsample:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # no transposed convs
-        x = self.norm(self.conv(self.pad(x)), w)
+        x = self.norm(self.conv(self.pad(x)), w, stats)
         return F.relu(x) if self.relu else x
 
 
@@ -85,8 +130,9 @@ class ResidualBlock(nn.Module):
         self.a = ConvCIN(c, c, 3, n_styles)
         self.b = ConvCIN(c, c, 3, n_styles, relu=False)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        return x + self.b(self.a(x, w), w)
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                stats: NormStats | None = None) -> torch.Tensor:
+        return x + self.b(self.a(x, w, stats), w, stats)
 
 
 class Generator(nn.Module):
@@ -115,20 +161,54 @@ class Generator(nn.Module):
         self.out_pad = nn.ReflectionPad2d(4)
         self.out_conv = nn.Conv2d(c1, 3, 9)  # the last conv: no norm
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor,
+                stats: NormStats | None = None) -> torch.Tensor:
         h, wd = x.shape[-2], x.shape[-1]
         y = x
         for layer in self.down:
-            y = layer(y, w)  # (B, c3, ceil(H/4), ceil(W/4)) at the end
+            y = layer(y, w, stats)  # (B, c3, ceil(H/4), ceil(W/4)) at the end
         for block in self.res:
-            y = block(y, w)
+            y = block(y, w, stats)
         for layer in self.up:
-            y = layer(y, w)  # (B, c1, 4*ceil(H/4), 4*ceil(W/4))
+            y = layer(y, w, stats)  # (B, c1, 4*ceil(H/4), 4*ceil(W/4))
         y = torch.sigmoid(self.out_conv(self.out_pad(y)))  # squash into [0, 1]
         return y[:, :, :h, :wd]  # (B, 3, H, W)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def norm_channels(self) -> list[int]:
+        """Channels of every CIN layer in forward order (module order is forward order)."""
+        return [m.gamma.shape[1] for m in self.modules()
+                if isinstance(m, ConditionalInstanceNorm)]
+
+    def stats_size(self) -> int:
+        return 2 * sum(self.norm_channels())  # a mean and a variance per channel
+
+    def receptive_radius(self) -> int:
+        """Input pixels on each side that can affect an output pixel (an upper bound).
+
+        Summed from the output back: a k×k conv at a layer whose pixels are s input pixels
+        apart reaches (k // 2) * s further; a nearest x2 upsample from spacing s can shift
+        the reach by up to one coarse pixel, s. A tile whose kept part has at least this
+        many real pixels of context on every side computes that part as the whole image
+        would (given the same statistics). tests/test_tiling.py checks it is not too small.
+        """
+        r = 4  # out_conv, 9x9 at spacing 1
+        r += (1 + 2) + (2 + 4)  # up[1], up[0]: a 3x3 conv at spacing 1 / 2 + upsample slack
+        r += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
+        r += 2 + 1 + 4  # down[2] (3x3 at 2), down[1] (3x3 at 1), down[0] (9x9 at 1)
+        return r
+
+
+def to_float_chw(image: torch.Tensor) -> torch.Tensor:
+    """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [0, 1]."""
+    return image.permute(0, 3, 1, 2).to(torch.float32) / 255.0
+
+
+def to_uint8_hwc(y: torch.Tensor) -> torch.Tensor:
+    """float (B, 3, H, W) in [0, 1] -> uint8 (B, H, W, 3), rounded."""
+    return torch.clamp(torch.round(y * 255.0), 0.0, 255.0).to(torch.uint8).permute(0, 2, 3, 1)
 
 
 class UInt8Generator(nn.Module):
@@ -142,10 +222,21 @@ class UInt8Generator(nn.Module):
         self.generator = generator
 
     def forward(self, image: torch.Tensor, style_weights: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).to(torch.float32) / 255.0  # (B, 3, H, W)
-        y = self.generator(x, style_weights)
-        y = torch.clamp(torch.round(y * 255.0), 0.0, 255.0)
-        return y.to(torch.uint8).permute(0, 2, 3, 1)  # (B, H, W, 3)
+        return to_uint8_hwc(self.generator(to_float_chw(image), style_weights))
+
+
+class UInt8StatsGenerator(UInt8Generator):
+    """The exported graph with CIN statistics in and out (tiled inference).
+
+    norm_stats (B, S) float32 and use_stats (B, 1) float32 in (see NormStats); out, besides
+    the image, computed_stats (B, S): the statistics this pass computed itself.
+    """
+
+    def forward(self, image: torch.Tensor, style_weights: torch.Tensor,  # type: ignore[override]
+                norm_stats: torch.Tensor, use_stats: torch.Tensor):
+        stats = NormStats(norm_stats, use_stats)
+        y = self.generator(to_float_chw(image), style_weights, stats)
+        return to_uint8_hwc(y), stats.packed()  # (B, H, W, 3), (B, S)
 
 
 def one_hot(index: int | list[int], n_styles: int, device=None) -> torch.Tensor:

@@ -18,6 +18,7 @@ from service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_li
 from service.pipeline import stylize_fitted
 from service.settings import Settings
 from service.styles import parse_style_spec
+from service.tiling import TileConfig
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -142,7 +143,7 @@ def stylize_main(argv: list[str] | None = None) -> int:
             decoded = shrink_decoded(decode_image(src.read_bytes(), settings.max_pixels),
                                      controls.max_side)
             res = stylize_fitted(engine, decoded.rgb, mix.vector(engine.style_names),
-                                 settings.max_inference_pixels)
+                                 settings.max_inference_pixels, TileConfig.from_settings(settings))
             res.rgb = apply_controls(decoded.rgb, res.rgb, controls)
             dst.write_bytes(encode_image(res.rgb, decoded.alpha, out_fmt, args.quality))
         except OSError as e:
@@ -155,5 +156,6 @@ def stylize_main(argv: list[str] | None = None) -> int:
             failed += 1
             continue
         w, h = decoded.size
-        print(f"{src} -> {dst} ({w}x{h}, {mix.spec}, {res.inference_ms:.0f} ms)")
+        tiled = f", {res.tiles} tiles" if res.tiles else ""
+        print(f"{src} -> {dst} ({w}x{h}, {mix.spec}, {res.inference_ms:.0f} ms{tiled})")
     return 2 if failed else 0

@@ -3,6 +3,9 @@
 The model contract (see model/export.py, which needs torch and so is not imported here):
 input `image` uint8 (B, H, W, 3) RGB, input `style_weights` float32 (B, N) with rows summing
 to 1, output `stylized` uint8 (B, H, W, 3); the model card rides in the ONNX metadata.
+Models exported with instance-norm statistics (the default since tiling) also take
+`norm_stats` float32 (B, S) and `use_stats` float32 (B, 1) and return `computed_stats`
+(B, S); see service/tiling.py. Older two-input models still load and serve.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ log = logging.getLogger("stylebox.engine")
 
 # Mirrors model.export's INPUT_NAMES / OUTPUT_NAME (that module imports torch).
 IMAGE_INPUT, WEIGHTS_INPUT, OUTPUT = "image", "style_weights", "stylized"
+STATS_INPUT, USE_INPUT, STATS_OUTPUT = "norm_stats", "use_stats", "computed_stats"
 DEFAULT_MIN_SIDE = 8
 CPU = "CPUExecutionProvider"
 _ALIASES = {"cpu": CPU, "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
@@ -78,12 +82,24 @@ def provider_config(providers: list[str], trt_cache_dir: str = "",
     return out
 
 
-def _check_io(sess: ort.InferenceSession, n_styles: int) -> None:
+def _check_stats_io(inputs: dict, outputs: dict, size: int) -> None:
+    if STATS_OUTPUT not in outputs:
+        raise ModelLoadError(f"outputs are {sorted(outputs)}, expected {STATS_OUTPUT!r} too")
+    for arg, width in ((inputs[STATS_INPUT], size), (inputs[USE_INPUT], 1),
+                       (outputs[STATS_OUTPUT], size)):
+        if arg.type != "tensor(float)" or len(arg.shape) != 2 or arg.shape[1] != width:
+            raise ModelLoadError(f"{arg.name!r} is {arg.type} {arg.shape}, expected float "
+                                 f"[B, {width}] (the card's norm_stats size)")
+
+
+def _check_io(sess: ort.InferenceSession, n_styles: int, stats_size: int = 0) -> None:
     inputs = {i.name: i for i in sess.get_inputs()}
     outputs = {o.name: o for o in sess.get_outputs()}
-    if set(inputs) != {IMAGE_INPUT, WEIGHTS_INPUT}:
-        raise ModelLoadError(f"inputs are {sorted(inputs)}, expected {IMAGE_INPUT!r} and "
-                             f"{WEIGHTS_INPUT!r}")
+    expected = {IMAGE_INPUT, WEIGHTS_INPUT} | ({STATS_INPUT, USE_INPUT} if stats_size else set())
+    if set(inputs) != expected:
+        raise ModelLoadError(f"inputs are {sorted(inputs)}, expected {sorted(expected)}")
+    if stats_size:
+        _check_stats_io(inputs, outputs, stats_size)
     if OUTPUT not in outputs:
         raise ModelLoadError(f"outputs are {sorted(outputs)}, expected {OUTPUT!r}")
     img, wts, out = inputs[IMAGE_INPUT], inputs[WEIGHTS_INPUT], outputs[OUTPUT]
@@ -128,10 +144,20 @@ class Engine:
             self.card = ModelCard.from_json(meta[CARD_KEY])
         except CardError as e:
             raise ModelLoadError(f"{path}: invalid model card: {e}") from None
+        # Statistics in and out (tiled inference) when the card says so; else the old graph.
+        stats = self.card.export.get("norm_stats") or {}
         try:
-            _check_io(self._session, self.card.n_styles)
+            self.stats_size = int(stats.get("size", 0))
+            self.receptive_radius = int(stats.get("receptive_radius", 0))
+        except (TypeError, ValueError):
+            raise ModelLoadError(f"{path}: invalid norm_stats in the model card") from None
+        try:
+            _check_io(self._session, self.card.n_styles, self.stats_size)
         except ModelLoadError as e:
             raise ModelLoadError(f"{path}: {e}") from None
+        # use_stats = 0 makes norm_stats irrelevant; one zero buffer serves every request.
+        self._no_stats = {STATS_INPUT: np.zeros((1, self.stats_size), np.float32),
+                          USE_INPUT: np.zeros((1, 1), np.float32)} if self.stats_size else {}
         self.path = path
         self.min_side = int(self.card.export.get("min_side", DEFAULT_MIN_SIDE))
         self.providers = self._session.get_providers()
@@ -151,8 +177,37 @@ class Engine:
     def style_names(self) -> list[str]:
         return self.card.style_names
 
+    @property
+    def supports_stats(self) -> bool:
+        """Whether the model takes and returns CIN statistics (needed for tiling)."""
+        return self.stats_size > 0
+
     def stylize(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) RGB + float32 (N,) weights -> uint8 (H, W, 3). Thread-safe."""
+        x, w, (h, wd) = self._prepare(rgb, weights)
+        feed = {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w, **self._no_stats}  # (1, H, W, 3), (1, N)
+        if self._io_binding:
+            out = run_bound(self._session, feed, OUTPUT, self._bind_device)[0]
+        else:
+            out = self._session.run([OUTPUT], feed)[0][0]
+        return out[:h, :wd] if x.shape[:2] != (h, wd) else out
+
+    def stylize_stats(self, rgb: np.ndarray, weights: np.ndarray,
+                      stats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like stylize, with statistics: None -> the image's own (returned, float32 (S,));
+        given (S,) -> every CIN layer normalises with those (a tile). Thread-safe."""
+        if not self.supports_stats:
+            raise ValueError("this model was exported without norm_stats (no tiling)")
+        x, w, (h, wd) = self._prepare(rgb, weights)
+        use = np.zeros((1, 1), np.float32) if stats is None else np.ones((1, 1), np.float32)
+        given = self._no_stats[STATS_INPUT] if stats is None else \
+            np.asarray(stats, np.float32).reshape(1, self.stats_size)
+        feed = {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w, STATS_INPUT: given, USE_INPUT: use}
+        out, computed = self._session.run([OUTPUT, STATS_OUTPUT], feed)
+        return out[0][:h, :wd], computed[0]
+
+    def _prepare(self, rgb: np.ndarray,
+                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         w = np.asarray(weights, dtype=np.float32).reshape(1, -1)
@@ -165,12 +220,7 @@ class Engine:
             x = np.pad(rgb, ((0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         else:
             x = np.ascontiguousarray(rgb)  # a no-op for Pillow's arrays
-        feed = {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w}  # (1, H, W, 3) uint8, (1, N)
-        if self._io_binding:
-            out = run_bound(self._session, feed, OUTPUT, self._bind_device)[0]
-        else:
-            out = self._session.run([OUTPUT], feed)[0][0]
-        return out[:h, :wd] if pad_h or pad_w else out
+        return x, w, (h, wd)
 
     def warmup(self, sizes: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> dict:
         """Run each (H, W) once so the first real request at that size pays no set-up.

@@ -224,7 +224,8 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
             allow_methods=["GET", "POST", "OPTIONS"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
             expose_headers=["X-Stylebox-Style", "X-Stylebox-Inference-Ms",
-                            "X-Stylebox-Inference-Size", "X-Stylebox-Model", "Retry-After"],
+                            "X-Stylebox-Inference-Size", "X-Stylebox-Tiles", "X-Stylebox-Model",
+                            "Retry-After"],
             max_age=600)
     app.add_middleware(ProblemMiddleware, metrics=app.state.metrics)
     app.add_middleware(SecurityHeadersMiddleware)

@@ -6,7 +6,15 @@ PROVIDERS                    CPUExecutionProvider         ORT providers, comma l
 HOST, PORT                   0.0.0.0, 8000                where `stylebox serve` listens
 MAX_UPLOAD_BYTES             20 MiB                       request body cap (413 above)
 MAX_PIXELS                   40 000 000                   decode cap, from the header (413)
-MAX_INFERENCE_PIXELS         8 500 000                    larger images are downscaled
+MAX_INFERENCE_PIXELS         8 500 000                    larger images are tiled or
+                                                          downscaled (LARGE_IMAGES)
+LARGE_IMAGES                 tile                         tile (full size, seam-free; needs a
+                                                          model exported with norm_stats) or
+                                                          downscale
+TILE_SIZE                    1024                         tile side in px, context included
+TILE_MARGIN                  0 (the model's receptive     context px kept around each tile
+                             radius, from its card)
+TILE_STATS_PIXELS            1 000 000                    size of the statistics pass
 INTRA_OP_THREADS             0 (ONNX Runtime's default)   threads per inference
 MAX_CONCURRENCY              2                            inferences running at once
 DEFAULT_FORMAT               png                          when neither format= nor Accept
@@ -36,9 +44,13 @@ ALLOW_ADMIN_WITHOUT_KEY      false                        POST /admin/reload wit
 
 Images up to `max_pixels` are accepted, but the network runs on at most
 `max_inference_pixels` (8.5 MP lets 4K UHD, 3840x2160 = 8.3 MP, through untouched). A larger
-image is resized to fit that budget (same aspect ratio), stylized, and resized back to its
-original width and height; the response says so in `X-Stylebox-Inference-Size`, which then
-differs from the image size. This bounds inference memory and latency per request.
+image is, with LARGE_IMAGES=tile (the default) and a model exported with instance-norm
+statistics, stylized at full size in tiles of TILE_SIZE that all share the statistics of one
+pass over the image downscaled to TILE_STATS_PIXELS (service/tiling.py; no seams), and the
+response carries `X-Stylebox-Tiles`. Otherwise (LARGE_IMAGES=downscale, or an older model) it
+is resized to fit the budget (same aspect ratio), stylized, and resized back to its original
+width and height; the response says so in `X-Stylebox-Inference-Size`, which then differs
+from the image size. Either way inference memory per request is bounded.
 """
 
 from __future__ import annotations
@@ -66,6 +78,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
     max_pixels: int = Field(40_000_000, gt=0)
     max_inference_pixels: int = Field(8_500_000, gt=0)
+    # Above max_inference_pixels (service/tiling.py, docs/performance.md "Large images").
+    large_images: Literal["tile", "downscale"] = "tile"
+    tile_size: int = Field(1024, ge=64)
+    tile_margin: int = Field(0, ge=0)  # 0 = the model's receptive radius
+    tile_stats_pixels: int = Field(1_000_000, ge=4096)
     intra_op_threads: int = Field(0, ge=0)
     max_concurrency: int = Field(2, ge=1)
     default_format: OutputFormat = "png"

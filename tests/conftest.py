@@ -40,6 +40,20 @@ def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25):
                      arch={"n_residual": 2, "base_channels": [32, 64, 128]})
 
 
+def session_feed(sess, image, weights) -> dict:
+    """A raw ORT session's feed: zero statistics and use_stats = 0 (plain instance norm)
+    where the graph takes them (model/export.py), nothing more for older graphs."""
+    import numpy as np
+
+    feed = {"image": image, "style_weights": weights}
+    names = {i.name: i for i in sess.get_inputs()}
+    if "norm_stats" in names:
+        b = image.shape[0]
+        feed |= {"norm_stats": np.zeros((b, names["norm_stats"].shape[1]), np.float32),
+                 "use_stats": np.zeros((b, 1), np.float32)}
+    return feed
+
+
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A 3-style α=0.25 ONNX model with its card, exported (and parity-checked) once."""

@@ -41,9 +41,12 @@ def test_graph_cost_counts_conv_flops_exactly(tiny_onnx, h, w):
     conv = cost.flops * cost.conv_share
     assert conv == pytest.approx(_conv_flops_from_torch(h, w), rel=1e-9)
     assert 0.5 < cost.conv_share < 1.0  # norms and activations add the rest
-    weights = sum(p.numel() * 4 for p in make_tiny_generator().parameters())
-    # Lower bound: weights + uint8 image in and out (+ the style vector).
-    assert cost.min_bytes == pytest.approx(weights + 2 * h * w * 3 + 3 * 4, rel=1e-6)
+    g = make_tiny_generator()
+    weights = sum(p.numel() * 4 for p in g.parameters())
+    # Lower bound: weights + uint8 image in and out (+ the style vector, and the CIN
+    # statistics in and out plus use_stats: model/export.py).
+    stats = (2 * g.stats_size() + 1) * 4
+    assert cost.min_bytes == pytest.approx(weights + 2 * h * w * 3 + 3 * 4 + stats, rel=1e-6)
     assert cost.bytes > cost.min_bytes and cost.intensity == cost.flops / cost.bytes
 
 

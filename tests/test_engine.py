@@ -12,7 +12,7 @@ from onnx import TensorProto, helper
 
 from model.card import CARD_KEY
 from service.engine import Engine, ModelLoadError, resolve_providers
-from tests.conftest import make_tiny_card
+from tests.conftest import make_tiny_card, session_feed
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_one_hot_matches_model_on_padded_tiny_image(engine, tiny_onnx):
     assert out.shape == (3, 5, 3) and out.dtype == np.uint8
     padded = np.pad(rgb, ((0, 5), (0, 3), (0, 0)), mode="edge")
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
-    ref = sess.run(["stylized"], {"image": padded[None], "style_weights": w[None]})[0][0]
+    ref = sess.run(["stylized"], session_feed(sess, padded[None], w[None]))[0][0]
     np.testing.assert_array_equal(out, ref[:3, :5])
 
 
@@ -48,7 +48,7 @@ def test_unpadded_input_matches_session(engine, tiny_onnx):
     rgb = np.random.default_rng(1).integers(0, 256, (20, 24, 3), dtype=np.uint8)
     w = np.array([0.2, 0.3, 0.5], dtype=np.float32)
     sess = ort.InferenceSession(str(tiny_onnx), providers=["CPUExecutionProvider"])
-    ref = sess.run(None, {"image": rgb[None], "style_weights": w[None]})[0][0]
+    ref = sess.run(["stylized"], session_feed(sess, rgb[None], w[None]))[0][0]
     np.testing.assert_array_equal(engine.stylize(rgb, w), ref)
     # Non-contiguous views are accepted (one contiguous copy is made).
     np.testing.assert_array_equal(engine.stylize(rgb[:, ::-1][:, ::-1], w), ref)

@@ -19,6 +19,7 @@ from service.session_options import (
     use_io_binding,
 )
 from service.settings import Settings
+from tests.conftest import session_feed
 
 W = np.array([0.2, 0.5, 0.3], np.float32)
 
@@ -34,7 +35,7 @@ def reference(tiny_onnx, rgb) -> np.ndarray:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     sess = ort.InferenceSession(str(tiny_onnx), opts, providers=[CPU])
-    return sess.run(None, {"image": rgb[None], "style_weights": W[None]})[0][0]
+    return sess.run(["stylized"], session_feed(sess, rgb[None], W[None]))[0][0]
 
 
 def test_settings_map_to_session_config(monkeypatch, tmp_path):

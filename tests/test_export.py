@@ -12,7 +12,7 @@ from model.card import CARD_KEY, ModelCard
 from model.checkpoint import save_checkpoint
 from model.export import ExportError, export_onnx
 from model.network import UInt8Generator
-from tests.conftest import make_tiny_card, make_tiny_generator
+from tests.conftest import make_tiny_card, make_tiny_generator, session_feed
 
 
 def _session(path) -> ort.InferenceSession:
@@ -30,8 +30,11 @@ def test_card_travels_in_metadata(tiny_onnx):
 
 def test_io_contract_is_uint8_hwc_with_dynamic_sizes(tiny_onnx):
     s = _session(tiny_onnx)
-    image, weights = s.get_inputs()
+    image, weights, stats, use = s.get_inputs()
     assert (image.name, image.type) == ("image", "tensor(uint8)")
+    assert (stats.name, stats.shape[1], use.name, use.shape[1]) == ("norm_stats", 416,
+                                                                    "use_stats", 1)
+    assert [o.name for o in s.get_outputs()] == ["stylized", "computed_stats"]
     assert image.shape[3] == 3 and all(isinstance(d, str) for d in image.shape[:3])
     assert (weights.name, weights.type, weights.shape[1]) == ("style_weights", "tensor(float)", 3)
     assert s.get_outputs()[0].type == "tensor(uint8)"
@@ -43,7 +46,8 @@ def test_onnx_matches_pytorch_for_sizes_and_blends(tiny_onnx, h, w):
     rng = np.random.default_rng(h)
     img = rng.integers(0, 256, (2, h, w, 3), dtype=np.uint8)
     weights = np.array([[0, 0, 1], [0.25, 0.5, 0.25]], dtype=np.float32)
-    out = _session(tiny_onnx).run(None, {"image": img, "style_weights": weights})[0]
+    sess = _session(tiny_onnx)
+    out = sess.run(["stylized"], session_feed(sess, img, weights))[0]
     with torch.no_grad():
         ref = wrapper(torch.from_numpy(img), torch.from_numpy(weights)).numpy()
     assert out.shape == (2, h, w, 3)

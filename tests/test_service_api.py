@@ -268,7 +268,9 @@ def test_tiny_images(client, h, w):
 
 
 def test_image_over_inference_budget_keeps_its_size(tiny_onnx, engine):
-    settings = Settings(model_path=str(tiny_onnx), max_inference_pixels=1000)
+    # The downscale path; tiling (the default for this model) is in tests/test_tiling.py.
+    settings = Settings(model_path=str(tiny_onnx), max_inference_pixels=1000,
+                        large_images="downscale")
     with TestClient(create_app(settings, engine=engine)) as c:
         r = post(c, image_bytes(noise(60, 100)))
     assert r.status_code == 200

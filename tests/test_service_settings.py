@@ -41,6 +41,11 @@ ENV = {
     # TensorRT EP (tests/test_deploy.py checks the provider options they make).
     "STYLEBOX_TRT_CACHE_DIR": ("/cache/trt", "trt_cache_dir", "/cache/trt"),
     "STYLEBOX_TRT_FP16": ("true", "trt_fp16", True),
+    # Large images (service/tiling.py).
+    "STYLEBOX_LARGE_IMAGES": ("downscale", "large_images", "downscale"),
+    "STYLEBOX_TILE_SIZE": ("512", "tile_size", 512),
+    "STYLEBOX_TILE_MARGIN": ("64", "tile_margin", 64),
+    "STYLEBOX_TILE_STATS_PIXELS": ("250000", "tile_stats_pixels", 250_000),
 }
 
 

@@ -20,6 +20,7 @@ from service.imaging import MEDIA_TYPES, decode_image, encode_image
 from service.pipeline import stylize_fitted
 from service.settings import Settings
 from service.styles import parse_style_spec
+from service.tiling import TileConfig
 from service.upload import FIELD, read_image_upload
 
 router = APIRouter(tags=["stylize"])
@@ -123,18 +124,22 @@ async def stylize(
                                            limiter=state.codec_limiter)
     result = await to_thread.run_sync(stylize_fitted, engine, decoded.rgb,
                                       mix.vector(engine.style_names),
-                                      settings.max_inference_pixels, limiter=state.limiter)
+                                      settings.max_inference_pixels,
+                                      TileConfig.from_settings(settings), limiter=state.limiter)
     if controls.changes_pixels:  # strength < 1 or preserve_color: blend with the photo
         result.rgb = await to_thread.run_sync(apply_controls, decoded.rgb, result.rgb,
                                               controls, limiter=state.codec_limiter)
     body = await to_thread.run_sync(encode_image, result.rgb, decoded.alpha, fmt, quality,
                                     limiter=state.codec_limiter)
     iw, ih = result.inference_size
+    tiles = {"X-Stylebox-Tiles": str(result.tiles)} if result.tiles else {}
     return Response(body, media_type=MEDIA_TYPES[fmt], headers={
         "X-Stylebox-Style": mix.spec,
         "X-Stylebox-Inference-Ms": f"{result.inference_ms:.1f}",
-        # Differs from the image size when the image was over max_inference_pixels.
+        # Differs from the image size when the image was over max_inference_pixels and
+        # downscaled; tiled images ran at full size, in X-Stylebox-Tiles tiles.
         "X-Stylebox-Inference-Size": f"{iw}x{ih}",
+        **tiles,
         "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
         "X-Stylebox-Controls": controls.summary,
         "Vary": "Accept",

@@ -1,0 +1,107 @@
+"""Seam-free tiled inference for images above the inference budget (no torch).
+
+Every conditional-instance-norm layer normalises with its input's statistics, so tiles that
+each use their own statistics disagree where they meet: seams. Here every tile uses ONE set
+of per-layer statistics instead:
+
+1. the whole image, downscaled to about ``stats_pixels`` (1 MP), runs once through the model,
+   which returns the (mean, variance) of every CIN layer (`computed_stats`, model/export.py);
+2. the full-resolution image is cut into tiles of at most ``tile_size`` px a side, each run
+   with those statistics (use_stats = 1), and only each tile's core is kept.
+
+A tile's core has ``margin`` pixels of real image context on every side (fewer only at the
+image border, where the whole image has none either). With margin >= the network's receptive
+radius (recorded in the card by the export) and tile origins on the 4-pixel grid of the two
+stride-2 convolutions, the core is computed exactly as the whole image would compute it
+given the same statistics: tiling itself adds no error, only the statistics estimate does
+(tests/test_tiling.py). Memory is bounded by the tile size, not the image size.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from service.engine import Engine
+from service.imaging import fit_size, resize_rgb
+
+GRID = 4  # two stride-2 convolutions: tile origins must sit on this grid
+MIN_CORE = 16  # a tile keeps at least this much, however large the margin
+
+
+@dataclass(frozen=True)
+class TileConfig:
+    tile_size: int = 1024  # side of one inference tile, context included
+    margin: int = 0  # context per side; 0 = the model's receptive radius (from its card)
+    stats_pixels: int = 1_000_000  # the statistics pass runs at about this many pixels
+
+    @classmethod
+    def from_settings(cls, settings) -> TileConfig | None:
+        """None when STYLEBOX_LARGE_IMAGES=downscale."""
+        if settings.large_images != "tile":
+            return None
+        return cls(settings.tile_size, settings.tile_margin, settings.tile_stats_pixels)
+
+    def margin_for(self, engine: Engine) -> int:
+        m = self.margin or engine.receptive_radius
+        return -(-m // GRID) * GRID  # up to the grid, so tile origins stay on it
+
+
+@dataclass(frozen=True)
+class Tile:
+    src: tuple[slice, slice]  # the region fed to the model (core plus context)
+    dst: tuple[slice, slice]  # the core, in image coordinates
+    crop: tuple[slice, slice]  # the core, in the tile's output
+
+
+def plan_tiles(height: int, width: int, tile_size: int, margin: int) -> list[Tile]:
+    """Cores of one size on the 4-pixel grid, covering the image, each with its context."""
+    core = max(MIN_CORE, (tile_size - 2 * margin) // GRID * GRID)
+
+    def spans(n: int) -> list[tuple[int, int, int, int]]:  # (src0, src1, dst0, dst1)
+        return [(max(0, a - margin), min(n, a + core + margin), a, min(n, a + core))
+                for a in range(0, n, core)]
+
+    tiles = []
+    for sy0, sy1, dy0, dy1 in spans(height):
+        for sx0, sx1, dx0, dx1 in spans(width):
+            tiles.append(Tile((slice(sy0, sy1), slice(sx0, sx1)),
+                              (slice(dy0, dy1), slice(dx0, dx1)),
+                              (slice(dy0 - sy0, dy1 - sy0), slice(dx0 - sx0, dx1 - sx0))))
+    return tiles
+
+
+def stats_input(rgb: np.ndarray, stats_pixels: int) -> np.ndarray:
+    """The image as the statistics pass sees it: resized to about stats_pixels."""
+    height, width = rgb.shape[:2]
+    size = fit_size(width, height, stats_pixels)
+    return rgb if size == (width, height) else resize_rgb(rgb, size)
+
+
+def image_stats(engine: Engine, rgb: np.ndarray, weights: np.ndarray,
+                stats_pixels: int) -> np.ndarray:
+    """Per-layer CIN statistics (S,) of the image, taken on a copy of about stats_pixels."""
+    return engine.stylize_stats(stats_input(rgb, stats_pixels), weights)[1]
+
+
+def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.ndarray,
+              tile_size: int, margin: int) -> tuple[np.ndarray, int]:
+    """Stylize rgb (H, W, 3) tile by tile with the given statistics; (image, tile count)."""
+    out = np.empty_like(rgb)  # (H, W, 3) uint8: the only full-size buffer besides the input
+    tiles = plan_tiles(rgb.shape[0], rgb.shape[1], tile_size, margin)
+    for t in tiles:
+        styled, _ = engine.stylize_stats(rgb[t.src], weights, stats)
+        out[t.dst] = styled[t.crop]
+    return out, len(tiles)
+
+
+def stylize_tiled(engine: Engine, rgb: np.ndarray, weights: np.ndarray,
+                  cfg: TileConfig) -> tuple[np.ndarray, int, float]:
+    """The statistics pass, then the tiles: (image, tile count, model ms incl. both)."""
+    small = stats_input(rgb, cfg.stats_pixels)  # resizing is not model time
+    t0 = time.perf_counter()
+    stats = engine.stylize_stats(small, weights)[1]
+    out, n = run_tiles(engine, rgb, weights, stats, cfg.tile_size, cfg.margin_for(engine))
+    return out, n, (time.perf_counter() - t0) * 1000

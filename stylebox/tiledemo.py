@@ -1,0 +1,220 @@
+"""Tiled vs downscaled inference on a large synthetic image: time, peak memory, seams.
+
+    python -m stylebox.tiledemo --out docs            # 3840x2160, α = 0.25, 8 styles
+
+Builds an α = 0.25, 8-style model with random weights and random γ/β (so the "style" is
+strong and visible; needs the train extra) unless --model is given, draws a synthetic photo,
+and runs each way of handling it in its own process (peak RSS is per process):
+
+- full:      the whole image in one inference (the reference; memory grows with the image)
+- tiled:     service.tiling: statistics pass at --stats-pixels, then --tile-size tiles
+- downscale: resized to --budget pixels, stylized, resized back (the old behaviour)
+- naive:     the same tiles, each normalised with its own statistics (what seams look like)
+
+It prints a markdown table (ms, peak RSS, mean |difference| to the full result, seam ratio)
+and, with --out, writes 768x512 JPEG crops centred on a tile corner for each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+MODES = ("full", "tiled", "downscale", "naive")
+
+
+def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    """A sky gradient, a horizon, discs and boxes in many colours, mild noise: (H, W, 3)."""
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    t = yy / height
+    sky = np.stack([90 + 120 * t, 140 + 80 * t, 230 - 60 * t], -1)
+    ground = np.stack([60 + 40 * np.sin(xx / 97.0), 110 + 30 * t, 40 + 0 * t], -1)
+    base = np.where((yy > height * (0.55 + 0.05 * np.sin(xx / 400.0)))[..., None], ground, sky)
+    im = Image.fromarray(base.clip(0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(im)
+    s = min(height, width)
+    for _ in range(60):
+        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.01, 0.08) * s
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
+        else:
+            draw.rectangle((x - r, y - r / 2, x + r, y + r / 2), fill=colour,
+                           outline=(20, 20, 20), width=max(1, s // 400))
+    arr = np.asarray(im).astype(np.float32) + rng.normal(0, 3, (height, width, 3))
+    return arr.clip(0, 255).astype(np.uint8)
+
+
+def build_model(path: Path, alpha: float, n_styles: int, seed: int = 0) -> Path:
+    """Random convolutions and random γ ~ N(1, 0.5), β ~ N(0, 0.5): visible, untrained styles."""
+    import torch
+
+    from model.card import ModelCard, StyleInfo
+    from model.export import export_onnx
+    from model.network import Generator, GeneratorConfig
+
+    torch.manual_seed(seed)
+    g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)).eval()
+    with torch.no_grad():
+        for name, p in g.named_parameters():
+            if name.endswith("gamma"):
+                p.normal_(1.0, 0.5)
+            elif name.endswith("beta"):
+                p.normal_(0.0, 0.5)
+    card = ModelCard(name=f"tiledemo-a{alpha}", version="random", alpha=alpha,
+                     styles=[StyleInfo(f"s{i}") for i in range(n_styles)])
+    export_onnx(g, card, path, export_size=64)
+    return path
+
+
+def _peak_mb() -> float:
+    """This process's peak RSS. VmHWM, not ru_maxrss: on Linux ru_maxrss survives execve,
+    so a child started by a parent holding torch would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB
+
+
+def worker(args: argparse.Namespace) -> int:
+    """One mode in this process: prints {"ms": [...], "peak_mb", "loaded_mb", "tiles"}."""
+    from service.engine import Engine
+    from service.pipeline import stylize_fitted
+    from service.tiling import TileConfig, plan_tiles
+
+    img = np.load(args.image)
+    engine = Engine(args.model)
+    w = np.zeros(engine.card.n_styles, np.float32)
+    w[args.style] = 1.0
+    loaded = _peak_mb()
+    cfg = TileConfig(args.tile_size, 0, args.stats_pixels)
+    tiles = 0
+
+    def naive() -> tuple[np.ndarray, int]:
+        out = np.empty_like(img)
+        plan = plan_tiles(*img.shape[:2], args.tile_size, cfg.margin_for(engine))
+        for t in plan:
+            out[t.dst] = engine.stylize(img[t.src], w)[t.crop]
+        return out, len(plan)
+
+    ms = []
+    for _ in range(args.runs):
+        t0 = time.perf_counter()
+        if args.worker == "full":
+            out = engine.stylize(img, w)
+        elif args.worker == "naive":
+            out, tiles = naive()
+        else:
+            res = stylize_fitted(engine, img, w, args.budget,
+                                 cfg if args.worker == "tiled" else None)
+            out, tiles = res.rgb, res.tiles
+        ms.append((time.perf_counter() - t0) * 1000)
+    np.save(args.result, out)
+    print(json.dumps({"ms": ms, "peak_mb": _peak_mb(), "loaded_mb": loaded, "tiles": tiles}))
+    return 0
+
+
+def seam_ratio(out: np.ndarray, core: int) -> float:
+    """Mean |step| between neighbouring rows/columns on tile boundaries / elsewhere."""
+    o = out.astype(np.float32)
+    ratios = []
+    for axis in (0, 1):
+        steps = np.abs(np.diff(o, axis=axis)).mean(axis=(1 - axis, 2))
+        edges = np.arange(core, o.shape[axis], core) - 1
+        if len(edges):
+            inside = np.setdiff1d(np.arange(len(steps)), edges)
+            ratios.append(float(steps[edges].mean() / steps[inside].mean()))
+    return max(ratios, default=1.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m stylebox.tiledemo", description=__doc__)
+    p.add_argument("--model", help="an exported .onnx (default: build a random α model)")
+    p.add_argument("--alpha", type=float, default=0.25)
+    p.add_argument("--styles", type=int, default=8)
+    p.add_argument("--style", type=int, default=3, help="style index to render")
+    p.add_argument("--size", default="3840x2160", help="WxH of the synthetic image")
+    p.add_argument("--budget", type=int, default=2_000_000,
+                   help="max inference pixels (STYLEBOX_MAX_INFERENCE_PIXELS) for downscale")
+    p.add_argument("--tile-size", type=int, default=1024)
+    p.add_argument("--stats-pixels", type=int, default=1_000_000)
+    p.add_argument("--runs", type=int, default=2, help="runs per mode (same process)")
+    p.add_argument("--modes", default=",".join(MODES))
+    p.add_argument("--crop", default="768x512", help="WxH of the crops written to --out")
+    p.add_argument("--out", help="folder for tiling-<mode>.jpg crops")
+    p.add_argument("--worker", choices=MODES, help=argparse.SUPPRESS)
+    p.add_argument("--image", help=argparse.SUPPRESS)
+    p.add_argument("--result", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        return worker(args)
+    from PIL import Image
+
+    width, height = (int(v) for v in args.size.lower().split("x"))
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(args.model) if args.model else build_model(
+            Path(tmp) / "model.onnx", args.alpha, args.styles)
+        image = Path(tmp) / "image.npy"
+        np.save(image, synthetic_photo(height, width))
+        results, outs = {}, {}
+        for mode in modes:
+            result = Path(tmp) / f"{mode}.npy"
+            cmd = [sys.executable, "-m", "stylebox.tiledemo", "--worker", mode, "--model",
+                   str(model), "--image", str(image), "--result", str(result),
+                   "--style", str(args.style), "--budget", str(args.budget), "--tile-size",
+                   str(args.tile_size), "--stats-pixels", str(args.stats_pixels),
+                   "--runs", str(args.runs)]
+            r = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            results[mode] = json.loads(r.stdout.strip().splitlines()[-1])
+            outs[mode] = np.load(result)
+            print(f"{mode}: {results[mode]}", file=sys.stderr, flush=True)
+        from service.engine import Engine
+        from service.tiling import TileConfig
+
+        engine = Engine(model)
+        margin = TileConfig(args.tile_size).margin_for(engine)
+        core = max(16, (args.tile_size - 2 * margin) // 4 * 4)
+    ref = outs.get("full")
+    lines = [f"{width}x{height}, α = {args.alpha:g}, {args.styles} styles (random γ/β), "
+             f"tiles {args.tile_size} px (core {core}, margin {margin}), statistics pass at "
+             f"{args.stats_pixels / 1e6:g} MP, downscale budget {args.budget / 1e6:g} MP",
+             "", "| mode | ms per image (runs) | peak RSS MB (after load) | tiles "
+             "| mean abs diff to full | seam ratio |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for mode in modes:
+        res, out = results[mode], outs[mode]
+        mad = f"{np.abs(out.astype(np.int16) - ref).mean():.2f}" if ref is not None else "-"
+        lines.append(f"| {mode} | {', '.join(f'{m:.0f}' for m in res['ms'])} | "
+                     f"{res['peak_mb']:.0f} ({res['loaded_mb']:.0f}) | {res['tiles'] or '-'} | "
+                     f"{mad} | {seam_ratio(out, core):.2f} |")
+    print("\n".join(lines))
+    if args.out:
+        cw, ch = (int(v) for v in args.crop.lower().split("x"))
+        cx, cy = min(core * 2, width - cw // 2), min(core, height - ch // 2)  # a tile corner
+        box = (max(0, cx - cw // 2), max(0, cy - ch // 2))
+        folder = Path(args.out)
+        folder.mkdir(parents=True, exist_ok=True)
+        for mode in modes:
+            crop = outs[mode][box[1]:box[1] + ch, box[0]:box[0] + cw]
+            Image.fromarray(crop).save(folder / f"tiling-{mode}.jpg", quality=80)
+        print(f"\ncrops {cw}x{ch} at x={box[0]}, y={box[1]} (tile corner at {cx}, {cy}) "
+              f"written to {folder}/tiling-<mode>.jpg")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
