@@ -174,6 +174,17 @@ class Generator(nn.Module):
         y = torch.sigmoid(self.out_conv(self.out_pad(y)))  # squash into [0, 1]
         return y[:, :, :h, :wd]  # (B, 3, H, W)
 
+    @torch.no_grad()
+    def randomize_styles(self, std: float = 0.5) -> Generator:
+        """γ ~ N(1, std), β ~ N(0, std): visibly different, untrained styles for tests,
+        benchmarks and demos (uses torch's global RNG: seed it first)."""
+        for name, p in self.named_parameters():
+            if name.endswith("gamma"):
+                p.normal_(1.0, std)
+            elif name.endswith("beta"):
+                p.normal_(0.0, std)
+        return self
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 

@@ -65,13 +65,7 @@ def build_model(path: Path, alpha: float, n_styles: int, seed: int = 0) -> Path:
     from model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
-    g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)).eval()
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            if name.endswith("gamma"):
-                p.normal_(1.0, 0.5)
-            elif name.endswith("beta"):
-                p.normal_(0.0, 0.5)
+    g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)).eval().randomize_styles()
     card = ModelCard(name=f"tiledemo-a{alpha}", version="random", alpha=alpha,
                      styles=[StyleInfo(f"s{i}") for i in range(n_styles)])
     export_onnx(g, card, path, export_size=64)

@@ -23,14 +23,8 @@ def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0):
     from model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
-    g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2)).eval()
-    with torch.no_grad():
-        for name, p in g.named_parameters():
-            if name.endswith("gamma"):
-                p.normal_(1.0, 0.5)
-            elif name.endswith("beta"):
-                p.normal_(0.0, 0.5)
-    return g
+    return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2)
+                     ).eval().randomize_styles()
 
 
 def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25):

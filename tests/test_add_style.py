@@ -24,11 +24,7 @@ def base(tmp_path_factory) -> Path:
     cfg = TrainConfig.load(write_train_config(root, log_every=1))
     card = cfg.card()
     torch.manual_seed(0)
-    gen = build_generator(card)
-    with torch.no_grad():
-        for name, p in gen.named_parameters():
-            if is_style_table(name):
-                p.normal_(1.0 if name.endswith("gamma") else 0.0, 0.5)
+    gen = build_generator(card).randomize_styles()
     save_checkpoint(root / "base.pt", gen, card, config=cfg.to_dict())
     # A "new painting": the checker style flipped, so its nearest known style is checker.
     checker = Image.open(root / "styles/checker.png")
