@@ -41,6 +41,8 @@ METRICS_PATH = "/metrics"
 
 def open_paths(metrics_public: bool) -> frozenset[str]:
     return OPEN_PATHS | PAGE_PATHS | ({METRICS_PATH} if metrics_public else frozenset())
+
+
 REALM = 'Bearer realm="stylebox"'
 
 
