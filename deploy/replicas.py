@@ -32,7 +32,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from stylebox.procs import free_port, service_env, wait_ready
+from stylebox.procs import free_port, service_env, stop, wait_ready
 
 HERE = Path(__file__).resolve().parent
 NGINX_CONF = HERE / "nginx" / "nginx.conf"
@@ -87,18 +87,6 @@ async def load(base: str, body: bytes, requests: int, concurrency: int,
             "per_upstream": dict(upstreams)}
 
 
-def _stop(procs: list[subprocess.Popen]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-
-
 def run(model: str, replicas: int, proxy: str = "auto", requests: int = 60,
         concurrency: int = 4, size: int = 256, threads: int = 0, style: str = "") -> dict:
     """Start everything, measure, stop everything; the result as a dict."""
@@ -109,7 +97,7 @@ def run(model: str, replicas: int, proxy: str = "auto", requests: int = 60,
     env = service_env({"STYLEBOX_MODEL_PATH": model, "STYLEBOX_INTRA_OP_THREADS": str(threads)})
     procs: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
-        stack.callback(_stop, procs)
+        stack.callback(lambda: stop(*procs))
         for port in ports:
             procs.append(subprocess.Popen(
                 [sys.executable, "-m", "stylebox", "serve", "--host", "127.0.0.1",
@@ -134,7 +122,7 @@ def run(model: str, replicas: int, proxy: str = "auto", requests: int = 60,
         body = test_png(size)
         asyncio.run(load(base, body, 2 * replicas, replicas, style))  # warm every replica
         result = asyncio.run(load(base, body, requests, concurrency, style))
-        _stop([lb])
+        stop(lb)
         if proxy == "lb":  # lb.py's last stdout line: connections per backend
             last = [ln for ln in lb.stdout.read().splitlines() if ln.startswith("{")]
             result["per_upstream"] = json.loads(last[-1]) if last else {}

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from service.session_options import CPU, SessionConfig, parse_size
+from stylebox.loadtest import percentile
 from stylebox.roofline import Cost, Peaks, graph_cost, machine_peaks
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
@@ -86,11 +87,7 @@ def _interleaved(fns: list, repeats: int) -> list[tuple[float, float]]:
             t = time.perf_counter()
             fn()
             out.append((time.perf_counter() - t) * 1e3)
-    res = []
-    for xs in ms:
-        xs.sort()
-        res.append((statistics.median(xs), xs[min(len(xs) - 1, int(0.9 * len(xs)))]))
-    return res
+    return [(statistics.median(xs), percentile(xs, 0.9)) for xs in ms]
 
 
 def _engine(path: Path, provider: str, threads: int, cfg: SessionConfig | None = None):

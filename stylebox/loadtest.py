@@ -14,7 +14,7 @@ import io
 import statistics
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +43,24 @@ class LoadResult:
     @property
     def images_per_s(self) -> float:
         return self.ok / self.wall_s if self.wall_s else 0.0
+
+
+def percentile(xs: list[float], q: float) -> float:
+    """The q-quantile (0..1) by rank, no interpolation: nan for no samples."""
+    if not xs:
+        return float("nan")
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(q * len(xs)))]
+
+
+def run_threads(target: Callable[..., None], n: int, *, pass_index: bool = False) -> None:
+    """Start `n` threads on `target` (given its index 0..n-1 with `pass_index`), join all."""
+    threads = [threading.Thread(target=target, args=(i,) if pass_index else ())
+               for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
 
 
 def sample_jpeg(height: int, width: int, quality: int = 90) -> bytes:
@@ -103,20 +121,14 @@ def load_run(base: str, body: bytes, size: str, concurrency: int, requests: int,
                         outside.append(max(0.0, ms - i_ms) / ms)
                         ratio.append(max(0.0, ms - i_ms) / max(i_ms, 1e-3))
 
-    threads = [threading.Thread(target=client) for _ in range(concurrency)]
     t0 = time.perf_counter()
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(client, concurrency)
     wall = time.perf_counter() - t0
-    lat.sort()
 
     def med(xs: list[float]) -> float:
         return statistics.median(xs) if xs else float("nan")
 
     return LoadResult(
         variant, size, concurrency, requests, codes.count(200), codes.count(503),
-        sum(c not in (200, 503) for c in codes), wall, med(lat),
-        lat[min(len(lat) - 1, int(0.9 * len(lat)))] if lat else float("nan"),
+        sum(c not in (200, 503) for c in codes), wall, med(lat), percentile(lat, 0.9),
         med(inf), med(outside), med(ratio))

@@ -70,6 +70,19 @@ def wait_ready(url: str, procs: Sequence[subprocess.Popen] = (), timeout_s: floa
         time.sleep(0.2)
 
 
+def stop(*procs: subprocess.Popen, timeout_s: float = 20.0) -> None:
+    """SIGTERM every process still running, then wait for each; SIGKILL any that hangs."""
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
 class ServeProcess:
     """`python -m stylebox serve` on a free loopback port; its output goes to `log`.
 
@@ -98,13 +111,7 @@ class ServeProcess:
         return self.log.read_text(errors="replace")
 
     def stop(self, timeout_s: float = 30.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc, timeout_s=timeout_s)
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None

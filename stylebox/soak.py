@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from stylebox.loadtest import percentile, run_threads
 from stylebox.procs import ServeProcess
 
 UHD = (3840, 2160)
@@ -103,13 +104,6 @@ class Recorder:
             self.transport_errors[f"{kind}: {type(exc).__name__}"] += 1
 
 
-def pct(xs: list[float], q: float) -> float:
-    if not xs:
-        return float("nan")
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
 def burst(server: Server, n: int, client_timeout: float) -> dict:
     import httpx
 
@@ -130,15 +124,12 @@ def burst(server: Server, n: int, client_timeout: float) -> dict:
                 rec.error("stylize-4k", e)
 
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(one, n, pass_index=True)
     rss, peak = rss_kib(server.proc.pid)
     return {"uploads": n, "upload_mb": round(len(bodies[0]) / 1e6, 2),
             "wall_s": round(time.perf_counter() - t0, 1), "codes": dict(rec.codes),
-            "p50_ok_ms": round(pct(rec.ok_ms, 0.5)), "max_ok_ms": round(max(rec.ok_ms or [0])),
+            "p50_ok_ms": round(percentile(rec.ok_ms, 0.5)),
+            "max_ok_ms": round(max(rec.ok_ms or [0])),
             "transport_errors": dict(rec.transport_errors), "hangs": rec.hangs,
             "rss_before_mib": round(rss_before / 1024), "rss_after_mib": round(rss / 1024),
             "peak_rss_mib": round(peak / 1024)}
@@ -202,11 +193,7 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
     mon = threading.Thread(target=sampler)
     mon.start()
     t0 = time.perf_counter()
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_threads(client, clients, pass_index=True)
     wall = time.perf_counter() - t0
     stop.set()
     mon.join()
@@ -217,10 +204,10 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
         "seconds": round(wall, 1), "clients": clients, "requests": served,
         "per_s": round(served / wall, 1), "codes": dict(sorted(rec.codes.items())),
         "by_kind": {k: dict(sorted(v.items())) for k, v in sorted(rec.by_kind.items())},
-        "stylized_ok": len(rec.ok_ms), "p50_ms": round(pct(rec.all_ms, 0.5), 1),
-        "p99_ms": round(pct(rec.all_ms, 0.99), 1),
-        "stylize_ok_p50_ms": round(pct(rec.ok_ms, 0.5), 1),
-        "stylize_ok_p99_ms": round(pct(rec.ok_ms, 0.99), 1),
+        "stylized_ok": len(rec.ok_ms), "p50_ms": round(percentile(rec.all_ms, 0.5), 1),
+        "p99_ms": round(percentile(rec.all_ms, 0.99), 1),
+        "stylize_ok_p50_ms": round(percentile(rec.ok_ms, 0.5), 1),
+        "stylize_ok_p99_ms": round(percentile(rec.ok_ms, 0.99), 1),
         "5xx_other_than_503": sum(n for c, n in rec.codes.items() if c >= 500 and c != 503),
         "503": rec.codes.get(503, 0), "hangs": rec.hangs,
         "transport_errors": dict(rec.transport_errors), "alive": alive, "healthz": health,

@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 
 from service.settings import Settings
-from stylebox.procs import free_port, wait_ready
+from stylebox.procs import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -572,12 +572,7 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
         assert r.status_code == 404
         assert r.headers["content-type"].startswith("application/problem+json")
     finally:
-        proc.terminate()
-        try:
-            proc.communicate(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.communicate()
+        stop(proc)
 
 
 def test_k8s_grace_period_outlasts_drain_and_request_timeout():

@@ -22,7 +22,7 @@ import pytest
 from PIL import Image
 
 from service.previews import sample_image
-from stylebox.procs import free_port, service_env, wait_ready
+from stylebox.procs import free_port, service_env, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("STYLEBOX_CHROMIUM", "/usr/bin/chromium")
@@ -54,11 +54,7 @@ def _serve(model: Path, **settings: str):
         wait_ready(f"{base}/readyz", [proc])
         yield base
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop(proc, timeout_s=10)
 
 
 @pytest.fixture(scope="module")
