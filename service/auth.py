@@ -46,7 +46,7 @@ def open_paths(metrics_public: bool) -> frozenset[str]:
 REALM = 'Bearer realm="stylebox"'
 
 
-def _digest(value: str | bytes) -> bytes:
+def key_digest(value: str | bytes) -> bytes:
     raw = value.encode("utf-8") if isinstance(value, str) else value
     return hashlib.sha256(raw).digest()
 
@@ -64,17 +64,19 @@ def presented_keys(scope: Scope) -> list[bytes]:
     return keys
 
 
+def key_matches(keys: list[bytes], want: bytes) -> bool:
+    """Whether any presented key hashes to `want` (a `key_digest`), in constant time per key."""
+    ok = False
+    for key in keys:  # no early exit: every presented key costs the same
+        ok |= hmac.compare_digest(key_digest(key), want)
+    return ok
+
+
 class APIKeyMiddleware:
     def __init__(self, app: ASGIApp, api_key: str, metrics_public: bool = True) -> None:
         self.app = app
-        self._want = _digest(api_key)
+        self._want = key_digest(api_key)
         self.open_paths = open_paths(metrics_public)
-
-    def _authorized(self, keys: list[bytes]) -> bool:
-        ok = False
-        for key in keys:  # no early exit: every presented key costs the same
-            ok |= hmac.compare_digest(_digest(key), self._want)
-        return ok
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -82,7 +84,7 @@ class APIKeyMiddleware:
             await self.app(scope, receive, send)
             return
         keys = presented_keys(scope)
-        if self._authorized(keys):
+        if key_matches(keys, self._want):
             await self.app(scope, receive, send)
             return
         if keys:

@@ -23,10 +23,9 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-from PIL import Image
 
 from service.errors import StyleboxError
-from service.imaging import DecodedImage
+from service.imaging import DecodedImage, resize_rgb
 
 MIN_MAX_SIDE, MAX_MAX_SIDE = 16, 16384
 _BAND_PIXELS = 1 << 18  # rows per band so that a band holds about 262k pixels
@@ -132,12 +131,7 @@ def limit_side(rgb: np.ndarray, alpha: np.ndarray | None,
         return rgb, alpha
     scale = max_side / max(height, width)
     size = (max(1, round(width * scale)), max(1, round(height * scale)))  # (w, h) for Pillow
-
-    def shrink(a: np.ndarray) -> np.ndarray:
-        return np.asarray(Image.fromarray(a).resize(size, Image.Resampling.LANCZOS,
-                                                    reducing_gap=3.0))
-
-    return shrink(rgb), None if alpha is None else shrink(alpha)
+    return resize_rgb(rgb, size), None if alpha is None else resize_rgb(alpha, size)
 
 
 def shrink_decoded(decoded: DecodedImage, max_side: int | None) -> DecodedImage:

@@ -19,7 +19,9 @@ import onnxruntime as ort
 
 from model.card import CARD_KEY, CardError, ModelCard
 from service.session_options import (
+    CPU,
     CUDA,
+    Provider,
     SessionConfig,
     create_session,
     run_bound,
@@ -32,8 +34,7 @@ log = logging.getLogger("stylebox.engine")
 IMAGE_INPUT, WEIGHTS_INPUT, OUTPUT = "image", "style_weights", "stylized"
 STATS_INPUT, USE_INPUT, STATS_OUTPUT = "norm_stats", "use_stats", "computed_stats"
 DEFAULT_MIN_SIDE = 8
-CPU = "CPUExecutionProvider"
-_ALIASES = {"cpu": CPU, "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider",
+_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider",
             "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
             "openvino": "OpenVINOExecutionProvider"}
 
@@ -59,17 +60,16 @@ def resolve_providers(requested: list[str]) -> list[str]:
 
 
 TRT = _ALIASES["tensorrt"]
-ProviderSpec = str | tuple[str, dict[str, str]]
 
 
 def provider_config(providers: list[str], trt_cache_dir: str = "",
-                    trt_fp16: bool = False) -> list[ProviderSpec]:
+                    trt_fp16: bool = False) -> list[Provider]:
     """`providers` with the TensorRT EP's options attached; the other EPs keep ORT's defaults.
 
     A TensorRT engine takes minutes to build on a Jetson. With a cache directory (a volume in
     the images) the engine and the timing data are written once and reloaded on restart.
     """
-    out: list[ProviderSpec] = []
+    out: list[Provider] = []
     for name in providers:
         if name != TRT:
             out.append(name)
@@ -182,6 +182,12 @@ class Engine:
         """Whether the model takes and returns CIN statistics (needed for tiling)."""
         return self.stats_size > 0
 
+    def one_hot(self, index: int) -> np.ndarray:
+        """The float32 (N,) style weights that select style `index` alone."""
+        weights = np.zeros(self.card.n_styles, np.float32)
+        weights[index] = 1.0
+        return weights
+
     def stylize(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) RGB + float32 (N,) weights -> uint8 (H, W, 3). Thread-safe."""
         x, w, (h, wd) = self._prepare(rgb, weights)
@@ -229,8 +235,7 @@ class Engine:
         new shape (seconds); warming the common size buckets moves that to start-up.
         Returns {"WxH": ms} for the log and the benchmark.
         """
-        weights = np.zeros(self.card.n_styles, np.float32)
-        weights[0] = 1.0
+        weights = self.one_hot(0)
         out: dict[str, float] = {}
         for h, w in sizes:
             t0 = time.perf_counter()

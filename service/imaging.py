@@ -156,7 +156,8 @@ def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize uint8 (H, W, 3) to size=(w, h): Lanczos down (fast reducing path), bicubic up."""
+    """Resize uint8 (H, W, 3) (or an (H, W) alpha) to size=(w, h): Lanczos down (fast
+    reducing path), bicubic up."""
     im = Image.fromarray(rgb)
     if size[0] * size[1] < im.width * im.height:
         im = im.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)

@@ -162,10 +162,11 @@ _COMMON = (
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
-# The web page: its own origin only; images may be data:/blob: URLs of results.
-PAGE_CSP = (b"default-src 'self'; img-src 'self' data: blob:; style-src 'self' "
-            b"'unsafe-inline'; script-src 'self'; connect-src 'self'; object-src 'none'; "
-            b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+# Any HTML but the docs (the web page at /): this origin only; blob: is the result image
+# and the download, data: small inline images.
+PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
+            b"script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+            b"frame-ancestors 'none'")
 # FastAPI's /docs and /redoc load Swagger UI / ReDoc from a CDN with an inline bootstrap.
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis"

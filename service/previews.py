@@ -69,9 +69,7 @@ class PreviewCache:
             cached = self._by_engine.setdefault(engine, {}).get(name)
         if cached is not None:
             return cached
-        weights = np.zeros(engine.card.n_styles, dtype=np.float32)
-        weights[engine.card.index(name)] = 1.0
-        png = _png(engine.stylize(sample_image(), weights))
+        png = _png(engine.stylize(sample_image(), engine.one_hot(engine.card.index(name))))
         with self._lock:  # two first requests may both compute; the result is the same
             self._by_engine.setdefault(engine, {})[name] = png
         return png

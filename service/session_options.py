@@ -27,6 +27,8 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
+from service.settings import parse_size
+
 log = logging.getLogger("stylebox.engine")
 
 GraphLevel = Literal["disable", "basic", "extended", "all"]
@@ -38,15 +40,6 @@ LEVELS: dict[str, ort.GraphOptimizationLevel] = {
 }
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
 Provider = str | tuple[str, dict[str, str]]  # a name, or (name, EP options) as ORT takes them
-
-
-def parse_size(text: str) -> tuple[int, int]:
-    """"512" -> (512, 512); "1920x1080" (W x H) -> (1080, 1920) as (H, W)."""
-    w, _, h = text.strip().lower().partition("x")
-    hw = (int(h or w), int(w))
-    if min(hw) < 1:
-        raise ValueError(f"size {text!r} must be positive")
-    return hw
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,14 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 OutputFormat = Literal["png", "jpeg", "webp"]
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """"512" -> (512, 512); "1920x1080" (W x H) -> (1080, 1920) as (H, W)."""
+    w, _, h = text.strip().lower().partition("x")
+    if not (w.isdigit() and (h or w).isdigit() and int(w) > 0 and int(h or w) > 0):
+        raise ValueError(f"size {text!r} is not N or WxH (positive integers)")
+    return int(h or w), int(w)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="STYLEBOX_", extra="ignore",
                                       protected_namespaces=())
@@ -133,10 +141,8 @@ class Settings(BaseSettings):
         if not isinstance(items, list):
             return items
         out = [str(i).strip().lower() for i in items if str(i).strip()]
-        for item in out:  # "512" or "WxH"; a typo should stop start-up, not the first request
-            w, _, h = item.partition("x")
-            if not (w.isdigit() and (h or w).isdigit() and int(w) > 0 and int(h or w) > 0):
-                raise ValueError(f"warm-up size {item!r} is not N or WxH")
+        for item in out:  # a typo should stop start-up, not the first request
+            parse_size(item)
         return out
 
     @field_validator("default_format", mode="before")

@@ -101,12 +101,6 @@ def _engine(path: Path, provider: str, threads: int, cfg: SessionConfig | None =
     return Engine(path, [provider], threads, options=cfg)
 
 
-def _one_hot(engine) -> np.ndarray:
-    w = np.zeros(engine.card.n_styles, np.float32)
-    w[0] = 1.0
-    return w
-
-
 def time_models(paths: list[Path], sizes, repeats: int, threads: int,
                 provider: str) -> list[Row]:
     """Every model at every size on one provider, the models interleaved per size."""
@@ -114,7 +108,7 @@ def time_models(paths: list[Path], sizes, repeats: int, threads: int,
     rows = []
     for h, wd in sizes:
         img = np.random.default_rng(0).integers(0, 256, (h, wd, 3), dtype=np.uint8)
-        fns = [partial(e.stylize, img, _one_hot(e)) for e in engines]
+        fns = [partial(e.stylize, img, e.one_hot(0)) for e in engines]
         for path, e, (med, p90) in zip(paths, engines, _interleaved(fns, repeats), strict=True):
             label = f"α={e.card.alpha:g}, {e.card.n_styles} style(s)"
             rows.append(Row(path.stem, label, provider, f"{wd}x{h}", h * wd, med, p90))
@@ -158,7 +152,7 @@ def sweep(path: Path, size: tuple[int, int], repeats: int, threads: int) -> str:
     lines = [f"| option ({wd}x{h}, CPU) | median ms | p90 ms | vs defaults |",
              "|---|---:|---:|---:|"]
     engines = [_engine(path, CPU, n, cfg) for _, cfg, n in variants]
-    fns = [partial(e.stylize, img, _one_hot(e)) for e in engines]
+    fns = [partial(e.stylize, img, e.one_hot(0)) for e in engines]
     times = _interleaved(fns, repeats)
     for (name, _, _), (med, p90) in zip(variants, times, strict=True):
         lines.append(f"| {name} | {med:.1f} | {p90:.1f} | {times[0][0] / med:.2f}x |")

@@ -92,8 +92,7 @@ def worker(args: argparse.Namespace) -> int:
 
     img = np.load(args.image)
     engine = Engine(args.model)
-    w = np.zeros(engine.card.n_styles, np.float32)
-    w[args.style] = 1.0
+    w = engine.one_hot(args.style)
     loaded = _peak_mb()
     cfg = TileConfig(args.tile_size, 0, args.stats_pixels)
     tiles = 0

@@ -100,7 +100,7 @@ def score(engine: Engine, photos: list[np.ndarray], loss_fn: PerceptualLoss,
         ref = loss_fn.vgg(_tensor(rgb))
         for i, name in enumerate(names):
             idx = torch.tensor([i])
-            out = engine.stylize(rgb, np.eye(n, dtype=np.float32)[i])  # (H, W, 3) uint8
+            out = engine.stylize(rgb, engine.one_hot(i))  # (H, W, 3) uint8
             images[name].append(out)
             feats = loss_fn.vgg(_tensor(out))
             vals = (loss_fn.style_loss(feats, idx).item(), loss_fn.content_loss(feats, ref).item(),

@@ -15,8 +15,6 @@ refused (403) unless `STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
 import time
 from typing import Annotated
@@ -25,7 +23,7 @@ from anyio import Lock, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from service.auth import REALM, presented_keys
+from service.auth import REALM, key_digest, key_matches, presented_keys
 from service.engine import Engine, ModelLoadError
 from service.errors import AdminDisabledError, ModelReloadError
 
@@ -45,11 +43,7 @@ def require_admin(request: Request) -> None:
         return
     # The API-key layer (service/auth.py) has already turned away a missing or wrong key;
     # checking again here keeps admin closed even if that layer's open-path list grows.
-    want = hashlib.sha256(key.get_secret_value().encode()).digest()
-    ok = False
-    for presented in presented_keys(request.scope):  # no early exit: constant time per key
-        ok |= hmac.compare_digest(hashlib.sha256(presented).digest(), want)
-    if not ok:
+    if not key_matches(presented_keys(request.scope), key_digest(key.get_secret_value())):
         raise HTTPException(401, "this endpoint needs the API key",
                             headers={"WWW-Authenticate": REALM})
 

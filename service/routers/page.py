@@ -26,9 +26,6 @@ router = APIRouter(tags=["page"])
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
-# Everything the page loads comes from this origin; blob: is the result image and download.
-_CSP = ("default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
-        "connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'")
 _previews = PreviewCache()
 
 
@@ -40,8 +37,9 @@ class StaticFileMissing(StyleboxError):
 def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
     text = (STATIC / "index.html").read_text(encoding="utf-8")
     text = text.replace("{{max_upload_bytes}}", html.escape(str(settings.max_upload_bytes)))
-    return HTMLResponse(text, headers={"Content-Security-Policy": _CSP,
-                                       "Cache-Control": "no-cache"})
+    # Its Content-Security-Policy comes from service/middleware.py (PAGE_CSP), with every
+    # other security header.
+    return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
 
 
 @router.get("/static/{name}", include_in_schema=False)
