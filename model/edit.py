@@ -28,7 +28,7 @@ def is_style_table(param_name: str) -> bool:
     return param_name.endswith((".gamma", ".beta"))
 
 
-def _log_edit(card: ModelCard, **entry: object) -> None:
+def log_edit(card: ModelCard, **entry: object) -> None:
     card.training["style_edits"] = [*card.training.get("style_edits", []), entry]
 
 
@@ -77,7 +77,7 @@ def remove_style(generator: Generator, card: ModelCard,
     new_card = copy.deepcopy(card)
     new_card.styles = [s for s in card.styles if s.name != name]
     new_card.export = {}
-    _log_edit(new_card, op="remove", name=name)
+    log_edit(new_card, op="remove", name=name)
     rows = [i for i in range(card.n_styles) if i != idx]
     return _rebuilt(generator, new_card, rows), new_card
 
@@ -96,7 +96,7 @@ def rename_style(card: ModelCard, name: str, new_name: str | None = None,
                       source if source is not None else old.source)
     new_card = copy.deepcopy(card)
     new_card.styles[idx] = style
-    _log_edit(new_card, op="rename", name=name, new_name=new_name, title=style.title)
+    log_edit(new_card, op="rename", name=name, new_name=new_name, title=style.title)
     return new_card
 
 

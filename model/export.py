@@ -29,7 +29,13 @@ import numpy as np
 import torch
 
 from model.card import CARD_KEY, ModelCard
-from model.network import Generator, NormStats, UInt8Generator, UInt8StatsGenerator
+from model.network import (
+    Generator,
+    NormStats,
+    UInt8Generator,
+    UInt8StatsGenerator,
+    to_float_chw,
+)
 
 EXPORTERS = ("torchscript", "dynamo")
 DEFAULT_EXPORTER = "torchscript"  # fast, clean symbolic shapes, present in torch 2.4 .. 2.14
@@ -120,11 +126,9 @@ def _attach_card(path: Path, card: ModelCard) -> None:
 
 
 def check_parity(
-    wrapper: UInt8Generator, path: Path, n: int, sizes: list[tuple[int, int]], seed: int = 0
+    wrapper: UInt8Generator, sess, n: int, sizes: list[tuple[int, int]], seed: int = 0
 ) -> list[ParityCase]:
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    """The plain path: ORT session `sess` vs PyTorch at `sizes`, one pure style and a blend."""
     gen = torch.Generator().manual_seed(seed)
     # The reference is always the plain network (the fused instance norm of training), so a
     # graph with statistics is also checked to be the same model when use_stats = 0.
@@ -149,24 +153,21 @@ def check_parity(
 
 
 def check_stats_parity(
-    wrapper: UInt8StatsGenerator, path: Path, n: int, size: tuple[int, int], seed: int = 1
+    wrapper: UInt8StatsGenerator, sess, n: int, size: tuple[int, int], seed: int = 1
 ) -> tuple[ParityCase, float]:
     """The tile path: ORT vs PyTorch with use_stats = 1 and statistics from another image.
 
     Row 0 takes the given statistics, row 1 (use = 0.5) a half blend. Also returns the worst
     relative error of computed_stats, the statistics a downscaled pass hands to the tiles.
     """
-    import onnxruntime as ort
-
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     gen = torch.Generator().manual_seed(seed)
     h, w = size
     weights = _blend_weights(n, 2)
     with torch.no_grad():
         other = torch.randint(0, 256, (2, h // 2 + 8, w // 2 + 8, 3), dtype=torch.uint8,
-                              generator=gen).float() / 255.0
+                              generator=gen)
         collect = NormStats()  # plain statistics of a smaller, different image
-        wrapper.generator(other.permute(0, 3, 1, 2), weights, collect)
+        wrapper.generator(to_float_chw(other), weights, collect)
         given = collect.packed()  # (2, S)
         use = torch.tensor([[1.0], [0.5]])
         image = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=gen)
@@ -209,10 +210,13 @@ def export_onnx(
     # Two sizes other than the export size, one of them not divisible by 4.
     e = export_size
     sizes = check_sizes or [(e + 3, e * 2 - 6), (e * 2, e + 13)]
-    cases = check_parity(wrapper, path, n, sizes)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    cases = check_parity(wrapper, sess, n, sizes)
     stats_rel = 0.0
     if norm_stats:
-        stats_case, stats_rel = check_stats_parity(wrapper, path, n, sizes[0])
+        stats_case, stats_rel = check_stats_parity(wrapper, sess, n, sizes[0])
         cases.append(stats_case)
     worst = max(c.max_abs for c in cases)
     frac = max(c.frac_differ for c in cases)

@@ -29,12 +29,12 @@ from torch.func import functional_call
 
 from model.card import CardError, StyleInfo
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.edit import append_style, edited_config, is_style_table
+from model.edit import append_style, edited_config, is_style_table, log_edit
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
 from training.loop import Dist, _device, _step_seed
 from training.losses import PerceptualLoss
-from training.vgg import VGGError, VGGFeatures, load_vgg
+from training.vgg import VGGError, VGGFeatures
 
 
 class AddStyleError(RuntimeError):
@@ -86,12 +86,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
                             f"({', '.join(card.style_names)}), not {init!r}")
     use = existing if init == "nearest" else []
     paths = [known[card.styles[i].name] for i in use] + [Path(image)]
-    if vgg is None:
-        src = cfg.vgg_weights if cfg.vgg_weights == "torchvision" else cfg.resolve(cfg.vgg_weights)
-        vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
-    vgg = vgg.to(device)
-    loss_fn = PerceptualLoss(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
-                             cfg.style_weight, cfg.tv_weight)
+    loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
     loss_fn.set_style_targets([s.to(device) for s in load_style_images(paths, cfg.style_size)])
     target = len(use)  # the new painting's row in the loss's target tables
     init_from, distances = None, {}
@@ -116,9 +111,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
             params[k] = torch.cat([frozen[k][:n], row[None]])  # (N+1, C)
         return functional_call(generator, params, (x, w))
 
-    files = list_photos(cfg.resolve(cfg.photos))
-    if cfg.max_photos:
-        files = files[: cfg.max_photos]
+    files = list_photos(cfg.resolve(cfg.photos), cfg.max_photos)
     bank = PhotoBank(files, cfg.image_size, device)
     preview_photo = load_rgb(files[0], long_side=2 * cfg.image_size)[None].float().div(255)
     preview_photo = preview_photo.to(device)  # (1, 3, H, W)
@@ -184,8 +177,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
               "style_size": cfg.style_size, "init_from": card.style_names[init_from]
               if init_from is not None else "mean", "device": device.type,
               "seconds": round(seconds, 1), "final": curve[-1] if curve else {}}
-    card.training["style_edits"] = [*card.training.get("style_edits", []),
-                                     {"op": "add", **record}]
+    log_edit(card, op="add", **record)
     config = edited_config(cfg.to_dict(), "append", name, path=str(Path(image).resolve()),
                            title=style.title, source=style.source)
     save_checkpoint(out, generator.cpu(), card, config=config)

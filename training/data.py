@@ -23,14 +23,15 @@ class DataError(RuntimeError):
     pass
 
 
-def list_photos(folder: str | Path) -> list[Path]:
+def list_photos(folder: str | Path, limit: int = 0) -> list[Path]:
+    """The photos under `folder`, sorted; the first `limit` of them (0 = all)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"photo folder {folder} not found")
     files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in PHOTO_EXTENSIONS)
     if not files:
         raise DataError(f"no photos ({', '.join(sorted(PHOTO_EXTENSIONS))}) under {folder}")
-    return files
+    return files[: limit or None]
 
 
 def load_rgb(path: str | Path, short_side: int | None = None,

@@ -32,7 +32,7 @@ from service.engine import Engine, ModelLoadError
 from training.config import ConfigError, TrainConfig
 from training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
 from training.losses import PerceptualLoss
-from training.vgg import VGGError, VGGFeatures, load_vgg
+from training.vgg import VGGError, VGGFeatures
 
 CSV_FIELDS = ["style", "title", "style_loss", "content_loss", "photo_style_loss", "ratio"]
 
@@ -213,15 +213,12 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
         for s in blend:
             if s not in names:
                 raise EvalError(f"blend style {s!r} is not in the model ({', '.join(names)})")
-    files = list_photos(photo_dir)[: max_photos or None]
+    files = list_photos(photo_dir, max_photos)
     if not 0 <= blend_photo < len(files):
         raise EvalError(f"--blend-photo {blend_photo} is not one of the {len(files)} photos")
     photos = [load_photo(f, size) for f in files]
     torch.manual_seed(0)  # nothing here is random; this only pins any library default
-    if vgg is None:
-        src = cfg.vgg_weights if cfg.vgg_weights == "torchvision" else cfg.resolve(cfg.vgg_weights)
-        vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
-    loss_fn = PerceptualLoss(vgg.cpu(), cfg.content_layers, cfg.style_layers)
+    loss_fn = PerceptualLoss.from_config(cfg, vgg).cpu()  # style/content terms, unweighted
     loss_fn.set_style_targets(load_style_images([images_for[n] for n in names], cfg.style_size))
     scores, rows, images = score(engine, photos, loss_fn)
 

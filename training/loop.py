@@ -26,7 +26,7 @@ from model.checkpoint import build_generator, save_checkpoint
 from training.config import TrainConfig
 from training.data import PhotoBank, list_photos, load_style_images
 from training.losses import PerceptualLoss
-from training.vgg import VGGFeatures, load_vgg
+from training.vgg import VGGFeatures
 
 CKPT_NAME = "last.pt"
 LOG_FIELDS = ["step", "loss", "content", "style", "tv", "lr", "steps_per_s", "elapsed_s"]
@@ -127,20 +127,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         gen = gen.to(memory_format=torch.channels_last)
 
     # Losses: VGG and the per-style Gram targets, computed once.
-    if vgg is None:
-        src = cfg.vgg_weights if cfg.vgg_weights == "torchvision" else cfg.resolve(cfg.vgg_weights)
-        vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
-    vgg = vgg.to(device)
+    loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
     if cuda and cfg.channels_last:
-        vgg = vgg.to(memory_format=torch.channels_last)
-    loss_fn = PerceptualLoss(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
-                             cfg.style_weight, cfg.tv_weight)
+        loss_fn.vgg.to(memory_format=torch.channels_last)
     styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
     loss_fn.set_style_targets([s.to(device) for s in styles])
-    files = list_photos(cfg.resolve(cfg.photos))
-    if cfg.max_photos:
-        files = files[: cfg.max_photos]
-    bank = PhotoBank(files, cfg.image_size, device)
+    bank = PhotoBank(list_photos(cfg.resolve(cfg.photos), cfg.max_photos), cfg.image_size, device)
 
     model = DDP(gen, device_ids=[device.index] if cuda else None) if d.world > 1 else gen
     fwd = torch.compile(model) if cfg.compile else model

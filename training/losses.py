@@ -17,12 +17,16 @@ products and lose too much in bf16.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.vgg import VGGFeatures
+from training.vgg import VGGFeatures, load_vgg
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:
@@ -53,6 +57,16 @@ class PerceptualLoss(nn.Module):
         self.wc, self.ws, self.wtv = content_weight, style_weight, tv_weight
         self.targets: dict[str, torch.Tensor] = {}  # layer -> (N, C, C)
         self.scales: dict[str, torch.Tensor] = {}  # layer -> (N,) mean squared target entry
+
+    @classmethod
+    def from_config(cls, cfg: TrainConfig, vgg: VGGFeatures | None = None) -> PerceptualLoss:
+        """The loss `cfg` describes (layers, weights), on `vgg` or on cfg's VGG-19 weights."""
+        if vgg is None:
+            src = (cfg.vgg_weights if cfg.vgg_weights == "torchvision"
+                   else cfg.resolve(cfg.vgg_weights))
+            vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
+        return cls(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
+                   cfg.style_weight, cfg.tv_weight)
 
     @torch.no_grad()
     def set_style_targets(self, style_images: list[torch.Tensor]) -> None:
