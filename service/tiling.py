@@ -56,9 +56,14 @@ class Tile:
     crop: tuple[slice, slice]  # the core, in the tile's output
 
 
+def core_size(tile_size: int, margin: int) -> int:
+    """The side of the part of a tile that is kept: on the grid, at least MIN_CORE."""
+    return max(MIN_CORE, (tile_size - 2 * margin) // GRID * GRID)
+
+
 def plan_tiles(height: int, width: int, tile_size: int, margin: int) -> list[Tile]:
     """Cores of one size on the 4-pixel grid, covering the image, each with its context."""
-    core = max(MIN_CORE, (tile_size - 2 * margin) // GRID * GRID)
+    core = core_size(tile_size, margin)
 
     def spans(n: int) -> list[tuple[int, int, int, int]]:  # (src0, src1, dst0, dst1)
         return [(max(0, a - margin), min(n, a + core + margin), a, min(n, a + core))
@@ -86,9 +91,12 @@ def image_stats(engine: Engine, rgb: np.ndarray, weights: np.ndarray,
     return engine.stylize_stats(stats_input(rgb, stats_pixels), weights)[1]
 
 
-def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.ndarray,
+def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.ndarray | None,
               tile_size: int, margin: int) -> tuple[np.ndarray, int]:
-    """Stylize rgb (H, W, 3) tile by tile with the given statistics; (image, tile count)."""
+    """Stylize rgb (H, W, 3) tile by tile with the given statistics; (image, tile count).
+
+    stats=None lets every tile normalise with its own statistics: naive tiling, with seams
+    (stylebox/tiledemo.py shows them)."""
     out = np.empty_like(rgb)  # (H, W, 3) uint8: the only full-size buffer besides the input
     tiles = plan_tiles(rgb.shape[0], rgb.shape[1], tile_size, margin)
     for t in tiles:

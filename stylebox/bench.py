@@ -59,18 +59,25 @@ def _parse_sizes(text: str) -> list[tuple[int, int]]:
     return [parse_size(part) for part in text.split(",") if part.strip()]  # (H, W)
 
 
-def _build(alpha: float, n_styles: int, folder: Path) -> Path:
-    """Export a random model of the given shape (needs the train extra)."""
+def build_random_model(path: Path, alpha: float, n_styles: int, seed: int = 0) -> Path:
+    """Export a model of this shape with random weights and random γ/β (visible, untrained
+    styles); latency depends on shape, not training. Needs the train extra."""
+    import torch
+
     from model.card import ModelCard, StyleInfo
     from model.export import export_onnx
     from model.network import Generator, GeneratorConfig
 
-    card = ModelCard(name=f"bench-a{alpha}", version="bench", alpha=alpha,
+    torch.manual_seed(seed)
+    g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)).eval().randomize_styles()
+    card = ModelCard(name=f"random-a{alpha}", version="random", alpha=alpha,
                      styles=[StyleInfo(f"s{i}") for i in range(n_styles)])
-    path = folder / f"a{alpha}-n{n_styles}.onnx"
-    export_onnx(Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)), card, path,
-                export_size=64)
+    export_onnx(g, card, path, export_size=64)
     return path
+
+
+def _build(alpha: float, n_styles: int, folder: Path) -> Path:
+    return build_random_model(folder / f"a{alpha}-n{n_styles}.onnx", alpha, n_styles)
 
 
 def _interleaved(fns: list, repeats: int) -> list[tuple[float, float]]:

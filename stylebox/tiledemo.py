@@ -28,6 +28,10 @@ from pathlib import Path
 
 import numpy as np
 
+from service.settings import parse_size
+from service.tiling import TileConfig, core_size, run_tiles
+from stylebox.bench import build_random_model
+
 MODES = ("full", "tiled", "downscale", "naive")
 
 
@@ -56,22 +60,6 @@ def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
     return arr.clip(0, 255).astype(np.uint8)
 
 
-def build_model(path: Path, alpha: float, n_styles: int, seed: int = 0) -> Path:
-    """Random convolutions and random γ ~ N(1, 0.5), β ~ N(0, 0.5): visible, untrained styles."""
-    import torch
-
-    from model.card import ModelCard, StyleInfo
-    from model.export import export_onnx
-    from model.network import Generator, GeneratorConfig
-
-    torch.manual_seed(seed)
-    g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)).eval().randomize_styles()
-    card = ModelCard(name=f"tiledemo-a{alpha}", version="random", alpha=alpha,
-                     styles=[StyleInfo(f"s{i}") for i in range(n_styles)])
-    export_onnx(g, card, path, export_size=64)
-    return path
-
-
 def _peak_mb() -> float:
     """This process's peak RSS. VmHWM, not ru_maxrss: on Linux ru_maxrss survives execve,
     so a child started by a parent holding torch would report the parent's peak."""
@@ -88,7 +76,6 @@ def worker(args: argparse.Namespace) -> int:
     """One mode in this process: prints {"ms": [...], "peak_mb", "loaded_mb", "tiles"}."""
     from service.engine import Engine
     from service.pipeline import stylize_fitted
-    from service.tiling import TileConfig, plan_tiles
 
     img = np.load(args.image)
     engine = Engine(args.model)
@@ -97,20 +84,13 @@ def worker(args: argparse.Namespace) -> int:
     cfg = TileConfig(args.tile_size, 0, args.stats_pixels)
     tiles = 0
 
-    def naive() -> tuple[np.ndarray, int]:
-        out = np.empty_like(img)
-        plan = plan_tiles(*img.shape[:2], args.tile_size, cfg.margin_for(engine))
-        for t in plan:
-            out[t.dst] = engine.stylize(img[t.src], w)[t.crop]
-        return out, len(plan)
-
     ms = []
     for _ in range(args.runs):
         t0 = time.perf_counter()
         if args.worker == "full":
             out = engine.stylize(img, w)
         elif args.worker == "naive":
-            out, tiles = naive()
+            out, tiles = run_tiles(engine, img, w, None, args.tile_size, cfg.margin_for(engine))
         else:
             res = stylize_fitted(engine, img, w, args.budget,
                                  cfg if args.worker == "tiled" else None)
@@ -157,10 +137,10 @@ def main(argv: list[str] | None = None) -> int:
         return worker(args)
     from PIL import Image
 
-    width, height = (int(v) for v in args.size.lower().split("x"))
+    height, width = parse_size(args.size)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     with tempfile.TemporaryDirectory() as tmp:
-        model = Path(args.model) if args.model else build_model(
+        model = Path(args.model) if args.model else build_random_model(
             Path(tmp) / "model.onnx", args.alpha, args.styles)
         image = Path(tmp) / "image.npy"
         np.save(image, synthetic_photo(height, width))
@@ -177,11 +157,9 @@ def main(argv: list[str] | None = None) -> int:
             outs[mode] = np.load(result)
             print(f"{mode}: {results[mode]}", file=sys.stderr, flush=True)
         from service.engine import Engine
-        from service.tiling import TileConfig
-
         engine = Engine(model)
         margin = TileConfig(args.tile_size).margin_for(engine)
-        core = max(16, (args.tile_size - 2 * margin) // 4 * 4)
+        core = core_size(args.tile_size, margin)
     ref = outs.get("full")
     lines = [f"{width}x{height}, α = {args.alpha:g}, {args.styles} styles (random γ/β), "
              f"tiles {args.tile_size} px (core {core}, margin {margin}), statistics pass at "
@@ -196,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                      f"{mad} | {seam_ratio(out, core):.2f} |")
     print("\n".join(lines))
     if args.out:
-        cw, ch = (int(v) for v in args.crop.lower().split("x"))
+        ch, cw = parse_size(args.crop)
         cx, cy = min(core * 2, width - cw // 2), min(core, height - ch // 2)  # a tile corner
         box = (max(0, cx - cw // 2), max(0, cy - ch // 2))
         folder = Path(args.out)

@@ -9,6 +9,7 @@ before sending it (the server still enforces it with a 413).
 from __future__ import annotations
 
 import html
+from functools import cache
 from pathlib import Path
 from typing import Annotated
 
@@ -33,10 +34,16 @@ class StaticFileMissing(StyleboxError):
     status, title, slug = 404, "Not found", "not-found"
 
 
+@cache
+def _index_html(max_upload_bytes: int) -> str:
+    """The page with the upload limit filled in: read from the package once, not per visit."""
+    text = (STATIC / "index.html").read_text(encoding="utf-8")
+    return text.replace("{{max_upload_bytes}}", html.escape(str(max_upload_bytes)))
+
+
 @router.get("/", include_in_schema=False)
 def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
-    text = (STATIC / "index.html").read_text(encoding="utf-8")
-    text = text.replace("{{max_upload_bytes}}", html.escape(str(settings.max_upload_bytes)))
+    text = _index_html(settings.max_upload_bytes)
     # Its Content-Security-Policy comes from service/middleware.py (PAGE_CSP), with every
     # other security header.
     return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
