@@ -5,6 +5,7 @@ Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch.
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
 
@@ -21,6 +22,14 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "remove-style": ("model.edit", "remove_main", "remove a style from a checkpoint"),
     "rename-style": ("model.edit", "rename_main", "rename or retitle a style in a checkpoint"),
 }
+
+
+def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser from its module docstring: first line = description, the usage
+    examples after the blank line = epilog, printed as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=doc.split("\n", 2)[2])
 
 
 def _usage() -> str:

@@ -16,7 +16,6 @@ Data paths and loss settings come from the checkpoint's own training config unle
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from contextlib import nullcontext
@@ -30,6 +29,7 @@ from torch.func import functional_call
 from model.card import CardError, StyleInfo
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.edit import append_style, edited_config, is_style_table, log_edit
+from stylebox.cli import doc_parser
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
 from training.loop import Dist, _device, _step_seed
@@ -186,9 +186,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="stylebox add-style", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
+    p = doc_parser("stylebox add-style", __doc__)
     p.add_argument("--model", required=True, help="base checkpoint (from `stylebox train`)")
     p.add_argument("--name", required=True, help="new style's URL-safe name (?style=NAME)")
     p.add_argument("--image", required=True, help="the painting")

@@ -9,9 +9,9 @@ Rerunning the same command resumes from OUT/last.pt (until `steps` is reached).
 
 from __future__ import annotations
 
-import argparse
 import sys
 
+from stylebox.cli import doc_parser
 from training.config import ConfigError, TrainConfig
 from training.data import DataError
 from training.loop import TrainError, train
@@ -26,9 +26,7 @@ _FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="stylebox train", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
+    p = doc_parser("stylebox train", __doc__)
     p.add_argument("--config", required=True, help="TOML file (see configs/default.toml)")
     p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, config.json")
     for key, typ in _FLAGS.items():

@@ -18,7 +18,6 @@ photo's style loss: a reference for how far each style is from the photos to beg
 
 from __future__ import annotations
 
-import argparse
 import csv
 import sys
 from dataclasses import asdict, dataclass
@@ -29,6 +28,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from service.engine import Engine, ModelLoadError
+from stylebox.cli import doc_parser
 from training.config import ConfigError, TrainConfig
 from training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
 from training.losses import PerceptualLoss
@@ -251,9 +251,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="stylebox eval", description=__doc__.split("\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
+    p = doc_parser("stylebox eval", __doc__)
     p.add_argument("--model", required=True, help="exported .onnx file")
     p.add_argument("--photos", required=True, help="folder of evaluation photos")
     p.add_argument("--config", default="configs/default.toml",
