@@ -26,9 +26,12 @@ $(VENV)/.test-installed: pyproject.toml $(VENV)/.serve-installed
 serve: $(VENV)/.serve-installed
 	@test -f "$(STYLEBOX_MODEL_PATH)" || { \
 	  echo "stylebox: model file '$(STYLEBOX_MODEL_PATH)' is missing."; \
-	  echo "  Train and export one:  stylebox train --config configs/default.toml --out runs/a0.25"; \
-	  echo "                         stylebox export runs/a0.25/last.pt -o $(STYLEBOX_MODEL_PATH)"; \
-	  echo "  or point STYLEBOX_MODEL_PATH at an existing .onnx file."; \
+	  echo "  The default model ships in git:  git checkout -- models/stylebox-a0.25.onnx"; \
+	  echo "  Or train and export one (make serve's venv has no torch: add it):"; \
+	  echo "    $(BIN)/pip install -e '.[train]'"; \
+	  echo "    $(BIN)/stylebox train --config configs/default.toml --out runs/a0.25"; \
+	  echo "    $(BIN)/stylebox export runs/a0.25/last.pt -o $(STYLEBOX_MODEL_PATH)"; \
+	  echo "  or point MODEL= (STYLEBOX_MODEL_PATH) at an existing .onnx file."; \
 	  exit 1; }
 	$(BIN)/stylebox serve
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import sys
 import time
-from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from model.card import CardError, StyleInfo
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.edit import append_style, edited_config, is_style_table, log_edit
 from stylebox.cli import doc_parser
+from training.accel import autocast, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
 from training.loop import Dist, _device, _step_seed
@@ -74,7 +74,6 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     style = StyleInfo(name, title, source or f"{Path(image).name} (added by stylebox add-style)")
     if name in card.style_names:
         raise CardError(f"the model already has a style named {name!r}")
-    device = _device(cfg.device, Dist())
     cuda = device.type == "cuda"
 
     # The new painting's Gram targets, and the existing styles' where their images are known.
@@ -121,7 +120,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     one_hot[0, n] = 1.0
     weights = one_hot.expand(cfg.batch_size, -1)  # (B, N+1)
     style_idx = torch.full((cfg.batch_size,), target, device=device)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
+    precision = autocast(device, use_amp(device, cfg.amp))  # bf16 where the hardware has it
     rng = torch.Generator()
     previews: list[str] = []
 
@@ -145,7 +144,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
         for step in range(1, steps + 1):
             rng.manual_seed(_step_seed(cfg.seed, 0, step))
             photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
-            with autocast:
+            with precision:
                 parts = loss_fn(forward(photo, weights), photo, style_idx)
             opt.zero_grad(set_to_none=True)
             parts.total.backward()

@@ -9,6 +9,7 @@ Rerunning the same command resumes from OUT/last.pt (until `steps` is reached).
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from stylebox.cli import doc_parser
@@ -32,6 +33,9 @@ def main(argv: list[str] | None = None) -> int:
     for key, typ in _FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), type=typ, dest=key)
     p.add_argument("--compile", action="store_true", help="torch.compile the generator")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="force bf16 autocast on/off (default: auto, on for CUDA and for CPUs "
+                        "with AMX or AVX512-BF16)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (value parsed as TOML), repeatable")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing OUT/last.pt")
@@ -41,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     values = {k: getattr(args, k) for k in _FLAGS if getattr(args, k) is not None}
     if args.compile:
         values["compile"] = True
+    if args.amp is not None:
+        values["amp"] = "on" if args.amp else "off"
     try:
         cfg = TrainConfig.load(args.config, args.set).replace(**values)
         summary = train(cfg, args.out, resume=not args.no_resume,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from model.card import ModelCard, StyleInfo
+from training.accel import normalise_amp
 
 VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
     "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
@@ -63,8 +64,8 @@ class TrainConfig:
     lr_schedule: str = "constant"  # or "cosine" (to lr * 0.1 at the last step)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
-    channels_last: bool = True  # on CUDA
+    amp: str = "auto"  # bf16 autocast: auto (CUDA, AMX/AVX512-BF16 CPUs) | on | off
+    channels_last: bool = True  # NHWC on CUDA and CPU (faster in fp32 and bf16 alike)
     compile: bool = False  # torch.compile the generator
     log_every: int = 50
     ckpt_every: int = 1000
@@ -80,6 +81,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         self.styles = [s if isinstance(s, StyleSpec) else StyleSpec(**s) for s in self.styles]
         self.base_channels = tuple(int(c) for c in self.base_channels)
+        try:
+            self.amp = normalise_amp(self.amp)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.validate()
 
     def validate(self) -> None:

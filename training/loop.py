@@ -12,8 +12,9 @@ import csv
 import json
 import math
 import os
+import signal
+import threading
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model.card import ModelCard
 from model.checkpoint import build_generator, save_checkpoint
+from training.accel import autocast, machine_summary, use_amp
 from training.config import TrainConfig
 from training.data import PhotoBank, list_photos, load_style_images
 from training.losses import PerceptualLoss
@@ -76,11 +78,40 @@ def _lr(cfg: TrainConfig, step: int) -> float:
     return cfg.lr
 
 
-def _over_time(cfg: TrainConfig, t_start: float, d: Dist, device: torch.device) -> bool:
-    """Past the time limit? Under DDP every rank must agree, or one would wait forever."""
-    if not cfg.time_limit_min:
-        return False
-    over = time.monotonic() - t_start > cfg.time_limit_min * 60
+class StopSignal:
+    """SIGTERM/SIGINT set a flag instead of killing the step: the loop saves and stops.
+
+    `nohup ... &` runs start with SIGINT ignored (a shell gives background jobs SIG_IGN),
+    so `kill PID` (SIGTERM) is the way to stop one: it ends at the next step with a checkpoint.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, object] = {}
+
+    def __enter__(self) -> StopSignal:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, _frame) -> None:
+        self.signum = signum
+        self.__exit__()  # a second Ctrl-C interrupts at once, as usual
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _should_stop(cfg: TrainConfig, t_start: float, d: Dist, device: torch.device,
+                 stop: StopSignal) -> bool:
+    """Past the time limit, or signalled? Under DDP every rank must agree, or one would
+    wait forever."""
+    over = stop.signum is not None or (
+        bool(cfg.time_limit_min) and time.monotonic() - t_start > cfg.time_limit_min * 60)
     if d.world > 1:
         flag = torch.tensor([float(over)], device=device)
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
@@ -88,7 +119,7 @@ def _over_time(cfg: TrainConfig, t_start: float, d: Dist, device: torch.device) 
     return over
 
 
-def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> int:
+def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tuple[int, float]:
     state = torch.load(path, map_location="cpu", weights_only=False)
     old = ModelCard.from_dict(state["card"])
     if old.style_names != card.style_names or old.alpha != card.alpha or old.arch != card.arch:
@@ -97,7 +128,7 @@ def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> int
                          f"{card.alpha}, arch {card.arch}. Use a new --out or --no-resume.")
     gen.load_state_dict(state["model"])
     opt.load_state_dict(state["optimizer"])
-    return int(state["step"])
+    return int(state["step"]), float(old.training.get("train_seconds", 0.0))
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
@@ -119,16 +150,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         cfg.vgg_weights).name
     gen = build_generator(card).to(device)
     opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
-    step = 0
+    step, prior_seconds = 0, 0.0
     ckpt = out / CKPT_NAME
     if resume and ckpt.is_file():
-        step = _load_resume(ckpt, cfg, card, gen, opt)
-    if cuda and cfg.channels_last:
+        step, prior_seconds = _load_resume(ckpt, cfg, card, gen, opt)
+    amp = use_amp(device, cfg.amp)  # bf16 on CUDA and on CPUs with AMX / AVX512-BF16
+    nhwc = cfg.channels_last  # NHWC: faster for oneDNN (CPU, fp32 and bf16) and cuDNN
+    if nhwc:
         gen = gen.to(memory_format=torch.channels_last)
+    card.training["precision"] = "bf16 autocast" if amp else "fp32"
 
     # Losses: VGG and the per-style Gram targets, computed once.
     loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
-    if cuda and cfg.channels_last:
+    if nhwc:
         loss_fn.vgg.to(memory_format=torch.channels_last)
     styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
     loss_fn.set_style_targets([s.to(device) for s in styles])
@@ -136,7 +170,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
 
     model = DDP(gen, device_ids=[device.index] if cuda else None) if d.world > 1 else gen
     fwd = torch.compile(model) if cfg.compile else model
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if cuda and cfg.amp else nullcontext()
+    precision = autocast(device, amp)
     rng = torch.Generator()
     n_styles = card.n_styles
 
@@ -158,6 +192,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         if d.main:
             card.training["steps_done"] = at
             card.training["world_size"] = d.world
+            # Wall time over every session that trained this checkpoint, and where it ran.
+            card.training["train_seconds"] = round(
+                prior_seconds + time.monotonic() - t_start, 1)
+            card.training["machine"] = machine_summary(device)
             save_checkpoint(ckpt, gen, card, optimizer=opt.state_dict(), step=at,
                             config=cfg.to_dict())
 
@@ -165,18 +203,20 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     win_steps, sums = 0, torch.zeros(4, device=device)
     summary: dict = {"step": step, "stopped": "done"}
     gen.train()
+    stop = StopSignal()
     try:
+        stop.__enter__()
         while step < cfg.steps:
             rng.manual_seed(_step_seed(cfg.seed, d.rank, step))
             photo = bank.batch(local_batch, rng)  # (b, 3, S, S)
             style_idx = torch.randint(n_styles, (local_batch,), generator=rng)
             weights = torch.nn.functional.one_hot(style_idx, n_styles).float().to(device)
             style_idx = style_idx.to(device)
-            if cuda and cfg.channels_last:
+            if nhwc:
                 photo = photo.contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
-            with autocast:
+            with precision:
                 styled = fwd(photo, weights)
                 parts = loss_fn(styled, photo, style_idx)
             opt.zero_grad(set_to_none=True)
@@ -187,7 +227,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             sums += torch.stack([parts.total, parts.content, parts.style, parts.tv]).detach()
 
             last = step == cfg.steps
-            over_time = step % cfg.log_every == 0 and _over_time(cfg, t_start, d, device)
+            # One process checks every step; DDP ranks agree at log steps (one all_reduce).
+            over_time = (d.world == 1 or step % cfg.log_every == 0) and _should_stop(
+                cfg, t_start, d, device, stop)
             if d.main and (step % cfg.log_every == 0 or last or over_time):
                 now = time.monotonic()
                 avg = (sums / win_steps).tolist()  # the one host sync per log window
@@ -208,12 +250,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             if step % cfg.ckpt_every == 0 or last or over_time:
                 save(step)
             if over_time:
-                summary["stopped"] = "time_limit"
+                summary["stopped"] = "signal" if stop.signum is not None else "time_limit"
                 break
     except KeyboardInterrupt:
         save(step)  # keep what was learned; rerun the same command to resume
         raise
     finally:
+        stop.__exit__()
         if bar:
             bar.close()
         if d.main:

@@ -32,8 +32,10 @@ if TYPE_CHECKING:
 def gram(f: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (B, C, C), normalised by C*H*W so layers and sizes compare."""
     b, c, h, w = f.shape
-    f = f.float().reshape(b, c, h * w)
-    return f @ f.transpose(1, 2) / (c * h * w)
+    # Autocast would run the product in bf16 again, whatever f's dtype: switch it off here.
+    with torch.autocast(f.device.type, enabled=False):
+        f = f.float().reshape(b, c, h * w)
+        return f @ f.transpose(1, 2) / (c * h * w)
 
 
 def total_variation(x: torch.Tensor) -> torch.Tensor:
@@ -101,8 +103,8 @@ class PerceptualLoss(nn.Module):
         if not self.targets:
             raise RuntimeError("call set_style_targets() first")
         feats = self.vgg(output)
-        with torch.no_grad():
-            ref = self.vgg(photo)
+        with torch.no_grad():  # only as deep as the content layers (relu2_2: ~1/8 of the cost)
+            ref = self.vgg(photo, self.content_layers)
         content = self.content_loss(feats, ref)
         style = self.style_loss(feats, style_idx)
         tv = total_variation(output.float()) if self.wtv else output.new_zeros(()).float()

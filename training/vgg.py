@@ -49,13 +49,19 @@ class VGGFeatures(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, upto: list[str] | None = None) -> dict[str, torch.Tensor]:
+        """Features of every configured layer, or (``upto``) only of those, stopping after
+        the deepest of them: the content reference needs relu2_2, not a pass to relu5_1."""
+        want = self.layers if upto is None else {VGG_LAYERS[n]: n for n in upto}
+        last = max(want)
         x = (x - self.mean) / self.std
         out = {}
         for i, layer in enumerate(self.features):
             x = layer(x)
-            if i in self.layers:
-                out[self.layers[i]] = x
+            if i in want:
+                out[want[i]] = x
+            if i == last:
+                break
         return out
 
 

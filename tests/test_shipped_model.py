@@ -1,0 +1,87 @@
+"""The committed default model is trained and whole: a guard against ever shipping an
+untrained, truncated or mislabelled `models/stylebox-a0.25.onnx`.
+
+It runs the file through the service's own Engine (what `make serve` serves) on two of the
+shared eval photos and scores every style with `stylebox eval`'s code: each style must sit
+well below the unstylized photo's style loss against the same painting, while the photo's
+content stays recognisable. Bounds are about half way between what the shipped model scores
+and what an untrained generator scores (docs/training.md lists both).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.engine import Engine
+from training.config import TrainConfig
+from training.data import list_photos, load_style_images
+from training.eval import load_photo, score
+from training.losses import PerceptualLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models/stylebox-a0.25.onnx"
+DATA = ROOT.parent / "shared/data"
+SIZE = 192  # px: small enough for CI, large enough for relu5_1 to see 12x12
+
+# Upper bound on (style loss of the stylized photo) / (style loss of the photo itself), per
+# style; an untrained generator scores ~1 (it returns a blurred photo).
+MAX_STYLE_RATIO = 0.5
+# Content loss (relu2_2, relative) of the stylized photo: the photo must stay recognisable.
+MAX_CONTENT = 1.0
+
+
+@pytest.fixture(scope="module")
+def engine() -> Engine:
+    assert MODEL.is_file(), f"{MODEL} is missing: the default model must be committed"
+    return Engine(MODEL)
+
+
+@pytest.fixture(scope="module")
+def scores(engine: Engine):
+    cfg = TrainConfig.load(ROOT / "configs/default.toml").replace(data_root=str(DATA))
+    files = list_photos(DATA / "eval-photos")
+    picks = [f for f in files if f.stem.startswith(("kodak_", "imagenet_"))][:1]
+    picks += [f for f in files if f.stem.startswith("sunhays80_")][:1]
+    photos = [load_photo(f, SIZE) for f in picks]
+    loss_fn = PerceptualLoss.from_config(cfg)
+    by_name = {s.name: cfg.resolve(s.path) for s in cfg.styles}
+    loss_fn.set_style_targets(load_style_images([by_name[n] for n in engine.style_names],
+                                                cfg.style_size))
+    result, _rows, images = score(engine, photos, loss_fn)
+    return {s.style: s for s in result}, images
+
+
+def test_card_lists_the_eight_default_styles_at_alpha_quarter(engine: Engine):
+    cfg = TrainConfig.load(ROOT / "configs/default.toml")
+    assert engine.card.alpha == 0.25
+    assert engine.style_names == [s.name for s in cfg.styles]  # config -> card, in order
+    assert len(engine.style_names) == 8
+    assert all(s.title for s in engine.card.styles)
+    steps = engine.card.training.get("steps_done", 0)
+    assert steps >= 1000, f"the shipped model saw only {steps} training steps"
+
+
+def test_every_style_is_far_closer_to_its_painting_than_the_photo_is(scores):
+    by_style, _ = scores
+    assert len(by_style) == 8
+    for name, s in by_style.items():
+        assert s.ratio < MAX_STYLE_RATIO, (
+            f"{name}: style loss {s.style_loss:.3f} vs the photo's {s.photo_style_loss:.3f} "
+            f"(ratio {s.ratio:.2f} >= {MAX_STYLE_RATIO}): is this model trained?")
+        assert s.content_loss < MAX_CONTENT, f"{name}: content loss {s.content_loss:.3f}"
+
+
+def test_outputs_are_real_images_and_styles_differ(scores):
+    _, images = scores
+    firsts = {name: imgs[0].astype(np.float32) for name, imgs in images.items()}
+    for name, img in firsts.items():
+        assert img.shape == (SIZE, SIZE, 3)
+        assert img.std() > 20, f"{name}: a flat image"
+    names = list(firsts)
+    for i, a in enumerate(names):  # every pair of styles gives a visibly different picture
+        for b in names[i + 1:]:
+            diff = np.abs(firsts[a] - firsts[b]).mean()
+            assert diff > 8, f"{a} and {b} look the same (mean |diff| {diff:.1f} levels)"
