@@ -38,6 +38,7 @@ from model.network import (
 )
 
 EXPORTERS = ("torchscript", "dynamo")
+SAMPLE_SIZE = 128  # px: the photo the page's style previews are made from (service/previews.py)
 DEFAULT_EXPORTER = "torchscript"  # fast, clean symbolic shapes, present in torch 2.4 .. 2.14
 DEFAULT_OPSET = 17
 PARITY_MAX_ABS = 2  # grey levels out of 255
@@ -194,12 +195,15 @@ def export_onnx(
     export_size: int = 64,
     check_sizes: list[tuple[int, int]] | None = None,
     norm_stats: bool = True,
+    sample_photo: str | Path | None = None,
 ) -> ModelCard:
     """Export, attach the card, verify against PyTorch; returns the card as written.
 
     norm_stats=False writes the older graph without the statistics inputs and output.
+    sample_photo: a photo to embed (small) for the service's style previews.
     """
     path = Path(path)
+    sample = sample_entry(sample_photo) if sample_photo is not None else None  # fail early
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.float().eval().cpu()
     wrapper = (UInt8StatsGenerator if norm_stats else UInt8Generator)(generator).eval()
@@ -253,8 +257,27 @@ def export_onnx(
             + ", ".join(c.name for c in cases)
             + f"; computed_stats relative error {stats_rel:.2e} (allowed {STATS_MAX_REL:.0e})"
         )
+    if sample is not None:
+        card.export["sample"] = sample
     _attach_card(path, card)
     return card
+
+
+def sample_entry(path: str | Path, size: int = SAMPLE_SIZE) -> dict:
+    """A real photo for the page's style previews, small enough to ride in the card:
+    centre-cropped to size x size, JPEG, base64 (~8 KB)."""
+    import base64
+    import io
+
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.fit(ImageOps.exif_transpose(im).convert("RGB"), (size, size),
+                          Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92)
+    return {"file": Path(path).name, "size": size,
+            "jpeg_base64": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -269,14 +292,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", help="override the card's version string")
     p.add_argument("--no-norm-stats", action="store_true",
                    help="leave out the statistics inputs/output (no tiled inference)")
+    p.add_argument("--sample-photo", metavar="PHOTO",
+                   help=f"embed this photo ({SAMPLE_SIZE} px) for the web page's style previews "
+                        "(default: the service draws a synthetic scene)")
     args = p.parse_args(argv)
     generator, card, _ = load_checkpoint(args.checkpoint)
     if args.version:
         card.version = args.version
     try:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
-                           export_size=args.size, norm_stats=not args.no_norm_stats)
-    except ExportError as e:
+                           export_size=args.size, norm_stats=not args.no_norm_stats,
+                           sample_photo=args.sample_photo)
+    except (ExportError, OSError) as e:
         print(f"stylebox export: FAILED: {e}")
         return 1
     par = card.export["parity"]

@@ -1,13 +1,16 @@
-"""Style previews: one fixed sample picture, stylized by the loaded model, once per style.
+"""Style previews: one sample picture, stylized by the loaded model, once per style.
 
-The sample is drawn by code (sky, sun, hills, a lake, a house), so no data file ships and
-every model gets the same comparison. Previews are made lazily on first request and kept
-per engine (a new engine, e.g. in tests, gets its own cache); at 128 px each costs a few
-milliseconds, so start-up stays as fast as before.
+The sample is the real photo the model's card carries (`stylebox export --sample-photo`,
+128 px, a few KB), so the page shows each style on a photograph; a model without one gets a
+scene drawn by code (sky, sun, hills, a lake, a house). Previews are made lazily on first
+request and kept per engine (a new engine, e.g. in tests, gets its own cache); at 128 px each
+costs a few milliseconds, so start-up stays as fast as before. A model whose card is
+extended by add-style still gets previews of its new styles: they are computed, not stored.
 """
 
 from __future__ import annotations
 
+import base64
 import io
 import threading
 import weakref
@@ -45,6 +48,19 @@ def sample_image(size: int = PREVIEW_SIZE) -> np.ndarray:
     return np.rint(np.clip(img, 0, 1) * 255).astype(np.uint8)
 
 
+def card_sample(engine: Engine) -> np.ndarray | None:
+    """The photo embedded in the model card, uint8 (H, W, 3), or None (none, or unreadable)."""
+    entry = engine.card.export.get("sample")
+    if not isinstance(entry, dict) or not isinstance(entry.get("jpeg_base64"), str):
+        return None
+    try:
+        with Image.open(io.BytesIO(base64.b64decode(entry["jpeg_base64"]))) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except (ValueError, OSError):  # a damaged card must not take the page down
+        return None
+    return rgb if min(rgb.shape[:2]) >= engine.min_side else None
+
+
 def _png(rgb: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rgb).save(buf, "PNG", compress_level=6)  # small and made once: compress
@@ -63,13 +79,30 @@ class PreviewCache:
         self._lock = threading.Lock()
         self._by_engine: weakref.WeakKeyDictionary[Engine, dict[str, bytes]] = (
             weakref.WeakKeyDictionary())
+        self._samples: weakref.WeakKeyDictionary[Engine, np.ndarray] = (
+            weakref.WeakKeyDictionary())
+
+    def sample(self, engine: Engine) -> np.ndarray:
+        """What this engine's previews are made from: its card's photo, else the drawn scene."""
+        with self._lock:
+            rgb = self._samples.get(engine)
+        if rgb is None:
+            rgb = card_sample(engine)
+            rgb = sample_image() if rgb is None else rgb
+            with self._lock:
+                self._samples[engine] = rgb
+        return rgb
+
+    def sample_png(self, engine: Engine) -> bytes:
+        card = card_sample(engine) is not None
+        return _png(self.sample(engine)) if card else sample_png()
 
     def get(self, engine: Engine, name: str) -> bytes:
         with self._lock:
             cached = self._by_engine.setdefault(engine, {}).get(name)
         if cached is not None:
             return cached
-        png = _png(engine.stylize(sample_image(), engine.one_hot(engine.card.index(name))))
+        png = _png(engine.stylize(self.sample(engine), engine.one_hot(engine.card.index(name))))
         with self._lock:  # two first requests may both compute; the result is the same
             self._by_engine.setdefault(engine, {})[name] = png
         return png

@@ -10,7 +10,7 @@ import io
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-from PIL import Image
+from PIL import Image, ImageOps
 
 from service import controls as ctl
 from service.app import create_app
@@ -232,3 +232,37 @@ def test_cli_controls(tiny_onnx, tmp_path, capsys):
         assert e.value.code == 2
         assert bad[0].lstrip("-").replace("-", "_") in capsys.readouterr().err
     assert not (tmp_path / "c.png").exists()
+
+
+def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
+    """`stylebox export --sample-photo`: the page shows each style on that photo."""
+    from model.export import SAMPLE_SIZE, export_onnx
+    from tests.conftest import make_tiny_card, make_tiny_generator
+
+    photo = sample_image(200)[:, 30:190]  # (200, 160, 3): smooth, so JPEG keeps it close
+    path = tmp_path / "photo.png"
+    Image.fromarray(photo).save(path)
+    model = tmp_path / "m.onnx"
+    card = export_onnx(make_tiny_generator(), make_tiny_card(), model, export_size=32,
+                       sample_photo=path)
+    assert card.export["sample"]["file"] == "photo.png"
+    with TestClient(create_app(Settings(model_path=str(model)))) as c:
+        sample = pixels(c.get("/sample.png").content)
+        assert sample.shape == (SAMPLE_SIZE, SAMPLE_SIZE, 3)
+        fitted = np.asarray(ImageOps.fit(Image.fromarray(photo), (SAMPLE_SIZE,) * 2,
+                                         Image.Resampling.LANCZOS))
+        assert np.abs(sample.astype(int) - fitted).mean() < 3  # the photo, centre-cropped
+        assert np.abs(sample.astype(int) - sample_image()).mean() > 10  # not the drawn scene
+        engine = Engine(model)
+        r = c.get(f"/styles/{TINY_STYLES[1]['name']}/preview.png")
+        assert r.status_code == 200
+        np.testing.assert_array_equal(pixels(r.content),
+                                      engine.stylize(sample, engine.one_hot(1)))
+
+
+def test_a_damaged_sample_in_the_card_falls_back_to_the_drawn_scene(tiny_onnx):
+    from service.previews import PreviewCache
+
+    engine = Engine(tiny_onnx)
+    engine.card.export["sample"] = {"jpeg_base64": "bm90IGEgSlBFRw=="}  # "not a JPEG"
+    np.testing.assert_array_equal(PreviewCache().sample(engine), sample_image())

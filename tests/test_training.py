@@ -179,3 +179,38 @@ def test_train_cli_reports_missing_data_cleanly(data, tmp_path, capsys):
     rc = main(["train", "--config", str(write_train_config(data)), "--out",
                str(tmp_path / "run"), "--photos", "nowhere", "--no-progress"])
     assert rc == 2 and "photo folder" in capsys.readouterr().err
+
+
+def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
+    """`kill PID` on a background run: it saves, says why it stopped, and resumes later."""
+    import os
+    import signal
+
+    from training.loop import train
+    from training.vgg import random_vgg
+
+    vgg = random_vgg(["relu1_1", "relu1_2", "relu2_1"])
+    calls = {"n": 0}
+    plain = vgg.forward
+
+    def forward(x, upto=None):  # calls: 2 style targets, then 2 per step: 7 is in step 3
+        calls["n"] += 1
+        if calls["n"] == 7:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return plain(x, upto)
+
+    vgg.forward = forward
+    cfg = TrainConfig.load(write_train_config(data, steps=50))
+    before = signal.getsignal(signal.SIGTERM)
+    summary = train(cfg, tmp_path / "run", vgg=vgg, progress=False)
+    assert summary["stopped"] == "signal" and summary["step"] == 3
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is put back
+    state = torch.load(tmp_path / "run/last.pt", weights_only=False)
+    assert state["step"] == 3
+    training = state["card"]["training"]
+    assert training["steps_done"] == 3 and training["train_seconds"] > 0
+    assert training["precision"] in ("fp32", "bf16 autocast") and training["machine"]
+    summary = train(cfg.replace(steps=5), tmp_path / "run", progress=False)
+    assert summary["step"] == 5 and summary["stopped"] == "done"
+    again = torch.load(tmp_path / "run/last.pt", weights_only=False)["card"]["training"]
+    assert again["train_seconds"] >= training["train_seconds"]  # summed over sessions

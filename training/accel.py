@@ -45,7 +45,8 @@ def normalise_amp(value: bool | str) -> str:
     v = str(value).strip().lower()
     v = {"true": "on", "false": "off", "1": "on", "0": "off"}.get(v, v)
     if v not in AMP_CHOICES:
-        raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)} (or true/false), got {value!r}")
+        raise ValueError(f"amp must be one of {', '.join(AMP_CHOICES)} (or true/false), "
+                         f"got {value!r}")
     return v
 
 

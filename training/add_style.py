@@ -74,7 +74,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     style = StyleInfo(name, title, source or f"{Path(image).name} (added by stylebox add-style)")
     if name in card.style_names:
         raise CardError(f"the model already has a style named {name!r}")
-    cuda = device.type == "cuda"
+    device = _device(cfg.device, Dist())
 
     # The new painting's Gram targets, and the existing styles' where their images are known.
     known = {s.name: cfg.resolve(s.path) for s in cfg.styles}

@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from service.deps import get_engine, get_settings
 from service.engine import Engine
 from service.errors import StyleboxError, UnknownStyleError
-from service.previews import PREVIEW_SIZE, PreviewCache, sample_png
+from service.previews import PREVIEW_SIZE, PreviewCache
 from service.settings import Settings
 
 router = APIRouter(tags=["page"])
@@ -57,11 +57,14 @@ def static_file(name: str) -> FileResponse:
                         headers={"Cache-Control": "no-cache"})
 
 
-@router.get("/sample.png", summary="The fixed sample image the style previews are made from",
+@router.get("/sample.png", summary="The sample photo the style previews are made from",
             response_class=Response, responses={200: {"content": {"image/png": {}}}})
-def sample() -> Response:
-    return Response(sample_png(), media_type="image/png",
-                    headers={"Cache-Control": "public, max-age=86400"})
+async def sample(request: Request,
+                 engine: Annotated[Engine, Depends(get_engine)]) -> Response:
+    png = await to_thread.run_sync(_previews.sample_png, engine,
+                                   limiter=request.app.state.limiter)
+    # The model's card carries it, and a restart may load another model.
+    return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})
 
 
 @router.get(
