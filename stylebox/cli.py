@@ -17,6 +17,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("service.cli", "serve_main", "run the REST service"),
     "stylize": ("service.cli", "stylize_main", "stylize image files from the command line"),
     "bench": ("stylebox.bench", "main", "time models on ONNX Runtime against the full peer"),
+    "train-bench": ("training.stepbench", "main",
+                    "seconds per training step by crop, batch, precision and layout"),
     "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),
     "add-style": ("training.add_style", "main", "add a style by training only its γ/β row"),
     "remove-style": ("model.edit", "remove_main", "remove a style from a checkpoint"),

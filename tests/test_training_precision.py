@@ -112,3 +112,29 @@ def test_train_cli_amp_flag_forces_the_precision(monkeypatch, tmp_path):
     cfg.write_text('[[styles]]\nname = "a"\npath = "a.jpg"\n')
     assert cli.main(["--config", str(cfg), "--out", str(tmp_path / "r"), "--no-amp"]) == 0
     assert seen["cfg"].amp == "off"
+
+
+def test_train_bench_times_each_setting_and_writes_its_table(tmp_path, capsys):
+    from stylebox.cli import main
+    from tests.conftest import make_train_data, write_train_config
+
+    data = make_train_data(tmp_path / "d")
+    report = tmp_path / "training.md"
+    report.write_text("# Training\n\nkept above\n")
+    args = ["train-bench", "--config", str(write_train_config(data)), "--shapes", "32x2,48x1",
+            "--amp", "off", "--channels-last", "on", "--channels-last", "off",
+            "--full-reference", "--steps", "1", "--report", str(report)]
+    assert main(args) == 0
+    text = report.read_text()
+    assert text.startswith("# Training\n\nkept above\n")
+    rows = [line for line in text.splitlines() if line.startswith("| 32²") or
+            line.startswith("| 48²")]
+    assert len(rows) == 6  # 2 shapes x (2 layouts + the full-reference row)
+    assert sum("relu5_1 (before)" in r for r in rows) == 2
+    assert all(float(r.split("|")[6]) > 0 for r in rows)  # s/step
+    assert main(args) == 0  # a rerun replaces the block, keeps the rest
+    again = report.read_text()
+    assert again.count("train-bench:begin") == 1 and "kept above" in again
+    assert main(["train-bench", "--shapes", "12x", "--config",
+                 str(write_train_config(data))]) == 2
+    assert "CROPxBATCH" in capsys.readouterr().err

@@ -27,7 +27,7 @@ from model.checkpoint import build_generator, save_checkpoint
 from training.accel import autocast, machine_summary, use_amp
 from training.config import TrainConfig
 from training.data import PhotoBank, list_photos, load_style_images
-from training.losses import PerceptualLoss
+from training.losses import LossParts, PerceptualLoss
 from training.vgg import VGGFeatures
 
 CKPT_NAME = "last.pt"
@@ -131,6 +131,29 @@ def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tup
     return int(state["step"]), float(old.training.get("train_seconds", 0.0))
 
 
+def draw_batch(bank: PhotoBank, rng: torch.Generator, n: int, n_styles: int,
+               device: torch.device, nhwc: bool):
+    """Photos (n, 3, S, S), one-hot style weights (n, N) and style indices (n,)."""
+    photo = bank.batch(n, rng)  # (n, 3, S, S)
+    style_idx = torch.randint(n_styles, (n,), generator=rng)
+    weights = torch.nn.functional.one_hot(style_idx, n_styles).float().to(device)
+    if nhwc:
+        photo = photo.contiguous(memory_format=torch.channels_last)
+    return photo, weights, style_idx.to(device)
+
+
+def train_step(fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer, photo: torch.Tensor,
+               weights: torch.Tensor, style_idx: torch.Tensor, precision) -> LossParts:
+    """One optimiser step; the forward pass under `precision` (autocast or not)."""
+    with precision:
+        styled = fwd(photo, weights)  # (B, 3, S, S)
+        parts = loss_fn(styled, photo, style_idx)
+    opt.zero_grad(set_to_none=True)
+    parts.total.backward()
+    opt.step()
+    return parts
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
           vgg: VGGFeatures | None = None, progress: bool = True) -> dict:
     """Train to `cfg.steps` (or the time limit); returns a summary of the last log window."""
@@ -208,20 +231,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         stop.__enter__()
         while step < cfg.steps:
             rng.manual_seed(_step_seed(cfg.seed, d.rank, step))
-            photo = bank.batch(local_batch, rng)  # (b, 3, S, S)
-            style_idx = torch.randint(n_styles, (local_batch,), generator=rng)
-            weights = torch.nn.functional.one_hot(style_idx, n_styles).float().to(device)
-            style_idx = style_idx.to(device)
-            if nhwc:
-                photo = photo.contiguous(memory_format=torch.channels_last)
+            batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
-            with precision:
-                styled = fwd(photo, weights)
-                parts = loss_fn(styled, photo, style_idx)
-            opt.zero_grad(set_to_none=True)
-            parts.total.backward()
-            opt.step()
+            parts = train_step(fwd, loss_fn, opt, *batch, precision)
             step += 1
             win_steps += 1
             sums += torch.stack([parts.total, parts.content, parts.style, parts.tv]).detach()

@@ -57,6 +57,9 @@ class PerceptualLoss(nn.Module):
         self.vgg = vgg
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
         self.wc, self.ws, self.wtv = content_weight, style_weight, tv_weight
+        # The photo's reference pass stops at the deepest content layer; None runs the whole
+        # VGG as before (kept for `stylebox train-bench --full-reference`).
+        self.ref_layers: list[str] | None = self.content_layers
         self.targets: dict[str, torch.Tensor] = {}  # layer -> (N, C, C)
         self.scales: dict[str, torch.Tensor] = {}  # layer -> (N,) mean squared target entry
 
@@ -104,7 +107,7 @@ class PerceptualLoss(nn.Module):
             raise RuntimeError("call set_style_targets() first")
         feats = self.vgg(output)
         with torch.no_grad():  # only as deep as the content layers (relu2_2: ~1/8 of the cost)
-            ref = self.vgg(photo, self.content_layers)
+            ref = self.vgg(photo, self.ref_layers)
         content = self.content_loss(feats, ref)
         style = self.style_loss(feats, style_idx)
         tv = total_variation(output.float()) if self.wtv else output.new_zeros(()).float()

@@ -1,0 +1,150 @@
+"""`stylebox train-bench`: seconds per training step of the real loss, per setting.
+
+    stylebox train-bench --config configs/default.toml --shapes 128x16,192x8,256x4
+    stylebox train-bench --shapes 128x16 --amp off --amp on --channels-last on \\
+        --channels-last off --full-reference --report docs/training.md
+
+Each row builds the config's generator, VGG-19 loss and style targets, decodes --photos
+photos, runs --warmup steps and then times --steps steps with the training loop's own
+`train_step` (same batches, same optimiser). Rows: every shape (CROPxBATCH) x amp x layout,
+plus, with --full-reference, the old loss whose content reference ran VGG to relu5_1.
+bf16 on a CPU without AMX/AVX512-BF16 is emulated by oneDNN and very slow: expect minutes.
+With --report FILE the markdown table replaces the part of FILE between the
+`train-bench:begin` / `train-bench:end` markers (or is appended).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from model.checkpoint import build_generator
+from stylebox.cli import doc_parser
+from training.accel import autocast, cpu_has_bf16, machine_summary, normalise_amp, use_amp
+from training.config import ConfigError, TrainConfig
+from training.data import DataError, PhotoBank, list_photos, load_style_images
+from training.loop import Dist, _device, draw_batch, train_step
+from training.losses import PerceptualLoss
+from training.vgg import VGGError
+
+BEGIN, END = "<!-- train-bench:begin -->", "<!-- train-bench:end -->"
+
+
+def parse_shapes(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        crop, sep, batch = item.strip().partition("x")
+        if not sep or not crop.isdigit() or not batch.isdigit() or int(crop) < 16:
+            raise ConfigError(f"--shapes wants CROPxBATCH items such as 128x16, got {item!r}")
+        out.append((int(crop), int(batch)))
+    return out
+
+
+def time_steps(cfg: TrainConfig, bank: PhotoBank, styles: list[torch.Tensor], *,
+               amp: bool, nhwc: bool, full_reference: bool, warmup: int, steps: int) -> dict:
+    """Mean seconds per step over `steps` timed steps, after `warmup` untimed ones."""
+    device = _device(cfg.device, Dist())
+    torch.manual_seed(cfg.seed)
+    gen = build_generator(cfg.card()).to(device)
+    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    loss_fn = PerceptualLoss.from_config(cfg).to(device)
+    loss_fn.set_style_targets([s.to(device) for s in styles])
+    if full_reference:
+        loss_fn.ref_layers = None
+    if nhwc:
+        gen = gen.to(memory_format=torch.channels_last)
+        loss_fn.vgg.to(memory_format=torch.channels_last)
+    rng = torch.Generator().manual_seed(cfg.seed)
+    precision = autocast(device, amp)
+    times = []
+    for i in range(warmup + steps):
+        batch = draw_batch(bank, rng, cfg.batch_size, len(styles), device, nhwc)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        parts = train_step(gen, loss_fn, opt, *batch, precision)
+        parts.total.item()  # wait for the step (a device sync on CUDA)
+        if i >= warmup:
+            times.append(time.perf_counter() - t)
+    mean = sum(times) / len(times)
+    return {"s_per_step": mean, "steps_per_s": 1 / mean,
+            "images_per_s": cfg.batch_size / mean, "loss": parts.total.item()}
+
+
+def table(rows: list[dict], meta: str) -> str:
+    lines = [meta, "", "| crop | batch | precision | layout | content reference | s/step | "
+             "steps/s | images/s |", "| ---: | ---: | --- | --- | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r['crop']}² | {r['batch']} | {r['precision']} | {r['layout']} | "
+                     f"{r['reference']} | {r['s_per_step']:.2f} | {r['steps_per_s']:.3f} | "
+                     f"{r['images_per_s']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(path: Path, text: str) -> None:
+    block = f"{BEGIN}\n{text}{END}\n"
+    old = path.read_text() if path.is_file() else ""
+    if BEGIN in old and END in old:
+        head, rest = old.split(BEGIN, 1)
+        new = head + block + rest.split(END, 1)[1].lstrip("\n")
+    else:
+        new = old + ("\n" if old else "") + block
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = doc_parser("stylebox train-bench", __doc__)
+    p.add_argument("--config", default="configs/default.toml")
+    p.add_argument("--data-root", help="override the config's data_root")
+    p.add_argument("--shapes", default="128x16,192x8,256x4", help="CROPxBATCH, comma-separated")
+    p.add_argument("--amp", action="append", choices=("auto", "on", "off"),
+                   help="bf16 autocast setting(s) to time (repeatable; default auto)")
+    p.add_argument("--channels-last", action="append", choices=("on", "off"),
+                   help="memory layout(s) to time (repeatable; default on)")
+    p.add_argument("--full-reference", action="store_true",
+                   help="also time the old loss: content reference through all of VGG")
+    p.add_argument("--photos", type=int, default=64, help="photos to decode (speed only)")
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per row")
+    p.add_argument("--report", help="markdown file to write the table into")
+    args = p.parse_args(argv)
+    try:
+        cfg = TrainConfig.load(args.config)
+        if args.data_root:
+            cfg = cfg.replace(data_root=args.data_root)
+        shapes = parse_shapes(args.shapes)
+        device = _device(cfg.device, Dist())
+        files = list_photos(cfg.resolve(cfg.photos), args.photos)
+        styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
+    except (ConfigError, DataError, VGGError) as e:
+        print(f"stylebox train-bench: {e}", file=sys.stderr)
+        return 2
+    rows = []
+    for crop, batch in shapes:
+        bank = PhotoBank(files, crop, device)
+        run = cfg.replace(image_size=crop, batch_size=batch)
+        variants = [(a, c, False) for a in (args.amp or ["auto"])
+                    for c in (args.channels_last or ["on"])]
+        if args.full_reference:
+            variants.append((variants[0][0], variants[0][1], True))
+        for amp_setting, layout, full in variants:
+            amp = use_amp(device, normalise_amp(amp_setting))
+            r = time_steps(run, bank, styles, amp=amp, nhwc=layout == "on", full_reference=full,
+                           warmup=args.warmup, steps=args.steps)
+            r.update(crop=crop, batch=batch, precision="bf16 autocast" if amp else "fp32",
+                     layout="NHWC" if layout == "on" else "NCHW",
+                     reference="to relu5_1 (before)" if full else "to the content layer")
+            rows.append(r)
+            print(f"{crop}x{batch} {r['precision']:<13} {r['layout']} {r['reference']:<20} "
+                  f"{r['s_per_step']:.3f} s/step  {r['steps_per_s']:.3f} steps/s", flush=True)
+    meta = (f"`stylebox train-bench` on {machine_summary(device)}; native bf16: "
+            f"{'yes' if cpu_has_bf16() else 'no'}; α = {cfg.alpha}, {len(cfg.styles)} styles, "
+            f"{args.steps} timed steps after {args.warmup} warm-up per row.")
+    text = table(rows, meta)
+    print(text)
+    if args.report:
+        write_report(Path(args.report), text)
+    return 0
