@@ -46,7 +46,8 @@ PARITY_MAX_FRACTION = 0.01
 INPUT_NAMES = ("image", "style_weights")
 OUTPUT_NAME = "stylized"
 STATS_INPUT, USE_INPUT, STATS_OUTPUT = "norm_stats", "use_stats", "computed_stats"
-STATS_MAX_REL = 1e-3  # computed_stats, ORT vs PyTorch: |diff| / (|PyTorch| + 1e-3)
+# computed_stats, ORT vs PyTorch, measured as the normalisation sees it (stats_error).
+STATS_MAX_REL = 1e-3
 
 
 class ExportError(RuntimeError):
@@ -181,8 +182,26 @@ def check_stats_parity(
                           f"{tuple(ref.shape)}, {tuple(ref_stats.shape)}")
     diff = np.abs(out.astype(np.int16) - ref.numpy().astype(np.int16))
     case = ParityCase(f"{h}x{w}+stats", h, w, int(diff.max()), float((diff > 0).mean()))
-    rel = np.abs(stats - ref_stats.numpy()) / (np.abs(ref_stats.numpy()) + 1e-3)
-    return case, float(rel.max())
+    return case, stats_error(stats, ref_stats.numpy(), wrapper.generator.norm_channels())
+
+
+def stats_error(got: np.ndarray, ref: np.ndarray, channels: list[int],
+                eps: float = 1e-5) -> float:
+    """The worst error of packed CIN statistics (B, S) as the normalisation feels it.
+
+    A mean's error counts in units of its channel's standard deviation (it shifts
+    (x - mean) / std by that much), a variance's error relative to the variance (+ the
+    norm's eps). A plain |diff| / |ref| would flag a channel whose mean is ~0 next to
+    channels in the tens, which float32 summation order alone does in trained models.
+    """
+    worst, off = 0.0, 0
+    for c in channels:  # per CIN layer: c means, then c variances
+        m, v = ref[:, off:off + c], ref[:, off + c:off + 2 * c]
+        dm = np.abs(got[:, off:off + c] - m) / np.sqrt(v + eps)
+        dv = np.abs(got[:, off + c:off + 2 * c] - v) / (v + eps)
+        worst = max(worst, float(dm.max()), float(dv.max()))
+        off += 2 * c
+    return worst
 
 
 def export_onnx(

@@ -94,3 +94,19 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     assert "parity vs PyTorch" in capsys.readouterr().out
     card = ModelCard.from_json(_session(out).get_modelmeta().custom_metadata_map[CARD_KEY])
     assert card.version == "9.9" and card.export["export_size"] == 48
+
+
+def test_stats_error_measures_what_the_normalisation_feels():
+    import numpy as np
+
+    from model.export import STATS_MAX_REL, stats_error
+
+    # one layer, 2 channels: means (0.0, 40.0), variances (4.0, 100.0); batch 1
+    ref = np.array([[0.0, 40.0, 4.0, 100.0]], np.float32)
+    near = ref + np.array([[2e-5, 4e-3, 4e-5, 1e-3]], np.float32)  # float32 summation noise
+    # 4e-4 (the 40.0 mean is 0.004 off at std 10); |diff| / (|ref| + 1e-3) would give 2e-2
+    assert stats_error(near, ref, [2]) < STATS_MAX_REL
+    off_mean = ref + np.array([[0.1, 0, 0, 0]], np.float32)  # 0.05 std off
+    assert abs(stats_error(off_mean, ref, [2]) - 0.05) < 1e-4
+    off_var = ref * np.array([[1, 1, 1.01, 1]], np.float32)  # 1 % in a variance
+    assert abs(stats_error(off_var, ref, [2]) - 0.01) < 1e-4

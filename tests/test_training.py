@@ -214,3 +214,41 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
     assert summary["step"] == 5 and summary["stopped"] == "done"
     again = torch.load(tmp_path / "run/last.pt", weights_only=False)["card"]["training"]
     assert again["train_seconds"] >= training["train_seconds"]  # summed over sessions
+
+
+def test_style_tables_train_at_a_larger_lr(data, tmp_path):
+    from training.loop import _lr, make_optimizer
+
+    cfg = TrainConfig.load(write_train_config(data, norm_lr_scale=10.0))
+    gen = make_tiny_generator_for(cfg)
+    opt = make_optimizer(gen, cfg)
+    convs, tables = opt.param_groups
+    names = {id(p): n for n, p in gen.named_parameters()}
+    assert all(names[id(p)].endswith((".gamma", ".beta")) for p in tables["params"])
+    assert not any(names[id(p)].endswith((".gamma", ".beta")) for p in convs["params"])
+    assert len(convs["params"]) + len(tables["params"]) == len(list(gen.parameters()))
+    assert tables["lr_scale"] == 10.0 and convs["lr_scale"] == 1.0
+    assert _lr(cfg, 0) == cfg.lr
+    with pytest.raises(ConfigError):
+        cfg.replace(norm_lr_scale=0)
+
+
+def make_tiny_generator_for(cfg: TrainConfig):
+    from model.checkpoint import build_generator
+
+    return build_generator(cfg.card())
+
+
+def test_resume_from_an_older_optimizer_layout_keeps_the_weights(data, tmp_path):
+    from model.checkpoint import save_checkpoint
+    from training.loop import train
+
+    cfg = TrainConfig.load(write_train_config(data, steps=3))
+    gen = make_tiny_generator_for(cfg)
+    old_opt = torch.optim.Adam(gen.parameters(), lr=1e-3)  # one group, as before
+    save_checkpoint(tmp_path / "run/last.pt", gen, cfg.card(), optimizer=old_opt.state_dict(),
+                    step=2, config=cfg.to_dict())
+    summary = train(cfg, tmp_path / "run", progress=False)
+    assert summary["step"] == 3  # resumed at 2, one step more
+    state = torch.load(tmp_path / "run/last.pt", weights_only=False)
+    assert len(state["optimizer"]["param_groups"]) == 2

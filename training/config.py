@@ -61,6 +61,7 @@ class TrainConfig:
     image_size: int = 256  # random square crops
     style_size: int = 512  # long side of the style image when its Gram targets are made
     lr: float = 1e-3
+    norm_lr_scale: float = 10.0  # the γ/β tables' lr = lr * this (training/loop.py)
     lr_schedule: str = "constant"  # or "cosine" (to lr * 0.1 at the last step)
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
@@ -93,6 +94,8 @@ class TrainConfig:
             raise ConfigError(f"unknown VGG layers {bad}; choose from {', '.join(VGG_LAYERS)}")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError("lr_schedule must be 'constant' or 'cosine'")
+        if not self.norm_lr_scale > 0:
+            raise ConfigError("norm_lr_scale must be > 0")
         for key in ("steps", "batch_size", "image_size", "style_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1")

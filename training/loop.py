@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from model.card import ModelCard
 from model.checkpoint import build_generator, save_checkpoint
+from model.edit import is_style_table
 from training.accel import autocast, machine_summary, use_amp
 from training.config import TrainConfig
 from training.data import PhotoBank, list_photos, load_style_images
@@ -70,6 +72,19 @@ def _device(name: str, d: Dist) -> torch.device:
 
 def _step_seed(seed: int, rank: int, step: int) -> int:
     return (seed << 40) ^ (rank << 32) ^ step
+
+
+def make_optimizer(gen: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """Adam with two groups: the shared convolutions at lr, the per-style γ/β tables at
+    lr * norm_lr_scale. Adam moves every parameter by about lr per step whatever its gradient
+    scale, and a style's row learns only from that style's images (1/N of each batch), so at
+    one lr the rows need tens of thousands of steps to drift apart (Magenta trains 40k);
+    a larger step for the rows makes eight styles distinct within a CPU-sized run."""
+    tables, convs = [], []
+    for name, p in gen.named_parameters():
+        (tables if is_style_table(name) else convs).append(p)
+    return torch.optim.Adam([{"params": convs, "lr_scale": 1.0},
+                             {"params": tables, "lr_scale": cfg.norm_lr_scale}], lr=cfg.lr)
 
 
 def _lr(cfg: TrainConfig, step: int) -> float:
@@ -127,7 +142,12 @@ def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tup
                          f"arch {old.arch}; the config asks for {card.style_names}, alpha "
                          f"{card.alpha}, arch {card.arch}. Use a new --out or --no-resume.")
     gen.load_state_dict(state["model"])
-    opt.load_state_dict(state["optimizer"])
+    if [len(g["params"]) for g in state["optimizer"]["param_groups"]] == [
+            len(g["params"]) for g in opt.param_groups]:
+        opt.load_state_dict(state["optimizer"])
+    else:  # a checkpoint from before the γ/β group: keep its weights, restart Adam's moments
+        print(f"stylebox train: {path} has another optimizer layout; its weights are kept, "
+              "the optimizer state starts afresh", file=sys.stderr)
     return int(state["step"]), float(old.training.get("train_seconds", 0.0))
 
 
@@ -172,7 +192,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     card.training["vgg_weights"] = "random (tests)" if vgg is not None else Path(
         cfg.vgg_weights).name
     gen = build_generator(card).to(device)
-    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    opt = make_optimizer(gen, cfg)
     step, prior_seconds = 0, 0.0
     ckpt = out / CKPT_NAME
     if resume and ckpt.is_file():
@@ -233,7 +253,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             rng.manual_seed(_step_seed(cfg.seed, d.rank, step))
             batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step)
+                g["lr"] = _lr(cfg, step) * g["lr_scale"]
             parts = train_step(fwd, loss_fn, opt, *batch, precision)
             step += 1
             win_steps += 1

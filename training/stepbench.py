@@ -26,7 +26,7 @@ from stylebox.cli import doc_parser
 from training.accel import autocast, cpu_has_bf16, machine_summary, normalise_amp, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_style_images
-from training.loop import Dist, _device, draw_batch, train_step
+from training.loop import Dist, _device, draw_batch, make_optimizer, train_step
 from training.losses import PerceptualLoss
 from training.vgg import VGGError
 
@@ -49,7 +49,7 @@ def time_steps(cfg: TrainConfig, bank: PhotoBank, styles: list[torch.Tensor], *,
     device = _device(cfg.device, Dist())
     torch.manual_seed(cfg.seed)
     gen = build_generator(cfg.card()).to(device)
-    opt = torch.optim.Adam(gen.parameters(), lr=cfg.lr)
+    opt = make_optimizer(gen, cfg)
     loss_fn = PerceptualLoss.from_config(cfg).to(device)
     loss_fn.set_style_targets([s.to(device) for s in styles])
     if full_reference:
