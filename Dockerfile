@@ -108,7 +108,7 @@ RUN groupadd --system --gid 10001 stylebox \
  && mkdir -p /var/cache/stylebox/trt \
  && chown -R 10001:10001 /var/cache/stylebox
 WORKDIR /app
-# models/ holds the default model once made (see models/README.md); owned by root, so the
+# models/ holds the default model (committed; see models/README.md); owned by root, so the
 # service can read but not change it. Mount another directory here to serve other models.
 COPY models/ /app/models/
 VOLUME ["/var/cache/stylebox"]

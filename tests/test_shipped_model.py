@@ -26,11 +26,11 @@ MODEL = ROOT / "models/stylebox-a0.25.onnx"
 DATA = ROOT.parent / "shared/data"
 SIZE = 192  # px: small enough for CI, large enough for relu5_1 to see 12x12
 
-# Upper bound on (style loss of the stylized photo) / (style loss of the photo itself), per
-# style; an untrained generator scores ~1 (it returns a blurred photo).
-MAX_STYLE_RATIO = 0.5
-# Content loss (relu2_2, relative) of the stylized photo: the photo must stay recognisable.
-MAX_CONTENT = 1.0
+# Bounds on (style loss of the stylized photo) / (style loss of the photo itself). An
+# untrained generator scores 0.48-1.14 per style, 0.91 on average (docs/training.md); the
+# model at step 350 of its run already scored 0.14-0.34, 0.22 on average.
+MAX_STYLE_RATIO = 0.45
+MAX_MEAN_STYLE_RATIO = 0.30
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +41,12 @@ def engine() -> Engine:
 
 @pytest.fixture(scope="module")
 def scores(engine: Engine):
+    return guard_scores(engine)
+
+
+def guard_scores(engine: Engine):
+    """Per-style scores on the two photos, and the stylized images (also used to calibrate
+    the bounds: `python -c "from tests.test_shipped_model import ..."`)."""
     cfg = TrainConfig.load(ROOT / "configs/default.toml").replace(data_root=str(DATA))
     files = list_photos(DATA / "eval-photos")
     picks = [f for f in files if f.stem.startswith(("kodak_", "imagenet_"))][:1]
@@ -51,7 +57,7 @@ def scores(engine: Engine):
     loss_fn.set_style_targets(load_style_images([by_name[n] for n in engine.style_names],
                                                 cfg.style_size))
     result, _rows, images = score(engine, photos, loss_fn)
-    return {s.style: s for s in result}, images
+    return {s.style: s for s in result}, images, photos, loss_fn
 
 
 def test_card_lists_the_eight_default_styles_at_alpha_quarter(engine: Engine):
@@ -65,17 +71,37 @@ def test_card_lists_the_eight_default_styles_at_alpha_quarter(engine: Engine):
 
 
 def test_every_style_is_far_closer_to_its_painting_than_the_photo_is(scores):
-    by_style, _ = scores
+    by_style = scores[0]
     assert len(by_style) == 8
     for name, s in by_style.items():
         assert s.ratio < MAX_STYLE_RATIO, (
             f"{name}: style loss {s.style_loss:.3f} vs the photo's {s.photo_style_loss:.3f} "
             f"(ratio {s.ratio:.2f} >= {MAX_STYLE_RATIO}): is this model trained?")
-        assert s.content_loss < MAX_CONTENT, f"{name}: content loss {s.content_loss:.3f}"
+    mean = float(np.mean([s.ratio for s in by_style.values()]))
+    assert mean < MAX_MEAN_STYLE_RATIO, f"mean style ratio {mean:.3f}"
+
+
+def test_each_stylized_photo_keeps_its_own_content(scores):
+    """The picture follows its photo: against each photo's VGG features, the stylization of
+    that photo is nearer than the stylization of the other photo, in every style (a model
+    that paints the same picture whatever the input, or noise, fails)."""
+    import torch
+
+    from training.eval import _tensor
+
+    _, images, photos, loss_fn = scores
+    with torch.no_grad():
+        for name, outs in images.items():
+            feats = [loss_fn.vgg(_tensor(o)) for o in outs]
+            for i, photo in enumerate(photos):
+                ref = loss_fn.vgg(_tensor(photo))
+                own = loss_fn.content_loss(feats[i], ref).item()
+                other = loss_fn.content_loss(feats[1 - i], ref).item()
+                assert own < 0.9 * other, f"{name}, photo {i}: {own:.3f} vs other {other:.3f}"
 
 
 def test_outputs_are_real_images_and_styles_differ(scores):
-    _, images = scores
+    images = scores[1]
     firsts = {name: imgs[0].astype(np.float32) for name, imgs in images.items()}
     for name, img in firsts.items():
         assert img.shape == (SIZE, SIZE, 3)

@@ -248,7 +248,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     gen.train()
     stop = StopSignal()
     try:
-        stop.__enter__()
+        stop.__enter__()  # left in `finally`, so the handlers are back whatever happens
         while step < cfg.steps:
             rng.manual_seed(_step_seed(cfg.seed, d.rank, step))
             batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
