@@ -89,7 +89,7 @@ def write_report(path: Path, text: str) -> None:
     old = path.read_text() if path.is_file() else ""
     if BEGIN in old and END in old:
         head, rest = old.split(BEGIN, 1)
-        new = head + block + rest.split(END, 1)[1].lstrip("\n")
+        new = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
     else:
         new = old + ("\n" if old else "") + block
     path.write_text(new)
