@@ -16,8 +16,11 @@ from stylebox.soak import Server, burst
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
 # One 3840x2160 inference of the tiny model peaks at ~1.4 GiB RSS on ONNX Runtime's CPU
-# arena (measured); 2 admitted run one at a time, plus 32 uploads of ~2.7 MB in flight.
-PEAK_RSS_BOUND_MIB = 3 * 1024
+# arena (measured on the Xeon this was written on); 2 admitted run one at a time, plus 32
+# uploads of ~2.7 MB in flight. On an AVX2-only AMD EPYC the run peaks at 3,170-3,208 MiB
+# (ORT picks other kernels and workspaces there), so the bound leaves room for both: it guards
+# against memory growing with the number of uploads (32 x 4K decoded at once: ~6 GiB).
+PEAK_RSS_BOUND_MIB = 4 * 1024
 
 
 def test_32_concurrent_4k_uploads_bounded_memory(tiny_onnx):
