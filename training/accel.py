@@ -5,7 +5,7 @@ AVX512-BF16 (recent Xeons), where oneDNN runs convolutions as bf16 kernels, abou
 than fp32 for our shapes. On other CPUs (AVX2-only parts such as the AMD EPYC 7003s) oneDNN
 would emulate bf16 and run slower than fp32, so `amp = "auto"` keeps fp32 there.
 channels_last (a config switch, on by default) is independent: oneDNN's bf16 kernels want
-NHWC, and in fp32 on an AVX2 EPYC it made a step 14 % faster too (docs/training.md).
+NHWC, and in fp32 on an AVX2 EPYC it made a step 10-18 % faster too (docs/training.md).
 """
 
 from __future__ import annotations
@@ -21,16 +21,22 @@ _BF16_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 @cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags from /proc/cpuinfo (empty where there is none, e.g. macOS)."""
+def _cpuinfo(field: str) -> str:
+    """The first /proc/cpuinfo line's value for `field` ("" where there is none, e.g. macOS)."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return frozenset()
+        return ""
     for line in text.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
+        key, _, value = line.partition(":")
+        if key.strip() == field:
+            return value.strip()
+    return ""
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags from /proc/cpuinfo (empty where there is none)."""
+    return frozenset(_cpuinfo("flags").split())
 
 
 def cpu_has_bf16() -> bool:
@@ -51,8 +57,8 @@ def normalise_amp(value: bool | str) -> str:
 
 
 def use_amp(device: torch.device, amp: str) -> bool:
-    """bf16 autocast on this device? "auto": on CUDA, and on CPUs with native bf16."""
-    amp = normalise_amp(amp)
+    """bf16 autocast on this device? `amp` as TrainConfig holds it ("auto" | "on" | "off");
+    "auto": on CUDA, and on CPUs with native bf16."""
     if amp != "auto":
         return amp == "on"
     return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
@@ -68,14 +74,7 @@ def machine_summary(device: torch.device) -> str:
     """What trained a model, for its card: CPU model (or GPU name), cores, precision path."""
     if device.type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__.split('+')[0]}"
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
-    except OSError:
-        pass
+    model = _cpuinfo("model name") or "unknown CPU"
     native = "native bf16" if cpu_has_bf16() else "no native bf16"
     return (f"{model}, {torch.get_num_threads()} threads ({native}), "
             f"torch {torch.__version__.split('+')[0]}")

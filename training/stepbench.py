@@ -23,7 +23,7 @@ import torch
 
 from model.checkpoint import build_generator
 from stylebox.cli import doc_parser
-from training.accel import autocast, cpu_has_bf16, machine_summary, normalise_amp, use_amp
+from training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_style_images
 from training.loop import Dist, _device, draw_batch, make_optimizer, train_step
@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.full_reference:
             variants.append((variants[0][0], variants[0][1], True))
         for amp_setting, layout, full in variants:
-            amp = use_amp(device, normalise_amp(amp_setting))
+            amp = use_amp(device, amp_setting)
             r = time_steps(run, bank, styles, amp=amp, nhwc=layout == "on", full_reference=full,
                            warmup=args.warmup, steps=args.steps)
             r.update(crop=crop, batch=batch, precision="bf16 autocast" if amp else "fp32",
