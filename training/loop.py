@@ -151,6 +151,17 @@ def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tup
     return int(state["step"]), float(old.training.get("train_seconds", 0.0))
 
 
+def build_loss(cfg: TrainConfig, styles: list[torch.Tensor], device: torch.device, nhwc: bool,
+               vgg: VGGFeatures | None = None) -> PerceptualLoss:
+    """The config's loss on `device`: VGG (NHWC if asked) and the per-style Gram targets,
+    computed once from `styles`, one (1, 3, H, W) image per style."""
+    loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
+    if nhwc:
+        loss_fn.vgg.to(memory_format=torch.channels_last)
+    loss_fn.set_style_targets([s.to(device) for s in styles])
+    return loss_fn
+
+
 def draw_batch(bank: PhotoBank, rng: torch.Generator, n: int, n_styles: int,
                device: torch.device, nhwc: bool):
     """Photos (n, 3, S, S), one-hot style weights (n, N) and style indices (n,)."""
@@ -203,12 +214,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         gen = gen.to(memory_format=torch.channels_last)
     card.training["precision"] = "bf16 autocast" if amp else "fp32"
 
-    # Losses: VGG and the per-style Gram targets, computed once.
-    loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
-    if nhwc:
-        loss_fn.vgg.to(memory_format=torch.channels_last)
     styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
-    loss_fn.set_style_targets([s.to(device) for s in styles])
+    loss_fn = build_loss(cfg, styles, device, nhwc, vgg)
     bank = PhotoBank(list_photos(cfg.resolve(cfg.photos), cfg.max_photos), cfg.image_size, device)
 
     model = DDP(gen, device_ids=[device.index] if cuda else None) if d.world > 1 else gen

@@ -26,8 +26,7 @@ from stylebox.cli import doc_parser
 from training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_style_images
-from training.loop import Dist, _device, draw_batch, make_optimizer, train_step
-from training.losses import PerceptualLoss
+from training.loop import Dist, _device, build_loss, draw_batch, make_optimizer, train_step
 from training.vgg import VGGError
 
 BEGIN, END = "<!-- train-bench:begin -->", "<!-- train-bench:end -->"
@@ -50,13 +49,11 @@ def time_steps(cfg: TrainConfig, bank: PhotoBank, styles: list[torch.Tensor], *,
     torch.manual_seed(cfg.seed)
     gen = build_generator(cfg.card()).to(device)
     opt = make_optimizer(gen, cfg)
-    loss_fn = PerceptualLoss.from_config(cfg).to(device)
-    loss_fn.set_style_targets([s.to(device) for s in styles])
-    if full_reference:
-        loss_fn.ref_layers = None
     if nhwc:
         gen = gen.to(memory_format=torch.channels_last)
-        loss_fn.vgg.to(memory_format=torch.channels_last)
+    loss_fn = build_loss(cfg, styles, device, nhwc)
+    if full_reference:
+        loss_fn.ref_layers = None
     rng = torch.Generator().manual_seed(cfg.seed)
     precision = autocast(device, amp)
     times = []
