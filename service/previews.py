@@ -79,23 +79,26 @@ class PreviewCache:
         self._lock = threading.Lock()
         self._by_engine: weakref.WeakKeyDictionary[Engine, dict[str, bytes]] = (
             weakref.WeakKeyDictionary())
-        self._samples: weakref.WeakKeyDictionary[Engine, np.ndarray] = (
+        # engine -> (RGB, PNG) of its sample: the card's JPEG is decoded once per engine
+        self._samples: weakref.WeakKeyDictionary[Engine, tuple[np.ndarray, bytes]] = (
             weakref.WeakKeyDictionary())
+
+    def _sample(self, engine: Engine) -> tuple[np.ndarray, bytes]:
+        with self._lock:
+            cached = self._samples.get(engine)
+        if cached is None:
+            rgb = card_sample(engine)
+            cached = (sample_image(), sample_png()) if rgb is None else (rgb, _png(rgb))
+            with self._lock:
+                self._samples[engine] = cached
+        return cached
 
     def sample(self, engine: Engine) -> np.ndarray:
         """What this engine's previews are made from: its card's photo, else the drawn scene."""
-        with self._lock:
-            rgb = self._samples.get(engine)
-        if rgb is None:
-            rgb = card_sample(engine)
-            rgb = sample_image() if rgb is None else rgb
-            with self._lock:
-                self._samples[engine] = rgb
-        return rgb
+        return self._sample(engine)[0]
 
     def sample_png(self, engine: Engine) -> bytes:
-        card = card_sample(engine) is not None
-        return _png(self.sample(engine)) if card else sample_png()
+        return self._sample(engine)[1]
 
     def get(self, engine: Engine, name: str) -> bytes:
         with self._lock:
