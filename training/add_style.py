@@ -32,7 +32,7 @@ from stylebox.cli import doc_parser
 from training.accel import autocast, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
-from training.loop import Dist, _device, _step_seed
+from training.loop import Dist, _device, _step_seed, build_loss
 from training.losses import PerceptualLoss
 from training.vgg import VGGError, VGGFeatures
 
@@ -85,8 +85,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
                             f"({', '.join(card.style_names)}), not {init!r}")
     use = existing if init == "nearest" else []
     paths = [known[card.styles[i].name] for i in use] + [Path(image)]
-    loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
-    loss_fn.set_style_targets([s.to(device) for s in load_style_images(paths, cfg.style_size)])
+    loss_fn = build_loss(cfg, load_style_images(paths, cfg.style_size), device, False, vgg)
     target = len(use)  # the new painting's row in the loss's target tables
     init_from, distances = None, {}
     if init == "nearest" and use:
