@@ -194,6 +194,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     d = _setup_dist(device_kind)
     device = _device(cfg.device, d)
     cuda = device.type == "cuda"
+    if cuda:  # every step has the same shapes: let cuDNN time its algorithms once
+        torch.backends.cudnn.benchmark = True
     if cfg.batch_size % d.world:
         raise TrainError(f"batch_size {cfg.batch_size} must divide by {d.world} processes")
     local_batch = cfg.batch_size // d.world
