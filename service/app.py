@@ -15,9 +15,11 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
 
 from service import __version__, metrics
+from service.auth import open_paths
 from service.engine import Engine, ModelLoadError
 from service.imaging import set_pixel_limit
 from service.middleware import install_middleware
+from service.openapi import install_openapi
 from service.problems import install_problem_handlers
 from service.routers import admin, health, model, page, styles, stylize
 from service.settings import Settings
@@ -77,4 +79,6 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.include_router(metrics.router)
     # Security headers, access log + metrics, CORS, API key, admission (service/middleware.py).
     install_middleware(app, settings)
+    # The statuses those layers add, in the schema (problem+json bodies, 401, 503, 408).
+    install_openapi(app, open_paths(settings.metrics_public) if settings.api_key else None)
     return app

@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from typing import Any
 
-from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.problems import TYPE_PREFIX, problem
@@ -97,28 +95,3 @@ class APIKeyMiddleware:
         await problem(401, detail, title="Unauthorized", type_=TYPE_PREFIX + "unauthorized",
                       instance=scope["path"], headers={"WWW-Authenticate": challenge}
                       )(scope, receive, send)
-
-
-def document_security(app: FastAPI, public: frozenset[str]) -> None:
-    """Declare the two schemes in OpenAPI so /docs gets an "Authorize" button."""
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema:
-            return app.openapi_schema
-        schema = build()
-        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
-        schemes["bearer"] = {"type": "http", "scheme": "bearer"}
-        schemes["apiKey"] = {"type": "apiKey", "in": "header", "name": "X-API-Key"}
-        for path, ops in schema.get("paths", {}).items():
-            if path in public:
-                continue
-            for op in ops.values():
-                if isinstance(op, dict):
-                    op["security"] = [{"bearer": []}, {"apiKey": []}]
-                    op.setdefault("responses", {})["401"] = {
-                        "description": "missing or invalid API key (problem+json)"}
-        app.openapi_schema = schema
-        return schema
-
-    app.openapi = openapi  # type: ignore[method-assign]

@@ -8,11 +8,16 @@ from service.engine import Engine
 from service.errors import NotReadyError
 from service.settings import Settings
 
+# For the `responses` of every route that depends on get_engine (service/openapi.py adds the
+# problem+json body and the Retry-After header to every 503).
+NOT_READY: dict[int | str, dict] = {503: {"description": "the model is not loaded yet"}}
+
 
 def get_engine(request: Request) -> Engine:
     engine = getattr(request.app.state, "engine", None)
     if engine is None:
-        raise NotReadyError("the model is not loaded yet")
+        raise NotReadyError("the model is not loaded yet",
+                            request.app.state.settings.retry_after_s)
     return engine
 
 

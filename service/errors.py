@@ -15,6 +15,7 @@ class StyleboxError(Exception):
     status: int = 400
     title: str = "Bad request"
     slug: str = "bad-request"  # the problem type is urn:stylebox:problem:<slug>
+    headers: dict[str, str] | None = None  # response headers, e.g. Retry-After
 
     def __init__(self, detail: str, **extensions: Any) -> None:
         super().__init__(detail)
@@ -67,6 +68,10 @@ class PayloadTooLargeError(StyleboxError):
 
 class NotReadyError(StyleboxError):
     status, title, slug = 503, "Service not ready", "not-ready"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}  # as admission control's 503
 
 
 class OutputFormatError(StyleboxError):

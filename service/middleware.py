@@ -22,7 +22,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service.admission import Admission, AdmissionMiddleware
-from service.auth import APIKeyMiddleware, document_security, open_paths
+from service.auth import APIKeyMiddleware
 from service.metrics import Metrics
 from service.problems import MEDIA_TYPE, TYPE_PREFIX, problem
 from service.settings import Settings
@@ -218,7 +218,6 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     if settings.api_key is not None:
         app.add_middleware(APIKeyMiddleware, api_key=settings.api_key.get_secret_value(),
                            metrics_public=settings.metrics_public)
-        document_security(app, open_paths(settings.metrics_public))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins,

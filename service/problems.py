@@ -56,7 +56,7 @@ def _phrase(status: int) -> str:
 async def _stylebox_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StyleboxError)
     return problem(exc.status, exc.detail, title=exc.title, type_=TYPE_PREFIX + exc.slug,
-                   instance=request.url.path, **exc.extensions)
+                   instance=request.url.path, headers=exc.headers, **exc.extensions)
 
 
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:

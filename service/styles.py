@@ -1,24 +1,35 @@
 """Style specs: `candy` or `candy:0.7,mosaic:0.3`, shared by the API and the CLI.
 
 A name without a weight counts 1; weights are normalised to sum to 1, so `candy:2,mosaic:2`
-and `candy,mosaic` are the same blend. Unknown names raise `UnknownStyleError` (404 in the
+and `candy,mosaic` are the same blend. `STYLE_SPEC_PATTERN` is the grammar, also published
+in the OpenAPI schema. Unknown names raise `UnknownStyleError` (404 in the
 API); anything malformed raises `StyleSpecError` (422).
 """
 
 from __future__ import annotations
 
-import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 import numpy as np
 
 from service.errors import StyleSpecError, UnknownStyleError
 
 MAX_SPEC_CHARS = 2000
-# Plain non-negative decimals only: float() alone would also take "nan", "inf", "1_0".
-_NUMBER = re.compile(r"^\+?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+# The grammar, published as the `style` parameter's `pattern` in OpenAPI so that generated
+# clients and fuzzers know exactly what is accepted: comma-separated `name` or `name:weight`,
+# spaces allowed around each part. Weights are plain non-negative decimals (no nan/inf/_)
+# with an optional short exponent; at least one item must weigh more than zero (a bare name
+# weighs 1). ASCII classes, not \d: Python's \d also matches other scripts' digits.
+_NAME = "[A-Za-z0-9_-]+"
+_W = r"\+?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]{1,3})?"
+_POSITIVE = r"\+?(?:0*[1-9][0-9]*(?:\.[0-9]*)?|0*\.0*[1-9][0-9]*)(?:[eE][+-]?[0-9]{1,3})?"
+_ITEM = f" *{_NAME} *(?:: *{_W} *)?"
+_GOOD = f" *{_NAME} *(?:: *{_POSITIVE} *)?"
+STYLE_SPEC_PATTERN = f"^(?:{_ITEM},)*{_GOOD}(?:,{_ITEM})*$"
+_NAME_RE, _NUMBER_RE = re.compile(_NAME), re.compile(_W)
 
 
 @dataclass(frozen=True)
@@ -43,40 +54,42 @@ class StyleMix:
         return ",".join(f"{n}:{w:.6g}" for n, w in kept)
 
 
-def _weight(name: str, text: str, valid: list[str]) -> float:
-    text = text.strip()
+def _weight(name: str, text: str, valid: list[str]) -> Decimal:
+    text = text.strip(" ")
     if not text:
         raise StyleSpecError(f"style {name!r} has an empty weight", valid)
-    if text.startswith("-") and _NUMBER.match(text[1:]):
+    if text.startswith("-") and _NUMBER_RE.fullmatch(text[1:]):
         raise StyleSpecError(f"weight {text} for {name!r} is negative", valid)
-    if not _NUMBER.match(text):
-        raise StyleSpecError(f"weight {text[:40]!r} for {name!r} is not a number", valid)
-    value = float(text)
-    if not math.isfinite(value):  # e.g. 1e999
-        raise StyleSpecError(f"weight {text[:40]} for {name!r} is not finite", valid)
-    return value
+    if not _NUMBER_RE.fullmatch(text):
+        raise StyleSpecError(f"weight {text[:40]!r} for {name!r} is not a number (want a "
+                             "plain decimal such as 0.3, 2 or 1e-2)", valid)
+    return Decimal(text)  # exact: 1e-300 stays > 0, 1e300 does not overflow
 
 
 def parse_style_spec(spec: str | None, style_names: Sequence[str]) -> StyleMix:
+    """Exactly the strings `STYLE_SPEC_PATTERN` matches parse (tests/test_service_styles.py
+    checks both ways); unknown names then raise UnknownStyleError. A name given twice adds
+    up (`candy,candy` is `candy`), as a sum of weights should."""
     valid = list(style_names)
-    if spec is None or not spec.strip():
+    if spec is None or not spec.strip(" "):
         raise StyleSpecError("no style given", valid)
     if len(spec) > MAX_SPEC_CHARS:
         raise StyleSpecError(f"style spec is longer than {MAX_SPEC_CHARS} characters", valid)
-    parts: list[tuple[str, float]] = []
+    weights: dict[str, Decimal] = {}
     for item in spec.split(","):
         name, sep, weight_text = item.partition(":")
-        name = name.strip().lower()
+        name = name.strip(" ").lower()
         if not name:
             raise StyleSpecError(f"empty style name in {spec[:80]!r}", valid)
-        weight = _weight(name, weight_text, valid) if sep else 1.0
-        if any(name == n for n, _ in parts):
-            raise StyleSpecError(f"style {name!r} is given more than once", valid)
-        parts.append((name, weight))
-    unknown = [n[:64] for n, _ in parts if n not in valid]
+        if not _NAME_RE.fullmatch(name):
+            raise StyleSpecError(f"style name {name[:64]!r} may hold only letters, digits, "
+                                 "'_' and '-'", valid)
+        weight = _weight(name, weight_text, valid) if sep else Decimal(1)
+        weights[name] = weights.get(name, Decimal(0)) + weight
+    total = sum(weights.values())
+    if total <= 0:  # part of the grammar, so before the names are looked up
+        raise StyleSpecError("style weights are all zero", valid)
+    unknown = [n[:64] for n in weights if n not in valid]
     if unknown:
         raise UnknownStyleError(unknown, valid)
-    total = math.fsum(w for _, w in parts)
-    if total <= 0:
-        raise StyleSpecError("style weights are all zero", valid)
-    return StyleMix(tuple((n, w / total) for n, w in parts))
+    return StyleMix(tuple((n, float(w / total)) for n, w in weights.items()))

@@ -17,12 +17,13 @@ def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz", summary="Readiness: the model is loaded",
-            responses={503: {"description": "model not loaded (problem+json)"}})
+            responses={503: {"description": "model not loaded, or shutting down"}})
 def readyz(request: Request) -> dict[str, Any]:
     engine = getattr(request.app.state, "engine", None)
+    retry_s = request.app.state.settings.retry_after_s
     if engine is None:
-        raise NotReadyError("the model is not loaded yet")
+        raise NotReadyError("the model is not loaded yet", retry_s)
     if getattr(request.app.state, "draining", False):  # in-flight work finishes; no new work
-        raise NotReadyError("the server is shutting down")
+        raise NotReadyError("the server is shutting down", retry_s)
     return {"status": "ready", "model": engine.card.name, "version": engine.card.version,
             "providers": engine.providers}

@@ -6,10 +6,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
 
-from service.deps import get_engine
+from service.deps import NOT_READY, get_engine
 from service.engine import Engine
 
-router = APIRouter(tags=["model"])
+router = APIRouter(tags=["model"], responses=NOT_READY)
 
 
 @router.get("/model", summary="The model card")

@@ -17,7 +17,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
-from service.deps import get_engine, get_settings
+from service.deps import NOT_READY, get_engine, get_settings
 from service.engine import Engine
 from service.errors import StyleboxError, UnknownStyleError
 from service.previews import PREVIEW_SIZE, PreviewCache
@@ -58,7 +58,8 @@ def static_file(name: str) -> FileResponse:
 
 
 @router.get("/sample.png", summary="The sample photo the style previews are made from",
-            response_class=Response, responses={200: {"content": {"image/png": {}}}})
+            response_class=Response,
+            responses={200: {"content": {"image/png": {}}}, **NOT_READY})
 async def sample(request: Request,
                  engine: Annotated[Engine, Depends(get_engine)]) -> Response:
     png = await to_thread.run_sync(_previews.sample_png, engine,
@@ -72,8 +73,7 @@ async def sample(request: Request,
     summary=f"A {PREVIEW_SIZE}px preview of one style, made by the loaded model",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}},
-               404: {"description": "unknown style",
-                     "content": {"application/problem+json": {}}}},
+               404: {"description": "unknown style"}, **NOT_READY},
 )
 async def preview(name: str, request: Request,
                   engine: Annotated[Engine, Depends(get_engine)]) -> Response:

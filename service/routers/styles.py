@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
 
-from service.deps import get_engine
+from service.deps import NOT_READY, get_engine
 from service.engine import Engine
 
-router = APIRouter(tags=["styles"])
+router = APIRouter(tags=["styles"], responses=NOT_READY)
 
 
 class Style(BaseModel):

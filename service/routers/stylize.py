@@ -57,13 +57,14 @@ def choose_format(fmt: str | None, accept: str | None, default: str) -> str:
     return best
 
 
+_FILE = {"type": "string", "format": "binary", "minLength": 1}  # an empty file is a 422
 _BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": [FIELD], "properties": {
-            FIELD: {"type": "string", "format": "binary"}}}},
-        "image/*": {"schema": {"type": "string", "format": "binary"}},
-        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            FIELD: _FILE}}},
+        "image/*": {"schema": _FILE},
+        "application/octet-stream": {"schema": _FILE},
     },
 }
 

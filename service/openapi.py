@@ -1,0 +1,105 @@
+"""The OpenAPI document, completed where FastAPI's generator cannot see.
+
+FastAPI documents what route functions declare. Part of the contract lives in layers it does
+not read: every error is problem+json (service/problems.py), the API key (service/auth.py),
+admission control's 503 + Retry-After and 408 (service/admission.py). This module adds
+them (routes that need the model declare its 503 themselves: NOT_READY in service/deps.py),
+so each operation lists every status it can answer, with body schema and headers.
+tests/test_contract_st.py holds the server to that with every Schemathesis check (`st run
+--checks all`), tests/test_openapi_contract.py by hand.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.admission import GUARDED
+from service.problems import MEDIA_TYPE
+from service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
+
+_REF = "#/components/schemas/Problem"
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "title": "Problem",
+    "description": "RFC 9457 problem details; extension members depend on `type`.",
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "description": "urn:stylebox:problem:<slug> or about:blank"},
+        "title": {"type": "string"},
+        "status": {"type": "integer", "minimum": 400, "maximum": 599},
+        "detail": {"type": "string"},
+        "instance": {"type": "string"},
+        "valid_styles": {"type": "array", "items": {"type": "string"}},
+        "unknown_styles": {"type": "array", "items": {"type": "string"}},
+        "errors": {"type": "array", "items": {"type": "object"},
+                   "description": "request validation errors: loc, msg, type"},
+    },
+    "additionalProperties": True,
+}
+_RETRY_AFTER = {"Retry-After": {"description": "seconds to wait before trying again",
+                                "required": True, "schema": {"type": "integer", "minimum": 0}}}
+_CHALLENGE = {"WWW-Authenticate": {"description": 'Bearer realm="stylebox"', "required": True,
+                                   "schema": {"type": "string"}}}
+
+
+def _add(responses: dict[str, Any], status: int, description: str,
+         headers: dict[str, Any] | None = None) -> None:
+    entry = responses.setdefault(str(status), {"description": description})
+    if headers:
+        entry.setdefault("headers", {}).update(headers)
+
+
+def complete(schema: dict[str, Any], public: frozenset[str] | None) -> dict[str, Any]:
+    """Add the layers' statuses to `schema` (FastAPI's own) in place; `public`: the paths
+    open without the API key, or None when no key is set."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for path, ops in schema.get("paths", {}).items():
+        for method, op in ops.items():
+            responses = op.setdefault("responses", {})
+            if any(method == m.lower() and rx.fullmatch(path) for m, rx in GUARDED):
+                _add(responses, 503, "at capacity, or past request_timeout_s")
+                _add(responses, 408, "the request body did not arrive within "
+                                     "request_timeout_s")
+            if public is not None and path not in public:
+                op["security"] = [{"bearer": []}, {"apiKey": []}]
+                _add(responses, 401, "API key missing or wrong", headers=_CHALLENGE)
+            for status, resp in responses.items():
+                if status[0] in "45":  # every error body is problem+json, FastAPI's 422 too
+                    resp["content"] = {MEDIA_TYPE: {"schema": {"$ref": _REF}}}
+                if status == "503":  # not loaded, at capacity, timed out: all say when
+                    resp["headers"] = _RETRY_AFTER
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    if public is not None:
+        schema["components"]["securitySchemes"] = {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
+    _style_parameter(schema)
+    return schema
+
+
+def _style_parameter(schema: dict[str, Any]) -> None:
+    """`style` is required and follows the spec grammar. The route declares it optional so
+    that a missing one reaches parse_style_spec, whose 422 lists the valid styles."""
+    op = schema.get("paths", {}).get("/stylize", {}).get("post")
+    for param in (op or {}).get("parameters", []):
+        if param["name"] == "style":
+            param["required"] = True
+            param["schema"] = {"type": "string", "title": "Style", "minLength": 1,
+                               "maxLength": MAX_SPEC_CHARS, "pattern": STYLE_SPEC_PATTERN}
+            param["examples"] = {"one": {"value": "candy"},
+                                 "blend": {"value": "candy:0.7,mosaic:0.3"}}
+
+
+def install_openapi(app: FastAPI, public: frozenset[str] | None) -> None:
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if not app.openapi_schema:
+            app.openapi_schema = complete(build(), public)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

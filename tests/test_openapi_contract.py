@@ -1,0 +1,140 @@
+"""The OpenAPI document against the server, by hand, where a fuzzer cannot see the mismatch:
+every status an operation can answer is in its `responses`, with the problem+json schema,
+503s carry Retry-After as documented, and each query bound in the schema is the one the
+server enforces (probed at the bound and one step past it)."""
+
+from __future__ import annotations
+
+import io
+import re
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from service.app import create_app
+from service.auth import open_paths
+from service.engine import Engine
+from service.settings import Settings
+from service.styles import STYLE_SPEC_PATTERN
+
+PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def png(h: int = 20, w: int = 24) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+                    ).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_onnx) -> Engine:
+    return Engine(tiny_onnx)
+
+
+def _client(tiny_onnx, engine, **settings) -> TestClient:
+    return TestClient(create_app(Settings(model_path=str(tiny_onnx), **settings), engine=engine))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_onnx, engine):
+    with _client(tiny_onnx, engine) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def schema(client) -> dict:
+    return client.get("/openapi.json").json()
+
+
+def _ops(schema: dict):
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            yield f"{method.upper()} {path}", op
+
+
+def test_every_error_response_is_problem_json(schema):
+    assert schema["components"]["schemas"]["Problem"]["required"] == [
+        "type", "title", "status", "detail"]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    errors = 0
+    for label, op in _ops(schema):
+        for status, resp in op["responses"].items():
+            if status[0] in "45":
+                errors += 1
+                assert resp["content"] == PROBLEM, (label, status)
+                assert resp["description"], (label, status)
+            if status == "503":
+                assert resp["headers"]["Retry-After"]["required"] is True, label
+    assert errors >= 13
+
+
+def test_stylize_documents_every_status_it_answers(schema):
+    statuses = set(schema["paths"]["/stylize"]["post"]["responses"])
+    assert {"200", "400", "404", "408", "413", "415", "422", "503"} <= statuses
+    for path in ("/styles", "/model", "/styles/{name}/preview.png", "/sample.png"):
+        assert "503" in schema["paths"][path]["get"]["responses"], path  # before the model
+
+
+def test_style_is_required_with_the_grammar_the_server_parses(schema, client):
+    (param,) = [p for p in schema["paths"]["/stylize"]["post"]["parameters"]
+                if p["name"] == "style"]
+    assert param["required"] is True
+    assert param["schema"]["pattern"] == STYLE_SPEC_PATTERN
+    assert all(re.fullmatch(STYLE_SPEC_PATTERN, e["value"]) for e in param["examples"].values())
+    r = client.post("/stylize", files={"image": ("x.png", png())})  # no style
+    assert r.status_code == 422 and r.json()["valid_styles"] == ["candy", "mosaic", "udnie"]
+
+
+def _bounded_query_params(schema: dict) -> list[tuple[str, dict]]:
+    out = []
+    for p in schema["paths"]["/stylize"]["post"]["parameters"]:
+        s = p["schema"]
+        s = next((a for a in s.get("anyOf", []) if "minimum" in a), s)
+        if "minimum" in s or "maximum" in s:
+            out.append((p["name"], s))
+    return out
+
+
+def test_the_schema_bounds_are_the_enforced_ones(schema, client):
+    """At each documented bound 200, one step past it 422: neither side is looser."""
+    params = _bounded_query_params(schema)
+    assert {n for n, _ in params} == {"quality", "strength", "max_side"}
+    for name, s in params:
+        step = 1 if s["type"] == "integer" else 1e-6
+        for bound, past in (("minimum", -step), ("maximum", step)):
+            value = s[bound]
+            ok = client.post("/stylize", params={"style": "candy", "format": "jpeg",
+                                                  name: value},
+                             files={"image": ("x.png", png())})
+            assert ok.status_code == 200, (name, value, ok.text)
+            bad = client.post("/stylize", params={"style": "candy", name: value + past},
+                              files={"image": ("x.png", png())})
+            assert bad.status_code == 422, (name, value + past)
+            assert bad.headers["content-type"] == "application/problem+json"
+            assert bad.json()["errors"][0]["loc"] == ["query", name]
+
+
+def test_not_ready_503_carries_retry_after(tiny_onnx):
+    app = create_app(Settings(model_path=str(tiny_onnx), retry_after_s=7))
+    with TestClient(app) as c:
+        app.state.engine = None  # as before the lifespan has loaded it
+        for path in ("/readyz", "/styles", "/model"):
+            r = c.get(path)
+            assert r.status_code == 503 and r.headers["retry-after"] == "7", path
+            assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_with_a_key_every_protected_operation_documents_401(tiny_onnx, engine):
+    with _client(tiny_onnx, engine, api_key="k") as c:
+        keyed = c.get("/openapi.json").json()
+        for label, op in _ops(keyed):
+            if label.split()[1] in open_paths(metrics_public=True):
+                assert "security" not in op and "401" not in op["responses"], label
+                continue
+            assert op["security"] == [{"bearer": []}, {"apiKey": []}], label
+            resp = op["responses"]["401"]
+            assert resp["content"] == PROBLEM and "WWW-Authenticate" in resp["headers"]
+            assert c.get("/styles").headers["www-authenticate"].startswith("Bearer")
