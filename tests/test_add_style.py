@@ -86,6 +86,31 @@ def test_training_the_row_lowers_the_new_styles_loss(base, tmp_path):
     assert len(curve) == 30 and last < 0.8 * first, (first, last)
 
 
+def test_a_stopped_run_resumes_to_the_same_row(base, tmp_path, monkeypatch):
+    """Stopped at step 4 of 8 (the time limit), the same call continues from the partial
+    file and ends bit-identical to an uninterrupted run; the curve carries seconds."""
+    import training.add_style as mod
+
+    whole, (gen_whole, _, _) = _added(base, tmp_path / "whole", steps=8, preview_every=0)
+    ticks = iter(range(0, 10_000, 30))  # each monotonic() call: 30 s later
+    with monkeypatch.context() as m:
+        m.setattr(mod.time, "monotonic", lambda: float(next(ticks)))
+        first, _ = _added(base, tmp_path / "split", steps=8, preview_every=0,
+                          time_limit_min=1.5)
+    partial = tmp_path / "split" / "new.partial.pt"
+    assert first["stopped"] == "time_limit" and 0 < first["steps"] < 8 and partial.is_file()
+    second, (gen_split, card, _) = _added(base, tmp_path / "split", steps=8, preview_every=0)
+    assert second["stopped"] == "done" and second["steps"] == 8 and not partial.exists()
+    for (k, a), (_, b) in zip(gen_whole.named_parameters(), gen_split.named_parameters(),
+                              strict=True):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert [r["step"] for r in second["curve"]] == list(range(1, 9))  # log_every=1
+    assert all(r["seconds"] >= 0 for r in second["curve"])
+    rows = (tmp_path / "split" / "new-curve.csv").read_text().splitlines()
+    assert rows[0] == "step,seconds,loss,content,style" and len(rows) == 9
+    assert card.training["style_edits"][-1]["steps"] == 8
+
+
 def test_append_style_initialises_from_a_row_or_the_mean(base):
     gen, card, _ = load_checkpoint(base / "base.pt")
     g1, c1 = append_style(gen, card, StyleInfo("new"), init_from=0)

@@ -35,6 +35,15 @@ def test_default_config_round_trips_and_makes_the_card():
     assert all(s.title for s in card.styles)
 
 
+def test_another_alpha_renames_the_model_unless_a_name_is_given():
+    cfg = TrainConfig.load(ROOT / "configs/default.toml")
+    assert cfg.name == "stylebox-a0.25"
+    assert cfg.replace(alpha=1.0).card().name == "stylebox-a1"  # `--alpha 1`
+    assert cfg.replace(alpha=0.5).name == "stylebox-a0.5"
+    assert cfg.replace(alpha=0.5, name="mine").name == "mine"
+    assert cfg.replace(alpha=0.25, steps=9).name == "stylebox-a0.25"
+
+
 def test_overrides_parse_toml_values(data):
     cfg = TrainConfig.load(write_train_config(data), ["style_weight=2e5", "amp=false",
                                                       'style_layers=["relu1_1"]', "photos=x/y"])

@@ -16,6 +16,7 @@ Data paths and loss settings come from the checkpoint's own training config unle
 
 from __future__ import annotations
 
+import csv
 import sys
 import time
 from pathlib import Path
@@ -32,7 +33,7 @@ from stylebox.cli import doc_parser
 from training.accel import autocast, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
-from training.loop import Dist, _device, _step_seed, build_loss
+from training.loop import Dist, StopSignal, _device, _step_seed, build_loss
 from training.losses import PerceptualLoss
 from training.vgg import VGGError, VGGFeatures
 
@@ -63,8 +64,15 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
               cfg: TrainConfig | None = None, title: str = "", source: str = "",
               steps: int = 1000, lr: float = 1e-2, init: str = "nearest",
               preview_every: int = 200, preview_dir: str | Path | None = None,
-              vgg: VGGFeatures | None = None, progress: bool = True) -> dict:
-    """Append style `name` (painting `image`) to checkpoint `base`, write `out`; a summary."""
+              vgg: VGGFeatures | None = None, progress: bool = True,
+              time_limit_min: float = 0.0, resume: bool = True, ckpt_every: int = 25) -> dict:
+    """Append style `name` (painting `image`) to checkpoint `base`, write `out`; a summary.
+
+    Like `stylebox train`, a run resumes: every `ckpt_every` steps, at the time limit and on
+    SIGTERM the row, Adam's state, the step and the curve go to OUT_STEM.partial.pt, and
+    the same command continues from there (deleted once `steps` are done). `out` is written
+    either way, so a stopped run still leaves a usable model.
+    """
     t0 = time.monotonic()
     generator, card, state = load_checkpoint(base)
     if cfg is None:
@@ -102,6 +110,20 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     frozen = {k: v.detach() for k, v in generator.named_parameters()}
     rows = {k: v[n].clone().requires_grad_(True) for k, v in frozen.items() if is_style_table(k)}
     opt = torch.optim.Adam(rows.values(), lr=lr)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.stem + ".partial.pt")
+    start, prior_s, curve = 0, 0.0, []
+    if resume and partial.is_file():
+        st = torch.load(partial, map_location="cpu", weights_only=False)
+        if (st["name"], st["base"], st["n"]) != (name, str(base), n):
+            raise AddStyleError(f"{partial} belongs to another run ({st['name']} on "
+                                f"{st['base']}); delete it or choose another --out")
+        with torch.no_grad():
+            for k, row in rows.items():
+                row.copy_(st["rows"][k])
+        opt.load_state_dict(st["optimizer"])
+        start, prior_s, curve = st["step"], st["seconds"], st["curve"]
 
     def forward(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         params = dict(frozen)
@@ -113,7 +135,6 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     bank = PhotoBank(files, cfg.image_size, device)
     preview_photo = load_rgb(files[0], long_side=2 * cfg.image_size)[None].float().div(255)
     preview_photo = preview_photo.to(device)  # (1, 3, H, W)
-    out = Path(out)
     preview_dir = Path(preview_dir) if preview_dir else out.parent / f"{out.stem}-previews"
     one_hot = torch.zeros(1, n + 1, device=device)
     one_hot[0, n] = 1.0
@@ -134,13 +155,26 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=steps, unit="step", dynamic_ncols=True, desc=f"add-style {name}")
-    curve: list[dict] = []
+        bar = tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True,
+                   desc=f"add-style {name}")
     sums, win = torch.zeros(3, device=device), 0
+    t_loop = time.monotonic()
+
+    def elapsed() -> float:  # training seconds over every session of this run
+        return prior_s + time.monotonic() - t_loop
+
+    def save_partial(step: int) -> None:
+        torch.save({"name": name, "base": str(base), "n": n, "step": step,
+                    "seconds": elapsed(), "curve": curve, "optimizer": opt.state_dict(),
+                    "rows": {k: v.detach().cpu() for k, v in rows.items()}}, partial)
+
+    stopped, step = "done", start
+    stop = StopSignal()
     try:
-        if preview_every:
+        stop.__enter__()
+        if preview_every and start == 0:
             preview(0)  # the initialisation, before any training
-        for step in range(1, steps + 1):
+        for step in range(start + 1, steps + 1):
             rng.manual_seed(_step_seed(cfg.seed, 0, step))
             photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
             with precision:
@@ -152,7 +186,8 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
             win += 1
             if step % cfg.log_every == 0 or step == steps:
                 avg = (sums / win).tolist()  # one host sync per log window
-                curve.append({"step": step, "loss": avg[0], "content": avg[1], "style": avg[2]})
+                curve.append({"step": step, "seconds": round(elapsed(), 2), "loss": avg[0],
+                              "content": avg[1], "style": avg[2]})
                 sums, win = torch.zeros(3, device=device), 0
                 if bar:
                     bar.set_postfix(loss=f"{avg[0]:.4g}", content=f"{avg[1]:.3g}",
@@ -161,25 +196,42 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
                 preview(step)
             if bar:
                 bar.update(1)
+            over = time_limit_min > 0 and time.monotonic() - t_loop > 60 * time_limit_min
+            if stop.signum is not None or over:
+                stopped = "signal" if stop.signum is not None else "time_limit"
+                break
+            if step % ckpt_every == 0:
+                save_partial(step)
     finally:
+        stop.__exit__()
         if bar:
             bar.close()
+    if step < steps:
+        save_partial(step)  # the same command resumes from here
+    else:
+        partial.unlink(missing_ok=True)
+    with open(out.with_name(out.stem + "-curve.csv"), "w", newline="") as f:
+        w = csv.DictWriter(f, ["step", "seconds", "loss", "content", "style"])
+        w.writeheader()
+        w.writerows(curve)
 
     with torch.no_grad():
         for k, p in generator.named_parameters():
             if k in rows:
                 p[n] = rows[k].detach()
     seconds = time.monotonic() - t0
-    record = {"name": name, "image": Path(image).name, "steps": steps, "lr": lr,
+    record = {"name": name, "image": Path(image).name, "steps": step, "lr": lr,
               "batch_size": cfg.batch_size, "image_size": cfg.image_size,
               "style_size": cfg.style_size, "init_from": card.style_names[init_from]
               if init_from is not None else "mean", "device": device.type,
-              "seconds": round(seconds, 1), "final": curve[-1] if curve else {}}
+              "seconds": round(seconds, 1), "train_seconds": round(elapsed(), 1),
+              "final": curve[-1] if curve else {}}
     log_edit(card, op="add", **record)
     config = edited_config(cfg.to_dict(), "append", name, path=str(Path(image).resolve()),
                            title=style.title, source=style.source)
     save_checkpoint(out, generator.cpu(), card, config=config)
     return {**record, "checkpoint": str(out), "n_styles": card.n_styles, "curve": curve,
+            "stopped": stopped,
             "gram_distances": distances, "previews": previews}
 
 
@@ -204,6 +256,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--" + flag, type=typ, dest=flag.replace("-", "_"))
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any training-config key (value parsed as TOML)")
+    p.add_argument("--time-limit-min", type=float, default=0.0,
+                   help="stop after this many minutes (the same command resumes)")
+    p.add_argument("--no-resume", action="store_true", help="ignore OUT_STEM.partial.pt")
     p.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
     if args.steps < 1:
@@ -226,15 +281,17 @@ def main(argv: list[str] | None = None) -> int:
         s = add_style(args.model, args.image, args.name, args.out, cfg=cfg, title=args.title,
                       source=args.source, steps=args.steps, lr=args.lr, init=args.init,
                       preview_every=args.preview_every, preview_dir=args.preview_dir,
-                      progress=not args.no_progress)
+                      progress=not args.no_progress, time_limit_min=args.time_limit_min,
+                      resume=not args.no_resume)
     except (AddStyleError, CardError, ConfigError, DataError, VGGError,
             FileNotFoundError) as e:
         print(f"stylebox add-style: {e}", file=sys.stderr)
         return 2
     final = s["final"]
     print(f"stylebox add-style: wrote {s['checkpoint']} ({s['n_styles']} styles; "
-          f"{s['name']} initialised from {s['init_from']}, {s['steps']} steps in "
-          f"{s['seconds']:.1f} s on {s['device']}; final loss {final.get('loss', 0):.4g}, "
+          f"{s['name']} initialised from {s['init_from']}, {s['steps']} steps "
+          f"({s['stopped']}) in {s['train_seconds']:.1f} s of training on {s['device']}; "
+          f"final loss {final.get('loss', 0):.4g}, "
           f"style {final.get('style', 0):.4g}, content {final.get('content', 0):.4g}). "
           f"Next: stylebox export {s['checkpoint']} -o MODEL.onnx")
     return 0

@@ -154,7 +154,12 @@ class TrainConfig:
         return TrainConfig.from_dict(d)
 
     def replace(self, **values: Any) -> TrainConfig:
-        return TrainConfig.from_dict({**self.to_dict(), **values})
+        d = {**self.to_dict(), **values}
+        # `--alpha 1` on the default config must not make a model whose card says "-a0.25".
+        old = f"-a{self.alpha:g}"
+        if "name" not in values and d["alpha"] != self.alpha and self.name.endswith(old):
+            d["name"] = self.name[: -len(old)] + f"-a{float(d['alpha']):g}"
+        return TrainConfig.from_dict(d)
 
     # -- the model card --------------------------------------------------------------------
     def card(self) -> ModelCard:

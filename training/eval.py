@@ -88,10 +88,11 @@ def _tensor(rgb: np.ndarray) -> torch.Tensor:
 
 @torch.no_grad()
 def score(engine: Engine, photos: list[np.ndarray], loss_fn: PerceptualLoss,
+          names: list[str] | None = None,
           ) -> tuple[list[StyleScore], list[dict], dict[str, list[np.ndarray]]]:
-    """Per-style means, per-photo rows and the stylized images; loss_fn holds one target per
-    style of the model, in the model's order."""
-    names = engine.style_names
+    """Per-style means, per-photo rows and the stylized images of `names` (default: every
+    style of the model); loss_fn holds one target per name, in that order."""
+    names = names or engine.style_names
     n = len(names)
     sums = np.zeros((n, 3))
     rows: list[dict] = []
@@ -100,7 +101,7 @@ def score(engine: Engine, photos: list[np.ndarray], loss_fn: PerceptualLoss,
         ref = loss_fn.vgg(_tensor(rgb))
         for i, name in enumerate(names):
             idx = torch.tensor([i])
-            out = engine.stylize(rgb, engine.one_hot(i))  # (H, W, 3) uint8
+            out = engine.stylize(rgb, engine.one_hot(engine.style_names.index(name)))
             images[name].append(out)
             feats = loss_fn.vgg(_tensor(out))
             vals = (loss_fn.style_loss(feats, idx).item(), loss_fn.content_loss(feats, ref).item(),
@@ -109,8 +110,9 @@ def score(engine: Engine, photos: list[np.ndarray], loss_fn: PerceptualLoss,
             rows.append({"photo": p, "style": name, "style_loss": vals[0],
                          "content_loss": vals[1], "photo_style_loss": vals[2]})
     means = sums / max(len(photos), 1)
-    scores = [StyleScore(s.name, s.title, *map(float, means[i]))
-              for i, s in enumerate(engine.card.styles)]
+    titles = {s.name: s.title for s in engine.card.styles}
+    scores = [StyleScore(name, titles[name], *map(float, means[i]))
+              for i, name in enumerate(names)]
     return scores, rows, images
 
 
@@ -204,10 +206,18 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
              size: int = 256, tile: int = 160, max_photos: int = 0,
              style_images: dict[str, str] | None = None, styles_dir: str | Path | None = None,
              blend: tuple[str, str] | None = None, blend_steps: int = 6, blend_photo: int = 0,
-             vgg: VGGFeatures | None = None, providers: list[str] | None = None) -> dict:
-    """Score `model` on the photos; write the tables and pictures to `out`; a summary back."""
+             vgg: VGGFeatures | None = None, providers: list[str] | None = None,
+             only: list[str] | None = None) -> dict:
+    """Score `model` on the photos (`only` those styles, if given); write the tables and
+    pictures to `out`; a summary back."""
     engine = Engine(model, providers)
     names = engine.style_names
+    if only:
+        unknown = [s for s in only if s not in names]
+        if unknown:
+            raise EvalError(f"--styles {', '.join(unknown)}: not in the model "
+                            f"({', '.join(names)})")
+        names = [s for s in names if s in only]
     images_for = find_style_images(names, cfg, style_images or {}, styles_dir)
     if blend:
         for s in blend:
@@ -220,7 +230,7 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
     torch.manual_seed(0)  # nothing here is random; this only pins any library default
     loss_fn = PerceptualLoss.from_config(cfg, vgg).cpu()  # style/content terms, unweighted
     loss_fn.set_style_targets(load_style_images([images_for[n] for n in names], cfg.style_size))
-    scores, rows, images = score(engine, photos, loss_fn)
+    scores, rows, images = score(engine, photos, loss_fn, names)
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -269,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blend-photo", type=int, default=0, help="index of the photo to blend")
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="ONNX Runtime providers, comma-separated")
+    p.add_argument("--styles", help="A,B,...: score only these styles (default: all)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (e.g. style_size=256)")
     args = p.parse_args(argv)
@@ -290,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         s = evaluate(args.model, args.photos, cfg, out, size=args.size, tile=args.tile,
                      max_photos=args.max_photos, style_images=_pairs(args.style_image),
                      styles_dir=args.styles_dir, blend=blend, blend_steps=args.blend_steps,
-                     blend_photo=args.blend_photo, providers=args.providers.split(","))
+                     blend_photo=args.blend_photo, providers=args.providers.split(","),
+                     only=[s.strip() for s in args.styles.split(",")] if args.styles else None)
     except (EvalError, ConfigError, DataError, VGGError, ModelLoadError,
             FileNotFoundError) as e:
         print(f"stylebox eval: {e}", file=sys.stderr)

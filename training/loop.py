@@ -65,7 +65,7 @@ def _device(name: str, d: Dist) -> torch.device:
     if name == "cuda" and d.world > 1:
         name = f"cuda:{d.local_rank}"
     dev = torch.device(name)
-    if dev.type == "cuda":
+    if dev.type == "cuda" and dev.index is not None:  # set_device refuses a bare "cuda"
         torch.cuda.set_device(dev)
     return dev
 
