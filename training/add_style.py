@@ -17,6 +17,7 @@ Data paths and loss settings come from the checkpoint's own training config unle
 from __future__ import annotations
 
 import csv
+import math
 import sys
 import time
 from pathlib import Path
@@ -62,7 +63,8 @@ def _preview(path: Path, photo: torch.Tensor, styled: torch.Tensor) -> None:
 
 def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *,
               cfg: TrainConfig | None = None, title: str = "", source: str = "",
-              steps: int = 1000, lr: float = 1e-2, init: str = "nearest",
+              steps: int = 450, lr: float = 5e-2, init: str = "nearest",
+              lr_schedule: str = "cosine",
               preview_every: int = 200, preview_dir: str | Path | None = None,
               vgg: VGGFeatures | None = None, progress: bool = True,
               time_limit_min: float = 0.0, resume: bool = True, ckpt_every: int = 25) -> dict:
@@ -176,6 +178,9 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
             preview(0)  # the initialisation, before any training
         for step in range(start + 1, steps + 1):
             rng.manual_seed(_step_seed(cfg.seed, 0, step))
+            if lr_schedule == "cosine":  # as in training: from lr down to lr / 10 at `steps`
+                for g in opt.param_groups:
+                    g["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / steps)))
             photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
             with precision:
                 parts = loss_fn(forward(photo, weights), photo, style_idx)
@@ -221,6 +226,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
                 p[n] = rows[k].detach()
     seconds = time.monotonic() - t0
     record = {"name": name, "image": Path(image).name, "steps": step, "lr": lr,
+              "lr_schedule": lr_schedule,
               "batch_size": cfg.batch_size, "image_size": cfg.image_size,
               "style_size": cfg.style_size, "init_from": card.style_names[init_from]
               if init_from is not None else "mean", "device": device.type,
@@ -244,8 +250,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--source", default="", help="where the painting comes from")
     p.add_argument("--out", required=True, help="checkpoint to write (N+1 styles)")
     p.add_argument("--config", help="TOML config (default: the checkpoint's own)")
-    p.add_argument("--steps", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-2, help="Adam learning rate for the new row")
+    p.add_argument("--steps", type=int, default=450)
+    p.add_argument("--lr", type=float, default=5e-2, help="Adam learning rate for the new row")
+    p.add_argument("--lr-schedule", choices=("cosine", "constant"), default="cosine",
+                   help="cosine: from --lr to --lr/10 over --steps (default)")
     p.add_argument("--init", default="nearest",
                    help="'nearest' (by Gram distance, default), 'mean', or a style name")
     p.add_argument("--preview-every", type=int, default=200, help="0 = no previews")
@@ -280,6 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = cfg.replace(**values) if cfg is not None else None
         s = add_style(args.model, args.image, args.name, args.out, cfg=cfg, title=args.title,
                       source=args.source, steps=args.steps, lr=args.lr, init=args.init,
+                      lr_schedule=args.lr_schedule,
                       preview_every=args.preview_every, preview_dir=args.preview_dir,
                       progress=not args.no_progress, time_limit_min=args.time_limit_min,
                       resume=not args.no_resume)
