@@ -84,7 +84,20 @@ def test_style_images_are_matched_by_name_and_eval_is_deterministic(data, tiny_o
     assert again["candy"]["style_loss"] == rows["candy"]["style_loss"]
 
 
+def test_styles_scores_only_those_with_the_same_numbers(data, tiny_onnx, tmp_path):
+    """`--styles udnie,candy`: two rows, in the model's order, equal to the full run's."""
+    assert _run(data, tiny_onnx, tmp_path / "all") == 0
+    assert _run(data, tiny_onnx, tmp_path / "two", "--styles", "udnie,candy") == 0
+    full = {r["style"]: r for r in _csv(tmp_path / "all/eval.csv")}
+    two = _csv(tmp_path / "two/eval.csv")
+    assert [r["style"] for r in two] == ["candy", "udnie"]
+    assert all(r == full[r["style"]] for r in two)
+    with Image.open(tmp_path / "two/gallery.jpg") as im:  # photo + 2 styles
+        assert im.size[0] == 3 * TILE
+
+
 @pytest.mark.parametrize("extra, message", [
+    (["--styles", "candy,nope"], "--styles nope: not in the model"),
     (["--blend", "candy,nope"], "blend style 'nope' is not in the model"),
     (["--blend", "candy"], "--blend wants two style names"),
     (["--style-image", "broken"], "--style-image wants NAME=PATH"),
