@@ -17,7 +17,6 @@ Data paths and loss settings come from the checkpoint's own training config unle
 from __future__ import annotations
 
 import csv
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ from stylebox.cli import doc_parser
 from training.accel import autocast, use_amp
 from training.config import ConfigError, TrainConfig
 from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
-from training.loop import Dist, StopSignal, _device, _step_seed, build_loss
+from training.loop import Dist, StopSignal, _device, _step_seed, build_loss, cosine_lr
 from training.losses import PerceptualLoss
 from training.vgg import VGGError, VGGFeatures
 
@@ -180,7 +179,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
             rng.manual_seed(_step_seed(cfg.seed, 0, step))
             if lr_schedule == "cosine":  # as in training: from lr down to lr / 10 at `steps`
                 for g in opt.param_groups:
-                    g["lr"] = lr * (0.1 + 0.45 * (1 + math.cos(math.pi * (step - 1) / steps)))
+                    g["lr"] = cosine_lr(lr, step - 1, steps)
             photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
             with precision:
                 parts = loss_fn(forward(photo, weights), photo, style_idx)

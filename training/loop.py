@@ -87,10 +87,13 @@ def make_optimizer(gen: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimi
                              {"params": tables, "lr_scale": cfg.norm_lr_scale}], lr=cfg.lr)
 
 
+def cosine_lr(lr: float, step: int, steps: int) -> float:
+    """`lr` at 0-based `step` of `steps`: cosine from lr down to lr / 10 (training, add-style)."""
+    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
+
+
 def _lr(cfg: TrainConfig, step: int) -> float:
-    if cfg.lr_schedule == "cosine":
-        return cfg.lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step / cfg.steps, 1.0))))
-    return cfg.lr
+    return cosine_lr(cfg.lr, step, cfg.steps) if cfg.lr_schedule == "cosine" else cfg.lr
 
 
 class StopSignal:
