@@ -6,6 +6,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
+from service.deps import get_engine
 from service.errors import NotReadyError
 
 router = APIRouter(tags=["health"])
@@ -19,11 +20,9 @@ def healthz() -> dict[str, str]:
 @router.get("/readyz", summary="Readiness: the model is loaded",
             responses={503: {"description": "model not loaded, or shutting down"}})
 def readyz(request: Request) -> dict[str, Any]:
-    engine = getattr(request.app.state, "engine", None)
-    retry_s = request.app.state.settings.retry_after_s
-    if engine is None:
-        raise NotReadyError("the model is not loaded yet", retry_s)
+    engine = get_engine(request)  # 503 + Retry-After until the model is loaded
     if getattr(request.app.state, "draining", False):  # in-flight work finishes; no new work
-        raise NotReadyError("the server is shutting down", retry_s)
+        raise NotReadyError("the server is shutting down",
+                            request.app.state.settings.retry_after_s)
     return {"status": "ready", "model": engine.card.name, "version": engine.card.version,
             "providers": engine.providers}
