@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from service import __version__, metrics
 from service.auth import open_paths
+from service.backends import open_engine
 from service.engine import Engine, ModelLoadError
 from service.imaging import set_pixel_limit
 from service.middleware import install_middleware
@@ -28,10 +29,10 @@ log = logging.getLogger("stylebox.service")
 
 
 def load_engine(settings: Settings) -> Engine:
-    engine = Engine.from_settings(settings)  # providers, threads, session options
-    log.info("loaded %s (%s@%s, %d styles: %s) on %s", engine.path, engine.card.name,
+    engine = open_engine(settings)  # backend, precision, threads, session options
+    log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
              engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
-             ", ".join(engine.providers))
+             engine.backend, engine.precision, ", ".join(engine.providers))
     return engine
 
 

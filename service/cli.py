@@ -11,8 +11,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from service.backends import open_engine
 from service.controls import ControlError, Controls, apply_controls, shrink_decoded
-from service.engine import Engine, ModelLoadError
+from service.engine import Engine, EngineConfigError, ModelLoadError
 from service.errors import StyleboxError
 from service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
 from service.pipeline import stylize_fitted
@@ -44,7 +45,10 @@ def _engine(prog: str, settings: Settings) -> Engine | None:
         print(missing_model_message(prog, settings.model_path), file=sys.stderr)
         return None
     try:
-        return Engine.from_settings(settings)
+        return open_engine(settings)
+    except EngineConfigError as e:  # already one line that names the fix
+        print(f"{prog}: {e}", file=sys.stderr)
+        return None
     except ModelLoadError as e:
         print(f"{prog}: cannot load the model: {e}", file=sys.stderr)
         return None
@@ -57,11 +61,16 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="interface to bind (STYLEBOX_HOST, default 0.0.0.0)")
     p.add_argument("--port", type=int, help="TCP port (STYLEBOX_PORT, default 8000)")
     p.add_argument("--providers", help="comma-separated ONNX Runtime execution providers")
+    p.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"],
+                   help="inference runtime (STYLEBOX_ENGINE, default auto)")
+    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
+                   help="inference precision (STYLEBOX_PRECISION, default auto)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
     settings = _settings(prog, model_path=args.model, host=args.host, port=args.port,
-                         providers=args.providers)
+                         providers=args.providers, engine=args.engine,
+                         precision=args.precision)
     if settings is None:
         return 2
     from service.lifecycle import configure_logging, serve
@@ -75,7 +84,8 @@ def serve_main(argv: list[str] | None = None) -> int:
 
     app = create_app(settings, engine=engine)
     print(f"stylebox: serving {engine.card.name}@{engine.card.version} "
-          f"({', '.join(engine.style_names)}) at http://{settings.host}:{settings.port} "
+          f"({', '.join(engine.style_names)}) on {engine.backend} {engine.precision} "
+          f"at http://{settings.host}:{settings.port} "
           f"- API docs at /docs", flush=True)
     # SIGTERM: /readyz turns 503, drain_s later the listener closes, in-flight work ends.
     serve(app, settings, log_level=args.log_level)

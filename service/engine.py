@@ -1,4 +1,4 @@
-"""The ONNX Runtime session behind every request, loaded and checked once.
+"""The engine protocol: what the service needs from whatever runs the network.
 
 The model contract (see model/export.py, which needs torch and so is not imported here):
 input `image` uint8 (B, H, W, 3) RGB, input `style_weights` float32 (B, N) with rows summing
@@ -6,27 +6,26 @@ to 1, output `stylized` uint8 (B, H, W, 3); the model card rides in the ONNX met
 Models exported with instance-norm statistics (the default since tiling) also take
 `norm_stats` float32 (B, S) and `use_stats` float32 (B, 1) and return `computed_stats`
 (B, S); see service/tiling.py. Older two-input models still load and serve.
+
+`Engine` holds everything that does not depend on the runtime: reading and checking the card
+and the graph's inputs and outputs, padding tiny images, style weights, warm-up. A backend
+(service/backends/: one module each, ONNX Runtime and OpenVINO) only opens the file, says
+what its graph looks like (`Port`s) and runs one feed. service/backends/__init__.py picks
+the backend and precision from the settings.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
-import onnxruntime as ort
 
 from model.card import CARD_KEY, CardError, ModelCard
-from service.session_options import (
-    CPU,
-    CUDA,
-    Provider,
-    SessionConfig,
-    create_session,
-    run_bound,
-    use_io_binding,
-)
 
 log = logging.getLogger("stylebox.engine")
 
@@ -34,67 +33,39 @@ log = logging.getLogger("stylebox.engine")
 IMAGE_INPUT, WEIGHTS_INPUT, OUTPUT = "image", "style_weights", "stylized"
 STATS_INPUT, USE_INPUT, STATS_OUTPUT = "norm_stats", "use_stats", "computed_stats"
 DEFAULT_MIN_SIDE = 8
-_ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider",
-            "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
-            "openvino": "OpenVINOExecutionProvider"}
+Size = tuple[int, int]  # (H, W)
 
 
 class ModelLoadError(RuntimeError):
     """The model file is missing, unreadable, or breaks the contract; str() is one line."""
 
 
-def resolve_providers(requested: list[str]) -> list[str]:
-    """Keep the available providers in the order asked, drop the rest, end with CPU."""
-    available = set(ort.get_available_providers())
-    out: list[str] = []
-    for name in requested:
-        full = _ALIASES.get(name.strip().lower(), name.strip())
-        if full not in available:
-            log.warning("execution provider %r is not available here (have: %s); skipping it",
-                        name, ", ".join(sorted(available)))
-        elif full not in out:
-            out.append(full)
-    if CPU in out:
-        out.remove(CPU)
-    return [*out, CPU]  # CPU last: ORT falls back to it for any op the others cannot run
+class EngineConfigError(ModelLoadError):
+    """The settings ask for what this host cannot do (a missing package, bf16 on a CPU
+    without it, a precision the bound refuses); str() is one line that names the fix."""
 
 
-TRT = _ALIASES["tensorrt"]
+@dataclass(frozen=True)
+class Port:
+    """One graph input or output as the backend reports it; None is a symbolic dimension."""
+
+    name: str
+    dtype: str  # numpy spelling: "uint8", "float32", ...
+    shape: tuple[int | None, ...]
 
 
-def provider_config(providers: list[str], trt_cache_dir: str = "",
-                    trt_fp16: bool = False) -> list[Provider]:
-    """`providers` with the TensorRT EP's options attached; the other EPs keep ORT's defaults.
-
-    A TensorRT engine takes minutes to build on a Jetson. With a cache directory (a volume in
-    the images) the engine and the timing data are written once and reloaded on restart.
-    """
-    out: list[Provider] = []
-    for name in providers:
-        if name != TRT:
-            out.append(name)
-            continue
-        opts = {"trt_fp16_enable": str(trt_fp16)}  # ORT parses "True"/"False"
-        if trt_cache_dir:
-            opts |= {"trt_engine_cache_enable": "True", "trt_engine_cache_path": trt_cache_dir,
-                     "trt_timing_cache_enable": "True", "trt_timing_cache_path": trt_cache_dir}
-        out.append((name, opts))
-    return out
-
-
-def _check_stats_io(inputs: dict, outputs: dict, size: int) -> None:
+def _check_stats_io(inputs: dict[str, Port], outputs: dict[str, Port], size: int) -> None:
     if STATS_OUTPUT not in outputs:
         raise ModelLoadError(f"outputs are {sorted(outputs)}, expected {STATS_OUTPUT!r} too")
     for arg, width in ((inputs[STATS_INPUT], size), (inputs[USE_INPUT], 1),
                        (outputs[STATS_OUTPUT], size)):
-        if arg.type != "tensor(float)" or len(arg.shape) != 2 or arg.shape[1] != width:
-            raise ModelLoadError(f"{arg.name!r} is {arg.type} {arg.shape}, expected float "
-                                 f"[B, {width}] (the card's norm_stats size)")
+        if arg.dtype != "float32" or len(arg.shape) != 2 or arg.shape[1] != width:
+            raise ModelLoadError(f"{arg.name!r} is {arg.dtype} {list(arg.shape)}, expected "
+                                 f"float32 [B, {width}] (the card's norm_stats size)")
 
 
-def _check_io(sess: ort.InferenceSession, n_styles: int, stats_size: int = 0) -> None:
-    inputs = {i.name: i for i in sess.get_inputs()}
-    outputs = {o.name: o for o in sess.get_outputs()}
+def check_io(inputs: dict[str, Port], outputs: dict[str, Port], n_styles: int,
+             stats_size: int = 0) -> None:
     expected = {IMAGE_INPUT, WEIGHTS_INPUT} | ({STATS_INPUT, USE_INPUT} if stats_size else set())
     if set(inputs) != expected:
         raise ModelLoadError(f"inputs are {sorted(inputs)}, expected {sorted(expected)}")
@@ -103,40 +74,33 @@ def _check_io(sess: ort.InferenceSession, n_styles: int, stats_size: int = 0) ->
     if OUTPUT not in outputs:
         raise ModelLoadError(f"outputs are {sorted(outputs)}, expected {OUTPUT!r}")
     img, wts, out = inputs[IMAGE_INPUT], inputs[WEIGHTS_INPUT], outputs[OUTPUT]
-    for arg, dtype in ((img, "tensor(uint8)"), (wts, "tensor(float)"), (out, "tensor(uint8)")):
-        if arg.type != dtype:
-            raise ModelLoadError(f"{arg.name!r} is {arg.type}, expected {dtype}")
+    for arg, dtype in ((img, "uint8"), (wts, "float32"), (out, "uint8")):
+        if arg.dtype != dtype:
+            raise ModelLoadError(f"{arg.name!r} is {arg.dtype}, expected {dtype}")
     for arg in (img, out):
-        # Symbolic dims come back as str (or None); only a concrete channel count can be wrong.
-        if len(arg.shape) != 4 or isinstance(arg.shape[3], int) and arg.shape[3] != 3:
-            raise ModelLoadError(f"{arg.name!r} has shape {arg.shape}, expected [B, H, W, 3]")
-    if len(wts.shape) != 2 or isinstance(wts.shape[1], int) and wts.shape[1] != n_styles:
-        raise ModelLoadError(f"{WEIGHTS_INPUT!r} has shape {wts.shape}, but the card lists "
-                             f"{n_styles} styles")
+        # Symbolic dims are None; only a concrete channel count can be wrong.
+        if len(arg.shape) != 4 or arg.shape[3] not in (None, 3):
+            raise ModelLoadError(f"{arg.name!r} has shape {list(arg.shape)}, "
+                                 "expected [B, H, W, 3]")
+    if len(wts.shape) != 2 or wts.shape[1] not in (None, n_styles):
+        raise ModelLoadError(f"{WEIGHTS_INPUT!r} has shape {list(wts.shape)}, but the card "
+                             f"lists {n_styles} styles")
 
 
-class Engine:
-    def __init__(self, model_path: str | Path, providers: list[str] | None = None,
-                 intra_op_threads: int = 0, options: SessionConfig | None = None,
-                 trt_cache_dir: str = "", trt_fp16: bool = False) -> None:
+class Engine(ABC):
+    """One loaded model on one runtime. Thread-safe: the service runs requests in threads."""
+
+    backend: ClassVar[str]  # "onnxruntime", "openvino": STYLEBOX_ENGINE's spelling
+    precision: str = "f32"  # what the runtime really computes in (f32, bf16, f16)
+    providers: list[str]  # ORT's execution providers, or the runtime's device list
+    # Set by service.backends when bf16/f16 was checked against f32 at start-up.
+    precision_check: dict[str, Any] | None = None
+
+    def __init__(self, model_path: str | Path, warmup_sizes: tuple[Size, ...] = ()) -> None:
         path = Path(model_path)
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist")
-        cfg = options or SessionConfig()
-        resolved = resolve_providers(providers or [CPU])
-        if TRT in resolved and trt_cache_dir:
-            try:
-                Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
-            except OSError as e:  # e.g. a read-only mount: one line, not a traceback
-                raise ModelLoadError(f"TensorRT cache {trt_cache_dir!r}: {e.strerror}") from None
-        try:
-            # Graph level, threads, arena and the optimised-model cache: service/session_options
-            self._session = create_session(
-                path, provider_config(resolved, trt_cache_dir, trt_fp16), cfg, intra_op_threads)
-        except Exception as e:  # ORT raises several private types for bad files
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
-        meta = self._session.get_modelmeta().custom_metadata_map
+        meta, inputs, outputs = self._open(path)
         if CARD_KEY not in meta:
             raise ModelLoadError(f"{path}: no model card (metadata {CARD_KEY!r}); "
                                  "export the model with `stylebox export`")
@@ -152,7 +116,8 @@ class Engine:
         except (TypeError, ValueError):
             raise ModelLoadError(f"{path}: invalid norm_stats in the model card") from None
         try:
-            _check_io(self._session, self.card.n_styles, self.stats_size)
+            check_io({p.name: p for p in inputs}, {p.name: p for p in outputs},
+                     self.card.n_styles, self.stats_size)
         except ModelLoadError as e:
             raise ModelLoadError(f"{path}: {e}") from None
         # use_stats = 0 makes norm_stats irrelevant; one zero buffer serves every request.
@@ -160,18 +125,25 @@ class Engine:
                           USE_INPUT: np.zeros((1, 1), np.float32)} if self.stats_size else {}
         self.path = path
         self.min_side = int(self.card.export.get("min_side", DEFAULT_MIN_SIDE))
-        self.providers = self._session.get_providers()
-        # I/O binding pays off where the model runs off the host (CUDA); see session_options.
-        self._bind_device = "cuda" if self.providers[0] == CUDA else "cpu"
-        self._io_binding = use_io_binding(cfg, self.providers)
-        self.warmup_ms = self.warmup(cfg.warmup_sizes)
+        self.warmup_ms = self.warmup(warmup_sizes)
 
-    @classmethod
-    def from_settings(cls, settings) -> Engine:
-        """The engine as service.settings.Settings describes it (the one place that maps them)."""
-        return cls(settings.model_path, settings.providers, settings.intra_op_threads,
-                   options=SessionConfig.from_settings(settings),
-                   trt_cache_dir=settings.trt_cache_dir, trt_fp16=settings.trt_fp16)
+    # -- what a backend implements ---------------------------------------------------------
+
+    @abstractmethod
+    def _open(self, path: Path) -> tuple[dict[str, str], list[Port], list[Port]]:
+        """Load `path`; return (metadata_props, inputs, outputs). Raise ModelLoadError."""
+
+    @abstractmethod
+    def _run(self, feed: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        """One inference; arrays the caller owns (not views of reused buffers)."""
+
+    @property
+    def runtime(self) -> dict[str, Any]:
+        """What serves, for /model, /readyz, /metrics and the start-up log."""
+        return {"engine": self.backend, "precision": self.precision,
+                "providers": list(self.providers), "precision_check": self.precision_check}
+
+    # -- shared by every backend -----------------------------------------------------------
 
     @property
     def style_names(self) -> list[str]:
@@ -192,10 +164,7 @@ class Engine:
         """uint8 (H, W, 3) RGB + float32 (N,) weights -> uint8 (H, W, 3). Thread-safe."""
         x, w, (h, wd) = self._prepare(rgb, weights)
         feed = {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w, **self._no_stats}  # (1, H, W, 3), (1, N)
-        if self._io_binding:
-            out = run_bound(self._session, feed, OUTPUT, self._bind_device)[0]
-        else:
-            out = self._session.run([OUTPUT], feed)[0][0]
+        out = self._run(feed, [OUTPUT])[0][0]
         return out[:h, :wd] if x.shape[:2] != (h, wd) else out
 
     def stylize_stats(self, rgb: np.ndarray, weights: np.ndarray,
@@ -209,11 +178,10 @@ class Engine:
         given = self._no_stats[STATS_INPUT] if stats is None else \
             np.asarray(stats, np.float32).reshape(1, self.stats_size)
         feed = {IMAGE_INPUT: x[None], WEIGHTS_INPUT: w, STATS_INPUT: given, USE_INPUT: use}
-        out, computed = self._session.run([OUTPUT, STATS_OUTPUT], feed)
+        out, computed = self._run(feed, [OUTPUT, STATS_OUTPUT])
         return out[0][:h, :wd], computed[0]
 
-    def _prepare(self, rgb: np.ndarray,
-                 weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    def _prepare(self, rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, Size]:
         if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
             raise ValueError(f"expected uint8 (H, W, 3), got {rgb.dtype} {rgb.shape}")
         w = np.asarray(weights, dtype=np.float32).reshape(1, -1)
@@ -228,12 +196,18 @@ class Engine:
             x = np.ascontiguousarray(rgb)  # a no-op for Pillow's arrays
         return x, w, (h, wd)
 
-    def warmup(self, sizes: tuple[tuple[int, int], ...] | list[tuple[int, int]]) -> dict:
+    def warmed(self, settings: Any) -> Engine:
+        """Run the settings' warm-up sizes now (engines built with none, e.g. before the
+        precision check decided which one serves); returns self."""
+        self.warmup_ms = self.warmup(settings.warmup_shapes)
+        return self
+
+    def warmup(self, sizes: tuple[Size, ...] | list[Size]) -> dict[str, float]:
         """Run each (H, W) once so the first real request at that size pays no set-up.
 
-        ORT plans memory per new input shape, and CUDA's cuDNN runs its algorithm search per
-        new shape (seconds); warming the common size buckets moves that to start-up.
-        Returns {"WxH": ms} for the log and the benchmark.
+        ORT plans memory per new input shape, OpenVINO compiles per new shape, and CUDA's
+        cuDNN runs its algorithm search per new shape (seconds); warming the common size
+        buckets moves that to start-up. Returns {"WxH": ms} for the log and the benchmark.
         """
         weights = self.one_hot(0)
         out: dict[str, float] = {}

@@ -14,9 +14,13 @@ stylebox_admitted_requests                            guarded requests running o
 stylebox_rejections_total{reason}                     4xx/503 answers by problem type
 stylebox_http_request_bytes_total{route}              request body bytes read
 stylebox_http_response_bytes_total{route}             response body bytes sent
+stylebox_engine_info{engine,precision,model}           1 for the engine serving now
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import (
@@ -28,6 +32,7 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import GaugeMetricFamily
 
 from service.admission import Admission
 
@@ -39,8 +44,24 @@ _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
 _INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
+class _EngineInfo:
+    """Which engine and precision serve, read at scrape time (a reload can swap them)."""
+
+    def __init__(self, engine: Callable[[], Any]) -> None:
+        self.engine = engine
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("stylebox_engine_info", "The engine and precision serving",
+                                   labels=["engine", "precision", "model"])
+        engine = self.engine()
+        if engine is not None:
+            family.add_metric([engine.backend, engine.precision, engine.card.name], 1)
+        yield family
+
+
 class Metrics:
-    def __init__(self, admission: Admission | None = None) -> None:
+    def __init__(self, admission: Admission | None = None,
+                 engine: Callable[[], Any] | None = None) -> None:
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("stylebox_http_requests", "HTTP requests answered",
                                 ["method", "route", "status"], registry=r)
@@ -62,6 +83,8 @@ class Metrics:
                          "Guarded (inference) requests running or queued", registry=r)
         if admission is not None:
             admitted.set_function(lambda: admission.active)
+        if engine is not None:
+            r.register(_EngineInfo(engine))
 
     def observe(self, *, method: str, route: str, status: int, seconds: float,
                 bytes_in: int, bytes_out: int, reason: str | None,

@@ -210,7 +210,7 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     """
     admission = Admission(settings.max_concurrency, settings.max_queue)
     app.state.admission = admission
-    app.state.metrics = Metrics(admission)
+    app.state.metrics = Metrics(admission, engine=lambda: getattr(app.state, "engine", None))
     # add_middleware puts each new layer outside the previous ones: innermost first.
     app.add_middleware(AdmissionMiddleware, admission=admission,
                        timeout_s=settings.request_timeout_s,

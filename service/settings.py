@@ -2,6 +2,12 @@
 
 Env var (prefix STYLEBOX_)   default                      meaning
 MODEL_PATH                   models/stylebox-a0.25.onnx   the exported ONNX model
+ENGINE                       auto                         auto, onnxruntime or openvino
+                                                          (service/backends/__init__.py)
+PRECISION                    auto                         auto, f32, bf16 or f16; below f32
+                                                          is checked against f32 at start-up
+OV_HINT                      latency                      OpenVINO: latency (one stream, all
+                                                          cores) or throughput (streams)
 PROVIDERS                    CPUExecutionProvider         ORT providers, comma list or JSON
 HOST, PORT                   0.0.0.0, 8000                where `stylebox serve` listens
 MAX_UPLOAD_BYTES             20 MiB                       request body cap (413 above)
@@ -15,8 +21,10 @@ TILE_SIZE                    1024                         tile side in px, conte
 TILE_MARGIN                  0 (the model's receptive     context px kept around each tile
                              radius, from its card)
 TILE_STATS_PIXELS            1 000 000                    size of the statistics pass
-INTRA_OP_THREADS             0 (ONNX Runtime's default)   threads per inference
+INTRA_OP_THREADS             0 (the runtime's default)    threads per inference (ORT intra-op,
+                                                          OpenVINO INFERENCE_NUM_THREADS)
 MAX_CONCURRENCY              2                            inferences running at once
+                                                          (OpenVINO: its infer requests)
 DEFAULT_FORMAT               png                          when neither format= nor Accept
 GRAPH_OPTIMIZATION           all                          ORT graph level: disable, basic,
                                                           extended, all (docs/performance.md)
@@ -77,6 +85,10 @@ class Settings(BaseSettings):
                                       protected_namespaces=())
 
     model_path: str = "models/stylebox-a0.25.onnx"
+    # Which runtime and precision serve (service/backends/__init__.py has the rules).
+    engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
+    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
+    ov_hint: Literal["latency", "throughput"] = "latency"
     # NoDecode: take the raw env string so "CUDAExecutionProvider,CPUExecutionProvider" works
     # as well as a JSON list; the validator below handles both.
     providers: Annotated[list[str], NoDecode] = Field(
@@ -144,6 +156,16 @@ class Settings(BaseSettings):
         for item in out:  # a typo should stop start-up, not the first request
             parse_size(item)
         return out
+
+    @field_validator("engine", "precision", "ov_hint", mode="before")
+    @classmethod
+    def _lower(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @property
+    def warmup_shapes(self) -> tuple[tuple[int, int], ...]:
+        """WARMUP_SIZES as (H, W) pairs."""
+        return tuple(parse_size(s) for s in self.warmup_sizes)
 
     @field_validator("default_format", mode="before")
     @classmethod

@@ -5,12 +5,14 @@ weights: latency depends on shape, not on training). The peer is the full single
 Johnson network (α = 1, one style: the pytorch/examples TransformerNet layout), exported
 the same way, so every row also reports its speed-up over it. Sections, each optional:
 
-1. latency: median and p90 ms per image per size per ONNX Runtime provider, through the
-   service's own Engine; FLOPs and bytes per image from the graph and the fraction of this
-   machine's roofline reached (GEMM and memcpy rates measured in the same run);
+1. latency: median and p90 ms per image per size on every engine here (each ONNX Runtime
+   provider, OpenVINO at every precision this CPU runs natively), through the service's own
+   engines; FLOPs and bytes per image from the graph and the fraction of this machine's
+   roofline reached (f32 GEMM, OpenVINO bf16 GEMM and memcpy rates measured in the same run);
 2. load: images/s under 1, 2, 4 concurrent requests through the real HTTP service, and the
    share of a request spent outside inference (stylebox/loadtest.py);
-3. options: the session options measured against each other (service/session_options.py).
+3. options: the session options measured against each other (service/session_options.py),
+   and OpenVINO's latency vs throughput hint at 1 and 2 requests at once.
 
 It prints markdown and, with `--report`, writes it (and a plot) into a markdown file between
 `<!-- bench:begin -->` and `<!-- bench:end -->`, keeping the prose around it.
@@ -26,33 +28,58 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from service.session_options import CPU, SessionConfig, parse_size
 from stylebox.loadtest import percentile
-from stylebox.roofline import Cost, Peaks, graph_cost, machine_peaks
+from stylebox.roofline import Cost, Peaks, graph_cost, machine_peaks, openvino_gemm_gflops
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 PEER = "peer-johnson-a1-n1"
+ORT_CPU = "ORT CPU"
 _SKIP_PROVIDERS = {"AzureExecutionProvider"}  # remote endpoints, not local inference
+
+
+@dataclass(frozen=True)
+class Runner:
+    """One engine configuration to time: ONNX Runtime on a provider, or OpenVINO at a
+    precision. `make(path, threads)` builds the service's engine for a model file."""
+
+    label: str  # "ORT CPU", "ORT CUDA", "OpenVINO bf16"
+    precision: str
+    on_cpu: bool  # the CPU roofline applies
+    make: Callable[[Path, int], Any]
 
 
 @dataclass
 class Row:
     model: str  # file stem
     label: str  # α and style count, from the card
-    provider: str
+    provider: str  # the Runner's label
     size: str  # WxH
     pixels: int
     median_ms: float
     p90_ms: float
     cost: Cost | None = None
+    precision: str = "f32"
+    on_cpu: bool = True
+
+
+def _peaks(chosen: list[Runner]) -> Peaks:
+    """This machine's f32 GEMM and memcpy rates, and each low precision's GEMM in OpenVINO."""
+    peaks = machine_peaks()
+    for p in dict.fromkeys(r.precision for r in chosen if r.precision != "f32"):
+        peaks.low[p] = openvino_gemm_gflops(p)
+    return peaks
 
 
 def _parse_sizes(text: str) -> list[tuple[int, int]]:
@@ -102,45 +129,79 @@ def _engine(path: Path, provider: str, threads: int, cfg: SessionConfig | None =
     interleaved sessions would otherwise run while the previous session's idle threads still
     spin on the same cores (measured: α=0.25 at 512² 107 ms interleaved with the peer vs 86 ms
     alone; 82 vs 86 ms with spinning off). One session alone is as fast either way."""
-    from service.engine import Engine
+    from service.backends.ort import OrtEngine
 
     cfg = replace(cfg or SessionConfig(), intra_op_spinning=False)
-    return Engine(path, [provider], threads, options=cfg)
+    return OrtEngine(path, [provider], threads, options=cfg)
+
+
+def _ov_engine(path: Path, threads: int, precision: str, hint: str = "latency",
+               requests: int = 1):
+    from service.backends.ov import OpenVinoEngine
+
+    return OpenVinoEngine(path, precision, hint, threads, requests)
+
+
+def runners(engines: str, providers: list[str], precisions: str) -> list[Runner]:
+    """What `--engines` / `--providers` / `--precisions` select among what this host has."""
+    from service.backends import openvino_installed
+
+    wanted = {"onnxruntime", "openvino"} if engines == "all" else \
+        {e.strip() for e in engines.split(",")}
+    out = []
+    if "onnxruntime" in wanted:
+        out += [Runner(f"ORT {p.removesuffix('ExecutionProvider')}", "f32", p == CPU,
+                       lambda path, threads, p=p: _engine(path, p, threads)) for p in providers]
+    if "openvino" in wanted and openvino_installed():
+        from service.backends.ov import cpu_precisions
+
+        native = sorted(cpu_precisions(), key=["f32", "bf16", "f16"].index)
+        chosen = native if precisions == "all" else \
+            [p for p in native if p in precisions.split(",")]
+        out += [Runner(f"OpenVINO {p}", p, True,
+                       lambda path, threads, p=p: _ov_engine(path, threads, p)) for p in chosen]
+    return out
 
 
 def time_models(paths: list[Path], sizes, repeats: int, threads: int,
-                provider: str) -> list[Row]:
-    """Every model at every size on one provider, the models interleaved per size."""
-    engines = [_engine(p, provider, threads) for p in paths]
+                runner: Runner) -> list[Row]:
+    """Every model at every size on one engine, the models interleaved per size."""
+    engines = [runner.make(p, threads) for p in paths]
     rows = []
     for h, wd in sizes:
         img = np.random.default_rng(0).integers(0, 256, (h, wd, 3), dtype=np.uint8)
         fns = [partial(e.stylize, img, e.one_hot(0)) for e in engines]
         for path, e, (med, p90) in zip(paths, engines, _interleaved(fns, repeats), strict=True):
             label = f"α={e.card.alpha:g}, {e.card.n_styles} style(s)"
-            rows.append(Row(path.stem, label, provider, f"{wd}x{h}", h * wd, med, p90))
-        print(f"timed {wd}x{h} on {provider}", flush=True)
+            rows.append(Row(path.stem, label, runner.label, f"{wd}x{h}", h * wd, med, p90,
+                            precision=runner.precision, on_cpu=runner.on_cpu))
+        print(f"timed {wd}x{h} on {runner.label}", flush=True)
     order = {p.stem: i for i, p in enumerate(paths)}
     return sorted(rows, key=lambda r: (order[r.model], r.pixels))
 
 
 def latency_table(rows: list[Row], peaks: Peaks | None) -> str:
     peer_ms = {(r.provider, r.size): r.median_ms for r in rows if r.model == PEER}
-    lines = ["| model | provider | size | median ms | p90 ms | vs peer | GFLOP | GB moved "
-             "| GFLOP/s | % roofline |", "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    ort_ms = {(r.model, r.size): r.median_ms for r in rows if r.provider == ORT_CPU}
+    lines = ["| model | engine | size | median ms | p90 ms | vs peer | vs ORT CPU | GFLOP "
+             "| GB moved | GFLOP/s | % roofline |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         peer = peer_ms.get((r.provider, r.size))
         ratio = f"{peer / r.median_ms:.2f}x" if peer else ""
+        base = ort_ms.get((r.model, r.size))
+        vs_ort = f"{base / r.median_ms:.2f}x" if base else ""
         gflop = gb = rate = roof = ""
         if r.cost:
             rate_v = r.cost.flops / r.median_ms / 1e6
             gflop, gb, rate = (f"{r.cost.flops / 1e9:.2f}", f"{r.cost.bytes / 1e9:.2f}",
                                f"{rate_v:.1f}")
-            if peaks and r.provider == CPU:  # the peaks are this CPU's; GPU rows need theirs
-                roof = f"{100 * rate_v / peaks.attainable_gflops(r.cost.intensity):.0f}%"
-        lines.append(f"| {r.label} | {r.provider.removesuffix('ExecutionProvider')} | {r.size} "
-                     f"| {r.median_ms:.1f} | {r.p90_ms:.1f} | {ratio} | {gflop} | {gb} "
-                     f"| {rate} | {roof} |")
+            # The peaks are this CPU's (GPU rows need theirs); bf16 rows against bf16's.
+            attainable = peaks.attainable_gflops(r.cost.intensity, r.precision) if peaks \
+                and r.on_cpu else None
+            roof = f"{100 * rate_v / attainable:.0f}%" if attainable else ""
+        lines.append(f"| {r.label} | {r.provider} | {r.size} | {r.median_ms:.1f} "
+                     f"| {r.p90_ms:.1f} | {ratio} | {vs_ort} | {gflop} | {gb} | {rate} | {roof} |")
     return "\n".join(lines)
 
 
@@ -223,10 +284,10 @@ def plot(rows: list[Row], out: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for key in dict.fromkeys((r.label, r.provider) for r in rows):
         pts = sorted((r.pixels / 1e6, r.median_ms) for r in rows if (r.label, r.provider) == key)
-        name = key[0] + ("" if key[1] == CPU else f" ({key[1].removesuffix('ExecutionProvider')})")
+        name = key[0] + ("" if key[1] == ORT_CPU else f" ({key[1]})")
         ax.plot(*zip(*pts, strict=True), marker="o", label=name)
     ax.set(xscale="log", yscale="log", xlabel="megapixels per image", ylabel="median ms / image",
-           title="stylebox inference on ONNX Runtime")
+           title="stylebox inference, by engine")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -237,7 +298,7 @@ def plot(rows: list[Row], out: Path) -> None:
 def targets(rows: list[Row], load: list) -> list[str]:
     """The issue's CPU targets, checked on this run's numbers (they live here, not in tests)."""
     by = {(r.label.split(",")[0], r.model, r.size): r.median_ms for r in rows
-          if r.provider == CPU}
+          if r.provider == ORT_CPU}
     out = []
     a25 = {k[2]: v for k, v in by.items() if k[0] == "α=0.25" and k[1] != PEER}
     peer = {k[2]: v for k, v in by.items() if k[1] == PEER}
@@ -249,12 +310,64 @@ def targets(rows: list[Row], load: list) -> list[str]:
         ms = a25["1920x1080"]
         out.append(f"- α = 0.25 at 1920x1080: {ms:.0f} ms (target < 1000 ms): "
                    f"{'met' if ms < 1000 else 'NOT met'}")
+    out += _bf16_targets(rows)
     for r in load[:1]:  # the first server variant (the defaults in `make bench`)
         if r.concurrency == 1 and r.size == "512x512":
             out.append(f"- service overhead at 512² ({r.variant}, one request at a time): "
                        f"{100 * r.outside_ratio:.0f}% of inference time (target ≤ 15%): "
                        f"{'met' if r.outside_ratio <= 0.15 else 'NOT met'}")
     return out
+
+
+def _bf16_targets(rows: list[Row]) -> list[str]:
+    """OpenVINO bf16 against ONNX Runtime f32 on the same file (issue 14's targets)."""
+    ort_ms = {(r.model, r.size): r.median_ms for r in rows if r.provider == ORT_CPU}
+    out = []
+    for r in rows:
+        base = ort_ms.get((r.model, r.size))
+        goal = {"512x512": 2.2, "1920x1080": 2.8}.get(r.size)
+        if r.precision != "bf16" or base is None or goal is None or r.model == PEER:
+            continue
+        ratio = base / r.median_ms
+        out.append(f"- {r.label} at {r.size}: OpenVINO bf16 {r.median_ms:.0f} ms vs ORT f32 "
+                   f"{base:.0f} ms = {ratio:.2f}x (target ≥ {goal}x): "
+                   f"{'met' if ratio >= goal else 'NOT met'}")
+    if not any(r.precision == "bf16" for r in rows):
+        out.append("- OpenVINO bf16 targets: not measurable here (" + _low_precision_note() + ")")
+    return out
+
+
+def _low_precision_note() -> str:
+    from service.backends import openvino_installed
+
+    if not openvino_installed():
+        return "openvino is not installed"
+    from service.backends.ov import cpu_name, cpu_precisions
+
+    return f"{cpu_name()} runs {', '.join(sorted(cpu_precisions()))} in OpenVINO: no AMX or " \
+        "AVX512_BF16"
+
+
+def ov_hints(path: Path, size: tuple[int, int], repeats: int, threads: int,
+             precision: str) -> str:
+    """OpenVINO's latency vs throughput hint, one and two requests at once: images/s."""
+    h, wd = size
+    img = np.random.default_rng(0).integers(0, 256, (h, wd, 3), dtype=np.uint8)
+    lines = [f"| OpenVINO {precision} ({wd}x{h}) | streams | at once | images/s | ms per image "
+             "wall |", "|---|---:|---:|---:|---:|"]
+    for hint in ("latency", "throughput"):
+        engine = _ov_engine(path, threads, precision, hint, requests=2)
+        run = partial(engine.stylize, img, engine.one_hot(0))
+        for clients in (1, 2):
+            n = max(2, repeats) * clients
+            with ThreadPoolExecutor(clients) as pool:
+                list(pool.map(lambda _, f=run: f(), range(clients)))  # warm
+                t = time.perf_counter()
+                list(pool.map(lambda _, f=run: f(), range(n)))
+                dt = time.perf_counter() - t
+            lines.append(f"| {hint} | {engine.streams} | {clients} | {n / dt:.2f} "
+                         f"| {1000 * dt / n:.1f} |")
+    return "\n".join(lines)
 
 
 def _machine(peaks: Peaks | None, load_before: float) -> str:
@@ -271,12 +384,24 @@ def _machine(peaks: Peaks | None, load_before: float) -> str:
     text = (f"- when: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; load average before the run "
             f"{load_before:.2f}, after the latency runs {os.getloadavg()[0]:.2f}\n"
             f"- CPU: {cpu}, {os.cpu_count()} logical cores; "
-            f"ONNX Runtime {ort.__version__}; Python {platform.python_version()}\n")
+            f"ONNX Runtime {ort.__version__}; {_openvino_version()}; "
+            f"Python {platform.python_version()}\n")
     if peaks:
+        low = "".join(f", OpenVINO {p} GEMM {g:.0f} GFLOP/s" for p, g in peaks.low.items())
         text += (f"- measured in this run (best of before and after the latency runs): float32 "
-                 f"GEMM {peaks.gemm_gflops:.0f} GFLOP/s (numpy BLAS, all cores), memcpy "
+                 f"GEMM {peaks.gemm_gflops:.0f} GFLOP/s (numpy BLAS, all cores){low}, memcpy "
                  f"{peaks.copy_gbs:.1f} GB/s (read + write)\n")
     return text
+
+
+def _openvino_version() -> str:
+    from service.backends import openvino_installed
+
+    if not openvino_installed():
+        return "OpenVINO not installed"
+    import openvino as ov
+
+    return f"OpenVINO {ov.get_version().split('-')[0]} ({_low_precision_note()})"
 
 
 def write_report(md: Path, body: str) -> None:
@@ -302,6 +427,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = ORT default)")
     p.add_argument("--providers", default="all",
                    help="comma list of ORT providers, or 'all' available ones")
+    p.add_argument("--engines", default="all",
+                   help="onnxruntime, openvino (comma list), or 'all' installed ones")
+    p.add_argument("--precisions", default="all",
+                   help="OpenVINO precisions (f32,bf16,f16), or 'all' this CPU runs natively")
     p.add_argument("--no-peer", action="store_true", help="skip the α=1 single-style peer")
     p.add_argument("--peer", help="use this .onnx as the peer instead of building it")
     p.add_argument("--no-roofline", action="store_true", help="skip FLOP counts and peaks")
@@ -327,8 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     providers = [p for p in ort.get_available_providers() if p not in _SKIP_PROVIDERS] \
         if args.providers == "all" else [p.strip() for p in args.providers.split(",")]
     sizes = _parse_sizes(args.sizes)
+    chosen = runners(args.engines, providers, args.precisions)
     load_before = os.getloadavg()[0]
-    peaks = None if args.no_roofline else machine_peaks()
+    peaks = None if args.no_roofline else _peaks(chosen)
     head = _machine(peaks, load_before)
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -340,12 +470,13 @@ def main(argv: list[str] | None = None) -> int:
             peer_path.write_bytes(src.read_bytes())
             paths.append(peer_path)
         rows: list[Row] = []
-        for provider in providers:
-            rows += time_models(paths, sizes, args.repeats, args.threads, provider)
+        for runner in chosen:
+            rows += time_models(paths, sizes, args.repeats, args.threads, runner)
         if peaks:  # again after the timings: keep the better of two (someone else's load)
-            again = machine_peaks()
+            again = _peaks(chosen)
             peaks = Peaks(max(peaks.gemm_gflops, again.gemm_gflops),
-                          max(peaks.copy_gbs, again.copy_gbs))
+                          max(peaks.copy_gbs, again.copy_gbs),
+                          {p: max(g, again.low[p]) for p, g in peaks.low.items()})
             head = _machine(peaks, load_before)
             costs = {}
             for r in rows:
@@ -355,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
                     costs[key] = graph_cost(next(p for p in paths if p.stem == r.model), h, w)
                 r.cost = costs[key]
         sections.append(f"### Latency per image ({args.repeats} runs per size after one "
-                        f"warm-up; intra-op threads {args.threads or 'ORT default'})\n\n"
+                        f"warm-up; threads per inference {args.threads or 'the default'})\n\n"
                         + latency_table(rows, peaks))
         load = []
         if args.concurrency.strip():
@@ -368,6 +499,11 @@ def main(argv: list[str] | None = None) -> int:
             sections.append("### Session options\n\n"
                             + sweep(paths[0], parse_size(args.sweep_size), args.repeats,
                                     args.threads))
+            for runner in chosen:
+                if runner.label.startswith("OpenVINO"):
+                    sections.append("### OpenVINO hints\n\n" + ov_hints(
+                        paths[0], parse_size(args.sweep_size), args.repeats, args.threads,
+                        runner.precision))
     if found := targets(rows, load):
         sections.append("### Targets (this run)\n\n" + "\n".join(found))
     cmd = "stylebox bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -9,12 +9,14 @@ an upper bound on memory traffic; `min_bytes` (weights + input + output) is the 
 
 `machine_peaks` measures a float32 GEMM rate (numpy/BLAS on all cores) and a memory copy
 rate in the calling process, so the roofline belongs to the same run as the timings.
+`openvino_gemm_gflops` measures a bf16 (or f16) GEMM the way the engine runs one: a MatMul
+compiled by OpenVINO's CPU plugin at that precision (AMX tiles where the CPU has them).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,11 +40,15 @@ class Cost:
 
 @dataclass
 class Peaks:
-    gemm_gflops: float
+    gemm_gflops: float  # float32
     copy_gbs: float  # bytes read + written per second, / 1e9
+    # Lower-precision GEMM rates (OpenVINO on AMX / AVX512_BF16), by precision name.
+    low: dict[str, float] = field(default_factory=dict)
 
-    def attainable_gflops(self, intensity: float) -> float:
-        return min(self.gemm_gflops, intensity * self.copy_gbs)
+    def attainable_gflops(self, intensity: float, precision: str = "f32") -> float | None:
+        """The roofline at `intensity`; None for a precision whose peak was not measured."""
+        peak = self.gemm_gflops if precision == "f32" else self.low.get(precision)
+        return None if peak is None else min(peak, intensity * self.copy_gbs)
 
 
 def _fixed_shape_model(path: Path, height: int, width: int):
@@ -129,3 +135,19 @@ def machine_peaks(budget_s: float = 1.0, gemm_n: int = 1024, copy_mb: int = 128)
     dst = np.empty_like(src)
     copy = _best_rate(lambda: np.copyto(dst, src), 2.0 * src.nbytes / 1e9, budget_s / 2)
     return Peaks(gemm, copy)
+
+
+def openvino_gemm_gflops(precision: str, n: int = 2048, budget_s: float = 1.0) -> float:
+    """GFLOP/s of an n x n x n MatMul compiled by OpenVINO at `precision` (all cores)."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    rng = np.random.default_rng(0)
+    a = ops.parameter([n, n], np.float32, name="a")
+    b = ops.constant(rng.standard_normal((n, n), dtype=np.float32))
+    model = ov.Model([ops.matmul(a, b, False, False)], [a], "gemm")
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
+                                                      "PERFORMANCE_HINT": "LATENCY"})
+    request = compiled.create_infer_request()
+    x = rng.standard_normal((n, n), dtype=np.float32)
+    return _best_rate(lambda: request.infer([x]), 2.0 * n**3 / 1e9, budget_s)

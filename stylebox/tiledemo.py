@@ -74,11 +74,11 @@ def _peak_mb() -> float:
 
 def worker(args: argparse.Namespace) -> int:
     """One mode in this process: prints {"ms": [...], "peak_mb", "loaded_mb", "tiles"}."""
-    from service.engine import Engine
+    from service.backends.ort import OrtEngine
     from service.pipeline import stylize_fitted
 
     img = np.load(args.image)
-    engine = Engine(args.model)
+    engine = OrtEngine(args.model)
     w = engine.one_hot(args.style)
     loaded = _peak_mb()
     cfg = TileConfig(args.tile_size, 0, args.stats_pixels)
@@ -156,8 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = json.loads(r.stdout.strip().splitlines()[-1])
             outs[mode] = np.load(result)
             print(f"{mode}: {results[mode]}", file=sys.stderr, flush=True)
-        from service.engine import Engine
-        engine = Engine(model)
+        from service.backends.ort import OrtEngine
+        engine = OrtEngine(model)
         margin = TileConfig(args.tile_size).margin_for(engine)
         core = core_size(args.tile_size, margin)
     ref = outs.get("full")

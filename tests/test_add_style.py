@@ -159,7 +159,7 @@ def test_cli_add_export_serve_the_new_style(base, tmp_path, capsys):
 
     from model.export import export_onnx
     from service.app import create_app
-    from service.engine import Engine
+    from service.backends.ort import OrtEngine
     from service.settings import Settings
     from stylebox.cli import main
 
@@ -173,7 +173,7 @@ def test_cli_add_export_serve_the_new_style(base, tmp_path, capsys):
     gen, card, _ = load_checkpoint(out)
     onnx_path = tmp_path / "plus.onnx"
     export_onnx(gen, card, onnx_path, export_size=32)
-    engine = Engine(onnx_path)
+    engine = OrtEngine(onnx_path)
     client = TestClient(create_app(Settings(model_path=str(onnx_path)), engine=engine))
     styles = client.get("/styles").json()["styles"]
     assert [s["name"] for s in styles] == ["stripes", "checker", "flipped"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.auth import APIKeyMiddleware, key_matches, presented_keys
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 
 KEY = "s3cret-key-with-enough-entropy"
@@ -25,7 +25,7 @@ def png() -> bytes:
 
 @pytest.fixture(scope="module")
 def engine(tiny_onnx):
-    return Engine(tiny_onnx)
+    return OrtEngine(tiny_onnx)
 
 
 def client_for(tiny_onnx, engine, **kw) -> TestClient:

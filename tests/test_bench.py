@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 
+from service.backends import openvino_installed
 from stylebox import bench
 from stylebox.roofline import Peaks, graph_cost, machine_peaks
 from tests.conftest import make_tiny_generator
@@ -106,14 +107,25 @@ def test_small_full_run_writes_tables_and_plot(tiny_onnx, tmp_path, capsys):
     assert text == md.read_text() and "Command: `stylebox bench" in capsys.readouterr().out
     assert re.search(r"float32 GEMM \d+ GFLOP/s", text)
 
-    lat = _table(text, "| model | provider | size |")
-    # Model by model (the peer last), each by pixel count.
-    assert [(r[0], r[2]) for r in lat] == [("α=0.25, 3 style(s)", "40x24"),
-                                           ("α=0.25, 3 style(s)", "32x32")] * 2
-    assert {r[5] for r in lat[2:]} == {"1.00x"}  # the peer against itself
+    lat = _table(text, "| model | engine | size |")
+    engines = ["ORT CPU"] + (["OpenVINO f32"] if openvino_installed() else [])
+    # Engine by engine; in each, model by model (the peer last), each by pixel count.
+    assert [(r[1], r[0], r[2]) for r in lat] == [
+        (e, "α=0.25, 3 style(s)", size) for e in engines for _model in range(2)
+        for size in ("40x24", "32x32")]
+    assert {r[5] for r in lat if r[0] == lat[0][0]} >= {"1.00x"}  # the peer against itself
+    assert {r[6] for r in lat if r[1] == "ORT CPU"} == {"1.00x"}  # ORT against itself
     for r in lat:
         assert float(r[3]) > 0 and float(r[4]) >= float(r[3])  # median <= p90
-        assert float(r[6]) > 0 and r[9].endswith("%")  # GFLOP and roofline share
+        assert float(r[7]) > 0 and r[10].endswith("%")  # GFLOP and roofline share
+        assert r[6].endswith("x")
+    if openvino_installed():  # the hints: streams, 1 and 2 requests at once
+        hints = _table(text, "| OpenVINO f32 (32x32) |")
+        assert [(r[0], r[2]) for r in hints] == [("latency", "1"), ("latency", "2"),
+                                                 ("throughput", "1"), ("throughput", "2")]
+        assert all(float(r[3]) > 0 and int(r[1]) >= 1 for r in hints)
+        assert "OpenVINO bf16 targets: not measurable here" in text or "OpenVINO bf16 GEMM" \
+            in text
 
     load = _table(text, "| server settings |")
     assert [(r[1], r[2], r[3], r[4]) for r in load] == [("48x32", "1", "3", "0"),

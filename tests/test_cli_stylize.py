@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.backends.ort import OrtEngine
 from service.cli import stylize_main
-from service.engine import Engine
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def test_writes_same_size_file(tiny_onnx, photo, tmp_path, capsys):
     assert stylize_main([str(src), "-s", "mosaic", "-o", str(out), "--model", str(tiny_onnx)]) == 0
     im = Image.open(out)
     assert im.size == (35, 27) and im.format == "PNG"
-    expect = Engine(tiny_onnx).stylize(rgb, np.array([0, 1, 0], np.float32))
+    expect = OrtEngine(tiny_onnx).stylize(rgb, np.array([0, 1, 0], np.float32))
     np.testing.assert_array_equal(np.asarray(im), expect)
     assert "photo.png" in capsys.readouterr().out
 

@@ -14,6 +14,7 @@ from PIL import Image, ImageOps
 
 from service import controls as ctl
 from service.app import create_app
+from service.backends.ort import OrtEngine
 from service.cli import stylize_main
 from service.controls import (
     ControlError,
@@ -23,7 +24,6 @@ from service.controls import (
     oklab_to_srgb,
     srgb_to_oklab,
 )
-from service.engine import Engine
 from service.previews import PREVIEW_SIZE, sample_image
 from service.settings import Settings
 from tests.conftest import TINY_STYLES
@@ -122,8 +122,8 @@ def test_limit_side_keeps_aspect_and_alpha():
 # -- API ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> Engine:
-    return Engine(tiny_onnx)
+def engine(tiny_onnx) -> OrtEngine:
+    return OrtEngine(tiny_onnx)
 
 
 @pytest.fixture(scope="module")
@@ -253,7 +253,7 @@ def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
                                          Image.Resampling.LANCZOS))
         assert np.abs(sample.astype(int) - fitted).mean() < 3  # the photo, centre-cropped
         assert np.abs(sample.astype(int) - sample_image()).mean() > 10  # not the drawn scene
-        engine = Engine(model)
+        engine = OrtEngine(model)
         r = c.get(f"/styles/{TINY_STYLES[1]['name']}/preview.png")
         assert r.status_code == 200
         np.testing.assert_array_equal(pixels(r.content),
@@ -263,6 +263,6 @@ def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
 def test_a_damaged_sample_in_the_card_falls_back_to_the_drawn_scene(tiny_onnx):
     from service.previews import PreviewCache
 
-    engine = Engine(tiny_onnx)
+    engine = OrtEngine(tiny_onnx)
     engine.card.export["sample"] = {"jpeg_base64": "bm90IGEgSlBFRw=="}  # "not a JPEG"
     np.testing.assert_array_equal(PreviewCache().sample(engine), sample_image())

@@ -405,7 +405,7 @@ def test_k8s_probes_ports_resources():
 # -- the service side of TensorRT: provider options from settings -----------------------------
 
 def test_tensorrt_provider_options():
-    from service.engine import provider_config
+    from service.backends.ort import provider_config
 
     trt, cuda, cpu = TARGETS["jetson"]
     assert provider_config([cuda, cpu], "/c", True) == [cuda, cpu]  # only TensorRT gets them
@@ -418,7 +418,7 @@ def test_tensorrt_provider_options():
 
 
 def test_tensorrt_settings_fall_back_to_cpu_here(monkeypatch, tmp_path, tiny_onnx):
-    from service.engine import Engine
+    from service.backends import open_engine
 
     cache = tmp_path / "trt"
     monkeypatch.setenv("STYLEBOX_PROVIDERS", ",".join(TARGETS["jetson"]))
@@ -426,7 +426,7 @@ def test_tensorrt_settings_fall_back_to_cpu_here(monkeypatch, tmp_path, tiny_onn
     monkeypatch.setenv("STYLEBOX_TRT_FP16", "true")
     settings = Settings(model_path=str(tiny_onnx))
     assert (settings.trt_cache_dir, settings.trt_fp16) == (str(cache), True)
-    engine = Engine.from_settings(settings)  # no TensorRT/CUDA in CPU onnxruntime: CPU serves
+    engine = open_engine(settings)  # no TensorRT/CUDA in CPU onnxruntime: CPU serves
     assert engine.providers == ["CPUExecutionProvider"]
     assert not cache.exists()  # made only when TensorRT really runs
     out = engine.stylize(np.full((16, 20, 3), 128, np.uint8), np.array([1, 0, 0], np.float32))

@@ -1,4 +1,4 @@
-"""Session options: settings -> SessionConfig -> Engine; each option keeps the output right."""
+"""Session options: settings -> SessionConfig -> OrtEngine; each option keeps the output right."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.session_options import (
     CPU,
     CUDA,
@@ -78,7 +78,7 @@ def test_parse_size():
     SessionConfig(io_binding="on"),
 ], ids=["defaults", "disable", "basic", "extended", "no-arena", "spinning", "io-binding"])
 def test_every_option_gives_the_reference_image(tiny_onnx, rgb, reference, cfg):
-    out = Engine(tiny_onnx, options=cfg, intra_op_threads=1).stylize(rgb, W)
+    out = OrtEngine(tiny_onnx, options=cfg, intra_op_threads=1).stylize(rgb, W)
     assert out.shape == rgb.shape and out.dtype == np.uint8
     # Fused kernels may round a few values differently, never by more than one grey level.
     diff = np.abs(out.astype(np.int16) - reference)
@@ -86,11 +86,11 @@ def test_every_option_gives_the_reference_image(tiny_onnx, rgb, reference, cfg):
 
 
 def test_io_binding_is_bit_identical_to_run(tiny_onnx, rgb):
-    plain = Engine(tiny_onnx, options=SessionConfig(io_binding="off")).stylize(rgb, W)
-    bound = Engine(tiny_onnx, options=SessionConfig(io_binding="on")).stylize(rgb, W)
+    plain = OrtEngine(tiny_onnx, options=SessionConfig(io_binding="off")).stylize(rgb, W)
+    bound = OrtEngine(tiny_onnx, options=SessionConfig(io_binding="on")).stylize(rgb, W)
     np.testing.assert_array_equal(plain, bound)
     tiny = np.full((3, 5, 3), 200, np.uint8)  # the engine's padding path, bound
-    assert Engine(tiny_onnx, options=SessionConfig(io_binding="on")).stylize(tiny, W).shape \
+    assert OrtEngine(tiny_onnx, options=SessionConfig(io_binding="on")).stylize(tiny, W).shape \
         == (3, 5, 3)
 
 
@@ -103,11 +103,11 @@ def test_io_binding_auto_means_cuda_only():
 
 def test_optimized_model_cache_is_written_then_reused(tiny_onnx, tmp_path, rgb, reference):
     cfg = SessionConfig(optimized_model_dir=str(tmp_path / "cache"))
-    first = Engine(tiny_onnx, options=cfg)
+    first = OrtEngine(tiny_onnx, options=cfg)
     files = list((tmp_path / "cache").iterdir())
     assert len(files) == 1 and files[0] == optimized_path(tiny_onnx, cfg, [CPU])
     stamp = files[0].stat().st_mtime_ns
-    second = Engine(tiny_onnx, options=cfg)  # loads the cached graph, rewrites nothing
+    second = OrtEngine(tiny_onnx, options=cfg)  # loads the cached graph, rewrites nothing
     assert files[0].stat().st_mtime_ns == stamp
     assert second.card == first.card  # the card survives ORT's re-serialisation
     np.testing.assert_array_equal(second.stylize(rgb, W), first.stylize(rgb, W))
@@ -118,7 +118,7 @@ def test_damaged_cache_file_is_replaced(tiny_onnx, tmp_path, rgb, reference):
     cfg = SessionConfig(optimized_model_dir=str(tmp_path))
     cached = optimized_path(tiny_onnx, cfg, [CPU])
     cached.write_bytes(b"not a model")
-    engine = Engine(tiny_onnx, options=cfg)
+    engine = OrtEngine(tiny_onnx, options=cfg)
     assert np.abs(engine.stylize(rgb, W).astype(np.int16) - reference).max() <= 1
     assert cached.stat().st_size > 1000  # rewritten with the real optimised graph
 
@@ -132,10 +132,10 @@ def test_cache_key_and_scope(tiny_onnx, tmp_path):
 
 
 def test_warmup_runs_each_size(tiny_onnx):
-    engine = Engine(tiny_onnx, options=SessionConfig(warmup_sizes=((16, 16), (20, 24))))
+    engine = OrtEngine(tiny_onnx, options=SessionConfig(warmup_sizes=((16, 16), (20, 24))))
     assert set(engine.warmup_ms) == {"16x16", "24x20"}
     assert all(ms > 0 for ms in engine.warmup_ms.values())
-    assert Engine(tiny_onnx).warmup_ms == {}
+    assert OrtEngine(tiny_onnx).warmup_ms == {}
 
 
 def test_service_uses_the_session_settings(tiny_onnx, tmp_path):
@@ -163,5 +163,5 @@ def _png(h: int, w: int) -> bytes:
 def test_unwritable_cache_dir_still_serves(tiny_onnx, tmp_path, rgb, reference):
     blocker = tmp_path / "file"
     blocker.write_text("a file where the cache folder should be")
-    engine = Engine(tiny_onnx, options=SessionConfig(optimized_model_dir=str(blocker / "sub")))
+    engine = OrtEngine(tiny_onnx, options=SessionConfig(optimized_model_dir=str(blocker / "sub")))
     assert np.abs(engine.stylize(rgb, W).astype(np.int16) - reference).max() <= 1

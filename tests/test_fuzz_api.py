@@ -31,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -70,7 +70,7 @@ def _run(strategy, n: int, statuses: Counter) -> int:
 
 @pytest.fixture(scope="module")
 def schema(tiny_onnx):
-    app = create_app(Settings(model_path=str(tiny_onnx)), engine=Engine(tiny_onnx))
+    app = create_app(Settings(model_path=str(tiny_onnx)), engine=OrtEngine(tiny_onnx))
     with TestClient(app):  # run the lifespan, as a server would
         yield schemathesis.openapi.from_asgi("/openapi.json", app)
 
@@ -97,7 +97,7 @@ def test_schemathesis_every_operation_no_server_errors(schema):
 
 def test_schemathesis_with_an_api_key_every_refusal_conforms(tiny_onnx):
     """With STYLEBOX_API_KEY set and no key sent: 401s as documented, open paths still 200."""
-    app = create_app(Settings(model_path=str(tiny_onnx), api_key="k"), engine=Engine(tiny_onnx))
+    app = create_app(Settings(model_path=str(tiny_onnx), api_key="k"), engine=OrtEngine(tiny_onnx))
     statuses: Counter = Counter()
     with TestClient(app):  # the lifespan runs for the whole fuzz
         schema = schemathesis.openapi.from_asgi("/openapi.json", app)

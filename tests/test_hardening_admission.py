@@ -19,7 +19,7 @@ from PIL import Image
 
 from service.admission import Admission, is_guarded
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 
 
@@ -32,7 +32,7 @@ def png(w: int = 16, h: int = 16) -> bytes:
 class SlowEngine:
     """A real engine whose inference waits for `release` (or `delay` seconds)."""
 
-    def __init__(self, engine: Engine, delay: float = 10.0) -> None:
+    def __init__(self, engine: OrtEngine, delay: float = 10.0) -> None:
         self._engine, self.delay = engine, delay
         self.release = threading.Event()
         self.running = 0
@@ -76,7 +76,7 @@ def test_guarded_routes(method, path, guarded):
 
 
 def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx):
-    slow = SlowEngine(Engine(tiny_onnx))
+    slow = SlowEngine(OrtEngine(tiny_onnx))
     app = make_app(tiny_onnx, slow, max_concurrency=1, max_queue=2, retry_after_s=7)
 
     async def main():
@@ -115,7 +115,7 @@ def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx):
 
 
 def test_queued_request_past_its_deadline_is_503(tiny_onnx):
-    slow = SlowEngine(Engine(tiny_onnx), delay=1.5)
+    slow = SlowEngine(OrtEngine(tiny_onnx), delay=1.5)
     app = make_app(tiny_onnx, slow, max_concurrency=1, max_queue=4, request_timeout_s=0.4)
 
     async def main():
@@ -146,7 +146,7 @@ def test_queued_request_past_its_deadline_is_503(tiny_onnx):
 
 
 def test_stalled_upload_is_408(tiny_onnx):
-    app = make_app(tiny_onnx, Engine(tiny_onnx), request_timeout_s=0.3)
+    app = make_app(tiny_onnx, OrtEngine(tiny_onnx), request_timeout_s=0.3)
 
     async def trickle():
         yield png()[:20]
@@ -166,7 +166,7 @@ def test_stalled_upload_is_408(tiny_onnx):
 
 
 def test_slots_are_released_after_every_kind_of_answer(tiny_onnx):
-    app = make_app(tiny_onnx, Engine(tiny_onnx), max_concurrency=1, max_queue=0,
+    app = make_app(tiny_onnx, OrtEngine(tiny_onnx), max_concurrency=1, max_queue=0,
                    max_upload_bytes=1000)
 
     async def main():

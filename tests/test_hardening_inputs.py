@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 from stylebox.soak import header_bomb
 
@@ -69,7 +69,7 @@ PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R
 def client(tiny_onnx):
     # Small caps so the size cases are quick; 60k pixels lets the 1x10000 strip through.
     settings = Settings(model_path=str(tiny_onnx), max_upload_bytes=300_000, max_pixels=60_000)
-    with TestClient(create_app(settings, engine=Engine(tiny_onnx))) as c:
+    with TestClient(create_app(settings, engine=OrtEngine(tiny_onnx))) as c:
         yield c
 
 

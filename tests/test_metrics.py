@@ -13,7 +13,7 @@ from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.middleware import JsonFormatter
 from service.settings import Settings
 
@@ -26,7 +26,7 @@ def png(w: int = 12, h: int = 10) -> bytes:
 
 @pytest.fixture()
 def client(tiny_onnx):
-    app = create_app(Settings(model_path=str(tiny_onnx)), engine=Engine(tiny_onnx))
+    app = create_app(Settings(model_path=str(tiny_onnx)), engine=OrtEngine(tiny_onnx))
     with TestClient(app) as c:
         yield c
 
@@ -126,7 +126,7 @@ def test_json_log_format(client, caplog):
 
 
 def test_metrics_registries_are_per_app(tiny_onnx):
-    engine = Engine(tiny_onnx)
+    engine = OrtEngine(tiny_onnx)
     a = create_app(Settings(model_path=str(tiny_onnx)), engine=engine)
     b = create_app(Settings(model_path=str(tiny_onnx)), engine=engine)
     with TestClient(a) as ca, TestClient(b) as cb:

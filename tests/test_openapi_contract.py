@@ -15,7 +15,7 @@ from PIL import Image
 
 from service.app import create_app
 from service.auth import open_paths
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 from service.styles import STYLE_SPEC_PATTERN
 
@@ -30,8 +30,8 @@ def png(h: int = 20, w: int = 24) -> bytes:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> Engine:
-    return Engine(tiny_onnx)
+def engine(tiny_onnx) -> OrtEngine:
+    return OrtEngine(tiny_onnx)
 
 
 def _client(tiny_onnx, engine, **settings) -> TestClient:

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 from tests.conftest import TINY_STYLES, make_tiny_card, make_tiny_generator
 
@@ -43,7 +43,7 @@ def served(tmp_path, tiny_onnx) -> Path:
 
 def _client(path: Path, **settings) -> TestClient:
     s = Settings(model_path=str(path), **settings)
-    return TestClient(create_app(s, engine=Engine(path)))
+    return TestClient(create_app(s, engine=OrtEngine(path)))
 
 
 def _swap_file(src: Path, dst: Path) -> None:
@@ -113,7 +113,7 @@ def test_a_file_that_does_not_load_keeps_the_old_model(served):
 def test_in_flight_requests_finish_on_the_old_model_new_ones_use_the_new(served, v2_onnx):
     import httpx
 
-    old = Engine(served)
+    old = OrtEngine(served)
     app = create_app(Settings(model_path=str(served), allow_admin_without_key=True),
                      engine=old)
     entered, release = threading.Event(), threading.Event()

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.routers.stylize import choose_format
 from service.settings import Settings
 from tests.conftest import TINY_STYLES
@@ -34,8 +34,8 @@ def decode(resp) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> Engine:
-    return Engine(tiny_onnx)
+def engine(tiny_onnx) -> OrtEngine:
+    return OrtEngine(tiny_onnx)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +62,14 @@ def test_styles_come_from_the_card(client, engine):
     assert [s["name"] for s in r.json()["styles"]] == [s["name"] for s in TINY_STYLES]
 
 
-def test_model_is_the_card(client, engine):
+def test_model_is_the_card_and_the_runtime(client, engine):
     r = client.get("/model")
-    assert r.status_code == 200 and r.json() == engine.card.to_dict()
+    assert r.status_code == 200
+    body = r.json()
+    assert body.pop("runtime") == {"engine": "onnxruntime", "precision": "f32",
+                                   "providers": ["CPUExecutionProvider"],
+                                   "precision_check": None}
+    assert body == engine.card.to_dict()
 
 
 def test_health_and_ready(client):

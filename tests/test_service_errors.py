@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from service.settings import Settings
 from stylebox.soak import header_bomb
 
@@ -35,8 +35,8 @@ png_header_only = header_bomb  # a valid PNG header claiming width x height: a b
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> Engine:
-    return Engine(tiny_onnx)
+def engine(tiny_onnx) -> OrtEngine:
+    return OrtEngine(tiny_onnx)
 
 
 @pytest.fixture(scope="module")

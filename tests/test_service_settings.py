@@ -46,6 +46,10 @@ ENV = {
     "STYLEBOX_TILE_SIZE": ("512", "tile_size", 512),
     "STYLEBOX_TILE_MARGIN": ("64", "tile_margin", 64),
     "STYLEBOX_TILE_STATS_PIXELS": ("250000", "tile_stats_pixels", 250_000),
+    # Engine and precision (tests/test_backends.py checks how they are resolved).
+    "STYLEBOX_ENGINE": ("OpenVINO", "engine", "openvino"),
+    "STYLEBOX_PRECISION": ("BF16", "precision", "bf16"),
+    "STYLEBOX_OV_HINT": ("throughput", "ov_hint", "throughput"),
 }
 
 

@@ -1,7 +1,7 @@
 """The committed models are trained and whole: a guard against ever shipping an untrained,
 truncated or mislabelled `models/stylebox-a*.onnx` (the default α = 0.25 and the α family).
 
-It runs the file through the service's own Engine (what `make serve` serves) on two of the
+It runs the file through the service's own OrtEngine (what `make serve` serves) on two of the
 shared eval photos and scores every style with `stylebox eval`'s code: each style must sit
 well below the unstylized photo's style loss against the same painting, while the photo's
 content stays recognisable. Bounds are about half way between what the shipped model scores
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.engine import Engine
+from service.backends.ort import OrtEngine
 from training.config import TrainConfig
 from training.data import list_photos, load_style_images
 from training.eval import find_style_images, load_photo, score
@@ -35,18 +35,18 @@ MAX_MEAN_STYLE_RATIO = 0.30
 
 
 @pytest.fixture(scope="module", params=list(MODELS))
-def engine(request) -> Engine:
+def engine(request) -> OrtEngine:
     model = ROOT / "models" / request.param
     assert model.is_file(), f"{model} is missing: the shipped models must be committed"
-    return Engine(model)
+    return OrtEngine(model)
 
 
 @pytest.fixture(scope="module")
-def scores(engine: Engine):
+def scores(engine: OrtEngine):
     return guard_scores(engine)
 
 
-def guard_scores(engine: Engine):
+def guard_scores(engine: OrtEngine):
     """Per-style scores on the two photos, and the stylized images (also used to calibrate
     the bounds: `python -c "from tests.test_shipped_model import ..."`)."""
     cfg = TrainConfig.load(ROOT / "configs/default.toml").replace(data_root=str(DATA))
@@ -62,7 +62,7 @@ def guard_scores(engine: Engine):
     return {s.style: s for s in result}, images, photos, loss_fn
 
 
-def test_card_lists_the_default_styles_at_its_alpha(engine: Engine):
+def test_card_lists_the_default_styles_at_its_alpha(engine: OrtEngine):
     cfg = TrainConfig.load(ROOT / "configs/default.toml")
     assert engine.card.alpha == MODELS[Path(engine.path).name]
     assert engine.card.name == Path(engine.path).stem
@@ -86,7 +86,7 @@ def test_every_style_is_far_closer_to_its_painting_than_the_photo_is(scores):
     assert mean < MAX_MEAN_STYLE_RATIO, f"mean style ratio {mean:.3f}"
 
 
-def test_each_stylized_photo_keeps_its_own_content(engine: Engine, scores):
+def test_each_stylized_photo_keeps_its_own_content(engine: OrtEngine, scores):
     """The picture follows its photo: against each photo's VGG features, the stylization of
     that photo is nearer than the stylization of the other photo, in every style (a model
     that paints the same picture whatever the input, or noise, fails)."""

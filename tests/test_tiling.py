@@ -11,8 +11,8 @@ from fastapi.testclient import TestClient
 from PIL import Image
 
 from service.app import create_app
+from service.backends.ort import OrtEngine
 from service.cli import stylize_main
-from service.engine import Engine
 from service.pipeline import stylize_fitted
 from service.settings import Settings
 from service.tiling import TileConfig, image_stats, plan_tiles, run_tiles
@@ -22,8 +22,8 @@ CANDY = np.array([1, 0, 0], np.float32)
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> Engine:
-    return Engine(tiny_onnx)
+def engine(tiny_onnx) -> OrtEngine:
+    return OrtEngine(tiny_onnx)
 
 
 def photo(h: int, w: int, noise: float = 4.0, seed: int = 0) -> np.ndarray:
@@ -167,7 +167,7 @@ def test_a_model_without_statistics_still_serves_by_downscaling(tmp_path):
     card = export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32,
                        norm_stats=False)
     assert "norm_stats" not in card.export and set(card.export["outputs"]) == {"stylized"}
-    old = Engine(path)
+    old = OrtEngine(path)
     assert not old.supports_stats
     with pytest.raises(ValueError, match="without norm_stats"):
         old.stylize_stats(photo(16, 16), CANDY)

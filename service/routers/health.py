@@ -25,4 +25,5 @@ def readyz(request: Request) -> dict[str, Any]:
         raise NotReadyError("the server is shutting down",
                             request.app.state.settings.retry_after_s)
     return {"status": "ready", "model": engine.card.name, "version": engine.card.version,
+            "engine": engine.backend, "precision": engine.precision,
             "providers": engine.providers}

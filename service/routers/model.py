@@ -1,4 +1,5 @@
-"""`GET /model`: the loaded model's card (styles, architecture, training, export facts)."""
+"""`GET /model`: the loaded model's card (styles, architecture, training, export facts) and
+the runtime serving it (engine, precision, the precision check)."""
 
 from __future__ import annotations
 
@@ -14,4 +15,5 @@ router = APIRouter(tags=["model"], responses=NOT_READY)
 
 @router.get("/model", summary="The model card")
 def model_card(engine: Annotated[Engine, Depends(get_engine)]) -> dict[str, Any]:
-    return engine.card.to_dict()
+    # The card, plus what serves it: engine, precision and its start-up check, providers.
+    return {**engine.card.to_dict(), "runtime": engine.runtime}

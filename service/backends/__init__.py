@@ -1,0 +1,126 @@
+"""Which backend and precision serve: STYLEBOX_ENGINE and STYLEBOX_PRECISION, resolved here.
+
+One module per backend (ort.py, ov.py), each an `Engine` subclass; a third backend is one new
+module and one line in `_open`. The rules (docs/performance.md "Engines"):
+
+- engine=auto: OpenVINO in bf16 when openvino is installed, the CPU runs bf16 natively
+  (AMX or AVX512_BF16: OpenVINO's own capability list) and no GPU provider was asked for;
+  otherwise ONNX Runtime in f32 (CUDA and TensorRT stay ONNX Runtime's).
+- precision=auto: the fastest precision the chosen engine runs natively here.
+- A forced choice the host cannot run (openvino not installed, bf16 on a CPU without it)
+  stops start-up with one line that names the fix (EngineConfigError).
+- Any precision below f32 is checked at start-up against ONNX Runtime f32 on a fixed image
+  (service/precision.py). Over the bound, auto falls back to that f32 engine with a warning;
+  a forced precision stops start-up.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+from service.engine import Engine, EngineConfigError, Size
+from service.precision import compare
+
+log = logging.getLogger("stylebox.engine")
+
+ENGINES = ("onnxruntime", "openvino")
+INSTALL_OV = "pip install 'stylebox[openvino]' (openvino==2026.4.1)"
+
+
+def openvino_installed() -> bool:
+    return importlib.util.find_spec("openvino") is not None
+
+
+def _asks_gpu(settings) -> bool:
+    return any(p.strip().lower() not in ("cpu", "cpuexecutionprovider")
+               for p in settings.providers)
+
+
+def _native_precisions() -> tuple[set[str], str]:
+    from service.backends.ov import cpu_name, cpu_precisions
+
+    return cpu_precisions(), cpu_name()
+
+
+def choose(settings) -> tuple[str, str]:
+    """(engine, precision) for these settings on this host; EngineConfigError if impossible."""
+    engine, precision = settings.engine, settings.precision
+    if engine == "auto":
+        engine = "onnxruntime"
+        if precision == "f32" or _asks_gpu(settings):
+            pass  # ONNX Runtime's measured f32 path, or its GPU providers
+        elif not openvino_installed():
+            if precision != "auto":
+                raise EngineConfigError(
+                    f"STYLEBOX_PRECISION={precision} needs OpenVINO, which is not installed: "
+                    f"{INSTALL_OV}, or set STYLEBOX_PRECISION=auto")
+        elif ("bf16" if precision == "auto" else precision) in _native_precisions()[0]:
+            engine = "openvino"
+        elif precision != "auto":
+            _refuse_precision(precision)
+    if engine == "openvino":
+        if not openvino_installed():
+            raise EngineConfigError(f"STYLEBOX_ENGINE=openvino, but the openvino package is "
+                                    f"not installed: {INSTALL_OV}, or set STYLEBOX_ENGINE=auto")
+        native, _ = _native_precisions()
+        if precision == "auto":
+            return engine, "bf16" if "bf16" in native else "f32"
+        if precision not in native:
+            _refuse_precision(precision)
+        return engine, precision
+    # ONNX Runtime: f32 kernels on the CPU; f16 only as TensorRT's fp16 engines.
+    if precision == "bf16":
+        raise EngineConfigError("STYLEBOX_PRECISION=bf16 runs on OpenVINO only: set "
+                                "STYLEBOX_ENGINE=openvino (or auto), or STYLEBOX_PRECISION=f32")
+    if precision == "f16" and not any("tensorrt" in p.lower() for p in settings.providers):
+        raise EngineConfigError("STYLEBOX_PRECISION=f16 with ONNX Runtime needs the TensorRT "
+                                "provider (STYLEBOX_PROVIDERS=TensorrtExecutionProvider,...); "
+                                "on a CPU use STYLEBOX_ENGINE=openvino")
+    return "onnxruntime", "f16" if precision == "f16" or settings.trt_fp16 else "f32"
+
+
+def _refuse_precision(precision: str) -> None:
+    native, name = _native_precisions()
+    units = {"bf16": "AMX or AVX512_BF16", "f16": "AMX-FP16 (or an ARM CPU with FP16)"}
+    raise EngineConfigError(
+        f"STYLEBOX_PRECISION={precision} needs a CPU with {units[precision]}; this one "
+        f"({name}) runs {', '.join(sorted(native))}: set STYLEBOX_PRECISION=auto or f32")
+
+
+def _open(settings, engine: str, precision: str, warmup: tuple[Size, ...] | None) -> Engine:
+    if engine == "openvino":
+        from service.backends.ov import OpenVinoEngine
+
+        return OpenVinoEngine.from_settings(settings, precision, warmup)
+    from service.backends.ort import OrtEngine
+
+    return OrtEngine.from_settings(settings, warmup, fp16=precision == "f16")
+
+
+def open_engine(settings) -> Engine:
+    """The engine that serves `settings.model_path`: chosen, loaded, precision-checked, warm."""
+    name, precision = choose(settings)
+    if precision == "f32":
+        return _open(settings, name, precision, None)
+    engine = _open(settings, name, precision, warmup=())
+    if engine.precision == "f32":  # the runtime quietly kept f32: nothing to check
+        return engine.warmed(settings)
+    reference = _open(settings.model_copy(update={"providers": ["CPUExecutionProvider"],
+                                                   "engine": "onnxruntime", "trt_fp16": False}),
+                      "onnxruntime", "f32", warmup=())
+    report = compare(engine, reference)
+    engine.precision_check = report
+    if report["ok"]:
+        log.info("%s %s vs f32 on %s: mean %.2f, p99.9 %.0f, max %.0f grey levels (bound: %s)",
+                 engine.backend, engine.precision, report["image"], report["mean"],
+                 report["p99_9"], report["max"], report["bound"])
+        return engine.warmed(settings)
+    text = (f"{engine.backend} {engine.precision} differs from f32 by mean {report['mean']:.2f}, "
+            f"p99.9 {report['p99_9']:.0f} grey levels on {report['image']} "
+            f"(bound: {report['bound']})")
+    if settings.precision != "auto":
+        raise EngineConfigError(f"{text}: refusing it; set STYLEBOX_PRECISION=f32 or auto")
+    log.warning("%s: serving ONNX Runtime f32 instead", text)
+    reference.precision_check = report
+    return reference.warmed(settings)

@@ -1,0 +1,166 @@
+"""`stylebox precision`: how far a lower precision moves the pictures, against ONNX Runtime f32.
+
+Runs every style on every photo through ONNX Runtime f32 and through the engine under test:
+OpenVINO at a precision (`--engine openvino --precision bf16`, on a CPU that runs it), or
+ONNX Runtime on a copy of the model whose convolutions round their inputs, weights and
+outputs to bf16 (`--emulate bf16`: what AMX does, f32 accumulation; runs on any CPU). Prints
+mean, p99.9 and max absolute difference in grey levels per style, checks them against the
+start-up bound (service/precision.py) and writes a crop side by side: f32 | test | |diff| x 8.
+
+  stylebox precision --model models/stylebox-a0.25.onnx --photos ../shared/data/eval-photos \\
+      --emulate bf16 --crop docs/precision-crop.png
+  stylebox precision --model models/stylebox-a1.onnx --photos DIR --engine openvino \\
+      --precision bf16
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from service.precision import MAX_MEAN, MAX_P999, differences
+
+EMULATED = {"bf16": 16, "f16": 10}  # the ONNX TensorProto data type each rounds through
+
+
+def emulate(model: Path, out: Path, precision: str = "bf16") -> Path:
+    """A copy of `model` whose Conv/ConvTranspose inputs, weights and outputs are rounded to
+    `precision` (Cast there and back), in every subgraph. Needs onnx (the train extra)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    low = {"bf16": TensorProto.BFLOAT16, "f16": TensorProto.FLOAT16}[precision]
+    proto = onnx.load(str(model))
+    count = [0]
+
+    def round_trip(name: str) -> tuple[list, str]:
+        count[0] += 1
+        mid, back = f"{name}__{precision}{count[0]}", f"{name}__f32_{count[0]}"
+        return [helper.make_node("Cast", [name], [mid], to=low),
+                helper.make_node("Cast", [mid], [back], to=TensorProto.FLOAT)], back
+
+    def walk(nodes) -> list:
+        out_nodes = []
+        for node in nodes:
+            for attr in node.attribute:
+                if attr.type == onnx.AttributeProto.GRAPH:  # If/Loop bodies (the stats switch)
+                    inner = walk(attr.g.node)
+                    del attr.g.node[:]
+                    attr.g.node.extend(inner)
+            if node.op_type not in ("Conv", "ConvTranspose"):
+                out_nodes.append(node)
+                continue
+            for i in range(2):  # activation and weight
+                casts, node.input[i] = round_trip(node.input[i])
+                out_nodes += casts
+            result = node.output[0]
+            node.output[0] = f"{result}__raw"
+            out_nodes.append(node)
+            casts, rounded = round_trip(node.output[0])
+            casts[-1].output[0] = result  # the rounded value takes the original name
+            out_nodes += casts
+        return out_nodes
+
+    nodes = walk(proto.graph.node)
+    del proto.graph.node[:]
+    proto.graph.node.extend(nodes)
+    onnx.save(proto, str(out))
+    return out
+
+
+def _photos(folder: str, size: int, limit: int) -> list[tuple[str, np.ndarray]]:
+    files = sorted(p for p in Path(folder).iterdir()
+                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[: limit or None]
+    out = []
+    for f in files:
+        with Image.open(f) as im:
+            im = im.convert("RGB")
+            im.thumbnail((size, size))
+            out.append((f.name, np.asarray(im)))
+    return out
+
+
+def crop_strip(ref: np.ndarray, test: np.ndarray, side: int = 160) -> Image.Image:
+    """f32 | test | |diff| x 8 of the side x side crop where they differ most."""
+    d = np.abs(ref.astype(np.int16) - test.astype(np.int16)).sum(-1)
+    h, w = d.shape
+    side = min(side, h, w)
+    # The window with the largest total difference (a coarse search: steps of side / 4).
+    step = max(1, side // 4)
+    best = max(((d[y:y + side, x:x + side].sum(), y, x) for y in range(0, h - side + 1, step)
+                for x in range(0, w - side + 1, step)))
+    _, y, x = best
+    a, b = ref[y:y + side, x:x + side], test[y:y + side, x:x + side]
+    diff = np.clip(np.abs(a.astype(np.int16) - b) * 8, 0, 255).astype(np.uint8)
+    strip = np.concatenate([a, np.full((side, 4, 3), 255, np.uint8), b,
+                            np.full((side, 4, 3), 255, np.uint8), diff], axis=1)
+    return Image.fromarray(strip).resize((strip.shape[1] * 2, side * 2), Image.NEAREST)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from service.backends.ort import OrtEngine
+    from service.engine import Engine, ModelLoadError
+    from stylebox.cli import doc_parser
+
+    p = doc_parser("stylebox precision", __doc__)
+    p.add_argument("--model", required=True)
+    p.add_argument("--photos", required=True, help="folder of photos")
+    p.add_argument("--size", type=int, default=512, help="long side the photos are fit into")
+    p.add_argument("--max-photos", type=int, default=0)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--emulate", choices=sorted(EMULATED),
+                       help="ONNX Runtime on a copy rounded to this precision")
+    group.add_argument("--engine", choices=["openvino"], help="a real backend")
+    p.add_argument("--precision", default="bf16", choices=["f32", "bf16", "f16"])
+    p.add_argument("--crop", help="write the side-by-side crop (PNG) here")
+    args = p.parse_args(argv)
+    photos = _photos(args.photos, args.size, args.max_photos)
+    if not photos:
+        print(f"stylebox precision: no photos in {args.photos}", file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            reference = OrtEngine(args.model)
+            test: Engine
+            if args.emulate:
+                test = OrtEngine(emulate(Path(args.model), Path(tmp) / "low.onnx", args.emulate))
+                label = f"ONNX Runtime, convolutions rounded to {args.emulate}"
+            else:
+                from service.backends.ov import OpenVinoEngine
+
+                test = OpenVinoEngine(args.model, args.precision)
+                label = f"OpenVINO, asked {args.precision}, runs {test.precision}"
+        except ModelLoadError as e:
+            print(f"stylebox precision: {e}", file=sys.stderr)
+            return 2
+    print(f"{Path(args.model).name}: {label} vs ONNX Runtime f32; {len(photos)} photos fit "
+          f"into {args.size} px\n")
+    print("| style | mean | p99.9 | max |\n|---|---:|---:|---:|")
+    worst: tuple[float, np.ndarray, np.ndarray] | None = None
+    all_d = []
+    for i, name in enumerate(reference.style_names):
+        w = reference.one_hot(i)
+        ds = []
+        for _, rgb in photos:
+            a, b = reference.stylize(rgb, w), test.stylize(rgb, w)
+            d = differences(a, b)
+            ds.append(d)
+            if worst is None or d.mean() > worst[0]:
+                worst = (float(d.mean()), a, b)
+        d = np.concatenate(ds)
+        all_d.append(d)
+        print(f"| {name} | {d.mean():.2f} | {np.percentile(d, 99.9):.0f} | {d.max()} |")
+    d = np.concatenate(all_d)
+    mean, p999 = float(d.mean()), float(np.percentile(d, 99.9))
+    ok = mean <= MAX_MEAN and p999 <= MAX_P999
+    print(f"| **all** | {mean:.2f} | {p999:.0f} | {d.max()} |\n\nstart-up bound "
+          f"(mean <= {MAX_MEAN}, p99.9 <= {MAX_P999:.0f}): {'within' if ok else 'EXCEEDED'}")
+    if args.crop and worst is not None:
+        Path(args.crop).parent.mkdir(parents=True, exist_ok=True)
+        crop_strip(worst[1], worst[2]).save(args.crop)
+        print(f"wrote {args.crop} (the photo and style that moved most: f32 | test | diff x 8)")
+    return 0
