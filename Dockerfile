@@ -1,4 +1,4 @@
-# stylebox REST service on ONNX Runtime: one Dockerfile, three targets chosen by TARGET.
+# stylebox REST service on ONNX Runtime (and OpenVINO on CPUs): one Dockerfile, three targets.
 # No torch in any image (training needs the `train` extra); each serves an exported .onnx.
 #   docker build -t stylebox:cpu .                                      (TARGET=cpu, default)
 #   docker build --build-arg TARGET=cuda -t stylebox:cuda .             (x86_64 + NVIDIA GPU)
@@ -24,12 +24,13 @@ RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
 print('\n'.join(x for x in d['project']['dependencies'] if not x.startswith('onnxruntime==')))" \
     > requirements-no-ort.txt
 
-# -- cpu: python slim + onnxruntime (CPU EP) ------------------------------------------------
+# -- cpu: python slim + onnxruntime (CPU EP) + openvino (bf16 on AMX / AVX512_BF16) ----------
+# STYLEBOX_ENGINE=auto serves OpenVINO bf16 where the host CPU runs it, else ONNX Runtime.
 FROM python:3.11-slim-bookworm AS build-cpu
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src /src
 # Non-editable, runtime deps only (no [train] extra): the source tree is not needed after.
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir /src
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "/src[openvino]"
 
 FROM python:3.11-slim-bookworm AS runtime-cpu
 COPY --from=build-cpu /opt/venv /opt/venv

@@ -10,17 +10,17 @@ export STYLEBOX_MODEL_PATH ?= $(MODEL)
 help:
 	@echo "make serve  - create .venv (runtime deps only), serve $(MODEL) on :8000"
 	@echo "make test   - create .venv (with train + dev extras), lint, run every test"
-	@echo "make bench  - ONNX Runtime ms/image by alpha, vs the alpha=1 single-style peer"
+	@echo "make bench  - ms/image by engine, precision and alpha, vs the alpha=1 single-style peer"
 	@echo "make soak   - long fuzz + load runs (docs/reliability.md)"
 
-# Runtime-only venv: onnxruntime, fastapi, ... and no torch.
+# Runtime-only venv: onnxruntime, openvino (bf16 on AMX CPUs), fastapi, ... and no torch.
 $(VENV)/.serve-installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q -e .
+	$(BIN)/python -m pip install -q -e '.[openvino]'
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml $(VENV)/.serve-installed
-	$(BIN)/python -m pip install -q -e '.[train,dev]'
+	$(BIN)/python -m pip install -q -e '.[train,dev,openvino]'
 	touch $@
 
 serve: $(VENV)/.serve-installed

@@ -91,8 +91,8 @@ def crop_strip(ref: np.ndarray, test: np.ndarray, side: int = 160) -> Image.Imag
     side = min(side, h, w)
     # The window with the largest total difference (a coarse search: steps of side / 4).
     step = max(1, side // 4)
-    best = max(((d[y:y + side, x:x + side].sum(), y, x) for y in range(0, h - side + 1, step)
-                for x in range(0, w - side + 1, step)))
+    best = max((d[y:y + side, x:x + side].sum(), y, x) for y in range(0, h - side + 1, step)
+                for x in range(0, w - side + 1, step))
     _, y, x = best
     a, b = ref[y:y + side, x:x + side], test[y:y + side, x:x + side]
     diff = np.clip(np.abs(a.astype(np.int16) - b) * 8, 0, 255).astype(np.uint8)

@@ -511,6 +511,12 @@ def _png(w: int, h: int) -> bytes:
     return buf.getvalue()
 
 
+def _cpu_runs_bf16() -> bool:
+    from service.backends.ov import cpu_precisions
+
+    return "bf16" in cpu_precisions()
+
+
 def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     src = tmp_path / "src"
     skip = shutil.ignore_patterns("__pycache__", "*.pyc")
@@ -528,9 +534,13 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("STYLEBOX_", "PYTHONPATH", "VIRTUAL_ENV"))}
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    # build-cpu's RUN: `pip install --no-cache-dir /src` (no extras, non-editable).
-    r = subprocess.run([str(bin_ / "pip"), "install", "-q", "--no-cache-dir", str(src)],
-                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    # build-cpu's RUN: `pip install --no-cache-dir "/src[openvino]"` (non-editable, the
+    # OpenVINO engine, no train extra).
+    run_line = next(a for i, a in BY_NAME["build-cpu"][1] if i == "RUN")
+    assert 'pip install --no-cache-dir "/src[openvino]"' in run_line
+    r = subprocess.run([str(bin_ / "pip"), "install", "-q", "--no-cache-dir",
+                        f"{src}[openvino]"], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
     if r.returncode and any(e in r.stdout + r.stderr for e in NETWORK_ERRORS):
         pytest.skip(f"pip cannot reach the package index: {r.stderr[-500:]}")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -544,6 +554,8 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     probe = run(str(bin_ / "python"), "-c", "import service; print(service.__file__); import torch")
     assert probe.stdout.startswith(str(venv)), "the installed copy, not the repo's"
     assert probe.returncode == 1 and "No module named 'torch'" in probe.stderr, probe
+    ov = run(str(bin_ / "python"), "-c", "import openvino; print(openvino.get_version())")
+    assert ov.returncode == 0 and ov.stdout.startswith("2026.4.1"), ov
     train = run(str(bin_ / "stylebox"), "train", "--help")  # training/ is installed too:
     assert train.returncode in (0, 2) and "Traceback" not in train.stderr, train  # no crash
 
@@ -560,8 +572,14 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     base = f"http://127.0.0.1:{port}"
     try:
         wait_ready(f"{base}/readyz", [proc])
-        ready = httpx.get(f"{base}/readyz", timeout=5)
-        assert ready.json()["providers"] == ["CPUExecutionProvider"]
+        ready = httpx.get(f"{base}/readyz", timeout=5).json()
+        # STYLEBOX_ENGINE=auto: OpenVINO bf16 on an AMX / AVX512_BF16 CPU (unless the tiny
+        # model's bf16 output fails the precision check), else ONNX Runtime f32.
+        served = (ready["engine"], ready["precision"])
+        assert served in (("openvino", "bf16"), ("onnxruntime", "f32"))
+        if not _cpu_runs_bf16():
+            assert served == ("onnxruntime", "f32")
+            assert ready["providers"] == ["CPUExecutionProvider"]
         r = httpx.get(f"{base}/styles", timeout=10)
         assert r.status_code == 200
         assert [s["name"] for s in r.json()["styles"]] == ["candy", "mosaic", "udnie"]

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from service.backends import openvino_installed
 from tests.conftest import TINY_TRAIN_LAYERS, make_train_data
 
 TILE, SIZE = 32, 40
@@ -118,3 +119,17 @@ def test_eval_without_a_style_image_or_model_is_a_clear_error(data, tiny_onnx, t
     assert "no style image for mosaic, udnie" in capsys.readouterr().err
     assert main([*base, "--model", str(tmp_path / "none.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
+def test_eval_on_openvino_scores_like_onnxruntime(data, tiny_onnx, tmp_path):
+    """`--engine`: the losses of the same file on another runtime agree within 1 %."""
+    assert _run(data, tiny_onnx, tmp_path / "ort", "--engine", "onnxruntime") == 0
+    assert _run(data, tiny_onnx, tmp_path / "ov", "--engine", "openvino",
+                "--precision", "f32") == 0
+    assert "run on onnxruntime f32" in (tmp_path / "ort/eval.md").read_text()
+    assert "run on openvino f32" in (tmp_path / "ov/eval.md").read_text()
+    ort_rows, ov_rows = _csv(tmp_path / "ort/eval.csv"), _csv(tmp_path / "ov/eval.csv")
+    for a, b in zip(ort_rows, ov_rows, strict=True):
+        for key in ("style_loss", "content_loss"):
+            assert math.isclose(float(a[key]), float(b[key]), rel_tol=0.01), (key, a, b)

@@ -4,7 +4,9 @@
         --config configs/default.toml --out docs/eval/a0.25 --blend candy,starry_night
 
 For every style of the model and every photo (centre-cropped and resized to --size, square):
-the ONNX file is run through the service's own Engine (so what is scored is what is served),
+the ONNX file is run through the service's own engine, chosen like the service chooses it
+(--engine/--precision, default auto: what is scored is what is served; the runtime is named
+in eval.md),
 and VGG-19 in PyTorch gives the style loss (Gram, against the style image at the config's
 style_size) and the content loss (against the photo), with the layers and the relative
 normalisation of training (training/losses.py). Written to OUT: eval.md and eval.csv (per
@@ -27,7 +29,9 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 
+from service.backends import open_engine
 from service.engine import Engine, ModelLoadError
+from service.settings import Settings
 from stylebox.cli import doc_parser
 from training.config import ConfigError, TrainConfig
 from training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
@@ -188,7 +192,8 @@ def write_tables(out: Path, scores: list[StyleScore], rows: list[dict], meta: di
         f"{len(meta['photos'])} photos from `{meta['photo_dir']}`, centre-cropped to "
         f"{meta['size']}x{meta['size']}; style images at {meta['style_size']} px (long side); "
         f"VGG `{meta['vgg']}`; style layers {', '.join(meta['style_layers'])}; content layers "
-        f"{', '.join(meta['content_layers'])}. Losses are the relative errors of training "
+        f"{', '.join(meta['content_layers'])}; run on {meta.get('engine', 'onnxruntime f32')}. "
+        "Losses are the relative errors of training "
         "(`training/losses.py`); *photo* is the unstylized photo's style loss, *ratio* = style "
         "/ photo (lower is closer to the style).", "",
         "| style | title | style loss | content loss | photo | ratio |",
@@ -207,10 +212,13 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
              style_images: dict[str, str] | None = None, styles_dir: str | Path | None = None,
              blend: tuple[str, str] | None = None, blend_steps: int = 6, blend_photo: int = 0,
              vgg: VGGFeatures | None = None, providers: list[str] | None = None,
-             only: list[str] | None = None) -> dict:
-    """Score `model` on the photos (`only` those styles, if given); write the tables and
-    pictures to `out`; a summary back."""
-    engine = Engine(model, providers)
+             only: list[str] | None = None, runtime: str = "auto",
+             precision: str = "auto") -> dict:
+    """Score `model` on the photos (`only` those styles, if given) on the engine the service
+    would choose for `runtime`/`precision`; write the tables and pictures to `out`; a
+    summary back."""
+    engine = open_engine(Settings(model_path=str(model), engine=runtime, precision=precision,
+                                  providers=providers or ["CPUExecutionProvider"]))
     names = engine.style_names
     if only:
         unknown = [s for s in only if s not in names]
@@ -245,7 +253,7 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
             "photos": [f.name for f in files], "photo_dir": str(photo_dir), "size": size,
             "style_size": cfg.style_size, "vgg": Path(str(cfg.vgg_weights)).name,
             "style_layers": cfg.style_layers, "content_layers": cfg.content_layers,
-            "blend": blend_name}
+            "blend": blend_name, "engine": f"{engine.backend} {engine.precision}"}
     write_tables(out, scores, rows, meta)
     return {"scores": scores, "out": str(out), "n_photos": len(files), "blend": blend_name}
 
@@ -280,6 +288,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="ONNX Runtime providers, comma-separated")
     p.add_argument("--styles", help="A,B,...: score only these styles (default: all)")
+    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                   help="runtime, as STYLEBOX_ENGINE (default auto: what serve would use)")
+    p.add_argument("--precision", default="auto", choices=["auto", "f32", "bf16", "f16"],
+                   help="as STYLEBOX_PRECISION")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (e.g. style_size=256)")
     args = p.parse_args(argv)
@@ -302,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                      max_photos=args.max_photos, style_images=_pairs(args.style_image),
                      styles_dir=args.styles_dir, blend=blend, blend_steps=args.blend_steps,
                      blend_photo=args.blend_photo, providers=args.providers.split(","),
-                     only=[s.strip() for s in args.styles.split(",")] if args.styles else None)
+                     only=[s.strip() for s in args.styles.split(",")] if args.styles else None,
+                     runtime=args.engine, precision=args.precision)
     except (EvalError, ConfigError, DataError, VGGError, ModelLoadError,
             FileNotFoundError) as e:
         print(f"stylebox eval: {e}", file=sys.stderr)
