@@ -39,19 +39,24 @@ test: $(VENV)/.test-installed
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 
-# Speed lives here, not in unit tests: latency per size (vs the alpha=1 single-style peer,
-# with the roofline), HTTP load at 1/2/4 concurrent requests under several thread/concurrency
-# settings, and the session-option sweep; writes docs/performance.md (between its bench
-# markers) and docs/performance.png. BENCH_ARGS="--model models/x.onnx ..." times a file;
+# Speed lives here, not in unit tests: latency per size on every engine and precision here
+# (ONNX Runtime, OpenVINO f32 and, on AMX CPUs, bf16; vs the alpha=1 single-style peer, with
+# the roofline), HTTP load at 1/2/4 concurrent requests under several engine/thread/concurrency
+# settings, and the session-option and OpenVINO-hint sweeps; writes docs/performance.md
+# (between its bench markers) and docs/performance.png.
+# BENCH_ARGS="--model models/x.onnx ..." times a file;
 # BENCH_ARGS="--sizes 512 --repeats 3 --concurrency ''" is a quick look.
 BENCH_ARGS ?= --alpha 0.25 --alpha 0.5 --alpha 0.1 --sizes 256,512,1024,1920x1080 \
 	--repeats 7 --requests 24 --sweep \
 	--load-env "" \
-	--load-env "STYLEBOX_INTRA_OP_SPINNING=true" \
-	--load-env "STYLEBOX_MAX_CONCURRENCY=1" \
-	--load-env "STYLEBOX_MAX_CONCURRENCY=2 STYLEBOX_INTRA_OP_THREADS=1" \
-	--load-env "STYLEBOX_MAX_CONCURRENCY=1 STYLEBOX_INTRA_OP_THREADS=1" \
-	--load-env "STYLEBOX_MAX_CONCURRENCY=1 STYLEBOX_MAX_QUEUE=0"
+	--load-env "STYLEBOX_ENGINE=onnxruntime" \
+	--load-env "STYLEBOX_ENGINE=openvino" \
+	--load-env "STYLEBOX_ENGINE=openvino STYLEBOX_OV_HINT=throughput" \
+	--load-env "STYLEBOX_ENGINE=onnxruntime STYLEBOX_INTRA_OP_SPINNING=true" \
+	--load-env "STYLEBOX_ENGINE=onnxruntime STYLEBOX_MAX_CONCURRENCY=1" \
+	--load-env "STYLEBOX_ENGINE=onnxruntime STYLEBOX_MAX_CONCURRENCY=2 STYLEBOX_INTRA_OP_THREADS=1" \
+	--load-env "STYLEBOX_ENGINE=onnxruntime STYLEBOX_MAX_CONCURRENCY=1 STYLEBOX_INTRA_OP_THREADS=1" \
+	--load-env "STYLEBOX_ENGINE=onnxruntime STYLEBOX_MAX_CONCURRENCY=1 STYLEBOX_MAX_QUEUE=0"
 BENCH_REPORT ?= docs/performance.md
 bench: $(VENV)/.test-installed
 	$(BIN)/stylebox bench $(BENCH_ARGS) --report $(BENCH_REPORT)

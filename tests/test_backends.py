@@ -278,3 +278,20 @@ def _png(w: int, h: int) -> bytes:
     rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
     Image.fromarray(rgb).save(buf, "PNG")
     return buf.getvalue()
+
+
+@needs_ov
+def test_a_signal_after_openvino_engines_come_and_go_is_handled():
+    """Regression: with a Core per engine, OpenVINO unloaded its CPU plugin when the engines
+    went, leaving the main thread's alternate signal stack in unmapped memory; the training
+    test's SIGTERM then crashed pytest (rc 139). Exactly that sequence, in a child pytest."""
+    import subprocess
+    import sys
+
+    r = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_engine.py",
+         "tests/test_training.py::test_sigterm_stops_at_the_next_step_with_a_checkpoint",
+         "-k", "contract_violations and openvino or sigterm"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
+    assert "7 passed" in r.stdout

@@ -16,6 +16,7 @@ default.
 from __future__ import annotations
 
 import queue
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +29,23 @@ HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 OV_TYPES = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
 
 
-def cpu_precisions(core: ov.Core | None = None) -> set[str]:
+@cache
+def core() -> ov.Core:
+    """One Core for the process. Not one per engine: when the last Core goes, OpenVINO
+    unloads its CPU plugin, and the first compile had given the calling thread an alternate
+    signal stack inside that plugin; the next signal handled there (a SIGTERM to stop
+    training, say) then ran on unmapped memory and crashed the process (seen in the tests)."""
+    return ov.Core()
+
+
+def cpu_precisions() -> set[str]:
     """The inference precisions OpenVINO's CPU plugin runs natively on this host."""
-    caps = set((core or ov.Core()).get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+    caps = set(core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     return {"f32"} | {p for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap in caps}
 
 
-def cpu_name(core: ov.Core | None = None) -> str:
-    return str((core or ov.Core()).get_property("CPU", "FULL_DEVICE_NAME"))
+def cpu_name() -> str:
+    return str(core().get_property("CPU", "FULL_DEVICE_NAME"))
 
 
 def _port(out: ov.Output) -> Port:
@@ -62,9 +72,8 @@ class OpenVinoEngine(Engine):
                    settings.max_concurrency, sizes)
 
     def _open(self, path: Path) -> tuple[dict[str, str], list[Port], list[Port]]:
-        core = ov.Core()
         try:
-            model = core.read_model(str(path))
+            model = core().read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long texts
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
@@ -77,7 +86,7 @@ class OpenVinoEngine(Engine):
         if self._threads > 0:
             config["INFERENCE_NUM_THREADS"] = str(self._threads)
         try:
-            self._compiled = core.compile_model(model, "CPU", config)
+            self._compiled = core().compile_model(model, "CPU", config)
         except Exception as e:
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({first[:300]})") from None
@@ -85,7 +94,7 @@ class OpenVinoEngine(Engine):
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {"float32": "f32", "bf16": "bf16", "f16": "f16"}.get(
             self.precision, self.precision)
-        self.providers = [f"openvino:CPU ({cpu_name(core)})"]
+        self.providers = [f"openvino:CPU ({cpu_name()})"]
         self.streams = int(self._compiled.get_property("NUM_STREAMS"))
         self._pool: queue.Queue[ov.InferRequest] = queue.Queue()
         for _ in range(self._n_requests):
