@@ -48,6 +48,13 @@ def cpu_name() -> str:
     return str(core().get_property("CPU", "FULL_DEVICE_NAME"))
 
 
+def _reason(e: Exception) -> str:
+    """OpenVINO's message without its "Exception from src/...cpp:N:" source-line lines."""
+    lines = [ln.strip() for ln in str(e).splitlines()
+             if ln.strip() and not ln.startswith("Exception from ")]
+    return (lines[0] if lines else type(e).__name__)[:300]
+
+
 def _port(out: ov.Output) -> Port:
     shape = tuple(d.get_length() if d.is_static else None for d in out.get_partial_shape())
     return Port(out.get_any_name(), out.get_element_type().to_dtype().name, shape)
@@ -75,8 +82,7 @@ class OpenVinoEngine(Engine):
         try:
             model = core().read_model(str(path))
         except Exception as e:  # OpenVINO raises RuntimeError subclasses with long texts
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({_reason(e)})") from None
         # The ONNX frontend keeps metadata_props under rt_info["framework"].
         meta = {}
         if model.has_rt_info(["framework", CARD_KEY]):
@@ -88,8 +94,7 @@ class OpenVinoEngine(Engine):
         try:
             self._compiled = core().compile_model(model, "CPU", config)
         except Exception as e:
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({first[:300]})") from None
+            raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({_reason(e)})") from None
         # What the plugin really runs: it quietly keeps f32 where the CPU lacks the units.
         self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.precision = {"float32": "f32", "bf16": "bf16", "f16": "f16"}.get(
