@@ -19,12 +19,12 @@ from __future__ import annotations
 import importlib.util
 import logging
 
+from service.backends.ort import OrtEngine
 from service.engine import Engine, EngineConfigError, Size
 from service.precision import compare
 
 log = logging.getLogger("stylebox.engine")
 
-ENGINES = ("onnxruntime", "openvino")
 INSTALL_OV = "pip install 'stylebox[openvino]' (openvino==2026.4.1)"
 
 
@@ -93,8 +93,6 @@ def _open(settings, engine: str, precision: str, warmup: tuple[Size, ...] | None
         from service.backends.ov import OpenVinoEngine
 
         return OpenVinoEngine.from_settings(settings, precision, warmup)
-    from service.backends.ort import OrtEngine
-
     return OrtEngine.from_settings(settings, warmup, fp16=precision == "f16")
 
 
@@ -122,5 +120,10 @@ def open_engine(settings) -> Engine:
     if settings.precision != "auto":
         raise EngineConfigError(f"{text}: refusing it; set STYLEBOX_PRECISION=f32 or auto")
     log.warning("%s: serving ONNX Runtime f32 instead", text)
-    reference.precision_check = report
-    return reference.warmed(settings)
+    if name == "onnxruntime":  # TensorRT fp16 refused: the same providers in f32
+        fallback = _open(settings.model_copy(update={"trt_fp16": False}), "onnxruntime",
+                         "f32", None)
+    else:  # OpenVINO refused: the reference already is the f32 engine to serve
+        fallback = reference.warmed(settings)
+    fallback.precision_check = report
+    return fallback

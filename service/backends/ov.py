@@ -1,16 +1,19 @@
 """OpenVINO backend: the same .onnx file on OpenVINO's CPU plugin, in f32, bf16 or f16.
 
-bf16 runs on AMX / AVX512_BF16 units (docs/performance.md "OpenVINO"). Why OpenVINO's own
+bf16 runs on AMX / AVX512_BF16 units (docs/performance.md "Engines"). Why OpenVINO's own
 API and not ONNX Runtime's OpenVINO execution provider: the EP ships as `onnxruntime-openvino`,
-a second build of the `onnxruntime` module (it replaces the CPU/CUDA one instead of sitting
-beside it), is 84 MB against 59 MB, lags ONNX Runtime's releases (1.24 vs 1.32 here) and
-exposes bf16 only through a pass-through config; its f32 speed matched the API's to 1 %.
+a second build of the `onnxruntime` module that replaces the CPU/CUDA one instead of sitting
+beside it (so the GPU images could not have both), lags ONNX Runtime's releases (1.24 vs our
+1.32) and reaches bf16 only through a pass-through config string. Installed, the two are the
+same size (256 MB vs 258 MB for onnxruntime + openvino), and at f32 on a 2-core EPYC they ran
+within the noise of each other.
 
 Concurrency: a compiled model is shared; each running request takes an infer request from a
 pool of `max_concurrency` (an InferRequest must not run on two threads at once), and infer()
-releases the GIL. PERFORMANCE_HINT latency (one stream on all cores) or throughput (several
-streams, fewer threads each) is STYLEBOX_OV_HINT; service/backends/__init__ explains the
-default.
+releases the GIL. STYLEBOX_OV_HINT picks PERFORMANCE_HINT: latency (the default: one stream
+on all cores, the fastest single image) or throughput (one stream per couple of cores: more
+images/s at 2+ requests at once, each one slower); measured in docs/performance.md.
+STYLEBOX_INTRA_OP_THREADS > 0 caps INFERENCE_NUM_THREADS.
 """
 
 from __future__ import annotations
