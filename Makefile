@@ -8,8 +8,8 @@ export STYLEBOX_MODEL_PATH ?= $(MODEL)
 .PHONY: serve test lint bench soak clean help
 
 help:
-	@echo "make serve  - create .venv (runtime deps only), serve $(MODEL) on :8000"
-	@echo "make test   - create .venv (with train + dev extras), lint, run every test"
+	@echo "make serve  - create .venv (runtime deps + openvino), serve $(MODEL) on :8000"
+	@echo "make test   - create .venv (train, dev, openvino extras), lint, run every test"
 	@echo "make bench  - ms/image by engine, precision and alpha, vs the alpha=1 single-style peer"
 	@echo "make soak   - long fuzz + load runs (docs/reliability.md)"
 

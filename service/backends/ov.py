@@ -29,7 +29,8 @@ from model.card import CARD_KEY
 from service.engine import Engine, ModelLoadError, Port, Size
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
-OV_TYPES = {"f32": "f32", "bf16": "bf16", "f16": "f16"}
+PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT spells them the same
+_COMPILED = {"float32": "f32", "bf16": "bf16", "f16": "f16"}  # what the plugin reports back
 
 
 @cache
@@ -68,7 +69,7 @@ class OpenVinoEngine(Engine):
 
     def __init__(self, model_path: str | Path, precision: str = "f32", hint: str = "latency",
                  threads: int = 0, requests: int = 2, warmup_sizes: tuple[Size, ...] = ()) -> None:
-        if precision not in OV_TYPES or hint not in HINTS:
+        if precision not in PRECISIONS or hint not in HINTS:
             raise ValueError(f"precision {precision!r} / hint {hint!r}")
         self._asked, self._hint, self._threads = precision, hint, threads
         self._n_requests = max(1, requests)
@@ -91,7 +92,7 @@ class OpenVinoEngine(Engine):
         if model.has_rt_info(["framework", CARD_KEY]):
             meta[CARD_KEY] = model.get_rt_info(["framework", CARD_KEY]).astype(str)
         config = {"PERFORMANCE_HINT": HINTS[self._hint],
-                  "INFERENCE_PRECISION_HINT": OV_TYPES[self._asked]}
+                  "INFERENCE_PRECISION_HINT": self._asked}
         if self._threads > 0:
             config["INFERENCE_NUM_THREADS"] = str(self._threads)
         try:
@@ -99,9 +100,8 @@ class OpenVinoEngine(Engine):
         except Exception as e:
             raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({_reason(e)})") from None
         # What the plugin really runs: it quietly keeps f32 where the CPU lacks the units.
-        self.precision = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-        self.precision = {"float32": "f32", "bf16": "bf16", "f16": "f16"}.get(
-            self.precision, self.precision)
+        compiled = self._compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
+        self.precision = _COMPILED.get(compiled, compiled)
         self.providers = [f"openvino:CPU ({cpu_name()})"]
         self.streams = int(self._compiled.get_property("NUM_STREAMS"))
         self._pool: queue.Queue[ov.InferRequest] = queue.Queue()
