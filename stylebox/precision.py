@@ -3,7 +3,9 @@
 Runs every style on every photo through ONNX Runtime f32 and through the engine under test:
 OpenVINO at a precision (`--engine openvino --precision bf16`, on a CPU that runs it), or
 ONNX Runtime on a copy of the model whose convolutions round their inputs, weights and
-outputs to bf16 (`--emulate bf16`: what AMX does, f32 accumulation; runs on any CPU). Prints
+outputs to bf16 (`--emulate bf16`: what AMX does, f32 accumulation; runs on any CPU;
+`--scope all` rounds every other float tensor too, as a runtime keeping all activations in
+bf16 would). Prints
 mean, p99.9 and max absolute difference in grey levels per style, checks them against the
 start-up bound (service/precision.py) and writes a crop side by side: f32 | test | |diff| x 8.
 
@@ -27,11 +29,13 @@ from service.precision import MAX_MEAN, MAX_P999, differences
 EMULATED = {"bf16": 16, "f16": 10}  # the ONNX TensorProto data type each rounds through
 
 
-def emulate(model: Path, out: Path, precision: str = "bf16") -> Path:
+def emulate(model: Path, out: Path, precision: str = "bf16", scope: str = "conv") -> Path:
     """A copy of `model` whose Conv/ConvTranspose inputs, weights and outputs are rounded to
-    `precision` (Cast there and back), in every subgraph. Needs onnx (the train extra)."""
+    `precision` (Cast there and back), in every subgraph; with scope="all" also every other
+    float tensor a main-graph node writes (norms, adds, upsampling: a runtime that keeps all
+    activations in bf16). Needs onnx (the train extra)."""
     import onnx
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, shape_inference
 
     low = {"bf16": TensorProto.BFLOAT16, "f16": TensorProto.FLOAT16}[precision]
     proto = onnx.load(str(model))
@@ -66,6 +70,22 @@ def emulate(model: Path, out: Path, precision: str = "bf16") -> Path:
         return out_nodes
 
     nodes = walk(proto.graph.node)
+    if scope == "all":
+        typed = shape_inference.infer_shapes(proto).graph
+        floats = {v.name for v in [*typed.value_info, *typed.output]
+                  if v.type.tensor_type.elem_type == TensorProto.FLOAT}
+        every = []
+        for node in nodes:
+            every.append(node)
+            if node.op_type in ("Cast", "Shape", "Constant", "If", "Loop"):
+                continue  # our own round trips, shape bookkeeping, the stats switch
+            for i, name in enumerate(node.output):
+                if name in floats:
+                    node.output[i] = f"{name}__raw_all"
+                    casts, _ = round_trip(node.output[i])
+                    casts[-1].output[0] = name
+                    every += casts
+        nodes = every
     del proto.graph.node[:]
     proto.graph.node.extend(nodes)
     onnx.save(proto, str(out))
@@ -116,9 +136,12 @@ def main(argv: list[str] | None = None) -> int:
                        help="ONNX Runtime on a copy rounded to this precision")
     group.add_argument("--engine", choices=["openvino"], help="a real backend")
     p.add_argument("--precision", default="bf16", choices=["f32", "bf16", "f16"])
+    p.add_argument("--scope", default="conv", choices=["conv", "all"],
+                   help="--emulate: round convolutions only, or every float tensor")
     p.add_argument("--crop", help="write the side-by-side crop (PNG) here")
     args = p.parse_args(argv)
-    photos = _photos(args.photos, args.size, args.max_photos)
+    photos = _photos(args.photos, args.size, args.max_photos) if Path(args.photos).is_dir() \
+        else []
     if not photos:
         print(f"stylebox precision: no photos in {args.photos}", file=sys.stderr)
         return 2
@@ -127,8 +150,10 @@ def main(argv: list[str] | None = None) -> int:
             reference = OrtEngine(args.model)
             test: Engine
             if args.emulate:
-                test = OrtEngine(emulate(Path(args.model), Path(tmp) / "low.onnx", args.emulate))
-                label = f"ONNX Runtime, convolutions rounded to {args.emulate}"
+                test = OrtEngine(emulate(Path(args.model), Path(tmp) / "low.onnx", args.emulate,
+                                         args.scope))
+                what = "convolutions" if args.scope == "conv" else "every float tensor"
+                label = f"ONNX Runtime, {what} rounded to {args.emulate}"
             else:
                 from service.backends.ov import OpenVinoEngine
 

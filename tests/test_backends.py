@@ -108,17 +108,19 @@ def reference() -> OrtEngine:
     return OrtEngine(SHIPPED)
 
 
-@pytest.fixture(scope="module")
-def emulated_bf16(tmp_path_factory) -> OrtEngine:
+@pytest.fixture(scope="module", params=["conv", "all"])
+def emulated_bf16(request, tmp_path_factory) -> OrtEngine:
     from stylebox.precision import emulate
 
-    path = emulate(SHIPPED, tmp_path_factory.mktemp("bf16") / "bf16.onnx", "bf16")
+    path = emulate(SHIPPED, tmp_path_factory.mktemp("bf16") / "bf16.onnx", "bf16",
+                   request.param)
     return OrtEngine(path)
 
 
 def test_bf16_rounding_of_the_shipped_model_is_within_the_bound(emulated_bf16, reference):
     """The documented bound against real bf16 arithmetic: every convolution's inputs,
-    weights and outputs rounded to bf16, on the check image, every style and the blend."""
+    weights and outputs rounded to bf16 (and, scope "all", every other float tensor), on the
+    check image, every style and the blend."""
     report = compare(emulated_bf16, reference)
     assert report["ok"] and report["cases"] == len(reference.style_names) + 1
     assert 0.05 < report["mean"] < MAX_MEAN / 2  # it moved, and by well under the bound
@@ -295,3 +297,30 @@ def test_a_signal_after_openvino_engines_come_and_go_is_handled():
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])
     assert "7 passed" in r.stdout
+
+
+def test_precision_command_tables_every_style_and_writes_the_crop(tiny_onnx, tmp_path, capsys):
+    from PIL import Image
+
+    from stylebox.cli import main
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(
+            photos / f"p{i}.png")
+    crop = tmp_path / "crop.png"
+    assert main(["precision", "--model", str(tiny_onnx), "--photos", str(photos),
+                 "--emulate", "bf16", "--scope", "all", "--size", "48", "--crop",
+                 str(crop)]) == 0
+    out = capsys.readouterr().out
+    assert "every float tensor rounded to bf16 vs ONNX Runtime f32; 2 photos" in out
+    rows = [ln for ln in out.splitlines() if ln.startswith("| ")][1:]
+    assert [r.split("|")[1].strip() for r in rows] == ["candy", "mosaic", "udnie", "**all**"]
+    assert "start-up bound (mean <= 2.0, p99.9 <= 48):" in out
+    with Image.open(crop) as im:  # f32 | test | diff, each 2x, with two 4 px gutters
+        side = 34  # the resized photos are 48x34; the crop is at most their short side
+        assert im.size == (2 * (3 * side + 8), 2 * side)
+    assert main(["precision", "--model", str(tiny_onnx), "--photos", str(tmp_path / "none"),
+                 "--emulate", "bf16"]) == 2
