@@ -24,6 +24,7 @@ import numpy as np
 
 MAX_MEAN = 2.0
 MAX_P999 = 48.0
+BOUND = f"mean <= {MAX_MEAN}, p99.9 <= {MAX_P999:.0f}"
 SCENE_SIZE = 256
 
 
@@ -49,6 +50,13 @@ def differences(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.abs(a.astype(np.int16) - b.astype(np.int16)).ravel()
 
 
+def summarize(d: np.ndarray) -> dict[str, Any]:
+    """Mean, p99.9 and max of absolute differences, and whether they are within BOUND."""
+    mean, p999 = float(d.mean()), float(np.percentile(d, 99.9))
+    return {"mean": mean, "p99_9": p999, "max": float(d.max()),
+            "ok": mean <= MAX_MEAN and p999 <= MAX_P999}
+
+
 def compare(engine: _Stylizer, reference: _Stylizer,
             image: tuple[np.ndarray, str] | None = None) -> dict[str, Any]:
     """Differences of `engine` from `reference` over every style and the even blend."""
@@ -57,8 +65,6 @@ def compare(engine: _Stylizer, reference: _Stylizer,
     weights = [engine.one_hot(i) for i in range(n)] + [np.full(n, 1 / n, np.float32)]
     d = np.concatenate([differences(engine.stylize(rgb, w), reference.stylize(rgb, w))
                         for w in weights])
-    mean, p999, top = float(d.mean()), float(np.percentile(d, 99.9)), float(d.max())
-    return {"image": what, "cases": len(weights), "mean": round(mean, 3),
-            "p99_9": round(p999, 1), "max": top,
-            "bound": f"mean <= {MAX_MEAN}, p99.9 <= {MAX_P999:.0f}",
-            "ok": mean <= MAX_MEAN and p999 <= MAX_P999}
+    s = summarize(d)
+    return {"image": what, "cases": len(weights), "mean": round(s["mean"], 3),
+            "p99_9": round(s["p99_9"], 1), "max": s["max"], "bound": BOUND, "ok": s["ok"]}

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.precision import MAX_MEAN, MAX_P999, differences
+from service.precision import BOUND, differences, summarize
 
 EMULATED = {"bf16": 16, "f16": 10}  # the ONNX TensorProto data type each rounds through
 
@@ -176,14 +176,12 @@ def main(argv: list[str] | None = None) -> int:
             ds.append(d)
             if worst is None or d.mean() > worst[0]:
                 worst = (float(d.mean()), a, b)
-        d = np.concatenate(ds)
-        all_d.append(d)
-        print(f"| {name} | {d.mean():.2f} | {np.percentile(d, 99.9):.0f} | {d.max()} |")
-    d = np.concatenate(all_d)
-    mean, p999 = float(d.mean()), float(np.percentile(d, 99.9))
-    ok = mean <= MAX_MEAN and p999 <= MAX_P999
-    print(f"| **all** | {mean:.2f} | {p999:.0f} | {d.max()} |\n\nstart-up bound "
-          f"(mean <= {MAX_MEAN}, p99.9 <= {MAX_P999:.0f}): {'within' if ok else 'EXCEEDED'}")
+        all_d.append(np.concatenate(ds))
+        s = summarize(all_d[-1])
+        print(f"| {name} | {s['mean']:.2f} | {s['p99_9']:.0f} | {s['max']:.0f} |")
+    s = summarize(np.concatenate(all_d))
+    print(f"| **all** | {s['mean']:.2f} | {s['p99_9']:.0f} | {s['max']:.0f} |\n\nstart-up "
+          f"bound ({BOUND}): {'within' if s['ok'] else 'EXCEEDED'}")
     if args.crop and worst is not None:
         Path(args.crop).parent.mkdir(parents=True, exist_ok=True)
         crop_strip(worst[1], worst[2]).save(args.crop)
