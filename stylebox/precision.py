@@ -93,10 +93,10 @@ def emulate(model: Path, out: Path, precision: str = "bf16", scope: str = "conv"
 
 
 def _photos(folder: str, size: int, limit: int) -> list[tuple[str, np.ndarray]]:
-    files = sorted(p for p in Path(folder).iterdir()
-                   if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"))[: limit or None]
+    from training.data import list_photos  # eval's listing (needs the train extra, as eval)
+
     out = []
-    for f in files:
+    for f in list_photos(folder, limit):
         with Image.open(f) as im:
             im = im.convert("RGB")
             im.thumbnail((size, size))
@@ -140,10 +140,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="--emulate: round convolutions only, or every float tensor")
     p.add_argument("--crop", help="write the side-by-side crop (PNG) here")
     args = p.parse_args(argv)
-    photos = _photos(args.photos, args.size, args.max_photos) if Path(args.photos).is_dir() \
-        else []
-    if not photos:
-        print(f"stylebox precision: no photos in {args.photos}", file=sys.stderr)
+    from training.data import DataError
+
+    try:
+        photos = _photos(args.photos, args.size, args.max_photos)
+    except DataError as e:  # no such folder, or no photos in it
+        print(f"stylebox precision: {e}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         try:
