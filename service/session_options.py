@@ -27,8 +27,6 @@ from typing import Any, Literal
 import numpy as np
 import onnxruntime as ort
 
-from service.settings import parse_size
-
 log = logging.getLogger("stylebox.engine")
 
 GraphLevel = Literal["disable", "basic", "extended", "all"]
@@ -63,9 +61,7 @@ class SessionConfig:
         keys = ("graph_optimization", "inter_op_threads", "cpu_mem_arena", "intra_op_spinning",
                 "optimized_model_dir", "io_binding")
         values = {k: getattr(settings, k) for k in keys if hasattr(settings, k)}
-        sizes = getattr(settings, "warmup_sizes", ()) or ()
-        values["warmup_sizes"] = tuple(parse_size(s) if isinstance(s, str) else tuple(s)
-                                       for s in sizes)
+        values["warmup_sizes"] = getattr(settings, "warmup_shapes", ())  # parsed by Settings
         return cls(**values)
 
 

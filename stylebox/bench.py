@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from service.session_options import CPU, SessionConfig, parse_size
+from service.session_options import CPU, SessionConfig
+from service.settings import parse_size
 from stylebox.loadtest import percentile
 from stylebox.roofline import Cost, Peaks, graph_cost, machine_peaks, openvino_gemm_gflops
 
@@ -180,9 +181,14 @@ def time_models(paths: list[Path], sizes, repeats: int, threads: int,
     return sorted(rows, key=lambda r: (order[r.model], r.pixels))
 
 
+def _ort_cpu_ms(rows: list[Row]) -> dict[tuple[str, str], float]:
+    """(model, size) -> ONNX Runtime CPU median ms: the baseline of `vs ORT CPU` and targets."""
+    return {(r.model, r.size): r.median_ms for r in rows if r.provider == ORT_CPU}
+
+
 def latency_table(rows: list[Row], peaks: Peaks | None) -> str:
     peer_ms = {(r.provider, r.size): r.median_ms for r in rows if r.model == PEER}
-    ort_ms = {(r.model, r.size): r.median_ms for r in rows if r.provider == ORT_CPU}
+    ort_ms = _ort_cpu_ms(rows)
     lines = ["| model | engine | size | median ms | p90 ms | vs peer | vs ORT CPU | GFLOP "
              "| GB moved | GFLOP/s | % roofline |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -321,7 +327,7 @@ def targets(rows: list[Row], load: list) -> list[str]:
 
 def _bf16_targets(rows: list[Row]) -> list[str]:
     """OpenVINO bf16 against ONNX Runtime f32 on the same file (issue 14's targets)."""
-    ort_ms = {(r.model, r.size): r.median_ms for r in rows if r.provider == ORT_CPU}
+    ort_ms = _ort_cpu_ms(rows)
     out = []
     for r in rows:
         base = ort_ms.get((r.model, r.size))

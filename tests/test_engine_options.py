@@ -15,10 +15,9 @@ from service.session_options import (
     CUDA,
     SessionConfig,
     optimized_path,
-    parse_size,
     use_io_binding,
 )
-from service.settings import Settings
+from service.settings import Settings, parse_size
 from tests.conftest import session_feed
 
 W = np.array([0.2, 0.5, 0.3], np.float32)
