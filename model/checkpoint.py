@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
-from model.card import ModelCard
-from model.network import Generator, GeneratorConfig
+from stylebox.model.card import ModelCard
+from stylebox.model.network import Generator, GeneratorConfig
 
 
 def generator_config(card: ModelCard) -> GeneratorConfig:

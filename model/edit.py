@@ -11,10 +11,9 @@ import copy
 from collections.abc import Iterator
 
 import torch
-
-from model.card import CardError, ModelCard, StyleInfo
-from model.checkpoint import build_generator
-from model.network import ConditionalInstanceNorm, Generator
+from stylebox.model.card import CardError, ModelCard, StyleInfo
+from stylebox.model.checkpoint import build_generator
+from stylebox.model.network import ConditionalInstanceNorm, Generator
 
 
 def cin_layers(generator: Generator) -> Iterator[tuple[str, ConditionalInstanceNorm]]:
@@ -132,7 +131,7 @@ def _edit_main(argv: list[str] | None, op: str) -> int:
     import argparse
     import sys
 
-    from model.checkpoint import load_checkpoint, save_checkpoint
+    from stylebox.model.checkpoint import load_checkpoint, save_checkpoint
 
     prog = f"stylebox {op}-style"
     what = {"remove": "Remove a style (its card entry and γ/β rows) from a checkpoint.",

@@ -27,9 +27,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-from model.card import CARD_KEY, ModelCard
-from model.network import (
+from stylebox.model.card import CARD_KEY, ModelCard
+from stylebox.model.network import (
     Generator,
     NormStats,
     UInt8Generator,
@@ -300,7 +299,7 @@ def sample_entry(path: str | Path, size: int = SAMPLE_SIZE) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from model.checkpoint import load_checkpoint
+    from stylebox.model.checkpoint import load_checkpoint
 
     p = argparse.ArgumentParser(prog="stylebox export", description=__doc__.split("\n")[0])
     p.add_argument("checkpoint", help="a checkpoint written by `stylebox train`")

@@ -1,3 +1,5 @@
 """stylebox's REST service and `stylebox serve` / `stylebox stylize` (ONNX Runtime, no torch)."""
 
-__version__ = "0.1.0"
+from stylebox import __version__  # the one version string (pyproject reads it too)
+
+__all__ = ["__version__"]

@@ -25,8 +25,7 @@ from dataclasses import dataclass
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from service.problems import TYPE_PREFIX, problem
+from stylebox.service.problems import TYPE_PREFIX, problem
 
 # (method, full-path regex) of the routes that run the network.
 GUARDED: tuple[tuple[str, re.Pattern[str]], ...] = (

@@ -2,7 +2,8 @@
 
 The ONNX session is loaded once, in the lifespan (so a bad model stops start-up), and kept
 on `app.state.engine`; `stylebox serve` loads it up front instead to report a bad file in
-one line, and passes it in. Run without the CLI: `uvicorn --factory service.app:create_app`.
+one line, and passes it in. Run without the CLI:
+`uvicorn --factory stylebox.service.app:create_app`.
 """
 
 from __future__ import annotations
@@ -13,17 +14,16 @@ from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
-
-from service import __version__, metrics
-from service.auth import open_paths
-from service.backends import open_engine
-from service.engine import Engine, ModelLoadError
-from service.imaging import set_pixel_limit
-from service.middleware import install_middleware
-from service.openapi import install_openapi
-from service.problems import install_problem_handlers
-from service.routers import admin, health, model, page, styles, stylize
-from service.settings import Settings
+from stylebox.service import __version__, metrics
+from stylebox.service.auth import open_paths
+from stylebox.service.backends import open_engine
+from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.imaging import set_pixel_limit
+from stylebox.service.middleware import install_middleware
+from stylebox.service.openapi import install_openapi
+from stylebox.service.problems import install_problem_handlers
+from stylebox.service.routers import admin, health, model, page, styles, stylize
+from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
 

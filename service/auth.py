@@ -27,8 +27,7 @@ import hashlib
 import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-from service.problems import TYPE_PREFIX, problem
+from stylebox.service.problems import TYPE_PREFIX, problem
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 PAGE_PATHS = frozenset({"/", "/sample.png", "/docs", "/docs/oauth2-redirect", "/redoc",

@@ -10,16 +10,15 @@ import sys
 from pathlib import Path
 
 from pydantic import ValidationError
-
-from service.backends import open_engine
-from service.controls import ControlError, Controls, apply_controls, shrink_decoded
-from service.engine import Engine, EngineConfigError, ModelLoadError
-from service.errors import StyleboxError
-from service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
-from service.pipeline import stylize_fitted
-from service.settings import Settings
-from service.styles import parse_style_spec
-from service.tiling import TileConfig
+from stylebox.service.backends import open_engine
+from stylebox.service.controls import ControlError, Controls, apply_controls, shrink_decoded
+from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
+from stylebox.service.errors import StyleboxError
+from stylebox.service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
+from stylebox.service.pipeline import stylize_fitted
+from stylebox.service.settings import Settings
+from stylebox.service.styles import parse_style_spec
+from stylebox.service.tiling import TileConfig
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
@@ -73,14 +72,14 @@ def serve_main(argv: list[str] | None = None) -> int:
                          precision=args.precision)
     if settings is None:
         return 2
-    from service.lifecycle import configure_logging, serve
+    from stylebox.service.lifecycle import configure_logging, serve
 
     configure_logging(args.log_level, settings.log_format)  # STYLEBOX_LOG_FORMAT=text|json
     engine = _engine(prog, settings)  # up front, so a bad file is one line, not a traceback
     if engine is None:
         return 1
 
-    from service.app import create_app
+    from stylebox.service.app import create_app
 
     app = create_app(settings, engine=engine)
     print(f"stylebox: serving {engine.card.name}@{engine.card.version} "

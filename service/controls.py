@@ -23,9 +23,8 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
-
-from service.errors import StyleboxError
-from service.imaging import DecodedImage, resize_rgb
+from stylebox.service.errors import StyleboxError
+from stylebox.service.imaging import DecodedImage, resize_rgb
 
 MIN_MAX_SIDE, MAX_MAX_SIDE = 16, 16384
 _BAND_PIXELS = 1 << 18  # rows per band so that a band holds about 262k pixels

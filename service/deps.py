@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from fastapi import Request
-
-from service.engine import Engine
-from service.errors import NotReadyError
-from service.settings import Settings
+from stylebox.service.engine import Engine
+from stylebox.service.errors import NotReadyError
+from stylebox.service.settings import Settings
 
 # For the `responses` of every route that depends on get_engine (service/openapi.py adds the
 # problem+json body and the Retry-After header to every 503).

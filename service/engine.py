@@ -24,8 +24,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-
-from model.card import CARD_KEY, CardError, ModelCard
+from stylebox.model.card import CARD_KEY, CardError, ModelCard
 
 log = logging.getLogger("stylebox.engine")
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
-
-from service.errors import (
+from stylebox.service.errors import (
     CorruptImageError,
     ImageTooLargeError,
     MissingImageError,

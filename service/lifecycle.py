@@ -16,9 +16,8 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
-
-from service.middleware import JsonFormatter
-from service.settings import Settings
+from stylebox.service.middleware import JsonFormatter
+from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
 

@@ -33,8 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-
-from service.admission import Admission
+from stylebox.service.admission import Admission
 
 # The `*_created` timestamp series double the output and no dashboard uses them.
 disable_created_metrics()

@@ -20,12 +20,11 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from service.admission import Admission, AdmissionMiddleware
-from service.auth import APIKeyMiddleware
-from service.metrics import Metrics
-from service.problems import MEDIA_TYPE, TYPE_PREFIX, problem
-from service.settings import Settings
+from stylebox.service.admission import Admission, AdmissionMiddleware
+from stylebox.service.auth import APIKeyMiddleware
+from stylebox.service.metrics import Metrics
+from stylebox.service.problems import MEDIA_TYPE, TYPE_PREFIX, problem
+from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.access")
 STYLE_HEADER = b"x-stylebox-style"

@@ -14,10 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-
-from service.admission import GUARDED
-from service.problems import MEDIA_TYPE
-from service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
+from stylebox.service.admission import GUARDED
+from stylebox.service.problems import MEDIA_TYPE
+from stylebox.service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
 
 _REF = "#/components/schemas/Problem"
 PROBLEM_SCHEMA: dict[str, Any] = {

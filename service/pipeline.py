@@ -6,10 +6,9 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from service.engine import Engine
-from service.imaging import fit_size, resize_rgb
-from service.tiling import TileConfig, stylize_tiled
+from stylebox.service.engine import Engine
+from stylebox.service.imaging import fit_size, resize_rgb
+from stylebox.service.tiling import TileConfig, stylize_tiled
 
 
 @dataclass

@@ -38,7 +38,7 @@ class _Stylizer(Protocol):
 
 def check_image(engine: Any) -> tuple[np.ndarray, str]:
     """The fixed image and its description: the card's photo, else the synthetic scene."""
-    from service.previews import card_sample, sample_image
+    from stylebox.service.previews import card_sample, sample_image
 
     rgb = card_sample(engine)
     if rgb is not None:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
-
-from service.errors import StyleSpecError, UnknownStyleError
+from stylebox.service.errors import StyleSpecError, UnknownStyleError
 
 MAX_SPEC_CHARS = 2000
 # The grammar, published as the `style` parameter's `pattern` in OpenAPI so that generated

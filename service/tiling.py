@@ -23,9 +23,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-
-from service.engine import Engine
-from service.imaging import fit_size, resize_rgb
+from stylebox.service.engine import Engine
+from stylebox.service.imaging import fit_size, resize_rgb
 
 GRID = 4  # two stride-2 convolutions: tile origins must sit on this grid
 MIN_CORE = 16  # a tile keeps at least this much, however large the margin

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from service.session_options import CPU, SessionConfig
-from service.settings import parse_size
 from stylebox.loadtest import percentile
 from stylebox.roofline import Cost, Peaks, graph_cost, machine_peaks, openvino_gemm_gflops
+from stylebox.service.session_options import CPU, SessionConfig
+from stylebox.service.settings import parse_size
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -92,9 +92,9 @@ def build_random_model(path: Path, alpha: float, n_styles: int, seed: int = 0) -
     styles); latency depends on shape, not training. Needs the train extra."""
     import torch
 
-    from model.card import ModelCard, StyleInfo
-    from model.export import export_onnx
-    from model.network import Generator, GeneratorConfig
+    from stylebox.model.card import ModelCard, StyleInfo
+    from stylebox.model.export import export_onnx
+    from stylebox.model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
     g = Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha)).eval().randomize_styles()
@@ -130,7 +130,7 @@ def _engine(path: Path, provider: str, threads: int, cfg: SessionConfig | None =
     interleaved sessions would otherwise run while the previous session's idle threads still
     spin on the same cores (measured: α=0.25 at 512² 107 ms interleaved with the peer vs 86 ms
     alone; 82 vs 86 ms with spinning off). One session alone is as fast either way."""
-    from service.backends.ort import OrtEngine
+    from stylebox.service.backends.ort import OrtEngine
 
     cfg = replace(cfg or SessionConfig(), intra_op_spinning=False)
     return OrtEngine(path, [provider], threads, options=cfg)
@@ -138,14 +138,14 @@ def _engine(path: Path, provider: str, threads: int, cfg: SessionConfig | None =
 
 def _ov_engine(path: Path, threads: int, precision: str, hint: str = "latency",
                requests: int = 1):
-    from service.backends.ov import OpenVinoEngine
+    from stylebox.service.backends.ov import OpenVinoEngine
 
     return OpenVinoEngine(path, precision, hint, threads, requests)
 
 
 def runners(engines: str, providers: list[str], precisions: str) -> list[Runner]:
     """What `--engines` / `--providers` / `--precisions` select among what this host has."""
-    from service.backends import openvino_installed
+    from stylebox.service.backends import openvino_installed
 
     wanted = {"onnxruntime", "openvino"} if engines == "all" else \
         {e.strip() for e in engines.split(",")}
@@ -154,7 +154,7 @@ def runners(engines: str, providers: list[str], precisions: str) -> list[Runner]
         out += [Runner(f"ORT {p.removesuffix('ExecutionProvider')}", "f32", p == CPU,
                        lambda path, threads, p=p: _engine(path, p, threads)) for p in providers]
     if "openvino" in wanted and openvino_installed():
-        from service.backends.ov import cpu_precisions
+        from stylebox.service.backends.ov import cpu_precisions
 
         native = sorted(cpu_precisions(), key=["f32", "bf16", "f16"].index)
         chosen = native if precisions == "all" else \
@@ -344,11 +344,11 @@ def _bf16_targets(rows: list[Row]) -> list[str]:
 
 
 def _low_precision_note() -> str:
-    from service.backends import openvino_installed
+    from stylebox.service.backends import openvino_installed
 
     if not openvino_installed():
         return "openvino is not installed"
-    from service.backends.ov import cpu_name, cpu_precisions
+    from stylebox.service.backends.ov import cpu_name, cpu_precisions
 
     return f"{cpu_name()} runs {', '.join(sorted(cpu_precisions()))} in OpenVINO: no AMX or " \
         "AVX512_BF16"
@@ -401,7 +401,7 @@ def _machine(peaks: Peaks | None, load_before: float) -> str:
 
 
 def _openvino_version() -> str:
-    from service.backends import openvino_installed
+    from stylebox.service.backends import openvino_installed
 
     if not openvino_installed():
         return "OpenVINO not installed"

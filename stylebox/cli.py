@@ -5,19 +5,18 @@ Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import sys
 
-# command -> (module, function, one-line help). Modules under training/ and model/export need
-# the `train` extra (torch); the rest run on the service dependencies alone.
+# command -> (module under `stylebox.`, function, one-line help). Modules under training/ and
+# model/export need the `train` extra (torch); the rest run on the service dependencies alone.
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("training.cli", "main", "train a multi-style generator (needs the train extra)"),
     "export": ("model.export", "main", "export a checkpoint to ONNX and verify it"),
     "serve": ("service.cli", "serve_main", "run the REST service"),
     "stylize": ("service.cli", "stylize_main", "stylize image files from the command line"),
-    "bench": ("stylebox.bench", "main", "time models on every engine against the full peer"),
-    "precision": ("stylebox.precision", "main",
+    "bench": ("bench", "main", "time models on every engine against the full peer"),
+    "precision": ("precision", "main",
                   "how far bf16/f16 (OpenVINO, or emulated) moves the pictures vs f32"),
     "train-bench": ("training.stepbench", "main",
                     "seconds per training step by crop, batch, precision and layout"),
@@ -26,14 +25,6 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "remove-style": ("model.edit", "remove_main", "remove a style from a checkpoint"),
     "rename-style": ("model.edit", "rename_main", "rename or retitle a style in a checkpoint"),
 }
-
-
-def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
-    """A command's parser from its module docstring: first line = description, the usage
-    examples after the blank line = epilog, printed as written."""
-    return argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter,
-                                   epilog=doc.split("\n", 2)[2])
 
 
 def _usage() -> str:
@@ -54,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     module, func, _ = COMMANDS[cmd]
     try:
-        fn = getattr(importlib.import_module(module), func)
+        fn = getattr(importlib.import_module(f"stylebox.{module}"), func)
     except ModuleNotFoundError as e:
         if e.name in ("torch", "torchvision", "onnx", "onnxscript", "tqdm"):
             print(f"stylebox {cmd}: needs the `train` extra ({e.name} is missing): "

@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from service.precision import BOUND, differences, summarize
+from stylebox.service.precision import BOUND, differences, summarize
 
 EMULATED = {"bf16": 16, "f16": 10}  # the ONNX TensorProto data type each rounds through
 
@@ -93,7 +93,9 @@ def emulate(model: Path, out: Path, precision: str = "bf16", scope: str = "conv"
 
 
 def _photos(folder: str, size: int, limit: int) -> list[tuple[str, np.ndarray]]:
-    from training.data import list_photos  # eval's listing (needs the train extra, as eval)
+    from stylebox.training.data import (
+        list_photos,  # eval's listing (needs the train extra, as eval)
+    )
 
     out = []
     for f in list_photos(folder, limit):
@@ -122,9 +124,9 @@ def crop_strip(ref: np.ndarray, test: np.ndarray, side: int = 160) -> Image.Imag
 
 
 def main(argv: list[str] | None = None) -> int:
-    from service.backends.ort import OrtEngine
-    from service.engine import Engine, ModelLoadError
-    from stylebox.cli import doc_parser
+    from stylebox.errors import doc_parser
+    from stylebox.service.backends.ort import OrtEngine
+    from stylebox.service.engine import Engine, ModelLoadError
 
     p = doc_parser("stylebox precision", __doc__)
     p.add_argument("--model", required=True)
@@ -140,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="--emulate: round convolutions only, or every float tensor")
     p.add_argument("--crop", help="write the side-by-side crop (PNG) here")
     args = p.parse_args(argv)
-    from training.data import DataError
+    from stylebox.training.data import DataError
 
     try:
         photos = _photos(args.photos, args.size, args.max_photos)
@@ -157,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
                 what = "convolutions" if args.scope == "conv" else "every float tensor"
                 label = f"ONNX Runtime, {what} rounded to {args.emulate}"
             else:
-                from service.backends.ov import OpenVinoEngine
+                from stylebox.service.backends.ov import OpenVinoEngine
 
                 test = OpenVinoEngine(args.model, args.precision)
                 label = f"OpenVINO, asked {args.precision}, runs {test.precision}"

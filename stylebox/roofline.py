@@ -146,7 +146,7 @@ def openvino_gemm_gflops(precision: str, n: int = 2048, budget_s: float = 1.0) -
     a = ops.parameter([n, n], np.float32, name="a")
     b = ops.constant(rng.standard_normal((n, n), dtype=np.float32))
     model = ov.Model([ops.matmul(a, b, False, False)], [a], "gemm")
-    from service.backends.ov import core
+    from stylebox.service.backends.ov import core
 
     compiled = core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": precision,
                                                    "PERFORMANCE_HINT": "LATENCY"})

@@ -217,7 +217,7 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
 
 def tiny_model(path: Path) -> Path:
     """The tests' 3-style alpha=0.25 model (random weights: load, not looks, matters here)."""
-    from model.export import export_onnx
+    from stylebox.model.export import export_onnx
     from tests.conftest import make_tiny_card, make_tiny_generator
 
     export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import numpy as np
 
-from service.settings import parse_size
-from service.tiling import TileConfig, core_size, run_tiles
 from stylebox.bench import build_random_model
+from stylebox.service.settings import parse_size
+from stylebox.service.tiling import TileConfig, core_size, run_tiles
 
 MODES = ("full", "tiled", "downscale", "naive")
 
@@ -74,8 +74,8 @@ def _peak_mb() -> float:
 
 def worker(args: argparse.Namespace) -> int:
     """One mode in this process: prints {"ms": [...], "peak_mb", "loaded_mb", "tiles"}."""
-    from service.backends.ort import OrtEngine
-    from service.pipeline import stylize_fitted
+    from stylebox.service.backends.ort import OrtEngine
+    from stylebox.service.pipeline import stylize_fitted
 
     img = np.load(args.image)
     engine = OrtEngine(args.model)
@@ -156,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             results[mode] = json.loads(r.stdout.strip().splitlines()[-1])
             outs[mode] = np.load(result)
             print(f"{mode}: {results[mode]}", file=sys.stderr, flush=True)
-        from service.backends.ort import OrtEngine
+        from stylebox.service.backends.ort import OrtEngine
         engine = OrtEngine(model)
         margin = TileConfig(args.tile_size).margin_for(engine)
         core = core_size(args.tile_size, margin)

@@ -19,8 +19,7 @@ TINY_STYLES = [
 
 def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0):
     import torch
-
-    from model.network import Generator, GeneratorConfig
+    from stylebox.model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
     return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2)
@@ -28,7 +27,7 @@ def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0):
 
 
 def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25):
-    from model.card import ModelCard
+    from stylebox.model.card import ModelCard
 
     return ModelCard(name="stylebox-tiny", version="test", alpha=alpha, styles=list(styles),
                      arch={"n_residual": 2, "base_channels": [32, 64, 128]})
@@ -51,7 +50,7 @@ def session_feed(sess, image, weights) -> dict:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A 3-style α=0.25 ONNX model with its card, exported (and parity-checked) once."""
-    from model.export import export_onnx
+    from stylebox.model.export import export_onnx
 
     path = tmp_path_factory.mktemp("model") / "tiny.onnx"
     export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
@@ -66,8 +65,7 @@ TINY_TRAIN_LAYERS = {"content_layers": ["relu1_2"], "style_layers": ["relu1_1", 
 def write_fake_vgg(path: Path, deepest: str = "relu2_1", seed: int = 0) -> Path:
     """A random fp16 state dict in the format of ../shared/data/vgg (torchvision keys)."""
     import torch
-
-    from training.vgg import random_vgg
+    from stylebox.training.vgg import random_vgg
 
     vgg = random_vgg([deepest], seed=seed)
     torch.save({k: v.half() for k, v in vgg.features.state_dict().items()}, path)

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from stylebox.model.card import CardError, StyleInfo
+from stylebox.model.checkpoint import build_generator, load_checkpoint, save_checkpoint
+from stylebox.model.edit import append_style, is_style_table, remove_style, rename_style
+from stylebox.model.network import one_hot
+from stylebox.training.config import TrainConfig
 
-from model.card import CardError, StyleInfo
-from model.checkpoint import build_generator, load_checkpoint, save_checkpoint
-from model.edit import append_style, is_style_table, remove_style, rename_style
-from model.network import one_hot
 from tests.conftest import make_train_data, write_train_config
-from training.config import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +33,7 @@ def base(tmp_path_factory) -> Path:
 
 
 def _added(base: Path, tmp_path: Path, **kw):
-    from training.add_style import add_style
+    from stylebox.training.add_style import add_style
 
     kw = {"steps": 3, "preview_every": 2, "progress": False, **kw}
     summary = add_style(base / "base.pt", base / "painting.png", "flipped", tmp_path / "new.pt",
@@ -89,7 +89,7 @@ def test_training_the_row_lowers_the_new_styles_loss(base, tmp_path):
 def test_a_stopped_run_resumes_to_the_same_row(base, tmp_path, monkeypatch):
     """Stopped at step 4 of 8 (the time limit), the same call continues from the partial
     file and ends bit-identical to an uninterrupted run; the curve carries seconds."""
-    import training.add_style as mod
+    import stylebox.training.add_style as mod
 
     whole, (gen_whole, _, _) = _added(base, tmp_path / "whole", steps=8, preview_every=0)
     ticks = iter(range(0, 10_000, 30))  # each monotonic() call: 30 s later
@@ -156,11 +156,11 @@ def test_rename_style_edits_only_the_card(base):
 
 def test_cli_add_export_serve_the_new_style(base, tmp_path, capsys):
     from fastapi.testclient import TestClient
+    from stylebox.model.export import export_onnx
+    from stylebox.service.app import create_app
+    from stylebox.service.backends.ort import OrtEngine
+    from stylebox.service.settings import Settings
 
-    from model.export import export_onnx
-    from service.app import create_app
-    from service.backends.ort import OrtEngine
-    from service.settings import Settings
     from stylebox.cli import main
 
     out = tmp_path / "plus.pt"

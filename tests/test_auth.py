@@ -8,11 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-
-from service.app import create_app
-from service.auth import APIKeyMiddleware, key_matches, presented_keys
-from service.backends.ort import OrtEngine
-from service.settings import Settings
+from stylebox.service.app import create_app
+from stylebox.service.auth import APIKeyMiddleware, key_matches, presented_keys
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.settings import Settings
 
 KEY = "s3cret-key-with-enough-entropy"
 

@@ -16,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
-
-from service import backends
-from service.app import create_app
-from service.backends import choose, open_engine, openvino_installed
-from service.backends.ort import OrtEngine
-from service.engine import EngineConfigError
-from service.precision import MAX_MEAN, MAX_P999, compare
-from service.settings import Settings
+from stylebox.service import backends
+from stylebox.service.app import create_app
+from stylebox.service.backends import choose, open_engine, openvino_installed
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.engine import EngineConfigError
+from stylebox.service.precision import MAX_MEAN, MAX_P999, compare
+from stylebox.service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SHIPPED = ROOT / "models" / "stylebox-a0.25.onnx"
@@ -93,7 +92,7 @@ def test_bad_values_are_rejected_by_the_settings(monkeypatch):
 
 
 def test_serve_stops_with_one_line(monkeypatch, capsys):
-    from service.cli import serve_main
+    from stylebox.service.cli import serve_main
 
     _host(monkeypatch, ov=False, native={"f32"})
     assert serve_main(["--model", str(SHIPPED), "--engine", "openvino"]) == 1
@@ -207,7 +206,7 @@ def test_open_engine_falls_back_to_f32_when_auto_and_refuses_when_forced(monkeyp
 
 @needs_ov
 def test_openvino_f32_matches_onnxruntime_on_the_shipped_model(reference):
-    from service.backends.ov import OpenVinoEngine
+    from stylebox.service.backends.ov import OpenVinoEngine
 
     ov = OpenVinoEngine(SHIPPED, "f32")
     report = compare(ov, reference)
@@ -226,7 +225,7 @@ def test_openvino_f32_matches_onnxruntime_on_the_shipped_model(reference):
 
 @needs_ov
 def test_openvino_runs_requests_concurrently_and_correctly():
-    from service.backends.ov import OpenVinoEngine
+    from stylebox.service.backends.ov import OpenVinoEngine
 
     engine = OpenVinoEngine(SHIPPED, "f32", requests=2)
     rng = np.random.default_rng(0)

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-
-from service.backends.ort import OrtEngine
-from service.cli import stylize_main
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.cli import stylize_main
 
 
 @pytest.fixture

@@ -11,12 +11,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
-
-from service import controls as ctl
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.cli import stylize_main
-from service.controls import (
+from stylebox.service import controls as ctl
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.cli import stylize_main
+from stylebox.service.controls import (
     ControlError,
     Controls,
     apply_controls,
@@ -24,8 +23,9 @@ from service.controls import (
     oklab_to_srgb,
     srgb_to_oklab,
 )
-from service.previews import PREVIEW_SIZE, sample_image
-from service.settings import Settings
+from stylebox.service.previews import PREVIEW_SIZE, sample_image
+from stylebox.service.settings import Settings
+
 from tests.conftest import TINY_STYLES
 
 PROBLEM = "application/problem+json"
@@ -236,7 +236,8 @@ def test_cli_controls(tiny_onnx, tmp_path, capsys):
 
 def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
     """`stylebox export --sample-photo`: the page shows each style on that photo."""
-    from model.export import SAMPLE_SIZE, export_onnx
+    from stylebox.model.export import SAMPLE_SIZE, export_onnx
+
     from tests.conftest import make_tiny_card, make_tiny_generator
 
     photo = sample_image(200)[:, 30:190]  # (200, 160, 3): smooth, so JPEG keeps it close
@@ -261,7 +262,7 @@ def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
 
 
 def test_a_damaged_sample_in_the_card_falls_back_to_the_drawn_scene(tiny_onnx):
-    from service.previews import PreviewCache
+    from stylebox.service.previews import PreviewCache
 
     engine = OrtEngine(tiny_onnx)
     engine.card.export["sample"] = {"jpeg_base64": "bm90IGEgSlBFRw=="}  # "not a JPEG"

@@ -27,8 +27,8 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from stylebox.service.settings import Settings
 
-from service.settings import Settings
 from stylebox.procs import free_port, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -405,7 +405,7 @@ def test_k8s_probes_ports_resources():
 # -- the service side of TensorRT: provider options from settings -----------------------------
 
 def test_tensorrt_provider_options():
-    from service.backends.ort import provider_config
+    from stylebox.service.backends.ort import provider_config
 
     trt, cuda, cpu = TARGETS["jetson"]
     assert provider_config([cuda, cpu], "/c", True) == [cuda, cpu]  # only TensorRT gets them
@@ -418,7 +418,7 @@ def test_tensorrt_provider_options():
 
 
 def test_tensorrt_settings_fall_back_to_cpu_here(monkeypatch, tmp_path, tiny_onnx):
-    from service.backends import open_engine
+    from stylebox.service.backends import open_engine
 
     cache = tmp_path / "trt"
     monkeypatch.setenv("STYLEBOX_PROVIDERS", ",".join(TARGETS["jetson"]))
@@ -465,8 +465,8 @@ def test_ci_run_judges_the_pytest_summary(tmp_path, output, code, ok):
 
 
 def test_serving_import_path_imports_no_torch():
-    code = ("import sys; import service.app, service.cli, service.engine, stylebox.cli; "
-            "assert 'torch' not in sys.modules")
+    code = ("import sys; import stylebox.service.app, stylebox.service.cli, "
+            "stylebox.service.engine, stylebox.cli; assert 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=120)
     assert r.returncode == 0, r.stderr
@@ -512,7 +512,7 @@ def _png(w: int, h: int) -> bytes:
 
 
 def _cpu_runs_bf16() -> bool:
-    from service.backends.ov import cpu_precisions
+    from stylebox.service.backends.ov import cpu_precisions
 
     return "bf16" in cpu_precisions()
 
@@ -551,7 +551,8 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
         return subprocess.run(args, cwd=app, env=env, capture_output=True, text=True,
                               timeout=120)
 
-    probe = run(str(bin_ / "python"), "-c", "import service; print(service.__file__); import torch")
+    probe = run(str(bin_ / "python"), "-c",
+                "import stylebox.service as s; print(s.__file__); import torch")
     assert probe.stdout.startswith(str(venv)), "the installed copy, not the repo's"
     assert probe.returncode == 1 and "No module named 'torch'" in probe.stderr, probe
     ov = run(str(bin_ / "python"), "-c", "import openvino; print(openvino.get_version())")

@@ -9,18 +9,18 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+from stylebox.model.card import CARD_KEY
+from stylebox.service.backends import openvino_installed
+from stylebox.service.backends.ort import OrtEngine, resolve_providers
+from stylebox.service.engine import Engine, ModelLoadError
 
-from model.card import CARD_KEY
-from service.backends import openvino_installed
-from service.backends.ort import OrtEngine, resolve_providers
-from service.engine import Engine, ModelLoadError
 from tests.conftest import make_tiny_card, session_feed
 
 
 def _backends() -> list:
     out = [pytest.param(OrtEngine, id="onnxruntime")]
     if openvino_installed():
-        from service.backends.ov import OpenVinoEngine
+        from stylebox.service.backends.ov import OpenVinoEngine
 
         out.append(pytest.param(OpenVinoEngine, id="openvino"))
     return out

@@ -7,17 +7,17 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
-
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.session_options import (
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.session_options import (
     CPU,
     CUDA,
     SessionConfig,
     optimized_path,
     use_io_binding,
 )
-from service.settings import Settings, parse_size
+from stylebox.service.settings import Settings, parse_size
+
 from tests.conftest import session_feed
 
 W = np.array([0.2, 0.5, 0.3], np.float32)

@@ -18,9 +18,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
-
-from service.errors import StyleboxError
-from service.imaging import decode_image, set_pixel_limit
+from stylebox.service.errors import StyleboxError
+from stylebox.service.imaging import decode_image, set_pixel_limit
 
 MAX_PIXELS = 200_000
 # `make soak` sets STYLEBOX_SOAK=1: 20x the examples, fresh random ones each run.

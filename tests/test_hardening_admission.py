@@ -16,11 +16,10 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
-
-from service.admission import Admission, is_guarded
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.settings import Settings
+from stylebox.service.admission import Admission, is_guarded
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.settings import Settings
 
 
 def png(w: int = 16, h: int = 16) -> bytes:

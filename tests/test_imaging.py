@@ -7,15 +7,14 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-
-from service.errors import (
+from stylebox.service.errors import (
     CorruptImageError,
     ImageTooLargeError,
     MissingImageError,
     OutputFormatError,
     UnsupportedImageError,
 )
-from service.imaging import decode_image, encode_image, fit_size, resize_rgb
+from stylebox.service.imaging import decode_image, encode_image, fit_size, resize_rgb
 
 BIG = 10_000_000
 

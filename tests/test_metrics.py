@@ -11,11 +11,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
-
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.middleware import JsonFormatter
-from service.settings import Settings
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.middleware import JsonFormatter
+from stylebox.service.settings import Settings
 
 
 def png(w: int = 12, h: int = 10) -> bytes:

@@ -12,12 +12,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
-
-from service.app import create_app
-from service.auth import open_paths
-from service.backends.ort import OrtEngine
-from service.settings import Settings
-from service.styles import STYLE_SPEC_PATTERN
+from stylebox.service.app import create_app
+from stylebox.service.auth import open_paths
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.settings import Settings
+from stylebox.service.styles import STYLE_SPEC_PATTERN
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.settings import Settings
 
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.settings import Settings
 from tests.conftest import TINY_STYLES, make_tiny_card, make_tiny_generator
 
 KEY = "s3cret-admin-key"
@@ -25,7 +25,7 @@ KEY = "s3cret-admin-key"
 @pytest.fixture(scope="module")
 def v2_onnx(tmp_path_factory) -> Path:
     """A second model: four styles, version v2."""
-    from model.export import export_onnx
+    from stylebox.model.export import export_onnx
 
     card = make_tiny_card([*TINY_STYLES, {"name": "wave", "title": "Wave"}])
     card.version = "v2"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.routers.stylize import choose_format
+from stylebox.service.settings import Settings
 
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.routers.stylize import choose_format
-from service.settings import Settings
 from tests.conftest import TINY_STYLES
 
 

@@ -24,9 +24,9 @@ def test_service_import_path_does_not_import_torch(tiny_onnx):
     code = (
         "import sys\n"
         "from fastapi.testclient import TestClient\n"
-        "import service.cli, service.routers.stylize\n"
-        "from service.app import create_app\n"
-        "from service.settings import Settings\n"
+        "import stylebox.service.cli, stylebox.service.routers.stylize\n"
+        "from stylebox.service.app import create_app\n"
+        "from stylebox.service.settings import Settings\n"
         f"with TestClient(create_app(Settings(model_path={str(tiny_onnx)!r}))) as c:\n"
         "    assert c.get('/styles').status_code == 200\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision'))\n"

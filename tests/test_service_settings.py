@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr, ValidationError
-
-from service.settings import Settings
+from stylebox.service.settings import Settings
 
 ENV = {
     "STYLEBOX_MODEL_PATH": ("/m/x.onnx", "model_path", "/m/x.onnx"),

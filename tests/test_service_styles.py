@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from service.errors import StyleSpecError, UnknownStyleError
-from service.styles import STYLE_SPEC_PATTERN, parse_style_spec
+from stylebox.service.errors import StyleSpecError, UnknownStyleError
+from stylebox.service.styles import STYLE_SPEC_PATTERN, parse_style_spec
 
 NAMES = ["candy", "mosaic", "udnie"]
 

@@ -14,12 +14,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from service.backends.ort import OrtEngine
-from training.config import TrainConfig
-from training.data import list_photos, load_style_images
-from training.eval import find_style_images, load_photo, score
-from training.losses import PerceptualLoss
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.training.config import TrainConfig
+from stylebox.training.data import list_photos, load_style_images
+from stylebox.training.eval import find_style_images, load_photo, score
+from stylebox.training.losses import PerceptualLoss
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared/data"
@@ -91,8 +90,7 @@ def test_each_stylized_photo_keeps_its_own_content(engine: OrtEngine, scores):
     that photo is nearer than the stylization of the other photo, in every style (a model
     that paints the same picture whatever the input, or noise, fails)."""
     import torch
-
-    from training.eval import _tensor
+    from stylebox.training.eval import _tensor
 
     _, images, photos, loss_fn = scores
     # α = 0.1 keeps less of the photo (its mosaic scored 0.905 of the other photo's

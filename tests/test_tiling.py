@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+from stylebox.service.app import create_app
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.cli import stylize_main
+from stylebox.service.pipeline import stylize_fitted
+from stylebox.service.settings import Settings
+from stylebox.service.tiling import TileConfig, image_stats, plan_tiles, run_tiles
 
-from service.app import create_app
-from service.backends.ort import OrtEngine
-from service.cli import stylize_main
-from service.pipeline import stylize_fitted
-from service.settings import Settings
-from service.tiling import TileConfig, image_stats, plan_tiles, run_tiles
 from tests.conftest import make_tiny_card, make_tiny_generator
 
 CANDY = np.array([1, 0, 0], np.float32)
@@ -59,8 +59,7 @@ def test_card_records_the_statistics_and_receptive_radius(engine):
 def test_receptive_radius_bounds_the_real_one():
     """The analytic radius is an upper bound of the gradient's reach (statistics fixed)."""
     import torch
-
-    from model.network import NormStats
+    from stylebox.model.network import NormStats
 
     g = make_tiny_generator().double()
     w = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
@@ -161,7 +160,7 @@ def test_cli_tiles_too(tiny_onnx, engine, tmp_path, monkeypatch, capsys):
 
 
 def test_a_model_without_statistics_still_serves_by_downscaling(tmp_path):
-    from model.export import export_onnx
+    from stylebox.model.export import export_onnx
 
     path = tmp_path / "old.onnx"
     card = export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32,

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.data import PhotoBank, list_photos
+from stylebox.training.losses import PerceptualLoss, gram
+from stylebox.training.vgg import VGGError, load_vgg, random_vgg
 
 from tests.conftest import make_train_data, write_fake_vgg, write_train_config
-from training.config import ConfigError, TrainConfig
-from training.data import PhotoBank, list_photos
-from training.losses import PerceptualLoss, gram
-from training.vgg import VGGError, load_vgg, random_vgg
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VGG = ROOT.parent / "shared/data/vgg/vgg19_features_to_relu5_1_fp16.pth"
@@ -144,7 +144,7 @@ def _log(out: Path) -> list[dict]:
 
 
 def test_cpu_smoke_training_loss_falls(data, tmp_path):
-    from training.loop import train
+    from stylebox.training.loop import train
 
     cfg = TrainConfig.load(write_train_config(data, steps=40))
     summary = train(cfg, tmp_path / "run", progress=False)
@@ -159,7 +159,7 @@ def test_cpu_smoke_training_loss_falls(data, tmp_path):
 
 
 def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
-    from training.loop import train
+    from stylebox.training.loop import train
 
     cfg = TrainConfig.load(write_train_config(data, steps=6))
     train(cfg, tmp_path / "straight", progress=False)
@@ -173,7 +173,7 @@ def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
 
 
 def test_resume_refuses_a_checkpoint_with_other_styles(data, tmp_path):
-    from training.loop import TrainError, train
+    from stylebox.training.loop import TrainError, train
 
     cfg = TrainConfig.load(write_train_config(data, steps=1))
     train(cfg, tmp_path / "run", progress=False)
@@ -195,8 +195,8 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
     import os
     import signal
 
-    from training.loop import train
-    from training.vgg import random_vgg
+    from stylebox.training.loop import train
+    from stylebox.training.vgg import random_vgg
 
     vgg = random_vgg(["relu1_1", "relu1_2", "relu2_1"])
     calls = {"n": 0}
@@ -226,7 +226,7 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
 
 
 def test_style_tables_train_at_a_larger_lr(data, tmp_path):
-    from training.loop import _lr, make_optimizer
+    from stylebox.training.loop import _lr, make_optimizer
 
     cfg = TrainConfig.load(write_train_config(data, norm_lr_scale=10.0))
     gen = make_tiny_generator_for(cfg)
@@ -243,14 +243,14 @@ def test_style_tables_train_at_a_larger_lr(data, tmp_path):
 
 
 def make_tiny_generator_for(cfg: TrainConfig):
-    from model.checkpoint import build_generator
+    from stylebox.model.checkpoint import build_generator
 
     return build_generator(cfg.card())
 
 
 def test_resume_from_an_older_optimizer_layout_keeps_the_weights(data, tmp_path):
-    from model.checkpoint import save_checkpoint
-    from training.loop import train
+    from stylebox.model.checkpoint import save_checkpoint
+    from stylebox.training.loop import train
 
     cfg = TrainConfig.load(write_train_config(data, steps=3))
     gen = make_tiny_generator_for(cfg)

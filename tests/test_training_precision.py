@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from stylebox.training import accel
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.losses import PerceptualLoss, gram
+from stylebox.training.vgg import random_vgg
 
 from tests.conftest import make_tiny_generator
-from training import accel
-from training.config import ConfigError, TrainConfig
-from training.losses import PerceptualLoss, gram
-from training.vgg import random_vgg
 
 CPU = torch.device("cpu")
 
@@ -103,7 +103,7 @@ def test_bad_amp_setting_is_a_config_error():
 
 
 def test_train_cli_amp_flag_forces_the_precision(monkeypatch, tmp_path):
-    from training import cli
+    from stylebox.training import cli
 
     seen = {}
     monkeypatch.setattr(cli, "train", lambda cfg, out, **kw: seen.setdefault("cfg", cfg) and {

@@ -20,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from stylebox.service.previews import sample_image
 
-from service.previews import sample_image
 from stylebox.procs import free_port, service_env, stop, wait_ready
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def _serve(model: Path, **settings: str):
                        **{f"STYLEBOX_{k.upper()}": v for k, v in settings.items()}})
     # The `uvicorn --factory` entry point (README), not `stylebox serve`: both must work.
     proc = subprocess.Popen(
-        [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app",
+        [sys.executable, "-m", "uvicorn", "--factory", "stylebox.service.app:create_app",
          "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

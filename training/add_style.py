@@ -24,18 +24,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from stylebox.model.card import CardError, StyleInfo
+from stylebox.model.checkpoint import load_checkpoint, save_checkpoint
+from stylebox.model.edit import append_style, edited_config, is_style_table, log_edit
+from stylebox.training.accel import autocast, use_amp
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
+from stylebox.training.loop import Dist, StopSignal, _device, _step_seed, build_loss, cosine_lr
+from stylebox.training.losses import PerceptualLoss
+from stylebox.training.vgg import VGGError, VGGFeatures
 from torch.func import functional_call
 
-from model.card import CardError, StyleInfo
-from model.checkpoint import load_checkpoint, save_checkpoint
-from model.edit import append_style, edited_config, is_style_table, log_edit
-from stylebox.cli import doc_parser
-from training.accel import autocast, use_amp
-from training.config import ConfigError, TrainConfig
-from training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
-from training.loop import Dist, StopSignal, _device, _step_seed, build_loss, cosine_lr
-from training.losses import PerceptualLoss
-from training.vgg import VGGError, VGGFeatures
+from stylebox.errors import doc_parser
 
 
 class AddStyleError(RuntimeError):

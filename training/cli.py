@@ -12,11 +12,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from stylebox.cli import doc_parser
-from training.config import ConfigError, TrainConfig
-from training.data import DataError
-from training.loop import TrainError, train
-from training.vgg import VGGError
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.data import DataError
+from stylebox.training.loop import TrainError, train
+from stylebox.training.vgg import VGGError
+
+from stylebox.errors import doc_parser
 
 # CLI flag -> config key (each also settable with --set key=value).
 _FLAGS = {

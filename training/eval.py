@@ -28,15 +28,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
+from stylebox.service.backends import open_engine
+from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.settings import Settings
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
+from stylebox.training.losses import PerceptualLoss
+from stylebox.training.vgg import VGGError, VGGFeatures
 
-from service.backends import open_engine
-from service.engine import Engine, ModelLoadError
-from service.settings import Settings
-from stylebox.cli import doc_parser
-from training.config import ConfigError, TrainConfig
-from training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
-from training.losses import PerceptualLoss
-from training.vgg import VGGError, VGGFeatures
+from stylebox.errors import doc_parser
 
 CSV_FIELDS = ["style", "title", "style_loss", "content_loss", "photo_style_loss", "ratio"]
 

@@ -21,16 +21,15 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from stylebox.model.card import ModelCard
+from stylebox.model.checkpoint import build_generator, save_checkpoint
+from stylebox.model.edit import is_style_table
+from stylebox.training.accel import autocast, machine_summary, use_amp
+from stylebox.training.config import TrainConfig
+from stylebox.training.data import PhotoBank, list_photos, load_style_images
+from stylebox.training.losses import LossParts, PerceptualLoss
+from stylebox.training.vgg import VGGFeatures
 from torch.nn.parallel import DistributedDataParallel as DDP
-
-from model.card import ModelCard
-from model.checkpoint import build_generator, save_checkpoint
-from model.edit import is_style_table
-from training.accel import autocast, machine_summary, use_amp
-from training.config import TrainConfig
-from training.data import PhotoBank, list_photos, load_style_images
-from training.losses import LossParts, PerceptualLoss
-from training.vgg import VGGFeatures
 
 CKPT_NAME = "last.pt"
 LOG_FIELDS = ["step", "loss", "content", "style", "tv", "lr", "steps_per_s", "elapsed_s"]

@@ -21,12 +21,11 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+from stylebox.training.vgg import VGGFeatures, load_vgg
 from torch import nn
 
-from training.vgg import VGGFeatures, load_vgg
-
 if TYPE_CHECKING:
-    from training.config import TrainConfig
+    from stylebox.training.config import TrainConfig
 
 
 def gram(f: torch.Tensor) -> torch.Tensor:

@@ -20,14 +20,14 @@ import time
 from pathlib import Path
 
 import torch
+from stylebox.model.checkpoint import build_generator
+from stylebox.training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.data import DataError, PhotoBank, list_photos, load_style_images
+from stylebox.training.loop import Dist, _device, build_loss, draw_batch, make_optimizer, train_step
+from stylebox.training.vgg import VGGError
 
-from model.checkpoint import build_generator
-from stylebox.cli import doc_parser
-from training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
-from training.config import ConfigError, TrainConfig
-from training.data import DataError, PhotoBank, list_photos, load_style_images
-from training.loop import Dist, _device, build_loss, draw_batch, make_optimizer, train_step
-from training.vgg import VGGError
+from stylebox.errors import doc_parser
 
 BEGIN, END = "<!-- train-bench:begin -->", "<!-- train-bench:end -->"
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-from service.backends.ort import OrtEngine
-from service.engine import Engine, EngineConfigError, Size
-from service.precision import compare
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.engine import Engine, EngineConfigError, Size
+from stylebox.service.precision import compare
 
 log = logging.getLogger("stylebox.engine")
 
@@ -38,7 +38,7 @@ def _asks_gpu(settings) -> bool:
 
 
 def _native_precisions() -> tuple[set[str], str]:
-    from service.backends.ov import cpu_name, cpu_precisions
+    from stylebox.service.backends.ov import cpu_name, cpu_precisions
 
     return cpu_precisions(), cpu_name()
 
@@ -90,7 +90,7 @@ def _refuse_precision(precision: str) -> None:
 
 def _open(settings, engine: str, precision: str, warmup: tuple[Size, ...] | None) -> Engine:
     if engine == "openvino":
-        from service.backends.ov import OpenVinoEngine
+        from stylebox.service.backends.ov import OpenVinoEngine
 
         return OpenVinoEngine.from_settings(settings, precision, warmup)
     return OrtEngine.from_settings(settings, warmup, fp16=precision == "f16")

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-
-from service.engine import OUTPUT, Engine, ModelLoadError, Port, Size
-from service.session_options import (
+from stylebox.service.engine import OUTPUT, Engine, ModelLoadError, Port, Size
+from stylebox.service.session_options import (
     CPU,
     CUDA,
     Provider,

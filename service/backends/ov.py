@@ -24,9 +24,8 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
-
-from model.card import CARD_KEY
-from service.engine import Engine, ModelLoadError, Port, Size
+from stylebox.model.card import CARD_KEY
+from stylebox.service.engine import Engine, ModelLoadError, Port, Size
 
 HINTS = {"latency": "LATENCY", "throughput": "THROUGHPUT"}
 PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT spells them the same

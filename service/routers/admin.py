@@ -22,10 +22,9 @@ from typing import Annotated
 from anyio import Lock, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
-
-from service.auth import REALM, key_digest, key_matches, presented_keys
-from service.engine import Engine, ModelLoadError
-from service.errors import AdminDisabledError, ModelReloadError
+from stylebox.service.auth import REALM, key_digest, key_matches, presented_keys
+from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.errors import AdminDisabledError, ModelReloadError
 
 log = logging.getLogger("stylebox.service")
 router = APIRouter(tags=["admin"])
@@ -88,7 +87,7 @@ def _reload_lock(request: Request) -> Lock:
 )
 async def reload_model(request: Request,
                        _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
-    from service.app import load_engine  # service.app imports this module
+    from stylebox.service.app import load_engine  # service.app imports this module
 
     state = request.app.state
     async with _reload_lock(request):  # one reload at a time; requests are not held up

@@ -5,9 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-
-from service.deps import get_engine
-from service.errors import NotReadyError
+from stylebox.service.deps import get_engine
+from stylebox.service.errors import NotReadyError
 
 router = APIRouter(tags=["health"])
 

@@ -6,9 +6,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
-
-from service.deps import NOT_READY, get_engine
-from service.engine import Engine
+from stylebox.service.deps import NOT_READY, get_engine
+from stylebox.service.engine import Engine
 
 router = APIRouter(tags=["model"], responses=NOT_READY)
 

@@ -16,12 +16,11 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
-
-from service.deps import NOT_READY, get_engine, get_settings
-from service.engine import Engine
-from service.errors import StyleboxError, UnknownStyleError
-from service.previews import PREVIEW_SIZE, PreviewCache
-from service.settings import Settings
+from stylebox.service.deps import NOT_READY, get_engine, get_settings
+from stylebox.service.engine import Engine
+from stylebox.service.errors import StyleboxError, UnknownStyleError
+from stylebox.service.previews import PREVIEW_SIZE, PreviewCache
+from stylebox.service.settings import Settings
 
 router = APIRouter(tags=["page"])
 

@@ -6,9 +6,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
-
-from service.deps import NOT_READY, get_engine
-from service.engine import Engine
+from stylebox.service.deps import NOT_READY, get_engine
+from stylebox.service.engine import Engine
 
 router = APIRouter(tags=["styles"], responses=NOT_READY)
 

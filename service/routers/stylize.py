@@ -12,16 +12,21 @@ from typing import Annotated, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-
-from service.controls import MAX_MAX_SIDE, MIN_MAX_SIDE, Controls, apply_controls, shrink_decoded
-from service.deps import get_engine, get_settings
-from service.engine import Engine
-from service.imaging import MEDIA_TYPES, decode_image, encode_image
-from service.pipeline import stylize_fitted
-from service.settings import Settings
-from service.styles import parse_style_spec
-from service.tiling import TileConfig
-from service.upload import FIELD, read_image_upload
+from stylebox.service.controls import (
+    MAX_MAX_SIDE,
+    MIN_MAX_SIDE,
+    Controls,
+    apply_controls,
+    shrink_decoded,
+)
+from stylebox.service.deps import get_engine, get_settings
+from stylebox.service.engine import Engine
+from stylebox.service.imaging import MEDIA_TYPES, decode_image, encode_image
+from stylebox.service.pipeline import stylize_fitted
+from stylebox.service.settings import Settings
+from stylebox.service.styles import parse_style_spec
+from stylebox.service.tiling import TileConfig
+from stylebox.service.upload import FIELD, read_image_upload
 
 router = APIRouter(tags=["stylize"])
 

@@ -1,0 +1,30 @@
+"""The one error type for what a user can fix, and how every command reports it.
+
+Each layer raises `UserError` subclasses for its own bad inputs (a malformed card, a missing
+photo folder, a setting this host cannot run, an upload that is not an image); the
+`stylebox` entry point (stylebox/cli.py) prints any of them once, as `stylebox COMMAND:
+message` on stderr, and exits with the error's `exit_code`; the service turns the HTTP ones
+(service/errors.py) into problem+json. Imports nothing from stylebox, so every layer can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+
+class UserError(Exception):
+    """Something the user can fix; str() is one line that says what, and where it can, how.
+
+    exit_code: 2 for a bad argument, file or setting (argparse's own code for usage errors),
+    1 for a model or runtime that fails to load or to verify (the command's work failed).
+    """
+
+    exit_code: int = 2
+
+
+def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:
+    """A command's parser from its module docstring: first line = description, the usage
+    examples after the blank line = epilog, printed as written."""
+    return argparse.ArgumentParser(prog=prog, description=doc.split("\n")[0],
+                                   formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog=doc.split("\n", 2)[2])

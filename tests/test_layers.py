@@ -1,0 +1,79 @@
+"""The package's shape: everything installs as `stylebox.*`, and imports only point down.
+
+Layers, lowest first (docs/architecture.md): stylebox.errors (the one user-error type) <-
+stylebox.model <- stylebox.service <- stylebox.training <- the tools and the CLI (the other
+stylebox.* modules). The service must never import training (torch); training may use the
+service's engine (eval scores an ONNX file as the service runs it).
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import tomllib
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLDERS = {"model": "stylebox.model", "service": "stylebox.service",
+           "training": "stylebox.training", "stylebox": "stylebox"}
+BASE = {"stylebox", "stylebox.errors"}  # importable from every layer
+RANK = {"stylebox.model": 1, "stylebox.service": 2, "stylebox.training": 3}
+TOOLS = 4
+
+
+def _rank(module: str) -> int:
+    if module in BASE:
+        return 0
+    parts = module.split(".")
+    return RANK.get(".".join(parts[:2]), TOOLS)
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for folder, package in FOLDERS.items():
+        for path in (ROOT / folder).rglob("*.py"):
+            rel = path.relative_to(ROOT / folder).with_suffix("").parts
+            name = ".".join((package, *rel)).removesuffix(".__init__")
+            out[name] = path
+    return out
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    """(line, module) for every import in the file, those inside functions included."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.append((node.lineno, node.module))
+    return found
+
+
+def test_imports_only_point_down_and_name_the_namespace():
+    wrong = []
+    for name, path in _modules().items():
+        for line, target in _imports(path):
+            top = target.split(".")[0]
+            where = f"{path.relative_to(ROOT)}:{line} imports {target}"
+            if top in ("model", "service", "training"):
+                wrong.append(f"{where} (outside the stylebox namespace)")
+            elif top == "stylebox" and _rank(target) > _rank(name):
+                wrong.append(f"{where} (a higher layer)")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_rule_itself_catches_an_upward_import():
+    assert _rank("stylebox.service.app") > _rank("stylebox.model.card")
+    assert _rank("stylebox.cli") > _rank("stylebox.training.loop") > _rank("stylebox.service.x")
+    assert _rank("stylebox.errors") == 0
+
+
+def test_installs_as_stylebox_only_and_lists_every_package():
+    dist = importlib.metadata.distribution("stylebox")
+    assert (dist.read_text("top_level.txt") or "").split() == ["stylebox"]
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    assert {k: v for k, v in setup["package-dir"].items()} == {v: k for k, v in FOLDERS.items()}
+    # Every folder with an __init__.py is a listed package (a missing one would be left out
+    # of the wheel and the image, while the editable install here still found it).
+    packages = {n for n, p in _modules().items() if p.name == "__init__.py"}
+    assert packages == set(setup["packages"])
