@@ -88,7 +88,7 @@ COPY --from=build-jetson /opt/venv /opt/venv
 # reloads the engines instead of spending minutes building them again. The warm-up sizes
 # make the first start build them before the service listens (not ready until then).
 ENV STYLEBOX_PROVIDERS=TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecutionProvider \
-    STYLEBOX_TRT_FP16=true \
+    STYLEBOX_PRECISION=f16 \
     STYLEBOX_TRT_CACHE_DIR=/var/cache/stylebox/trt \
     STYLEBOX_WARMUP_SIZES=512,1024
 

@@ -5,10 +5,9 @@ and returns ``stylized`` uint8 (B, H, W, 3); batch, height and width are dynamic
 file serves every size and every blend. The model card rides along in ``metadata_props``.
 
 By default the graph also carries the instance-norm statistics for tiled inference (see
-model.network.NormStats): inputs ``norm_stats`` float32 (B, S) and ``use_stats`` float32
-(B, 1), output ``computed_stats`` float32 (B, S). A normal request feeds use_stats = 0 (any
-norm_stats); a tile feeds use_stats = 1 and the statistics of a pass over the whole image.
-``norm_stats=False`` exports the older two-input graph (served with the downscale path).
+model.network.NormStats). The ports, their dtypes and shapes are model/contract.py's, which
+the service checks with the same code. ``norm_stats=False`` exports the older two-input graph
+(served with the downscale path).
 
 After writing, the file is run in ONNX Runtime against PyTorch at two sizes other than
 the export size (one not divisible by 4) and for a blend, and (with statistics) once more
@@ -27,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from stylebox.model import contract
 from stylebox.model.card import CARD_KEY, ModelCard
 from stylebox.model.network import (
     Generator,
@@ -42,9 +42,6 @@ DEFAULT_EXPORTER = "torchscript"  # fast, clean symbolic shapes, present in torc
 DEFAULT_OPSET = 17
 PARITY_MAX_ABS = 2  # grey levels out of 255
 PARITY_MAX_FRACTION = 0.01
-INPUT_NAMES = ("image", "style_weights")
-OUTPUT_NAME = "stylized"
-STATS_INPUT, USE_INPUT, STATS_OUTPUT = "norm_stats", "use_stats", "computed_stats"
 # computed_stats, ORT vs PyTorch, measured as the normalisation sees it (stats_error).
 STATS_MAX_REL = 1e-3
 
@@ -80,30 +77,29 @@ def _export_graph(
     image = torch.randint(0, 256, (batch, size, size, 3), dtype=torch.uint8)
     weights = _blend_weights(n, batch)
     args: tuple = (image, weights)
-    inputs, outputs = list(INPUT_NAMES), [OUTPUT_NAME]
+    size = wrapper.generator.stats_size() if stats else 0
     if stats:
-        s = wrapper.generator.stats_size()
-        args += (torch.zeros(batch, s), torch.zeros(batch, 1))
-        inputs, outputs = [*inputs, STATS_INPUT, USE_INPUT], [*outputs, STATS_OUTPUT]
-    names = {"input_names": inputs, "output_names": outputs}
+        args += (torch.zeros(batch, size), torch.zeros(batch, 1))
+    inputs, outputs = contract.ports(n, size)  # in the order of the wrapper's arguments, results
+    names = {"input_names": [p.name for p in inputs], "output_names": [p.name for p in outputs]}
+    # Batch, height and width are dynamic: the contract names them.
+    symbolic = {p.name: {i: d for i, d in enumerate(p.shape) if isinstance(d, str)}
+                for p in inputs + outputs}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # exporter deprecation chatter; parity is the real check
         if exporter == "torchscript":
-            axes = {0: "batch", 1: "height", 2: "width"}
-            dyn = {"image": axes, "style_weights": {0: "batch"}, OUTPUT_NAME: axes}
-            if stats:
-                dyn |= {k: {0: "batch"} for k in (STATS_INPUT, USE_INPUT, STATS_OUTPUT)}
             torch.onnx.export(
                 wrapper, args, str(path), dynamo=False, opset_version=opset,
-                dynamic_axes=dyn, **names,
+                dynamic_axes=symbolic, **names,
             )
         elif exporter == "dynamo":
             from torch.export import Dim
 
-            b, h, w = Dim("batch", min=1, max=64), Dim("height", min=8), Dim("width", min=8)
-            shapes: dict = {"image": {0: b, 1: h, 2: w}, "style_weights": {0: b}}
-            if stats:
-                shapes |= {"norm_stats": {0: b}, "use_stats": {0: b}}
+            side = contract.MIN_SIDE
+            dims = {"batch": Dim("batch", min=1, max=64), "height": Dim("height", min=side),
+                    "width": Dim("width", min=side)}
+            shapes = {p.name: {i: dims[d] for i, d in axes.items()}
+                      for p in inputs for axes in [symbolic[p.name]]}
             torch.onnx.export(
                 wrapper, args, str(path), dynamo=True, opset_version=opset,
                 dynamic_shapes=shapes, optimize=True, verbose=False, **names,
@@ -141,11 +137,11 @@ def check_parity(
         weights = _blend_weights(n, 2)  # row 0 one-hot, row 1 a blend of all styles
         with torch.no_grad():
             ref = plain(image, weights).numpy().astype(np.int16)
-        feed = {"image": image.numpy(), "style_weights": weights.numpy()}
+        feed = {contract.IMAGE: image.numpy(), contract.WEIGHTS: weights.numpy()}
         if stats:  # use_stats = 0: norm_stats (zeros here) must not matter
-            feed |= {STATS_INPUT: np.zeros((2, wrapper.generator.stats_size()), np.float32),
-                     USE_INPUT: np.zeros((2, 1), np.float32)}
-        out = sess.run([OUTPUT_NAME], feed)[0]
+            feed |= {contract.STATS: np.zeros((2, wrapper.generator.stats_size()), np.float32),
+                     contract.USE_STATS: np.zeros((2, 1), np.float32)}
+        out = sess.run([contract.STYLIZED], feed)[0]
         if out.shape != ref.shape or out.dtype != np.uint8:
             raise ExportError(f"ONNX output {out.shape} {out.dtype} != PyTorch {ref.shape} uint8")
         diff = np.abs(out.astype(np.int16) - ref)
@@ -173,9 +169,9 @@ def check_stats_parity(
         use = torch.tensor([[1.0], [0.5]])
         image = torch.randint(0, 256, (2, h, w, 3), dtype=torch.uint8, generator=gen)
         ref, ref_stats = wrapper(image, weights, given, use)
-    feed = {"image": image.numpy(), "style_weights": weights.numpy(),
-            STATS_INPUT: given.numpy(), USE_INPUT: use.numpy()}
-    out, stats = sess.run([OUTPUT_NAME, STATS_OUTPUT], feed)
+    feed = {contract.IMAGE: image.numpy(), contract.WEIGHTS: weights.numpy(),
+            contract.STATS: given.numpy(), contract.USE_STATS: use.numpy()}
+    out, stats = sess.run([contract.STYLIZED, contract.COMPUTED_STATS], feed)
     if out.shape != tuple(ref.shape) or stats.shape != tuple(ref_stats.shape):
         raise ExportError(f"ONNX outputs {out.shape}, {stats.shape} != PyTorch "
                           f"{tuple(ref.shape)}, {tuple(ref_stats.shape)}")
@@ -235,6 +231,13 @@ def export_onnx(
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    size = generator.stats_size() if norm_stats else 0
+    try:  # the graph as written, checked by the code the service checks it with
+        contract.check([contract.from_ort(a) for a in sess.get_inputs()],
+                       [contract.from_ort(a) for a in sess.get_outputs()], n, size)
+    except contract.ContractError as e:
+        path.unlink(missing_ok=True)
+        raise ExportError(f"the exported graph breaks the model contract: {e}") from None
     cases = check_parity(wrapper, sess, n, sizes)
     stats_rel = 0.0
     if norm_stats:
@@ -247,18 +250,11 @@ def export_onnx(
         "opset": opset,
         "torch": torch.__version__.split("+")[0],
         "export_size": export_size,
-        "inputs": {"image": "uint8 [batch, height, width, 3] RGB",
-                   "style_weights": f"float32 [batch, {n}] (rows sum to 1)"},
-        "outputs": {OUTPUT_NAME: "uint8 [batch, height, width, 3] RGB",
-                    **({STATS_OUTPUT: f"float32 [batch, {generator.stats_size()}]"}
-                       if norm_stats else {})},
-        "min_side": Generator.MIN_SIDE,
+        **contract.describe(n, size),  # the ports, as model/contract.py defines them
+        "min_side": contract.MIN_SIDE,
         # Present only when the graph takes and returns CIN statistics (service/tiling.py).
         **({"norm_stats": {
-            "inputs": {STATS_INPUT: f"float32 [batch, {generator.stats_size()}]",
-                       USE_INPUT: "float32 [batch, 1]: 0 = own statistics, 1 = given"},
-            "output": STATS_OUTPUT,
-            "size": generator.stats_size(),
+            "size": size,
             "layout": "per CIN layer in forward order: channel means, then channel variances",
             "channels": generator.norm_channels(),
             "receptive_radius": generator.receptive_radius(),

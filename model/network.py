@@ -138,11 +138,10 @@ class ResidualBlock(nn.Module):
 class Generator(nn.Module):
     """(B, 3, H, W) in [0, 1] + (B, N) style weights -> (B, 3, H, W) in [0, 1].
 
-    Any H, W >= 8 works: the two stride-2 convs give ceil(H/4), the two upsamplings give
-    4*ceil(H/4) >= H, and the output is cropped back to the input size.
+    Any H, W >= 8 (model/contract.py's MIN_SIDE) works: the two stride-2 convs give
+    ceil(H/4), the two upsamplings give 4*ceil(H/4) >= H, and the output is cropped back to
+    the input size.
     """
-
-    MIN_SIDE = 8  # reflection padding at 1/4 resolution needs 2 pixels per side
 
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()

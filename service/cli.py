@@ -16,7 +16,7 @@ from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.errors import StyleboxError
 from stylebox.service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
 from stylebox.service.pipeline import stylize_fitted
-from stylebox.service.settings import Settings
+from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
 
@@ -60,9 +60,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--host", help="interface to bind (STYLEBOX_HOST, default 0.0.0.0)")
     p.add_argument("--port", type=int, help="TCP port (STYLEBOX_PORT, default 8000)")
     p.add_argument("--providers", help="comma-separated ONNX Runtime execution providers")
-    p.add_argument("--engine", choices=["auto", "onnxruntime", "openvino"],
+    p.add_argument("--engine", choices=choices(EngineName),
                    help="inference runtime (STYLEBOX_ENGINE, default auto)")
-    p.add_argument("--precision", choices=["auto", "f32", "bf16", "f16"],
+    p.add_argument("--precision", choices=choices(Precision),
                    help="inference precision (STYLEBOX_PRECISION, default auto)")
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
@@ -115,7 +115,7 @@ def stylize_main(argv: list[str] | None = None) -> int:
     p.add_argument("-s", "--style", required=True, help="e.g. candy or candy:0.7,mosaic:0.3")
     p.add_argument("-o", "--out", required=True, type=Path,
                    help="output file (one input) or directory (several inputs)")
-    p.add_argument("--format", choices=["png", "jpeg", "jpg", "webp"],
+    p.add_argument("--format", choices=[*choices(OutputFormat), "jpg"],
                    help="output format (default: from OUT's suffix, else png)")
     p.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality, 1-100")
     p.add_argument("--strength", type=float, default=1.0,

@@ -4,9 +4,9 @@ Kept apart from service/engine.py so the engine only asks for "options for this 
 these providers". Everything here is plain onnxruntime (no torch).
 
 - graph optimisation level: "all" (the default) adds ORT's layout pass, which switches the
-  CPU EP to its blocked NCHWc conv kernels (1.2x at 512²; docs/performance.md per level).
+  CPU EP to its blocked NCHWc conv kernels (docs/performance.md times each level).
 - spin-wait off by default: idle pool threads sleep instead of taking the cores from
-  decode/encode and overlapping inferences (+7-10 % images/s at 2+ concurrent requests).
+  decode/encode and overlapping inferences (measured in docs/performance.md).
 - optimised-model cache: ORT can write the graph it optimised; loading that file with
   optimisation disabled skips the optimiser at the next start-up. The file is keyed by the
   model's bytes, the ORT version, the CPU architecture and the level, because level "all"
@@ -20,16 +20,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 import onnxruntime as ort
+from stylebox.service.settings import GraphLevel, IoBinding, Settings
 
 log = logging.getLogger("stylebox.engine")
 
-GraphLevel = Literal["disable", "basic", "extended", "all"]
 LEVELS: dict[str, ort.GraphOptimizationLevel] = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
@@ -48,21 +47,19 @@ class SessionConfig:
     inter_op_threads: int = 0  # 0 = ORT's default; matters only with parallel execution
     cpu_mem_arena: bool = True  # reuse activation buffers across runs (measured: keep on)
     # ORT's pool threads spin-wait after a run for the next one. Off (our default), they
-    # sleep and leave the cores to decode/encode threads and overlapping inferences:
-    # measured +7-9 % images/s at 2 and 4 concurrent requests, -2 % (noise) at one.
+    # sleep and leave the cores to decode/encode threads and overlapping inferences.
     intra_op_spinning: bool = False
     optimized_model_dir: str = ""  # "" = no cache; else a folder for optimised models
-    io_binding: Literal["auto", "on", "off"] = "auto"  # auto = on when CUDA runs the model
-    warmup_sizes: tuple[tuple[int, int], ...] = field(default=())  # (H, W) run at start-up
+    io_binding: IoBinding = "auto"  # auto = on when CUDA runs the model
 
     @classmethod
-    def from_settings(cls, settings: Any) -> SessionConfig:
-        """From service.settings.Settings (duck-typed: missing fields keep the defaults)."""
-        keys = ("graph_optimization", "inter_op_threads", "cpu_mem_arena", "intra_op_spinning",
-                "optimized_model_dir", "io_binding")
-        values = {k: getattr(settings, k) for k in keys if hasattr(settings, k)}
-        values["warmup_sizes"] = getattr(settings, "warmup_shapes", ())  # parsed by Settings
-        return cls(**values)
+    def from_settings(cls, settings: Settings) -> SessionConfig:
+        return cls(graph_optimization=settings.graph_optimization,
+                   inter_op_threads=settings.inter_op_threads,
+                   cpu_mem_arena=settings.cpu_mem_arena,
+                   intra_op_spinning=settings.intra_op_spinning,
+                   optimized_model_dir=settings.optimized_model_dir,
+                   io_binding=settings.io_binding)
 
 
 def make_session_options(cfg: SessionConfig, intra_op_threads: int = 0) -> ort.SessionOptions:

@@ -1,75 +1,38 @@
 """Service settings, read from `STYLEBOX_*` environment variables (CLI flags override them).
 
-Env var (prefix STYLEBOX_)   default                      meaning
-MODEL_PATH                   models/stylebox-a0.25.onnx   the exported ONNX model
-ENGINE                       auto                         auto, onnxruntime or openvino
-                                                          (service/backends/__init__.py)
-PRECISION                    auto                         auto, f32, bf16 or f16; below f32
-                                                          is checked against f32 at start-up
-OV_HINT                      latency                      OpenVINO: latency (one stream, all
-                                                          cores) or throughput (streams)
-PROVIDERS                    CPUExecutionProvider         ORT providers, comma list or JSON
-HOST, PORT                   0.0.0.0, 8000                where `stylebox serve` listens
-MAX_UPLOAD_BYTES             20 MiB                       request body cap (413 above)
-MAX_PIXELS                   40 000 000                   decode cap, from the header (413)
-MAX_INFERENCE_PIXELS         8 500 000                    larger images are tiled or
-                                                          downscaled (LARGE_IMAGES)
-LARGE_IMAGES                 tile                         tile (full size, seam-free; needs a
-                                                          model exported with norm_stats) or
-                                                          downscale
-TILE_SIZE                    1024                         tile side in px, context included
-TILE_MARGIN                  0 (the model's receptive     context px kept around each tile
-                             radius, from its card)
-TILE_STATS_PIXELS            1 000 000                    size of the statistics pass
-INTRA_OP_THREADS             0 (the runtime's default)    threads per inference (ORT intra-op,
-                                                          OpenVINO INFERENCE_NUM_THREADS)
-MAX_CONCURRENCY              2                            inferences running at once
-                                                          (OpenVINO: its infer requests)
-DEFAULT_FORMAT               png                          when neither format= nor Accept
-GRAPH_OPTIMIZATION           all                          ORT graph level: disable, basic,
-                                                          extended, all (docs/performance.md)
-INTER_OP_THREADS             0 (ONNX Runtime's default)   threads across independent nodes
-CPU_MEM_ARENA                true                         reuse activation buffers
-INTRA_OP_SPINNING            false                        ORT threads spin between runs
-OPTIMIZED_MODEL_DIR          "" (off)                     cache the optimised graph here
-IO_BINDING                   auto (on for CUDA)           auto, on or off
-WARMUP_SIZES                 "" (none)                    e.g. 512,1024,1920x1080: run once
-                                                          at start-up (cuDNN search per size)
-MAX_QUEUE                    8                            stylize requests waiting beyond
-                                                          MAX_CONCURRENCY; more get 503
-REQUEST_TIMEOUT_S            60                           deadline per admitted request
-RETRY_AFTER_S                2                            Retry-After on 503 (overload)
-API_KEY                      unset (no auth)              Bearer / X-API-Key secret
-CORS_ORIGINS                 empty (CORS off)             comma list or JSON, or "*"
-METRICS_PUBLIC               true                         /metrics open even with API_KEY
-DRAIN_S                      2                            on SIGTERM: readyz 503 this long
-                                                          before the listener closes
-LOG_FORMAT                   text                         access log: text or json
-TRT_CACHE_DIR                "" (no cache)                 TensorRT EP engine + timing cache
-                                                          (a volume: restarts reuse engines)
-TRT_FP16                     false                        TensorRT EP builds fp16 engines
-ALLOW_ADMIN_WITHOUT_KEY      false                        POST /admin/reload with no API_KEY
-
-Images up to `max_pixels` are accepted, but the network runs on at most
-`max_inference_pixels` (8.5 MP lets 4K UHD, 3840x2160 = 8.3 MP, through untouched). A larger
-image is, with LARGE_IMAGES=tile (the default) and a model exported with instance-norm
-statistics, stylized at full size in tiles of TILE_SIZE that all share the statistics of one
-pass over the image downscaled to TILE_STATS_PIXELS (service/tiling.py; no seams), and the
-response carries `X-Stylebox-Tiles`. Otherwise (LARGE_IMAGES=downscale, or an older model) it
-is resized to fit the budget (same aspect ratio), stylized, and resized back to its original
-width and height; the response says so in `X-Stylebox-Inference-Size`, which then differs
-from the image size. Either way inference memory per request is bounded.
+Each setting is defined once, here: its type, default, bounds and description. Every choice
+is one `Literal` (EngineName, Precision, ...) that the settings, the command lines
+(`stylebox serve --engine`, `stylebox eval --precision`, ...) and the backends all use;
+docs/settings.md is the table generated from the fields (`python -m stylebox.service.settings`
+rewrites it, and a test checks that it is current).
 """
 
 from __future__ import annotations
 
 import json
-from typing import Annotated, Literal
+import os
+from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+ENV_PREFIX = "STYLEBOX_"
+EngineName = Literal["auto", "onnxruntime", "openvino"]
+RunPrecision = Literal["f32", "bf16", "f16"]  # what a runtime computes in
+Precision = Literal["auto", RunPrecision]
+OvHint = Literal["latency", "throughput"]
 OutputFormat = Literal["png", "jpeg", "webp"]
+LargeImages = Literal["tile", "downscale"]
+GraphLevel = Literal["disable", "basic", "extended", "all"]
+IoBinding = Literal["auto", "on", "off"]
+LogFormat = Literal["text", "json"]
+# Settings that are gone, with what replaces them: start-up stops instead of ignoring them.
+REPLACED = {"TRT_FP16": "STYLEBOX_PRECISION=f16 (with the TensorRT provider)"}
+
+
+def choices(kind: Any) -> tuple[str, ...]:
+    """A Literal's values, for argparse's `choices=` and for messages."""
+    return get_args(kind)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -81,54 +44,84 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="STYLEBOX_", extra="ignore",
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore",
                                       protected_namespaces=())
 
-    model_path: str = "models/stylebox-a0.25.onnx"
+    model_path: str = Field("models/stylebox-a0.25.onnx", description="the exported ONNX model")
     # Which runtime and precision serve (service/backends/__init__.py has the rules).
-    engine: Literal["auto", "onnxruntime", "openvino"] = "auto"
-    precision: Literal["auto", "f32", "bf16", "f16"] = "auto"
-    ov_hint: Literal["latency", "throughput"] = "latency"
+    engine: EngineName = Field("auto", description=(
+        "the runtime: auto picks OpenVINO bf16 on CPUs with AMX or AVX512_BF16, else ONNX "
+        "Runtime"))
+    precision: Precision = Field("auto", description=(
+        "below f32 is checked against f32 at start-up; f16 on ONNX Runtime means TensorRT's "
+        "fp16 engines"))
+    ov_hint: OvHint = Field("latency", description=(
+        "OpenVINO: latency (one stream on all cores) or throughput (streams)"))
     # NoDecode: take the raw env string so "CUDAExecutionProvider,CPUExecutionProvider" works
     # as well as a JSON list; the validator below handles both.
     providers: Annotated[list[str], NoDecode] = Field(
-        default_factory=lambda: ["CPUExecutionProvider"])
-    host: str = "0.0.0.0"
-    port: int = Field(8000, ge=0, le=65535)  # 0 = let the OS pick
-    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0)
-    max_pixels: int = Field(40_000_000, gt=0)
-    max_inference_pixels: int = Field(8_500_000, gt=0)
-    # Above max_inference_pixels (service/tiling.py, docs/performance.md "Large images").
-    large_images: Literal["tile", "downscale"] = "tile"
-    tile_size: int = Field(1024, ge=64)
-    tile_margin: int = Field(0, ge=0)  # 0 = the model's receptive radius
-    tile_stats_pixels: int = Field(1_000_000, ge=4096)
-    intra_op_threads: int = Field(0, ge=0)
-    max_concurrency: int = Field(2, ge=1)
-    default_format: OutputFormat = "png"
+        default_factory=lambda: ["CPUExecutionProvider"],
+        description="ONNX Runtime execution providers, a comma list or JSON")
+    host: str = Field("0.0.0.0", description="where `stylebox serve` listens")
+    port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 lets the OS pick")
+    max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0,
+                                  description="request body cap (413 above)")
+    max_pixels: int = Field(40_000_000, gt=0, description="decode cap, from the header (413)")
+    max_inference_pixels: int = Field(8_500_000, gt=0, description=(
+        "larger images are tiled or downscaled (LARGE_IMAGES); 8.5 MP lets 4K UHD through"))
+    large_images: LargeImages = Field("tile", description=(
+        "above MAX_INFERENCE_PIXELS: tile (full size, seam-free; needs a model exported with "
+        "norm_stats) or downscale (X-Stylebox-Inference-Size says so)"))
+    tile_size: int = Field(1024, ge=64, description="tile side in px, context included")
+    tile_margin: int = Field(0, ge=0, description=(
+        "context px kept around each tile; 0 = the model's receptive radius, from its card"))
+    tile_stats_pixels: int = Field(1_000_000, ge=4096,
+                                   description="size of the statistics pass over the image")
+    intra_op_threads: int = Field(0, ge=0, description=(
+        "threads per inference (ORT intra-op, OpenVINO INFERENCE_NUM_THREADS); 0 = the "
+        "runtime's default"))
+    max_concurrency: int = Field(2, ge=1, description=(
+        "inferences running at once (OpenVINO: its infer requests)"))
+    default_format: OutputFormat = Field("png", description="when neither format= nor Accept")
     # Inference speed (service/session_options.py; measured in docs/performance.md).
-    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
-    inter_op_threads: int = Field(0, ge=0)
-    cpu_mem_arena: bool = True
-    intra_op_spinning: bool = False  # measured: see session_options.SessionConfig
-    optimized_model_dir: str = ""
-    io_binding: Literal["auto", "on", "off"] = "auto"
-    warmup_sizes: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    graph_optimization: GraphLevel = Field("all", description="ONNX Runtime graph level")
+    inter_op_threads: int = Field(0, ge=0, description=(
+        "ONNX Runtime threads across independent nodes; 0 = its default"))
+    cpu_mem_arena: bool = Field(True, description="ONNX Runtime reuses activation buffers")
+    intra_op_spinning: bool = Field(False, description=(
+        "ONNX Runtime threads spin between runs (docs/performance.md)"))
+    optimized_model_dir: str = Field("", description=(
+        "cache ONNX Runtime's optimised graph here; empty = off"))
+    io_binding: IoBinding = Field("auto", description="ONNX Runtime I/O binding; auto = on for "
+                                                      "CUDA")
+    warmup_sizes: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "e.g. 512,1920x1080: run once at start-up (cuDNN and OpenVINO plan per size)"))
     # Hardening (see service/admission.py, service/auth.py, README "Operations and security").
-    max_queue: int = Field(8, ge=0)
-    request_timeout_s: float = Field(60.0, gt=0)
-    retry_after_s: int = Field(2, ge=1)
-    api_key: SecretStr | None = None  # SecretStr: never printed in reprs or logs
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    metrics_public: bool = True
-    drain_s: float = Field(2.0, ge=0)
-    log_format: Literal["text", "json"] = "text"
+    max_queue: int = Field(8, ge=0, description=(
+        "stylize requests waiting beyond MAX_CONCURRENCY; more get 503"))
+    request_timeout_s: float = Field(60.0, gt=0, description="deadline per admitted request")
+    retry_after_s: int = Field(2, ge=1, description="Retry-After on 503 (overload)")
+    api_key: SecretStr | None = Field(None, description=(
+        "Bearer / X-API-Key secret; unset = no auth"))  # SecretStr: never in reprs or logs
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "comma list or JSON, or \"*\"; empty = CORS off"))
+    metrics_public: bool = Field(True, description="/metrics open even with API_KEY")
+    drain_s: float = Field(2.0, ge=0, description=(
+        "on SIGTERM: /readyz answers 503 this long before the listener closes"))
+    log_format: LogFormat = Field("text", description="access log: text or json")
     # TensorRT EP only (Jetson / CUDA images; README "Deployment"): ignored on other EPs.
-    trt_cache_dir: str = ""
-    trt_fp16: bool = False
-    # POST /admin/reload needs the API key; with no key set it is refused (403) unless this
-    # is true (a trusted network, e.g. a sidecar on localhost). See service/routers/admin.py.
-    allow_admin_without_key: bool = False
+    trt_cache_dir: str = Field("", description=(
+        "TensorRT engine and timing cache (a volume: restarts reuse engines); empty = none"))
+    allow_admin_without_key: bool = Field(False, description=(
+        "POST /admin/reload with no API_KEY (a trusted network only)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_replaced(cls, values: Any) -> Any:
+        for name, instead in REPLACED.items():
+            if ENV_PREFIX + name in os.environ:
+                raise ValueError(f"{ENV_PREFIX}{name} is no longer read: use {instead}")
+        return values
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -174,3 +167,29 @@ class Settings(BaseSettings):
             v = v.strip().lower()
             return "jpeg" if v == "jpg" else v
         return v
+
+
+def settings_markdown() -> str:
+    """docs/settings.md: one row per field, from the fields themselves."""
+    rows = ["# Settings", "",
+            "Environment variables of `stylebox serve` (and `stylebox stylize`), generated from "
+            "service/settings.py by `python -m stylebox.service.settings > docs/settings.md`.",
+            "", "| variable | default | values | meaning |", "| --- | --- | --- | --- |"]
+    for name, f in Settings.model_fields.items():
+        default = f.get_default(call_default_factory=True)
+        if isinstance(default, list):
+            default = ",".join(default)
+        if isinstance(default, bool):
+            default = str(default).lower()
+        shown = "unset" if default is None else f"`{default}`" if default != "" else "empty"
+        if get_origin(f.annotation) is Literal:
+            kind = " ".join(f"`{c}`" for c in choices(f.annotation))
+        else:
+            kind = {int: "integer", float: "number", bool: "`true` `false`"}.get(
+                f.annotation, "list" if f.metadata and NoDecode in f.metadata else "text")
+        rows.append(f"| `{ENV_PREFIX}{name.upper()}` | {shown} | {kind} | {f.description} |")
+    return "\n".join(rows) + "\n"
+
+
+if __name__ == "__main__":
+    print(settings_markdown(), end="")

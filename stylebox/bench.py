@@ -371,7 +371,7 @@ def ov_hints(path: Path, size: tuple[int, int], repeats: int, threads: int,
                 t = time.perf_counter()
                 list(pool.map(lambda _, f=run: f(), range(n)))
                 dt = time.perf_counter() - t
-            lines.append(f"| {hint} | {engine.streams} | {clients} | {n / dt:.2f} "
+            lines.append(f"| {hint} | {engine.runtime['streams']} | {clients} | {n / dt:.2f} "
                          f"| {1000 * dt / n:.1f} |")
     return "\n".join(lines)
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from stylebox.service.precision import BOUND, differences, summarize
+from stylebox.service.settings import RunPrecision, choices
 
 EMULATED = {"bf16": 16, "f16": 10}  # the ONNX TensorProto data type each rounds through
 
@@ -137,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--emulate", choices=sorted(EMULATED),
                        help="ONNX Runtime on a copy rounded to this precision")
     group.add_argument("--engine", choices=["openvino"], help="a real backend")
-    p.add_argument("--precision", default="bf16", choices=["f32", "bf16", "f16"])
+    p.add_argument("--precision", default="bf16", choices=choices(RunPrecision))
     p.add_argument("--scope", default="conv", choices=["conv", "all"],
                    help="--emulate: round convolutions only, or every float tensor")
     p.add_argument("--crop", help="write the side-by-side crop (PNG) here")

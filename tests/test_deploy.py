@@ -156,7 +156,7 @@ def test_dockerfile_targets_and_providers():
     assert re.fullmatch(r"nvcr\.io/nvidia/l4t-jetpack:r36\.[\d.]+", BY_NAME["base-jetson"][0])
     jetson = _env(BY_NAME["runtime-jetson"][1])
     assert jetson["STYLEBOX_TRT_CACHE_DIR"].startswith(CACHE + "/")
-    assert Settings(trt_fp16=jetson["STYLEBOX_TRT_FP16"]).trt_fp16 is True
+    assert Settings(precision=jetson["STYLEBOX_PRECISION"]).precision == "f16"
 
 
 def test_dockerfile_runs_as_non_root_and_serves():
@@ -423,9 +423,9 @@ def test_tensorrt_settings_fall_back_to_cpu_here(monkeypatch, tmp_path, tiny_onn
     cache = tmp_path / "trt"
     monkeypatch.setenv("STYLEBOX_PROVIDERS", ",".join(TARGETS["jetson"]))
     monkeypatch.setenv("STYLEBOX_TRT_CACHE_DIR", str(cache))
-    monkeypatch.setenv("STYLEBOX_TRT_FP16", "true")
+    monkeypatch.setenv("STYLEBOX_PRECISION", "f16")
     settings = Settings(model_path=str(tiny_onnx))
-    assert (settings.trt_cache_dir, settings.trt_fp16) == (str(cache), True)
+    assert (settings.trt_cache_dir, settings.precision) == (str(cache), "f16")
     engine = open_engine(settings)  # no TensorRT/CUDA in CPU onnxruntime: CPU serves
     assert engine.providers == ["CPUExecutionProvider"]
     assert not cache.exists()  # made only when TensorRT really runs

@@ -44,11 +44,11 @@ def test_settings_map_to_session_config(monkeypatch, tmp_path):
            "STYLEBOX_IO_BINDING": "on", "STYLEBOX_WARMUP_SIZES": " 512, 1920x1080 ,"}
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    cfg = SessionConfig.from_settings(Settings())
-    assert cfg == SessionConfig("basic", 2, False, True, str(tmp_path), "on",
-                                ((512, 512), (1080, 1920)))
-    assert SessionConfig.from_settings(Settings(_env_file=None, warmup_sizes=[])) \
-        .warmup_sizes == ()
+    settings = Settings()
+    cfg = SessionConfig.from_settings(settings)
+    assert cfg == SessionConfig("basic", 2, False, True, str(tmp_path), "on")
+    assert settings.warmup_shapes == ((512, 512), (1080, 1920))
+    assert Settings(_env_file=None, warmup_sizes=[]).warmup_shapes == ()
 
 
 @pytest.mark.parametrize("field,value", [("warmup_sizes", "12xq"), ("warmup_sizes", "0"),
@@ -131,10 +131,11 @@ def test_cache_key_and_scope(tiny_onnx, tmp_path):
 
 
 def test_warmup_runs_each_size(tiny_onnx):
-    engine = OrtEngine(tiny_onnx, options=SessionConfig(warmup_sizes=((16, 16), (20, 24))))
+    engine = OrtEngine(tiny_onnx)
+    assert engine.warmup_ms == {}  # only when asked: open_engine warms the engine that serves
+    assert engine.warmup(((16, 16), (20, 24))) is engine.warmup_ms
     assert set(engine.warmup_ms) == {"16x16", "24x20"}
     assert all(ms > 0 for ms in engine.warmup_ms.values())
-    assert OrtEngine(tiny_onnx).warmup_ms == {}
 
 
 def test_service_uses_the_session_settings(tiny_onnx, tmp_path):

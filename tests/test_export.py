@@ -109,3 +109,41 @@ def test_stats_error_measures_what_the_normalisation_feels():
     assert abs(stats_error(off_mean, ref, [2]) - 0.05) < 1e-4
     off_var = ref * np.array([[1, 1, 1.01, 1]], np.float32)  # 1 % in a variance
     assert abs(stats_error(off_var, ref, [2]) - 0.01) < 1e-4
+
+
+def test_export_and_engine_read_one_contract(monkeypatch, tmp_path):
+    """Rename an input in model/contract.py alone: export writes it and the engine expects it."""
+    from stylebox.model import contract
+    from stylebox.service.backends.ort import OrtEngine
+    from stylebox.service.engine import ModelLoadError
+
+    monkeypatch.setattr(contract, "IMAGE", "photo")
+    path = tmp_path / "renamed.onnx"
+    card = export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
+    assert "photo" in card.export["inputs"] and "image" not in card.export["inputs"]
+    engine = OrtEngine(path)  # the service's check reads the same definition
+    rgb = np.full((12, 16, 3), 100, np.uint8)
+    assert engine.stylize(rgb, engine.one_hot(0)).shape == rgb.shape
+    monkeypatch.undo()  # a service that expects the old name refuses the file in one line
+    with pytest.raises(ModelLoadError, match=r"inputs are \[.*'photo'.*\], expected"):
+        OrtEngine(path)
+
+
+def test_export_refuses_a_graph_that_breaks_the_contract(monkeypatch, tmp_path):
+    from stylebox.model import contract
+
+    real_ports, real_export = contract.ports, export_mod._export_graph
+
+    def one_more_input(n_styles, stats_size=0):
+        inputs, outputs = real_ports(n_styles, stats_size)
+        return [*inputs, contract.Port("extra", "float32", ("batch", 1))], outputs
+
+    def export_then_change_contract(*args):
+        real_export(*args)  # the graph as written has the real ports ...
+        monkeypatch.setattr(contract, "ports", one_more_input)  # ... the contract one more
+
+    monkeypatch.setattr(export_mod, "_export_graph", export_then_change_contract)
+    path = tmp_path / "m.onnx"
+    with pytest.raises(ExportError, match="breaks the model contract: inputs are"):
+        export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
+    assert not path.exists()

@@ -39,7 +39,6 @@ ENV = {
     "STYLEBOX_LOG_FORMAT": ("json", "log_format", "json"),
     # TensorRT EP (tests/test_deploy.py checks the provider options they make).
     "STYLEBOX_TRT_CACHE_DIR": ("/cache/trt", "trt_cache_dir", "/cache/trt"),
-    "STYLEBOX_TRT_FP16": ("true", "trt_fp16", True),
     # Large images (service/tiling.py).
     "STYLEBOX_LARGE_IMAGES": ("downscale", "large_images", "downscale"),
     "STYLEBOX_TILE_SIZE": ("512", "tile_size", 512),
@@ -96,3 +95,32 @@ def test_bad_values_are_rejected(monkeypatch, var, value):
     monkeypatch.setenv(var, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_settings_doc_is_generated_from_the_fields():
+    from pathlib import Path
+
+    from stylebox.service.settings import settings_markdown
+
+    doc = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+    assert doc.read_text() == settings_markdown(), \
+        "regenerate: python -m stylebox.service.settings > docs/settings.md"
+    assert all(f.description for f in Settings.model_fields.values())
+
+
+def test_a_replaced_setting_stops_start_up_with_its_replacement(monkeypatch):
+    monkeypatch.setenv("STYLEBOX_TRT_FP16", "true")  # now STYLEBOX_PRECISION=f16
+    with pytest.raises(ValidationError, match="STYLEBOX_PRECISION=f16"):
+        Settings()
+
+
+def test_command_lines_offer_the_settings_choices(capsys):
+    from stylebox.service.cli import serve_main
+    from stylebox.service.settings import EngineName, Precision, choices
+
+    with pytest.raises(SystemExit):
+        serve_main(["--help"])
+    out = capsys.readouterr().out
+    for kind in (EngineName, Precision):  # the Literal the settings validate with
+        assert "{" + ",".join(choices(kind)) + "}" in out
+    assert Settings.model_fields["precision"].annotation == Precision

@@ -30,7 +30,7 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 from stylebox.service.backends import open_engine
 from stylebox.service.engine import Engine, ModelLoadError
-from stylebox.service.settings import Settings
+from stylebox.service.settings import EngineName, Precision, Settings, choices
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
 from stylebox.training.losses import PerceptualLoss
@@ -288,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--providers", default="CPUExecutionProvider",
                    help="ONNX Runtime providers, comma-separated")
     p.add_argument("--styles", help="A,B,...: score only these styles (default: all)")
-    p.add_argument("--engine", default="auto", choices=["auto", "onnxruntime", "openvino"],
+    p.add_argument("--engine", default="auto", choices=choices(EngineName),
                    help="runtime, as STYLEBOX_ENGINE (default auto: what serve would use)")
-    p.add_argument("--precision", default="auto", choices=["auto", "f32", "bf16", "f16"],
+    p.add_argument("--precision", default="auto", choices=choices(Precision),
                    help="as STYLEBOX_PRECISION")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (e.g. style_size=256)")

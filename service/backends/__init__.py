@@ -1,7 +1,9 @@
 """Which backend and precision serve: STYLEBOX_ENGINE and STYLEBOX_PRECISION, resolved here.
 
-One module per backend (ort.py, ov.py), each an `Engine` subclass; a third backend is one new
-module and one line in `_open`. The rules (docs/performance.md "Engines"):
+One module per backend (ort.py, ov.py): each opens a file and returns an `Opened` that the
+engine checks (service/engine.py), so a third backend is one new module plus its line in
+`_open`, the one place that maps settings to backends. The rules (docs/performance.md
+"Engines"):
 
 - engine=auto: OpenVINO in bf16 when openvino is installed, the CPU runs bf16 natively
   (AMX or AVX512_BF16: OpenVINO's own capability list) and no GPU provider was asked for;
@@ -16,23 +18,31 @@ module and one line in `_open`. The rules (docs/performance.md "Engines"):
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import logging
 
 from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.engine import Engine, EngineConfigError, Size
+from stylebox.service.engine import Engine, EngineConfigError
 from stylebox.service.precision import compare
+from stylebox.service.session_options import SessionConfig
+from stylebox.service.settings import EngineName, Precision, Settings
 
 log = logging.getLogger("stylebox.engine")
 
-INSTALL_OV = "pip install 'stylebox[openvino]' (openvino==2026.4.1)"
+
+def _install_ov() -> str:
+    """How to get OpenVINO, with the version pyproject's `openvino` extra pins."""
+    pins = [r.split(";")[0].strip() for r in importlib.metadata.requires("stylebox") or []
+            if r.startswith("openvino")]
+    return f"pip install 'stylebox[openvino]'{f' ({pins[0]})' if pins else ''}"
 
 
 def openvino_installed() -> bool:
     return importlib.util.find_spec("openvino") is not None
 
 
-def _asks_gpu(settings) -> bool:
+def _asks_gpu(settings: Settings) -> bool:
     return any(p.strip().lower() not in ("cpu", "cpuexecutionprovider")
                for p in settings.providers)
 
@@ -43,7 +53,7 @@ def _native_precisions() -> tuple[set[str], str]:
     return cpu_precisions(), cpu_name()
 
 
-def choose(settings) -> tuple[str, str]:
+def choose(settings: Settings) -> tuple[EngineName, Precision]:
     """(engine, precision) for these settings on this host; EngineConfigError if impossible."""
     engine, precision = settings.engine, settings.precision
     if engine == "auto":
@@ -54,7 +64,7 @@ def choose(settings) -> tuple[str, str]:
             if precision != "auto":
                 raise EngineConfigError(
                     f"STYLEBOX_PRECISION={precision} needs OpenVINO, which is not installed: "
-                    f"{INSTALL_OV}, or set STYLEBOX_PRECISION=auto")
+                    f"{_install_ov()}, or set STYLEBOX_PRECISION=auto")
         elif ("bf16" if precision == "auto" else precision) in _native_precisions()[0]:
             engine = "openvino"
         elif precision != "auto":
@@ -62,7 +72,8 @@ def choose(settings) -> tuple[str, str]:
     if engine == "openvino":
         if not openvino_installed():
             raise EngineConfigError(f"STYLEBOX_ENGINE=openvino, but the openvino package is "
-                                    f"not installed: {INSTALL_OV}, or set STYLEBOX_ENGINE=auto")
+                                    f"not installed: {_install_ov()}, or set "
+                                    "STYLEBOX_ENGINE=auto")
         native, _ = _native_precisions()
         if precision == "auto":
             return engine, "bf16" if "bf16" in native else "f32"
@@ -77,7 +88,7 @@ def choose(settings) -> tuple[str, str]:
         raise EngineConfigError("STYLEBOX_PRECISION=f16 with ONNX Runtime needs the TensorRT "
                                 "provider (STYLEBOX_PROVIDERS=TensorrtExecutionProvider,...); "
                                 "on a CPU use STYLEBOX_ENGINE=openvino")
-    return "onnxruntime", "f16" if precision == "f16" or settings.trt_fp16 else "f32"
+    return "onnxruntime", "f16" if precision == "f16" else "f32"
 
 
 def _refuse_precision(precision: str) -> None:
@@ -88,42 +99,47 @@ def _refuse_precision(precision: str) -> None:
         f"({name}) runs {', '.join(sorted(native))}: set STYLEBOX_PRECISION=auto or f32")
 
 
-def _open(settings, engine: str, precision: str, warmup: tuple[Size, ...] | None) -> Engine:
+def _open(settings: Settings, engine: EngineName, precision: Precision) -> Engine:
+    """The engine for `settings.model_path` on this backend and precision, not warmed yet."""
     if engine == "openvino":
         from stylebox.service.backends.ov import OpenVinoEngine
 
-        return OpenVinoEngine.from_settings(settings, precision, warmup)
-    return OrtEngine.from_settings(settings, warmup, fp16=precision == "f16")
+        return OpenVinoEngine(settings.model_path, precision, settings.ov_hint,
+                              settings.intra_op_threads, settings.max_concurrency)
+    return OrtEngine(settings.model_path, settings.providers, settings.intra_op_threads,
+                     SessionConfig.from_settings(settings), settings.trt_cache_dir,
+                     fp16=precision == "f16")
 
 
-def open_engine(settings) -> Engine:
+def open_engine(settings: Settings) -> Engine:
     """The engine that serves `settings.model_path`: chosen, loaded, precision-checked, warm."""
-    name, precision = choose(settings)
-    if precision == "f32":
-        return _open(settings, name, precision, None)
-    engine = _open(settings, name, precision, warmup=())
-    if engine.precision == "f32":  # the runtime quietly kept f32: nothing to check
-        return engine.warmed(settings)
-    reference = _open(settings.model_copy(update={"providers": ["CPUExecutionProvider"],
-                                                   "engine": "onnxruntime", "trt_fp16": False}),
-                      "onnxruntime", "f32", warmup=())
+    engine = _checked(settings, *choose(settings))
+    engine.warmup(settings.warmup_shapes)  # after the check: only the engine that serves
+    return engine
+
+
+def _checked(settings: Settings, name: EngineName, precision: Precision) -> Engine:
+    """The engine; below f32, compared with ONNX Runtime f32 first (service/precision.py)."""
+    engine = _open(settings, name, precision)
+    if engine.precision == "f32":  # asked for f32, or the runtime quietly kept it
+        return engine
+    reference = _open(settings.model_copy(update={"providers": ["CPUExecutionProvider"]}),
+                      "onnxruntime", "f32")
     report = compare(engine, reference)
     engine.precision_check = report
     if report["ok"]:
         log.info("%s %s vs f32 on %s: mean %.2f, p99.9 %.0f, max %.0f grey levels (bound: %s)",
                  engine.backend, engine.precision, report["image"], report["mean"],
                  report["p99_9"], report["max"], report["bound"])
-        return engine.warmed(settings)
+        return engine
     text = (f"{engine.backend} {engine.precision} differs from f32 by mean {report['mean']:.2f}, "
             f"p99.9 {report['p99_9']:.0f} grey levels on {report['image']} "
             f"(bound: {report['bound']})")
     if settings.precision != "auto":
         raise EngineConfigError(f"{text}: refusing it; set STYLEBOX_PRECISION=f32 or auto")
     log.warning("%s: serving ONNX Runtime f32 instead", text)
-    if name == "onnxruntime":  # TensorRT fp16 refused: the same providers in f32
-        fallback = _open(settings.model_copy(update={"trt_fp16": False}), "onnxruntime",
-                         "f32", None)
-    else:  # OpenVINO refused: the reference already is the f32 engine to serve
-        fallback = reference.warmed(settings)
+    # TensorRT fp16 refused: the same providers in f32; OpenVINO refused: the reference
+    # already is the f32 engine to serve.
+    fallback = _open(settings, "onnxruntime", "f32") if name == "onnxruntime" else reference
     fallback.precision_check = report
     return fallback

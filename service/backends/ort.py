@@ -7,12 +7,13 @@ service/session_options.py and were chosen by measurement (docs/performance.md).
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from stylebox.service.engine import OUTPUT, Engine, ModelLoadError, Port, Size
+from stylebox.model import contract
+from stylebox.service.engine import Engine, ModelLoadError, Opened
 from stylebox.service.session_options import (
     CPU,
     CUDA,
@@ -29,8 +30,6 @@ _ALIASES = {"cpu": CPU, "cuda": CUDA, "tensorrt": "TensorrtExecutionProvider",
             "coreml": "CoreMLExecutionProvider", "dml": "DmlExecutionProvider",
             "openvino": "OpenVINOExecutionProvider"}
 TRT = _ALIASES["tensorrt"]
-# ORT's element types -> numpy's names, for the contract check in service/engine.py
-_DTYPES = {"float": "float32", "double": "float64"}
 
 
 def resolve_providers(requested: list[str]) -> list[str]:
@@ -69,62 +68,43 @@ def provider_config(providers: list[str], trt_cache_dir: str = "",
     return out
 
 
-def _port(arg: ort.NodeArg) -> Port:
-    # Symbolic dims come back as str (or None): the contract check sees None.
-    elem = arg.type.removeprefix("tensor(").removesuffix(")")
-    return Port(arg.name, _DTYPES.get(elem, elem),
-                tuple(d if isinstance(d, int) else None for d in arg.shape))
-
-
 class OrtEngine(Engine):
-    backend = "onnxruntime"
+    """An Engine on ONNX Runtime. `fp16`: TensorRT builds fp16 engines (precision f16)."""
 
     def __init__(self, model_path: str | Path, providers: list[str] | None = None,
                  intra_op_threads: int = 0, options: SessionConfig | None = None,
-                 trt_cache_dir: str = "", trt_fp16: bool = False) -> None:
-        self._cfg = options or SessionConfig()
-        self._resolved = resolve_providers(providers or [CPU])
-        self._threads = intra_op_threads
-        self._trt = (trt_cache_dir, trt_fp16)
-        super().__init__(model_path, self._cfg.warmup_sizes)
+                 trt_cache_dir: str = "", fp16: bool = False) -> None:
+        super().__init__(model_path, "onnxruntime", partial(
+            open_session, providers=resolve_providers(providers or [CPU]),
+            threads=intra_op_threads, options=options or SessionConfig(),
+            trt_cache_dir=trt_cache_dir, fp16=fp16))
 
-    @classmethod
-    def from_settings(cls, settings, warmup: tuple[Size, ...] | None = None,
-                      fp16: bool = False) -> OrtEngine:
-        """The engine as service.settings.Settings describes it (the one place that maps them).
-        `warmup` overrides the settings' sizes (() = none); `fp16` = TensorRT fp16 engines."""
-        cfg = SessionConfig.from_settings(settings)
-        if warmup is not None:
-            cfg = replace(cfg, warmup_sizes=warmup)
-        return cls(settings.model_path, settings.providers, settings.intra_op_threads,
-                   options=cfg, trt_cache_dir=settings.trt_cache_dir,
-                   trt_fp16=settings.trt_fp16 or fp16)
 
-    def _open(self, path: Path) -> tuple[dict[str, str], list[Port], list[Port]]:
-        trt_cache_dir, trt_fp16 = self._trt
-        if TRT in self._resolved and trt_cache_dir:
-            try:
-                Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
-            except OSError as e:  # e.g. a read-only mount: one line, not a traceback
-                raise ModelLoadError(f"TensorRT cache {trt_cache_dir!r}: {e.strerror}") from None
+def open_session(path: Path, *, providers: list[str], threads: int, options: SessionConfig,
+                 trt_cache_dir: str, fp16: bool) -> Opened:
+    """An InferenceSession on `path` with these providers and options, as an Opened."""
+    if TRT in providers and trt_cache_dir:
         try:
-            # Graph level, threads, arena and the optimised-model cache: service/session_options
-            self._session = create_session(
-                path, provider_config(self._resolved, trt_cache_dir, trt_fp16), self._cfg,
-                self._threads)
-        except Exception as e:  # ORT raises several private types for bad files
-            first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
-        self.providers = self._session.get_providers()
-        # I/O binding pays off where the model runs off the host (CUDA); see session_options.
-        self._bind_device = "cuda" if self.providers[0] == CUDA else "cpu"
-        self._io_binding = use_io_binding(self._cfg, self.providers)
-        self.precision = "f16" if TRT in self.providers and trt_fp16 else "f32"
-        meta = self._session.get_modelmeta().custom_metadata_map
-        return (meta, [_port(a) for a in self._session.get_inputs()],
-                [_port(a) for a in self._session.get_outputs()])
+            Path(trt_cache_dir).mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # e.g. a read-only mount: one line, not a traceback
+            raise ModelLoadError(f"TensorRT cache {trt_cache_dir!r}: {e.strerror}") from None
+    try:
+        # Graph level, threads, arena and the optimised-model cache: service/session_options
+        session = create_session(path, provider_config(providers, trt_cache_dir, fp16),
+                                 options, threads)
+    except Exception as e:  # ORT raises several private types for bad files
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({first[:300]})") from None
+    used = session.get_providers()
+    # I/O binding pays off where the model runs off the host (CUDA); see session_options.
+    bind, device = use_io_binding(options, used), "cuda" if used[0] == CUDA else "cpu"
 
-    def _run(self, feed: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
-        if self._io_binding and outputs == [OUTPUT]:
-            return [run_bound(self._session, feed, OUTPUT, self._bind_device)]
-        return self._session.run(outputs, feed)
+    def run(feed: dict[str, np.ndarray], outputs: list[str]) -> list[np.ndarray]:
+        if bind and outputs == [contract.STYLIZED]:
+            return [run_bound(session, feed, contract.STYLIZED, device)]
+        return session.run(outputs, feed)
+
+    return Opened(metadata=session.get_modelmeta().custom_metadata_map,
+                  inputs=[contract.from_ort(a) for a in session.get_inputs()],
+                  outputs=[contract.from_ort(a) for a in session.get_outputs()],
+                  run=run, precision="f16" if TRT in used and fp16 else "f32", providers=used)
