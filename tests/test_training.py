@@ -226,7 +226,7 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
 
 
 def test_style_tables_train_at_a_larger_lr(data, tmp_path):
-    from stylebox.training.loop import _lr, make_optimizer
+    from stylebox.training.loop import make_optimizer, run_settings
 
     cfg = TrainConfig.load(write_train_config(data, norm_lr_scale=10.0))
     gen = make_tiny_generator_for(cfg)
@@ -237,7 +237,7 @@ def test_style_tables_train_at_a_larger_lr(data, tmp_path):
     assert not any(names[id(p)].endswith((".gamma", ".beta")) for p in convs["params"])
     assert len(convs["params"]) + len(tables["params"]) == len(list(gen.parameters()))
     assert tables["lr_scale"] == 10.0 and convs["lr_scale"] == 1.0
-    assert _lr(cfg, 0) == cfg.lr
+    assert run_settings(cfg).lr_at(0) == cfg.lr
     with pytest.raises(ConfigError):
         cfg.replace(norm_lr_scale=0)
 

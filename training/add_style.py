@@ -30,8 +30,9 @@ from stylebox.model.edit import append_style, edited_config, is_style_table, log
 from stylebox.training.accel import autocast, use_amp
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
-from stylebox.training.loop import Dist, StopSignal, _device, _step_seed, build_loss, cosine_lr
+from stylebox.training.loop import build_loss, train_step
 from stylebox.training.losses import PerceptualLoss
+from stylebox.training.runner import Dist, RunSettings, pick_device, run_steps
 from stylebox.training.vgg import VGGError, VGGFeatures
 from torch.func import functional_call
 
@@ -83,7 +84,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     style = StyleInfo(name, title, source or f"{Path(image).name} (added by stylebox add-style)")
     if name in card.style_names:
         raise CardError(f"the model already has a style named {name!r}")
-    device = _device(cfg.device, Dist())
+    device = pick_device(cfg.device, Dist())
 
     # The new painting's Gram targets, and the existing styles' where their images are known.
     known = {s.name: cfg.resolve(s.path) for s in cfg.styles}
@@ -142,7 +143,6 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     weights = one_hot.expand(cfg.batch_size, -1)  # (B, N+1)
     style_idx = torch.full((cfg.batch_size,), target, device=device)
     precision = autocast(device, use_amp(device, cfg.amp))  # bf16 where the hardware has it
-    rng = torch.Generator()
     previews: list[str] = []
 
     def preview(step: int) -> None:
@@ -152,67 +152,37 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
         _preview(path, preview_photo[0], styled[0].float())
         previews.append(str(path))
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=steps, initial=start, unit="step", dynamic_ncols=True,
-                   desc=f"add-style {name}")
-    sums, win = torch.zeros(3, device=device), 0
     t_loop = time.monotonic()
 
     def elapsed() -> float:  # training seconds over every session of this run
         return prior_s + time.monotonic() - t_loop
 
     def save_partial(step: int) -> None:
-        torch.save({"name": name, "base": str(base), "n": n, "step": step,
-                    "seconds": elapsed(), "curve": curve, "optimizer": opt.state_dict(),
-                    "rows": {k: v.detach().cpu() for k, v in rows.items()}}, partial)
+        if step < steps:  # once done, the partial file goes (below)
+            torch.save({"name": name, "base": str(base), "n": n, "step": step,
+                        "seconds": elapsed(), "curve": curve, "optimizer": opt.state_dict(),
+                        "rows": {k: v.detach().cpu() for k, v in rows.items()}}, partial)
 
-    stopped, step = "done", start
-    stop = StopSignal()
-    try:
-        stop.__enter__()
-        if preview_every and start == 0:
-            preview(0)  # the initialisation, before any training
-        for step in range(start + 1, steps + 1):
-            rng.manual_seed(_step_seed(cfg.seed, 0, step))
-            if lr_schedule == "cosine":  # as in training: from lr down to lr / 10 at `steps`
-                for g in opt.param_groups:
-                    g["lr"] = cosine_lr(lr, step - 1, steps)
-            photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
-            with precision:
-                parts = loss_fn(forward(photo, weights), photo, style_idx)
-            opt.zero_grad(set_to_none=True)
-            parts.total.backward()
-            opt.step()
-            sums += torch.stack([parts.total, parts.content, parts.style]).detach()
-            win += 1
-            if step % cfg.log_every == 0 or step == steps:
-                avg = (sums / win).tolist()  # one host sync per log window
-                curve.append({"step": step, "seconds": round(elapsed(), 2), "loss": avg[0],
-                              "content": avg[1], "style": avg[2]})
-                sums, win = torch.zeros(3, device=device), 0
-                if bar:
-                    bar.set_postfix(loss=f"{avg[0]:.4g}", content=f"{avg[1]:.3g}",
-                                    style=f"{avg[2]:.3g}")
-            if preview_every and (step % preview_every == 0 or step == steps):
-                preview(step)
-            if bar:
-                bar.update(1)
-            over = time_limit_min > 0 and time.monotonic() - t_loop > 60 * time_limit_min
-            if stop.signum is not None or over:
-                stopped = "signal" if stop.signum is not None else "time_limit"
-                break
-            if step % ckpt_every == 0:
-                save_partial(step)
-    finally:
-        stop.__exit__()
-        if bar:
-            bar.close()
-    if step < steps:
-        save_partial(step)  # the same command resumes from here
-    else:
+    def log(row: dict) -> None:
+        curve.append({"step": row["step"], "seconds": round(elapsed(), 2),
+                      **{k: row[k] for k in ("loss", "content", "style")}})
+
+    def step_fn(step: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
+        parts = train_step(forward, loss_fn, opt, photo, weights, style_idx, precision)
+        if preview_every and ((step + 1) % preview_every == 0 or step + 1 == steps):
+            preview(step + 1)
+        return parts.named()
+
+    if preview_every and start == 0:
+        preview(0)  # the initialisation, before any training
+    # Rank 0, and step k seeded as k + 1: the numbering add-style runs have always had.
+    settings = RunSettings(steps=steps, lr=lr, schedule=lr_schedule, log_every=cfg.log_every,
+                           ckpt_every=ckpt_every, time_limit_min=time_limit_min, seed=cfg.seed,
+                           seed_offset=1, progress=progress, desc=f"add-style {name}")
+    res = run_steps(settings, opt, step_fn, start=start, on_log=log, save=save_partial)
+    step, stopped = res.step, res.stopped
+    if step >= steps:
         partial.unlink(missing_ok=True)
     with open(out.with_name(out.stem + "-curve.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, ["step", "seconds", "loss", "content", "style"])

@@ -1,22 +1,18 @@
 """The training loop: all styles share one generator, every batch mixes styles.
 
-Resumable: `OUT/last.pt` holds model, optimizer, step and card, and the data stream is
-reseeded from (seed, rank, step) every step, so stopping and resuming gives the same
-weights as one uninterrupted run. Runs on CPU (tests), one GPU, or several with `torchrun`
-(DistributedDataParallel; NCCL on CUDA, gloo on CPU).
+Resumable: `OUT/last.pt` holds model, optimizer, step and card, and the step runner
+(training/runner.py) reseeds the data stream every step, so stopping and resuming gives the
+same weights as one uninterrupted run. Runs on CPU (tests), one GPU, or several with
+`torchrun` (DistributedDataParallel; NCCL on CUDA, gloo on CPU).
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import math
 import os
-import signal
 import sys
-import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -28,6 +24,7 @@ from stylebox.training.accel import autocast, machine_summary, use_amp
 from stylebox.training.config import TrainConfig
 from stylebox.training.data import PhotoBank, list_photos, load_style_images
 from stylebox.training.losses import LossParts, PerceptualLoss
+from stylebox.training.runner import Dist, RunSettings, any_rank, pick_device, run_steps
 from stylebox.training.vgg import VGGFeatures
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -39,38 +36,12 @@ class TrainError(RuntimeError):
     pass
 
 
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 def _setup_dist(device_kind: str) -> Dist:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return Dist()
     backend = "nccl" if device_kind == "cuda" else "gloo"
     dist.init_process_group(backend)
     return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
-
-
-def _device(name: str, d: Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and d.world > 1:
-        name = f"cuda:{d.local_rank}"
-    dev = torch.device(name)
-    if dev.type == "cuda" and dev.index is not None:  # set_device refuses a bare "cuda"
-        torch.cuda.set_device(dev)
-    return dev
-
-
-def _step_seed(seed: int, rank: int, step: int) -> int:
-    return (seed << 40) ^ (rank << 32) ^ step
 
 
 def make_optimizer(gen: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -86,54 +57,13 @@ def make_optimizer(gen: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimi
                              {"params": tables, "lr_scale": cfg.norm_lr_scale}], lr=cfg.lr)
 
 
-def cosine_lr(lr: float, step: int, steps: int) -> float:
-    """`lr` at 0-based `step` of `steps`: cosine from lr down to lr / 10 (training, add-style)."""
-    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
-
-
-def _lr(cfg: TrainConfig, step: int) -> float:
-    return cosine_lr(cfg.lr, step, cfg.steps) if cfg.lr_schedule == "cosine" else cfg.lr
-
-
-class StopSignal:
-    """SIGTERM/SIGINT set a flag instead of killing the step: the loop saves and stops.
-
-    `nohup ... &` runs start with SIGINT ignored (a shell gives background jobs SIG_IGN),
-    so `kill PID` (SIGTERM) is the way to stop one: it ends at the next step with a checkpoint.
-    """
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._old: dict[int, object] = {}
-
-    def __enter__(self) -> StopSignal:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                if signal.getsignal(sig) is not signal.SIG_IGN:
-                    self._old[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def _handle(self, signum: int, _frame) -> None:
-        self.signum = signum
-        self.__exit__()  # a second Ctrl-C interrupts at once, as usual
-
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-        self._old = {}
-
-
-def _should_stop(cfg: TrainConfig, t_start: float, d: Dist, device: torch.device,
-                 stop: StopSignal) -> bool:
-    """Past the time limit, or signalled? Under DDP every rank must agree, or one would
-    wait forever."""
-    over = stop.signum is not None or (
-        bool(cfg.time_limit_min) and time.monotonic() - t_start > cfg.time_limit_min * 60)
-    if d.world > 1:
-        flag = torch.tensor([float(over)], device=device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        over = bool(flag.item())
-    return over
+def run_settings(cfg: TrainConfig, d: Dist | None = None, progress: bool = True) -> RunSettings:
+    """The runner's share of the config: schedule, log/checkpoint cadence, limit, seeding."""
+    d = d or Dist()
+    return RunSettings(steps=cfg.steps, lr=cfg.lr, schedule=cfg.lr_schedule,
+                       log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
+                       time_limit_min=cfg.time_limit_min, seed=cfg.seed, rank=d.rank,
+                       main=d.main, progress=progress)
 
 
 def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tuple[int, float]:
@@ -194,7 +124,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     device_kind = "cuda" if cfg.device.startswith("cuda") or (
         cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     d = _setup_dist(device_kind)
-    device = _device(cfg.device, d)
+    device = pick_device(cfg.device, d)
     cuda = device.type == "cuda"
     if cuda:  # every step has the same shapes: let cuDNN time its algorithms once
         torch.backends.cudnn.benchmark = True
@@ -225,7 +155,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     model = DDP(gen, device_ids=[device.index] if cuda else None) if d.world > 1 else gen
     fwd = torch.compile(model) if cfg.compile else model
     precision = autocast(device, amp)
-    rng = torch.Generator()
     n_styles = card.n_styles
 
     if d.main:
@@ -236,11 +165,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         log = csv.DictWriter(logf, LOG_FIELDS)
         if new_log:
             log.writeheader()
-    bar = None
-    if progress and d.main:
-        from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True)
+    def write_log(row: dict) -> None:
+        log.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+        logf.flush()
 
     def save(at: int) -> None:
         if d.main:
@@ -253,60 +181,19 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             save_checkpoint(ckpt, gen, card, optimizer=opt.state_dict(), step=at,
                             config=cfg.to_dict())
 
-    t_start = t_win = time.monotonic()
-    win_steps, sums = 0, torch.zeros(4, device=device)
-    summary: dict = {"step": step, "stopped": "done"}
-    gen.train()
-    stop = StopSignal()
-    try:
-        stop.__enter__()  # left in `finally`, so the handlers are back whatever happens
-        while step < cfg.steps:
-            rng.manual_seed(_step_seed(cfg.seed, d.rank, step))
-            batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
-            for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step) * g["lr_scale"]
-            parts = train_step(fwd, loss_fn, opt, *batch, precision)
-            step += 1
-            win_steps += 1
-            sums += torch.stack([parts.total, parts.content, parts.style, parts.tv]).detach()
+    def step_fn(_step: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
+        batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
+        return train_step(fwd, loss_fn, opt, *batch, precision).named()
 
-            last = step == cfg.steps
-            # One process checks every step; DDP ranks agree at log steps (one all_reduce).
-            over_time = (d.world == 1 or step % cfg.log_every == 0) and _should_stop(
-                cfg, t_start, d, device, stop)
-            if d.main and (step % cfg.log_every == 0 or last or over_time):
-                now = time.monotonic()
-                avg = (sums / win_steps).tolist()  # the one host sync per log window
-                row = {"step": step, "loss": avg[0], "content": avg[1], "style": avg[2],
-                       "tv": avg[3], "lr": _lr(cfg, step - 1),
-                       "steps_per_s": win_steps / max(now - t_win, 1e-9),
-                       "elapsed_s": now - t_start}
-                log.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v)
-                              for k, v in row.items()})
-                logf.flush()
-                summary.update(row)
-                if bar:
-                    bar.set_postfix(loss=f"{avg[0]:.4g}", content=f"{avg[1]:.3g}",
-                                    style=f"{avg[2]:.3g}", it_s=f"{row['steps_per_s']:.1f}")
-                t_win, win_steps, sums = now, 0, torch.zeros(4, device=device)
-            if bar:
-                bar.update(1)
-            if step % cfg.ckpt_every == 0 or last or over_time:
-                save(step)
-            if over_time:
-                summary["stopped"] = "signal" if stop.signum is not None else "time_limit"
-                break
-    except KeyboardInterrupt:
-        save(step)  # keep what was learned; rerun the same command to resume
-        raise
+    t_start = time.monotonic()
+    gen.train()
+    try:
+        res = run_steps(run_settings(cfg, d, progress), opt, step_fn, start=step,
+                        on_log=write_log, save=save,
+                        agree=any_rank(device) if d.world > 1 else None)
     finally:
-        stop.__exit__()
-        if bar:
-            bar.close()
         if d.main:
             logf.close()
         if d.world > 1:
             dist.destroy_process_group()
-    summary["step"] = step
-    summary["checkpoint"] = str(ckpt)
-    return summary
+    return {**res.row, "step": res.step, "stopped": res.stopped, "checkpoint": str(ckpt)}

@@ -48,6 +48,10 @@ class LossParts:
     style: torch.Tensor
     tv: torch.Tensor
 
+    def named(self) -> dict[str, torch.Tensor]:
+        """The parts under the names the logs use (log.csv, the add-style curve)."""
+        return {"loss": self.total, "content": self.content, "style": self.style, "tv": self.tv}
+
 
 class PerceptualLoss(nn.Module):
     def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],

@@ -24,7 +24,8 @@ from stylebox.model.checkpoint import build_generator
 from stylebox.training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import DataError, PhotoBank, list_photos, load_style_images
-from stylebox.training.loop import Dist, _device, build_loss, draw_batch, make_optimizer, train_step
+from stylebox.training.loop import build_loss, draw_batch, make_optimizer, train_step
+from stylebox.training.runner import Dist, pick_device
 from stylebox.training.vgg import VGGError
 
 from stylebox.errors import doc_parser
@@ -45,7 +46,7 @@ def parse_shapes(text: str) -> list[tuple[int, int]]:
 def time_steps(cfg: TrainConfig, bank: PhotoBank, styles: list[torch.Tensor], *,
                amp: bool, nhwc: bool, full_reference: bool, warmup: int, steps: int) -> dict:
     """Mean seconds per step over `steps` timed steps, after `warmup` untimed ones."""
-    device = _device(cfg.device, Dist())
+    device = pick_device(cfg.device, Dist())
     torch.manual_seed(cfg.seed)
     gen = build_generator(cfg.card()).to(device)
     opt = make_optimizer(gen, cfg)
@@ -113,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.data_root:
             cfg = cfg.replace(data_root=args.data_root)
         shapes = parse_shapes(args.shapes)
-        device = _device(cfg.device, Dist())
+        device = pick_device(cfg.device, Dist())
         files = list_photos(cfg.resolve(cfg.photos), args.photos)
         styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
     except (ConfigError, DataError, VGGError) as e:
