@@ -1,10 +1,12 @@
 """The engine: one loaded model on one runtime, checked against the model contract.
 
-A backend (service/backends/: one module each, ONNX Runtime and OpenVINO) only opens the file
-and returns what it opened as an `Opened`: the metadata, the ports its runtime reports, a run
-function, the precision it really computes in and its device list. `Engine` checks that
-against the model card and model/contract.py (the definition export writes) and owns the
-rest: padding tiny images, style weights, statistics in and out for tiling, warm-up.
+`Engine` reads the model card from the file itself (model/card.py, no runtime needed, so a
+file that is no ONNX model is refused before any runtime parses it). A backend
+(service/backends/: one module each, ONNX Runtime and OpenVINO) only opens the file and
+returns what it opened as an `Opened`: the ports its runtime reports, a run function, the
+precision it really computes in and its device list. `Engine` checks the ports against the
+card and model/contract.py (the definition export writes) and owns the rest: padding tiny
+images, style weights, statistics in and out for tiling, warm-up.
 service/backends/__init__.py picks the backend and precision from the settings.
 """
 
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 from stylebox.model import contract
-from stylebox.model.card import CARD_KEY, CardError, ModelCard
+from stylebox.model.card import CARD_KEY, CardError, ModelCard, NotOnnxError, read_onnx_metadata
 from stylebox.model.contract import Port
 
 log = logging.getLogger("stylebox.engine")
@@ -43,7 +45,6 @@ class EngineConfigError(ModelLoadError):
 class Opened:
     """What a backend opened. Everything the engine needs from it, so none can be forgotten."""
 
-    metadata: Mapping[str, str]  # the ONNX metadata_props (the model card among them)
     inputs: list[Port]  # as the runtime reports them; None = a symbolic dimension
     outputs: list[Port]
     run: RunFn
@@ -62,14 +63,21 @@ class Engine:
     def __init__(self, model_path: str | Path, backend: str,
                  open_model: Callable[[Path], Opened]) -> None:
         path = Path(model_path)
+        if path.is_dir():
+            raise ModelLoadError(f"{str(path)!r} is a folder; give the .onnx file in it")
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist")
-        opened = open_model(path)
-        if CARD_KEY not in opened.metadata:
+        try:
+            meta = read_onnx_metadata(path)
+        except NotOnnxError as e:
+            raise ModelLoadError(f"{path}: not a loadable ONNX model ({e})") from None
+        except OSError as e:  # a folder, no permission
+            raise ModelLoadError(f"{path}: cannot read it ({e.strerror})") from None
+        if CARD_KEY not in meta:
             raise ModelLoadError(f"{path}: no model card (metadata {CARD_KEY!r}); "
                                  "export the model with `stylebox export`")
         try:
-            self.card = ModelCard.from_json(opened.metadata[CARD_KEY])
+            self.card = ModelCard.from_json(meta[CARD_KEY])
         except CardError as e:
             raise ModelLoadError(f"{path}: invalid model card: {e}") from None
         # Statistics in and out (tiled inference) when the card says so; else the old graph.
@@ -80,6 +88,7 @@ class Engine:
             self.min_side = int(self.card.export.get("min_side", contract.MIN_SIDE))
         except (TypeError, ValueError):
             raise ModelLoadError(f"{path}: invalid export section in the model card") from None
+        opened = open_model(path)
         try:
             contract.check(opened.inputs, opened.outputs, self.card.n_styles, self.stats_size)
         except contract.ContractError as e:

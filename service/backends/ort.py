@@ -104,7 +104,6 @@ def open_session(path: Path, *, providers: list[str], threads: int, options: Ses
             return [run_bound(session, feed, contract.STYLIZED, device)]
         return session.run(outputs, feed)
 
-    return Opened(metadata=session.get_modelmeta().custom_metadata_map,
-                  inputs=[contract.from_ort(a) for a in session.get_inputs()],
+    return Opened(inputs=[contract.from_ort(a) for a in session.get_inputs()],
                   outputs=[contract.from_ort(a) for a in session.get_outputs()],
                   run=run, precision="f16" if TRT in used and fp16 else "f32", providers=used)

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
-from stylebox.model.card import CARD_KEY
 from stylebox.model.contract import Port
 from stylebox.service.engine import Engine, ModelLoadError, Opened
 from stylebox.service.settings import OvHint, RunPrecision, choices
@@ -103,10 +102,6 @@ def open_compiled(path: Path, *, precision: str, hint: OvHint, threads: int,
         model = core().read_model(str(path))
     except Exception as e:  # OpenVINO raises RuntimeError subclasses with long texts
         raise ModelLoadError(f"{path}: not a loadable ONNX model ({_reason(e)})") from None
-    # The ONNX frontend keeps metadata_props under rt_info["framework"].
-    meta = {}
-    if model.has_rt_info(["framework", CARD_KEY]):
-        meta[CARD_KEY] = model.get_rt_info(["framework", CARD_KEY]).astype(str)
     config = {"PERFORMANCE_HINT": HINTS[hint], "INFERENCE_PRECISION_HINT": precision}
     if threads > 0:
         config["INFERENCE_NUM_THREADS"] = str(threads)
@@ -116,7 +111,7 @@ def open_compiled(path: Path, *, precision: str, hint: OvHint, threads: int,
         raise ModelLoadError(f"{path}: OpenVINO cannot compile it ({_reason(e)})") from None
     # What the plugin really runs: it quietly keeps f32 where the CPU lacks the units.
     got = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
-    return Opened(metadata=meta, inputs=[_port(i) for i in compiled.inputs],
+    return Opened(inputs=[_port(i) for i in compiled.inputs],
                   outputs=[_port(o) for o in compiled.outputs],
                   run=InferPool(compiled, requests), precision=_COMPILED.get(got, got),
                   providers=[f"openvino:CPU ({cpu_name()})"],
