@@ -16,7 +16,7 @@ from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
 from stylebox.service import __version__, metrics
 from stylebox.service.auth import open_paths
-from stylebox.service.backends import open_engine
+from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.middleware import install_middleware
@@ -26,14 +26,6 @@ from stylebox.service.routers import admin, health, model, page, styles, stylize
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
-
-
-def load_engine(settings: Settings) -> Engine:
-    engine = open_engine(settings)  # backend, precision, threads, session options
-    log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
-             engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
-             engine.backend, engine.precision, ", ".join(engine.providers))
-    return engine
 
 
 def _limiters(app: FastAPI, settings: Settings) -> None:

@@ -23,6 +23,7 @@ from anyio import Lock, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from stylebox.service.auth import REALM, key_digest, key_matches, presented_keys
+from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.errors import AdminDisabledError, ModelReloadError
 
@@ -87,8 +88,6 @@ def _reload_lock(request: Request) -> Lock:
 )
 async def reload_model(request: Request,
                        _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
-    from stylebox.service.app import load_engine  # service.app imports this module
-
     state = request.app.state
     async with _reload_lock(request):  # one reload at a time; requests are not held up
         old: Engine | None = state.engine
