@@ -42,7 +42,7 @@ def require_admin(request: Request) -> None:
                 "network only, STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true)")
         return
     # The API-key layer (service/auth.py) has already turned away a missing or wrong key;
-    # checking again here keeps admin closed even if that layer's open-path list grows.
+    # checking again here keeps admin closed even if this route were ever marked open.
     if not key_matches(presented_keys(request.scope), key_digest(key.get_secret_value())):
         raise HTTPException(401, "this endpoint needs the API key",
                             headers={"WWW-Authenticate": REALM})
