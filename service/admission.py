@@ -13,24 +13,21 @@ its body had not fully arrived (a slow or stalled client) and 503 otherwise. A r
 inference is not interrupted (ONNX Runtime cannot be cancelled from Python); the deadline
 takes effect at the next await after it, and the slot is released either way.
 
-It is a pure ASGI layer (no router changes): the guarded routes are matched by method and
-path in `GUARDED`, so a new expensive route only needs a line there.
+It is a pure ASGI layer (no router changes). The guarded routes are those marked
+`@mark(admission=True)` where they are declared (service/access.py); the layer asks the
+app's `RouteRules` whether a request is for one of them.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from stylebox.service.access import RouteRules
 from stylebox.service.problems import TYPE_PREFIX, problem
 
-# (method, full-path regex) of the routes that run the network.
-GUARDED: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("POST", re.compile(r"/stylize/?")),
-)
 # A rejected request's body is read and dropped (so the client, still uploading, sees the
 # 503 rather than a reset connection), but only this much and for this long.
 _DRAIN_BYTES = 64 * 1024 * 1024
@@ -63,11 +60,6 @@ class Admission:
         self.active -= 1
 
 
-def is_guarded(scope: Scope) -> bool:
-    method, path = scope.get("method", ""), scope.get("path", "")
-    return any(method == m and rx.fullmatch(path) for m, rx in GUARDED)
-
-
 async def _drain(receive: Receive) -> None:
     """Read and drop the request body, bounded in bytes and time."""
     size = 0
@@ -83,14 +75,15 @@ async def _drain(receive: Receive) -> None:
 
 class AdmissionMiddleware:
     def __init__(self, app: ASGIApp, admission: Admission, timeout_s: float,
-                 retry_after_s: int) -> None:
+                 retry_after_s: int, rules: RouteRules) -> None:
         self.app = app
         self.admission = admission
+        self.rules = rules
         self.timeout_s = timeout_s
         self.retry_after = str(retry_after_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not is_guarded(scope):
+        if scope["type"] != "http" or not self.rules.admitted(scope):
             await self.app(scope, receive, send)
             return
         adm = self.admission

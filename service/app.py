@@ -15,8 +15,8 @@ from contextlib import asynccontextmanager
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
 from stylebox.service import __version__, metrics
-from stylebox.service.auth import open_paths
-from stylebox.service.backends import open_engine
+from stylebox.service.access import RouteRules, mark_docs
+from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.middleware import install_middleware
@@ -26,14 +26,6 @@ from stylebox.service.routers import admin, health, model, page, styles, stylize
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
-
-
-def load_engine(settings: Settings) -> Engine:
-    engine = open_engine(settings)  # backend, precision, threads, session options
-    log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
-             engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
-             engine.backend, engine.precision, ", ".join(engine.providers))
-    return engine
 
 
 def _limiters(app: FastAPI, settings: Settings) -> None:
@@ -70,6 +62,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         summary="Multi-style neural style transfer: one model, many styles and their blends.",
         lifespan=_lifespan,
     )
+    mark_docs(app)  # /openapi.json, /docs, /redoc: FastAPI's own routes, open pages
     app.state.settings = settings
     app.state.engine = engine
     app.state.draining = False  # True once shutdown starts: /readyz answers 503 from then on
@@ -78,8 +71,11 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     for module in (stylize, styles, model, health, page, admin):
         app.include_router(module.router)
     app.include_router(metrics.router)
+    # Who may call each route and what admission control bounds, from the routes' own marks
+    # (service/access.py); read when the app first serves, with every route in.
+    rules = app.state.route_rules = RouteRules(app)
     # Security headers, access log + metrics, CORS, API key, admission (service/middleware.py).
-    install_middleware(app, settings)
+    install_middleware(app, settings, rules)
     # The statuses those layers add, in the schema (problem+json bodies, 401, 503, 408).
-    install_openapi(app, open_paths(settings.metrics_public) if settings.api_key else None)
+    install_openapi(app, rules, settings)
     return app

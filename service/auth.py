@@ -1,18 +1,12 @@
 """Optional API key (`STYLEBOX_API_KEY`): `Authorization: Bearer <key>` or `X-API-Key: <key>`.
 
 With no key set, this layer is not installed at all. With a key, every request needs it
-except the open paths below:
-
-- `/healthz`, `/readyz`: orchestrators and load balancers probe them without credentials.
-- `/metrics` while `metrics_public` (the default): Prometheus scrapes are usually
-  network-restricted rather than authenticated, and the series hold counts, not data.
-  With `STYLEBOX_METRICS_PUBLIC=false` it needs the key too (Prometheus sends it with
-  `authorization: {credentials: ...}` in its scrape config).
-- `/` (the web page shell), `/static/*` (its CSS/JS), `/sample.png` (a picture drawn by
-  code), `/docs`, `/redoc`, `/openapi.json`: fixed content that runs no model and holds no
-  data; a browser cannot attach a header to a page load, so a key-protected page could not
-  be opened at all. Everything those pages *fetch* from the API (styles, model card, style
-  previews, stylize) needs the key, so with a key set the page must send it.
+except those whose route is marked open where it is declared (service/access.py): the
+probes (`/healthz`, `/readyz`), the fixed pages that run no model (the web page shell, its
+static files, the sample picture, the API docs and schema) and `/metrics` while
+`metrics_public` (the default). Everything those pages *fetch* from the API (styles, model
+card, style previews, stylize) needs the key, so with a key set the page must send it. A
+route without a mark needs the key, and so does a path no route has.
 
 The key is compared in constant time: both sides are hashed to the same length first, so
 neither the content nor the length of the key leaks through timing. Failures are 401
@@ -27,18 +21,8 @@ import hashlib
 import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+from stylebox.service.access import RouteRules
 from stylebox.service.problems import TYPE_PREFIX, problem
-
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
-PAGE_PATHS = frozenset({"/", "/sample.png", "/docs", "/docs/oauth2-redirect", "/redoc",
-                        "/openapi.json"})
-PAGE_PREFIXES = ("/static/",)  # the page's CSS/JS/icon: fixed files from a fixed list
-METRICS_PATH = "/metrics"
-
-
-def open_paths(metrics_public: bool) -> frozenset[str]:
-    return OPEN_PATHS | PAGE_PATHS | ({METRICS_PATH} if metrics_public else frozenset())
-
 
 REALM = 'Bearer realm="stylebox"'
 
@@ -70,14 +54,19 @@ def key_matches(keys: list[bytes], want: bytes) -> bool:
 
 
 class APIKeyMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str, metrics_public: bool = True) -> None:
+    def __init__(self, app: ASGIApp, api_key: str, metrics_public: bool = True,
+                 rules: RouteRules | None = None) -> None:
         self.app = app
         self._want = key_digest(api_key)
-        self.open_paths = open_paths(metrics_public)
+        self.metrics_public = metrics_public
+        self.rules = rules  # None: no route is open
+
+    def is_open(self, scope: Scope) -> bool:
+        return (self.rules is not None
+                and self.rules.answering(scope).access.is_open(self.metrics_public))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path in self.open_paths or path.startswith(PAGE_PREFIXES):
+        if scope["type"] != "http" or self.is_open(scope):
             await self.app(scope, receive, send)
             return
         keys = presented_keys(scope)

@@ -33,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+from stylebox.service.access import Access, mark
 from stylebox.service.admission import Admission
 
 # The `*_created` timestamp series double the output and no dashboard uses them.
@@ -109,5 +110,6 @@ router = APIRouter(tags=["operations"])
             response_class=Response,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "metrics in Prometheus text format"}})
+@mark(Access.METRICS)
 def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from stylebox.service.access import RouteRules
 from stylebox.service.admission import Admission, AdmissionMiddleware
 from stylebox.service.auth import APIKeyMiddleware
 from stylebox.service.metrics import Metrics
@@ -166,23 +167,26 @@ _COMMON = (
 PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
             b"script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
             b"frame-ancestors 'none'")
-# FastAPI's /docs and /redoc load Swagger UI / ReDoc from a CDN with an inline bootstrap.
+# Swagger UI and ReDoc (routes marked `docs_ui`, service/access.py) load from a CDN with an
+# inline bootstrap.
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis"
             b".com; font-src https://fonts.gstatic.com; img-src 'self' data: "
             b"https://fastapi.tiangolo.com https://cdn.redoc.ly; worker-src blob:; "
             b"object-src 'none'; frame-ancestors 'none'")
-DOCS_PATHS = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, rules: RouteRules) -> None:
         self.app = app
+        self.rules = rules
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        # Asked before routing: a mount rewrites the scope's root_path on the way in.
+        docs_ui = self.rules.answering(scope).docs_ui
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -192,7 +196,7 @@ class SecurityHeadersMiddleware:
                 html = any(k.lower() == b"content-type" and v.startswith(b"text/html")
                            for k, v in headers)
                 if html and b"content-security-policy" not in have:
-                    csp = DOCS_CSP if scope["path"] in DOCS_PATHS else PAGE_CSP
+                    csp = DOCS_CSP if docs_ui else PAGE_CSP
                     headers.append((b"content-security-policy", csp))
                 message = {**message, "headers": headers}
             await send(message)
@@ -200,12 +204,13 @@ class SecurityHeadersMiddleware:
         await self.app(scope, receive, send_wrapper)
 
 
-def install_middleware(app: FastAPI, settings: Settings) -> None:
+def install_middleware(app: FastAPI, settings: Settings, rules: RouteRules) -> None:
     """The whole stack, outermost first: security headers, access log + metrics + last-resort
     500, CORS (only with origins), API key (only with a key), admission control, the routes.
 
     CORS sits outside the key check because preflights carry no credentials; the key check
-    sits outside admission so unauthenticated requests never take a slot.
+    sits outside admission so unauthenticated requests never take a slot. `rules` (the
+    routes' marks) say which routes are open, admission-controlled, and docs pages.
     """
     admission = Admission(settings.max_concurrency, settings.max_queue)
     app.state.admission = admission
@@ -213,10 +218,10 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
     # add_middleware puts each new layer outside the previous ones: innermost first.
     app.add_middleware(AdmissionMiddleware, admission=admission,
                        timeout_s=settings.request_timeout_s,
-                       retry_after_s=settings.retry_after_s)
+                       retry_after_s=settings.retry_after_s, rules=rules)
     if settings.api_key is not None:
         app.add_middleware(APIKeyMiddleware, api_key=settings.api_key.get_secret_value(),
-                           metrics_public=settings.metrics_public)
+                           metrics_public=settings.metrics_public, rules=rules)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins,
@@ -227,4 +232,4 @@ def install_middleware(app: FastAPI, settings: Settings) -> None:
                             "Retry-After"],
             max_age=600)
     app.add_middleware(ProblemMiddleware, metrics=app.state.metrics)
-    app.add_middleware(SecurityHeadersMiddleware)
+    app.add_middleware(SecurityHeadersMiddleware, rules=rules)

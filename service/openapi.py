@@ -4,7 +4,9 @@ FastAPI documents what route functions declare. Part of the contract lives in la
 not read: every error is problem+json (service/problems.py), the API key (service/auth.py),
 admission control's 503 + Retry-After and 408 (service/admission.py). This module adds
 them (routes that need the model declare its 503 themselves: NOT_READY in service/deps.py),
-so each operation lists every status it can answer, with body schema and headers.
+so each operation lists every status it can answer, with body schema and headers. Which
+operations are keyed or admission-controlled comes from the routes' marks (service/access.py),
+as for the layers themselves.
 tests/test_contract_st.py holds the server to that with every Schemathesis check (`st run
 --checks all`), tests/test_openapi_contract.py by hand.
 """
@@ -14,8 +16,9 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
-from stylebox.service.admission import GUARDED
+from stylebox.service.access import RouteRules
 from stylebox.service.problems import MEDIA_TYPE
+from stylebox.service.settings import Settings
 from stylebox.service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
 
 _REF = "#/components/schemas/Problem"
@@ -50,19 +53,20 @@ def _add(responses: dict[str, Any], status: int, description: str,
         entry.setdefault("headers", {}).update(headers)
 
 
-def complete(schema: dict[str, Any], public: frozenset[str] | None) -> dict[str, Any]:
-    """Add the layers' statuses to `schema` (FastAPI's own) in place; `public`: the paths
-    open without the API key, or None when no key is set."""
+def complete(schema: dict[str, Any], rules: RouteRules, settings: Settings) -> dict[str, Any]:
+    """Add the layers' statuses to `schema` (FastAPI's own) in place."""
+    keyed = settings.api_key is not None
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
             responses = op.setdefault("responses", {})
-            if any(method == m.lower() and rx.fullmatch(path) for m, rx in GUARDED):
+            mark = rules.operation(path, method)
+            if mark.admission:
                 _add(responses, 503, "at capacity, or past request_timeout_s")
                 _add(responses, 408, "the request body did not arrive within "
                                      "request_timeout_s")
-            if public is not None and path not in public:
+            if keyed and not mark.access.is_open(settings.metrics_public):
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
                 _add(responses, 401, "API key missing or wrong", headers=_CHALLENGE)
             for status, resp in responses.items():
@@ -72,7 +76,7 @@ def complete(schema: dict[str, Any], public: frozenset[str] | None) -> dict[str,
                     resp["headers"] = _RETRY_AFTER
     for unused in ("HTTPValidationError", "ValidationError"):
         schemas.pop(unused, None)
-    if public is not None:
+    if keyed:
         schema["components"]["securitySchemes"] = {
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
@@ -93,12 +97,12 @@ def _style_parameter(schema: dict[str, Any]) -> None:
                                  "blend": {"value": "candy:0.7,mosaic:0.3"}}
 
 
-def install_openapi(app: FastAPI, public: frozenset[str] | None) -> None:
+def install_openapi(app: FastAPI, rules: RouteRules, settings: Settings) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if not app.openapi_schema:
-            app.openapi_schema = complete(build(), public)
+            app.openapi_schema = complete(build(), rules, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

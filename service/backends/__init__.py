@@ -143,3 +143,12 @@ def _checked(settings: Settings, name: EngineName, precision: Precision) -> Engi
     fallback = _open(settings, "onnxruntime", "f32") if name == "onnxruntime" else reference
     fallback.precision_check = report
     return fallback
+
+
+def load_engine(settings) -> Engine:
+    """`open_engine`, and one log line saying what serves: the app's start-up and reloads."""
+    engine = open_engine(settings)
+    log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
+             engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
+             engine.backend, engine.precision, ", ".join(engine.providers))
+    return engine

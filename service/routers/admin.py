@@ -23,6 +23,7 @@ from anyio import Lock, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 from stylebox.service.auth import REALM, key_digest, key_matches, presented_keys
+from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.errors import AdminDisabledError, ModelReloadError
 
@@ -41,7 +42,7 @@ def require_admin(request: Request) -> None:
                 "network only, STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true)")
         return
     # The API-key layer (service/auth.py) has already turned away a missing or wrong key;
-    # checking again here keeps admin closed even if that layer's open-path list grows.
+    # checking again here keeps admin closed even if this route were ever marked open.
     if not key_matches(presented_keys(request.scope), key_digest(key.get_secret_value())):
         raise HTTPException(401, "this endpoint needs the API key",
                             headers={"WWW-Authenticate": REALM})
@@ -87,8 +88,6 @@ def _reload_lock(request: Request) -> Lock:
 )
 async def reload_model(request: Request,
                        _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
-    from stylebox.service.app import load_engine  # service.app imports this module
-
     state = request.app.state
     async with _reload_lock(request):  # one reload at a time; requests are not held up
         old: Engine | None = state.engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+from stylebox.service.access import Access, mark
 from stylebox.service.deps import get_engine
 from stylebox.service.errors import NotReadyError
 
@@ -12,12 +13,14 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
+@mark(Access.PROBE)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: the model is loaded",
             responses={503: {"description": "model not loaded, or shutting down"}})
+@mark(Access.PROBE)
 def readyz(request: Request) -> dict[str, Any]:
     engine = get_engine(request)  # 503 + Retry-After until the model is loaded
     if getattr(request.app.state, "draining", False):  # in-flight work finishes; no new work

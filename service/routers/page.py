@@ -16,6 +16,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
+from stylebox.service.access import Access, mark
 from stylebox.service.deps import NOT_READY, get_engine, get_settings
 from stylebox.service.engine import Engine
 from stylebox.service.errors import StyleboxError, UnknownStyleError
@@ -41,6 +42,7 @@ def _index_html(max_upload_bytes: int) -> str:
 
 
 @router.get("/", include_in_schema=False)
+@mark(Access.PAGE)
 def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
     text = _index_html(settings.max_upload_bytes)
     # Its Content-Security-Policy comes from service/middleware.py (PAGE_CSP), with every
@@ -49,6 +51,7 @@ def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
 
 
 @router.get("/static/{name}", include_in_schema=False)
+@mark(Access.PAGE)
 def static_file(name: str) -> FileResponse:
     if name not in _ASSETS:  # a fixed list: no path tricks, no directory listing
         raise StaticFileMissing(f"no such file: /static/{name}")
@@ -59,6 +62,7 @@ def static_file(name: str) -> FileResponse:
 @router.get("/sample.png", summary="The sample photo the style previews are made from",
             response_class=Response,
             responses={200: {"content": {"image/png": {}}}, **NOT_READY})
+@mark(Access.PAGE)
 async def sample(request: Request,
                  engine: Annotated[Engine, Depends(get_engine)]) -> Response:
     png = await to_thread.run_sync(_previews.sample_png, engine,
@@ -74,6 +78,8 @@ async def sample(request: Request,
     responses={200: {"content": {"image/png": {}}},
                404: {"description": "unknown style"}, **NOT_READY},
 )
+# No mark, so keyed: it runs the model. Admission control leaves it alone: the input is the
+# fixed small sample, and each style's preview is made once.
 async def preview(name: str, request: Request,
                   engine: Annotated[Engine, Depends(get_engine)]) -> Response:
     if name not in engine.style_names:

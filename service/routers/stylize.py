@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
+from stylebox.service.access import mark
 from stylebox.service.controls import (
     MAX_MAX_SIDE,
     MIN_MAX_SIDE,
@@ -94,6 +95,7 @@ _BODY = {
                              "(with Retry-After)", **_PROBLEM},
     },
 )
+@mark(admission=True)  # keyed; at most max_concurrency + max_queue at once, with a deadline
 async def stylize(
     request: Request,
     engine: Annotated[Engine, Depends(get_engine)],
