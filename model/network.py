@@ -184,9 +184,6 @@ class Generator(nn.Module):
                 p.normal_(0.0, std)
         return self
 
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
-
     def norm_channels(self) -> list[int]:
         """Channels of every CIN layer in forward order (module order is forward order)."""
         return [m.gamma.shape[1] for m in self.modules()

@@ -170,7 +170,7 @@ class RouteRules:
         return self._operations.get((path, method.upper()), DEFAULT)
 
     def open_paths(self, metrics_public: bool) -> frozenset[str]:
-        """The path templates open without the key (this app's own routes, not mounts'):
-        for people and tests; requests are matched with `answering`."""
+        """The path templates open without the key (this app's own routes, not mounts'), for
+        the start-up log; requests are matched with `answering`."""
         return frozenset(rule.path for rule in self._rules
                          if rule.inner is None and rule.mark.access.is_open(metrics_public))

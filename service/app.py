@@ -45,6 +45,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.error("cannot load the model: %s", e)
             raise  # the server refuses to start
     _limiters(app, settings)  # bound to this event loop
+    if settings.api_key is not None:  # say which routes the key does not guard
+        open_ = app.state.route_rules.open_paths(settings.metrics_public)
+        log.info("API key required except on %s", ", ".join(sorted(open_)))
     try:
         yield
     finally:

@@ -18,10 +18,6 @@ class Stylized:
     inference_ms: float  # network time only (resizing excluded)
     tiles: int = 0  # > 0: run at full size in this many tiles (service/tiling.py)
 
-    @property
-    def downscaled(self) -> bool:
-        return self.inference_size != (self.rgb.shape[1], self.rgb.shape[0])
-
 
 def stylize_fitted(engine: Engine, rgb: np.ndarray, weights: np.ndarray,
                    max_inference_pixels: int, tiling: TileConfig | None = None) -> Stylized:

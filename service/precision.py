@@ -6,14 +6,14 @@ blend; the absolute differences in grey levels (0-255, all pixels and channels) 
 
 - mean: how far the whole picture moved. Bound 2.0.
 - p99.9: the worst 0.1 % of values, i.e. whether a region went wrong. Bound 48.
-- max: one value; reported, not bounded (measured below).
+- max: one value; reported, not bounded (see below).
 
-Why these bounds: rounding every convolution's inputs, weights and outputs to bf16 (what
-AMX does; f32 accumulation) moves the shipped models by mean 0.33-0.71, p99.9 9-45 and max
-39-153 grey levels on the eval photos at 512 px, with pictures that cannot be told apart
-(docs/performance.md "Precision"). One value can flip by 150 on a saturated edge, so a
-max bound would refuse good models; a mean over 2 or a p99.9 over 48 is a model or runtime
-that does not hold bf16, e.g. overflowing statistics.
+Why these bounds (docs/performance.md "Precision" has the measurements): rounding every
+convolution's inputs, weights and outputs to bf16 (what AMX does; f32 accumulation) moves
+the shipped models well inside them, with pictures that cannot be told apart, while one
+value can flip by over a hundred on a saturated edge, so a max bound would refuse good
+models; a mean over 2 or a p99.9 over 48 is a model or runtime that does not hold bf16,
+e.g. overflowing statistics.
 """
 
 from __future__ import annotations

@@ -84,12 +84,6 @@ def stats_input(rgb: np.ndarray, stats_pixels: int) -> np.ndarray:
     return rgb if size == (width, height) else resize_rgb(rgb, size)
 
 
-def image_stats(engine: Engine, rgb: np.ndarray, weights: np.ndarray,
-                stats_pixels: int) -> np.ndarray:
-    """Per-layer CIN statistics (S,) of the image, taken on a copy of about stats_pixels."""
-    return engine.stylize_stats(stats_input(rgb, stats_pixels), weights)[1]
-
-
 def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.ndarray | None,
               tile_size: int, margin: int) -> tuple[np.ndarray, int]:
     """Stylize rgb (H, W, 3) tile by tile with the given statistics; (image, tile count).

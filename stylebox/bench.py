@@ -128,8 +128,7 @@ def _interleaved(fns: list, repeats: int) -> list[tuple[float, float]]:
 def _engine(path: Path, provider: str, threads: int, cfg: SessionConfig | None = None):
     """The service's Engine, always with ORT's spin-wait off (the service's default too):
     interleaved sessions would otherwise run while the previous session's idle threads still
-    spin on the same cores (measured: α=0.25 at 512² 107 ms interleaved with the peer vs 86 ms
-    alone; 82 vs 86 ms with spinning off). One session alone is as fast either way."""
+    spin on the same cores (docs/performance.md)."""
     from stylebox.service.backends.ort import OrtEngine
 
     cfg = replace(cfg or SessionConfig(), intra_op_spinning=False)

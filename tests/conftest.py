@@ -62,10 +62,18 @@ def tiny_onnx(tmp_path_factory) -> Path:
 TINY_TRAIN_LAYERS = {"content_layers": ["relu1_2"], "style_layers": ["relu1_1", "relu2_1"]}
 
 
+def random_vgg(layers: list[str], seed: int = 0):
+    """A randomly initialised VGG up to the deepest of `layers` (no weights, no downloads)."""
+    import torch
+    from stylebox.training.vgg import VGG_LAYERS, VGGFeatures, vgg19_features
+
+    torch.manual_seed(seed)
+    return VGGFeatures(layers, vgg19_features(max(VGG_LAYERS[n] for n in layers) + 1))
+
+
 def write_fake_vgg(path: Path, deepest: str = "relu2_1", seed: int = 0) -> Path:
     """A random fp16 state dict in the format of ../shared/data/vgg (torchvision keys)."""
     import torch
-    from stylebox.training.vgg import random_vgg
 
     vgg = random_vgg([deepest], seed=seed)
     torch.save({k: v.half() for k, v in vgg.features.state_dict().items()}, path)

@@ -14,7 +14,7 @@ from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
 from stylebox.service.pipeline import stylize_fitted
 from stylebox.service.settings import Settings
-from stylebox.service.tiling import TileConfig, image_stats, plan_tiles, run_tiles
+from stylebox.service.tiling import TileConfig, plan_tiles, run_tiles, stats_input
 
 from tests.conftest import make_tiny_card, make_tiny_generator
 
@@ -93,7 +93,7 @@ def test_tiles_with_the_full_images_statistics_equal_the_untiled_output(engine):
 def test_downscaled_statistics_leave_no_seams(engine):
     img = photo(192, 256)
     full = engine.stylize(img, CANDY)
-    stats = image_stats(engine, img, CANDY, stats_pixels=4096)  # 12x fewer pixels
+    stats = engine.stylize_stats(stats_input(img, 4096), CANDY)[1]  # 12x fewer pixels
     tiled, _ = run_tiles(engine, img, CANDY, stats, tile_size=128, margin=36)
     naive = np.empty_like(img)  # each tile with its own statistics: what seams look like
     for t in plan_tiles(192, 256, 128, 36):

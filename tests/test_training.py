@@ -10,9 +10,9 @@ import torch
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import PhotoBank, list_photos
 from stylebox.training.losses import PerceptualLoss, gram
-from stylebox.training.vgg import VGGError, load_vgg, random_vgg
+from stylebox.training.vgg import VGGError, load_vgg
 
-from tests.conftest import make_train_data, write_fake_vgg, write_train_config
+from tests.conftest import make_train_data, random_vgg, write_fake_vgg, write_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_VGG = ROOT.parent / "shared/data/vgg/vgg19_features_to_relu5_1_fp16.pth"
@@ -196,8 +196,6 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
     import signal
 
     from stylebox.training.loop import train
-    from stylebox.training.vgg import random_vgg
-
     vgg = random_vgg(["relu1_1", "relu1_2", "relu2_1"])
     calls = {"n": 0}
     plain = vgg.forward

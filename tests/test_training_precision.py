@@ -8,9 +8,8 @@ import torch
 from stylebox.training import accel
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.losses import PerceptualLoss, gram
-from stylebox.training.vgg import random_vgg
 
-from tests.conftest import make_tiny_generator
+from tests.conftest import make_tiny_generator, random_vgg
 
 CPU = torch.device("cpu")
 

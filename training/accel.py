@@ -1,11 +1,10 @@
 """Precision and memory layout for a training step, chosen per device.
 
 bf16 autocast pays where the hardware multiplies bf16: CUDA GPUs, and CPUs with AMX or
-AVX512-BF16 (recent Xeons), where oneDNN runs convolutions as bf16 kernels, about 3x faster
-than fp32 for our shapes. On other CPUs (AVX2-only parts such as the AMD EPYC 7003s) oneDNN
-would emulate bf16 and run slower than fp32, so `amp = "auto"` keeps fp32 there.
+AVX512-BF16, where oneDNN runs convolutions as bf16 kernels. On other CPUs (AVX2 only)
+oneDNN would emulate bf16 and run slower than fp32, so `amp = "auto"` keeps fp32 there.
 channels_last (a config switch, on by default) is independent: oneDNN's bf16 kernels want
-NHWC, and in fp32 on an AVX2 EPYC it made a step 10-18 % faster too (docs/training.md).
+NHWC, and it speeds fp32 steps up too. docs/training.md measures both.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ class VGGError(RuntimeError):
     pass
 
 
-def _features(n_modules: int) -> nn.Sequential:
+def vgg19_features(n_modules: int) -> nn.Sequential:
     layers: list[nn.Module] = []
     cin = 3
     for v in _CFG:
@@ -67,7 +67,7 @@ class VGGFeatures(nn.Module):
 def load_vgg(source: str | Path, layers: list[str]) -> VGGFeatures:
     """`source`: a state-dict file path, or "torchvision" (downloads, needs internet)."""
     depth = max(VGG_LAYERS[n] for n in layers) + 1  # modules up to the deepest ReLU
-    features = _features(depth)
+    features = vgg19_features(depth)
     if str(source) == "torchvision":
         from torchvision.models import VGG19_Weights, vgg19
 
@@ -87,8 +87,3 @@ def load_vgg(source: str | Path, layers: list[str]) -> VGGFeatures:
     features.load_state_dict({k: state[k].float() for k in want})
     return VGGFeatures(layers, features)
 
-
-def random_vgg(layers: list[str], seed: int = 0) -> VGGFeatures:
-    """Randomly initialised VGG: for tests only (no weights, no downloads)."""
-    torch.manual_seed(seed)
-    return VGGFeatures(layers, _features(max(VGG_LAYERS[n] for n in layers) + 1))
