@@ -153,9 +153,9 @@ def runners(engines: str, providers: list[str], precisions: str) -> list[Runner]
         out += [Runner(f"ORT {p.removesuffix('ExecutionProvider')}", "f32", p == CPU,
                        lambda path, threads, p=p: _engine(path, p, threads)) for p in providers]
     if "openvino" in wanted and openvino_installed():
-        from stylebox.service.backends.ov import cpu_precisions
+        from stylebox.service.backends.ov import PRECISIONS, cpu_precisions
 
-        native = sorted(cpu_precisions(), key=["f32", "bf16", "f16"].index)
+        native = [p for p in PRECISIONS if p in cpu_precisions()]
         chosen = native if precisions == "all" else \
             [p for p in native if p in precisions.split(",")]
         out += [Runner(f"OpenVINO {p}", p, True,
@@ -325,7 +325,7 @@ def targets(rows: list[Row], load: list) -> list[str]:
 
 
 def _bf16_targets(rows: list[Row]) -> list[str]:
-    """OpenVINO bf16 against ONNX Runtime f32 on the same file (issue 14's targets)."""
+    """OpenVINO bf16 against ONNX Runtime f32 on the same file (the bf16 speed targets)."""
     ort_ms = _ort_cpu_ms(rows)
     out = []
     for r in rows:
@@ -349,8 +349,9 @@ def _low_precision_note() -> str:
         return "openvino is not installed"
     from stylebox.service.backends.ov import cpu_name, cpu_precisions
 
-    return f"{cpu_name()} runs {', '.join(sorted(cpu_precisions()))} in OpenVINO: no AMX or " \
-        "AVX512_BF16"
+    native = cpu_precisions()
+    why = "" if "bf16" in native else ": no AMX or AVX512_BF16"
+    return f"{cpu_name()} runs {', '.join(sorted(native))} in OpenVINO{why}"
 
 
 def ov_hints(path: Path, size: tuple[int, int], repeats: int, threads: int,

@@ -57,6 +57,91 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return path
 
 
+# -- engines: the ones this host runs, for what must hold on every engine ---------------------
+
+def host_engines(precisions: tuple[str, ...] = ("f32", "bf16")) -> list:
+    """(engine, precision) test parameters for every runtime this host has: ONNX Runtime f32
+    everywhere, OpenVINO f32 wherever openvino is installed (any x86 CPU), and OpenVINO bf16
+    where the CPU has AMX or AVX512_BF16. A test comparing exact pixels names its engine
+    instead; these are for tests whose expectation is computed on the engine under test."""
+    from stylebox.service.backends import openvino_installed
+
+    out = [pytest.param(("onnxruntime", "f32"), id="onnxruntime")]
+    if openvino_installed():
+        from stylebox.service.backends.ov import cpu_precisions
+
+        out += [pytest.param(("openvino", p), id=f"openvino-{p}") for p in precisions
+                if p in cpu_precisions()]
+    return out
+
+
+def open_host_engine(path: Path, kind: tuple[str, str]):
+    """The engine `host_engines` names, on `path`."""
+    from stylebox.service.backends.ort import OrtEngine
+
+    engine, precision = kind
+    if engine == "openvino":
+        from stylebox.service.backends.ov import OpenVinoEngine
+
+        return OpenVinoEngine(path, precision)
+    return OrtEngine(path)
+
+
+@pytest.fixture(scope="module", params=host_engines())
+def host_engine(request, tiny_onnx):
+    """The tiny model on each engine and precision this host runs (module-wide)."""
+    return open_host_engine(tiny_onnx, request.param)
+
+
+@pytest.fixture(scope="module")
+def ort_engine(tiny_onnx):
+    """The tiny model on ONNX Runtime f32: for tests that name their engine."""
+    from stylebox.service.backends.ort import OrtEngine
+
+    return OrtEngine(tiny_onnx)
+
+
+# -- images: made on the spot, encoded and decoded the one way ------------------------------
+
+def noise(h: int, w: int, seed: int = 0, channels: int = 3):
+    """uint8 (h, w, channels) uniform noise."""
+    import numpy as np
+
+    return np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
+
+
+def encode(image, fmt: str = "PNG", **kw) -> bytes:
+    """An array (H, W[, C]) or a PIL image, encoded in `fmt` (Pillow's name)."""
+    import io
+
+    from PIL import Image
+
+    im = image if isinstance(image, Image.Image) else Image.fromarray(image)
+    buf = io.BytesIO()
+    im.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def png(h: int = 16, w: int = 16, seed: int | None = None) -> bytes:
+    """A PNG of h x w pixels: grey, or noise with a seed."""
+    import numpy as np
+
+    rgb = np.full((h, w, 3), 120, np.uint8) if seed is None else noise(h, w, seed)
+    return encode(rgb)
+
+
+def pixels(data: bytes):
+    """Encoded image bytes -> its pixels as an array (mode kept: RGB, RGBA, L ...)."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        im.load()
+        return np.asarray(im)
+
+
 # -- training fixtures: tiny photos, style images and a fake VGG file made on the spot ---------
 
 TINY_TRAIN_LAYERS = {"content_layers": ["relu1_2"], "style_layers": ["relu1_1", "relu2_1"]}

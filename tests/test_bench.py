@@ -96,6 +96,15 @@ def _table(text: str, header: str) -> list[list[str]]:
     return rows
 
 
+def _native() -> list[str]:
+    """The OpenVINO precisions this CPU runs, in the bench's order; none without OpenVINO."""
+    if not openvino_installed():
+        return []
+    from stylebox.service.backends.ov import PRECISIONS, cpu_precisions
+
+    return [p for p in PRECISIONS if p in cpu_precisions()]
+
+
 def test_small_full_run_writes_tables_and_plot(tiny_onnx, tmp_path, capsys):
     md = tmp_path / "docs" / "performance.md"
     rc = bench.main(["--model", str(tiny_onnx), "--peer", str(tiny_onnx), "--sizes", "32,40x24",
@@ -108,7 +117,8 @@ def test_small_full_run_writes_tables_and_plot(tiny_onnx, tmp_path, capsys):
     assert re.search(r"float32 GEMM \d+ GFLOP/s", text)
 
     lat = _table(text, "| model | engine | size |")
-    engines = ["ORT CPU"] + (["OpenVINO f32"] if openvino_installed() else [])
+    native = _native()  # every precision OpenVINO runs on this CPU gets its rows
+    engines = ["ORT CPU"] + [f"OpenVINO {p}" for p in native]
     # Engine by engine; in each, model by model (the peer last), each by pixel count.
     assert [(r[1], r[0], r[2]) for r in lat] == [
         (e, "α=0.25, 3 style(s)", size) for e in engines for _model in range(2)
@@ -119,13 +129,16 @@ def test_small_full_run_writes_tables_and_plot(tiny_onnx, tmp_path, capsys):
         assert float(r[3]) > 0 and float(r[4]) >= float(r[3])  # median <= p90
         assert float(r[7]) > 0 and r[10].endswith("%")  # GFLOP and roofline share
         assert r[6].endswith("x")
-    if openvino_installed():  # the hints: streams, 1 and 2 requests at once
-        hints = _table(text, "| OpenVINO f32 (32x32) |")
+    for p in native:  # the hints: streams, 1 and 2 requests at once
+        hints = _table(text, f"| OpenVINO {p} (32x32) |")
         assert [(r[0], r[2]) for r in hints] == [("latency", "1"), ("latency", "2"),
                                                  ("throughput", "1"), ("throughput", "2")]
         assert all(float(r[3]) > 0 and int(r[1]) >= 1 for r in hints)
-        assert "OpenVINO bf16 targets: not measurable here" in text or "OpenVINO bf16 GEMM" \
-            in text
+    if "bf16" in native:  # what the report says of the CPU is true of it
+        assert "OpenVINO bf16 GEMM" in text and "no AMX or AVX512_BF16" not in text
+    elif native:
+        assert "OpenVINO bf16 targets: not measurable here" in text
+        assert "in OpenVINO: no AMX or AVX512_BF16" in text
 
     load = _table(text, "| server settings |")
     assert [(r[1], r[2], r[3], r[4]) for r in load] == [("48x32", "1", "3", "0"),

@@ -18,8 +18,9 @@ def photo(tmp_path):
     return path, rgb
 
 
-def test_writes_same_size_file(tiny_onnx, photo, tmp_path, capsys):
+def test_writes_same_size_file(tiny_onnx, photo, tmp_path, capsys, monkeypatch):
     src, rgb = photo
+    monkeypatch.setenv("STYLEBOX_ENGINE", "onnxruntime")  # the engine `expect` runs on
     out = tmp_path / "out.png"
     assert stylize_main([str(src), "-s", "mosaic", "-o", str(out), "--model", str(tiny_onnx)]) == 0
     im = Image.open(out)

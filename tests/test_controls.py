@@ -5,8 +5,6 @@ Pixel maths is checked directly; the API and the CLI through the tiny test model
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
@@ -26,25 +24,13 @@ from stylebox.service.controls import (
 from stylebox.service.previews import PREVIEW_SIZE, sample_image
 from stylebox.service.settings import Settings
 
-from tests.conftest import TINY_STYLES
+from tests.conftest import TINY_STYLES, encode, pixels
 
 PROBLEM = "application/problem+json"
 
 
 def rand_rgb(h: int, w: int, seed: int, lo: int = 0, hi: int = 256) -> np.ndarray:
     return np.random.default_rng(seed).integers(lo, hi, (h, w, 3), dtype=np.uint8)
-
-
-def png(arr: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def pixels(data: bytes) -> np.ndarray:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return np.asarray(im)
 
 
 # -- pixel maths ------------------------------------------------------------------------------
@@ -122,14 +108,15 @@ def test_limit_side_keeps_aspect_and_alpha():
 # -- API ------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> OrtEngine:
-    return OrtEngine(tiny_onnx)
+def engine(host_engine):
+    """Every engine this host runs: controls and previews apply to whatever serves."""
+    return host_engine
 
 
 @pytest.fixture(scope="module")
-def client(tiny_onnx):
-    with TestClient(create_app(Settings(model_path=str(tiny_onnx),
-                                        max_upload_bytes=123_456))) as c:
+def client(tiny_onnx, engine):
+    settings = Settings(model_path=str(tiny_onnx), max_upload_bytes=123_456)
+    with TestClient(create_app(settings, engine=engine)) as c:
         yield c
 
 
@@ -141,28 +128,28 @@ def post(client, data: bytes, **params):
 def test_api_strength(client, engine):
     photo = rand_rgb(40, 56, 11)
     full = engine.stylize(photo, np.array([0, 1, 0], np.float32))
-    r = post(client, png(photo), strength=0)
+    r = post(client, encode(photo), strength=0)
     assert r.status_code == 200
     assert r.headers["x-stylebox-controls"] == "strength=0; preserve_color=0; max_side=none"
     np.testing.assert_array_equal(pixels(r.content), photo)
-    np.testing.assert_array_equal(pixels(post(client, png(photo)).content), full)
-    half = pixels(post(client, png(photo), strength=0.5).content)
+    np.testing.assert_array_equal(pixels(post(client, encode(photo)).content), full)
+    half = pixels(post(client, encode(photo), strength=0.5).content)
     np.testing.assert_array_equal(half, apply_controls(photo, full, Controls(0.5)))
 
 
 def test_api_preserve_color_and_max_side(client, engine):
     grey = np.repeat(rand_rgb(50, 100, 12)[..., :1], 3, axis=2)
-    r = post(client, png(grey), preserve_color="true")
+    r = post(client, encode(grey), preserve_color="true")
     assert r.status_code == 200 and "preserve_color=1" in r.headers["x-stylebox-controls"]
     out = pixels(r.content).astype(int)
     assert np.ptp(out, axis=2).max() <= 1 and np.abs(out - grey).mean() > 3
     rgba = np.dstack([rand_rgb(50, 100, 13), np.full((50, 100), 200, np.uint8)])
-    r = post(client, png(rgba), max_side=40, format="png")
+    r = post(client, encode(rgba), max_side=40, format="png")
     out = pixels(r.content)
     assert r.status_code == 200 and out.shape == (20, 40, 4) and (out[..., 3] == 200).all()
     assert r.headers["x-stylebox-inference-size"] == "40x20"
     small = rand_rgb(10, 12, 14)  # already within max_side: untouched size
-    assert pixels(post(client, png(small), max_side=64).content).shape == (10, 12, 3)
+    assert pixels(post(client, encode(small), max_side=64).content).shape == (10, 12, 3)
 
 
 @pytest.mark.parametrize("params, field", [
@@ -173,7 +160,7 @@ def test_api_preserve_color_and_max_side(client, engine):
     ({"quality": "0", "format": "jpeg"}, "quality"), ({"format": "gif"}, "format"),
 ])
 def test_api_bad_controls_are_422_problems(client, params, field):
-    r = post(client, png(rand_rgb(8, 8, 15)), **params)
+    r = post(client, encode(rand_rgb(8, 8, 15)), **params)
     assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
     body = r.json()
     assert body["status"] == 422 and field in body["detail"]
@@ -219,7 +206,7 @@ def test_page_and_static_files(client):
 def test_cli_controls(tiny_onnx, tmp_path, capsys):
     photo = rand_rgb(30, 80, 16)
     src = tmp_path / "photo.png"
-    src.write_bytes(png(photo))
+    src.write_bytes(encode(photo))
     base = [str(src), "-s", "candy", "--model", str(tiny_onnx), "-o"]
     assert stylize_main([*base, str(tmp_path / "a.png"), "--strength", "0"]) == 0
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a.png")), photo)
@@ -247,14 +234,14 @@ def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
     card = export_onnx(make_tiny_generator(), make_tiny_card(), model, export_size=32,
                        sample_photo=path)
     assert card.export["sample"]["file"] == "photo.png"
-    with TestClient(create_app(Settings(model_path=str(model)))) as c:
+    engine = OrtEngine(model)
+    with TestClient(create_app(Settings(model_path=str(model)), engine=engine)) as c:
         sample = pixels(c.get("/sample.png").content)
         assert sample.shape == (SAMPLE_SIZE, SAMPLE_SIZE, 3)
         fitted = np.asarray(ImageOps.fit(Image.fromarray(photo), (SAMPLE_SIZE,) * 2,
                                          Image.Resampling.LANCZOS))
         assert np.abs(sample.astype(int) - fitted).mean() < 3  # the photo, centre-cropped
         assert np.abs(sample.astype(int) - sample_image()).mean() > 10  # not the drawn scene
-        engine = OrtEngine(model)
         r = c.get(f"/styles/{TINY_STYLES[1]['name']}/preview.png")
         assert r.status_code == 200
         np.testing.assert_array_equal(pixels(r.content),

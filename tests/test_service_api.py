@@ -9,22 +9,10 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.routers.stylize import choose_format
 from stylebox.service.settings import Settings
 
-from tests.conftest import TINY_STYLES
-
-
-def image_bytes(arr: np.ndarray | Image.Image, fmt: str = "PNG", **kw) -> bytes:
-    im = arr if isinstance(arr, Image.Image) else Image.fromarray(arr)
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def noise(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+from tests.conftest import TINY_STYLES, encode, noise
 
 
 def decode(resp) -> Image.Image:
@@ -34,13 +22,14 @@ def decode(resp) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def engine(tiny_onnx) -> OrtEngine:
-    return OrtEngine(tiny_onnx)
+def engine(host_engine):
+    """Every engine this host runs: the API must serve what its engine makes, on each."""
+    return host_engine
 
 
 @pytest.fixture(scope="module")
-def client(tiny_onnx):
-    with TestClient(create_app(Settings(model_path=str(tiny_onnx)))) as c:
+def client(tiny_onnx, engine):
+    with TestClient(create_app(Settings(model_path=str(tiny_onnx)), engine=engine)) as c:
         yield c
 
 
@@ -66,9 +55,11 @@ def test_model_is_the_card_and_the_runtime(client, engine):
     r = client.get("/model")
     assert r.status_code == 200
     body = r.json()
-    assert body.pop("runtime") == {"engine": "onnxruntime", "precision": "f32",
-                                   "providers": ["CPUExecutionProvider"],
-                                   "precision_check": None}
+    runtime = body.pop("runtime")
+    assert runtime == engine.runtime and runtime["precision"] == engine.precision
+    if engine.backend == "onnxruntime":
+        assert runtime == {"engine": "onnxruntime", "precision": "f32",
+                           "providers": ["CPUExecutionProvider"], "precision_check": None}
     assert body == engine.card.to_dict()
 
 
@@ -84,7 +75,7 @@ def test_readyz_is_503_until_the_engine_is_loaded(tiny_onnx):
     assert c.get("/healthz").status_code == 200
     r = c.get("/readyz")
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
-    assert c.post("/stylize?style=candy", content=image_bytes(noise(8, 8))).status_code == 503
+    assert c.post("/stylize?style=candy", content=encode(noise(8, 8))).status_code == 503
 
 
 def test_concurrency_is_bounded_by_settings(tiny_onnx, engine):
@@ -102,7 +93,7 @@ def test_openapi_docs_are_served(client):
 @pytest.mark.parametrize("files", [True, False], ids=["multipart", "raw"])
 def test_stylize_returns_png_of_the_same_size(client, engine, files):
     rgb = noise(37, 53)
-    r = post(client, image_bytes(rgb), files=files)
+    r = post(client, encode(rgb), files=files)
     assert r.status_code == 200, r.text
     assert r.headers["content-type"] == "image/png"
     assert r.headers["x-stylebox-style"] == "candy"
@@ -115,14 +106,14 @@ def test_stylize_returns_png_of_the_same_size(client, engine, files):
 
 
 def test_octet_stream_body_is_accepted(client):
-    r = client.post("/stylize?style=udnie", content=image_bytes(noise(20, 20)),
+    r = client.post("/stylize?style=udnie", content=encode(noise(20, 20)),
                     headers={"Content-Type": "application/octet-stream"})
     assert r.status_code == 200 and decode(r).size == (20, 20)
 
 
 def test_blend_matches_engine_and_differs_from_pure_styles(client, engine):
     rgb = noise(40, 48, seed=1)
-    data = image_bytes(rgb)
+    data = encode(rgb)
     r = post(client, data, "candy:0.7,mosaic:0.3")
     assert r.status_code == 200
     assert r.headers["x-stylebox-style"] == "candy:0.7,mosaic:0.3"
@@ -134,7 +125,7 @@ def test_blend_matches_engine_and_differs_from_pure_styles(client, engine):
 
 
 def test_styles_differ(client):
-    data = image_bytes(noise(32, 32, seed=2))
+    data = encode(noise(32, 32, seed=2))
     outs = [np.asarray(decode(post(client, data, s["name"]))) for s in TINY_STYLES]
     for i in range(len(outs)):
         for j in range(i + 1, len(outs)):
@@ -142,7 +133,7 @@ def test_styles_differ(client):
 
 
 def test_weights_are_normalised(client):
-    data = image_bytes(noise(24, 24, seed=3))
+    data = encode(noise(24, 24, seed=3))
     a = post(client, data, "candy:2,mosaic:2")
     b = post(client, data, "candy:1,mosaic:1")
     c = post(client, data, "candy,mosaic")
@@ -159,7 +150,7 @@ def test_weights_are_normalised(client):
                                            ("webp", "image/webp", "WEBP"),
                                            ("png", "image/png", "PNG")])
 def test_format_param(client, fmt, media, pil):
-    r = post(client, image_bytes(noise(30, 44)), format=fmt)
+    r = post(client, encode(noise(30, 44)), format=fmt)
     assert r.status_code == 200 and r.headers["content-type"] == media
     out = decode(r)
     assert out.format == pil and out.size == (44, 30)
@@ -174,15 +165,15 @@ def test_format_param(client, fmt, media, pil):
     ("application/json", "image/png"),
 ])
 def test_format_by_accept(client, accept, media):
-    r = client.post("/stylize?style=candy", content=image_bytes(noise(16, 16)),
+    r = client.post("/stylize?style=candy", content=encode(noise(16, 16)),
                     headers={"Content-Type": "image/png", "Accept": accept})
     assert r.status_code == 200 and r.headers["content-type"] == media
     assert "Accept" in r.headers["vary"]
 
 
 def test_format_param_beats_accept(client):
-    r = post(client, image_bytes(noise(16, 16)), format="png")
-    r2 = client.post("/stylize?style=candy&format=png", content=image_bytes(noise(16, 16)),
+    r = post(client, encode(noise(16, 16)), format="png")
+    r2 = client.post("/stylize?style=candy&format=png", content=encode(noise(16, 16)),
                      headers={"Content-Type": "image/png", "Accept": "image/jpeg"})
     assert r.headers["content-type"] == r2.headers["content-type"] == "image/png"
 
@@ -196,7 +187,7 @@ def test_choose_format_unit():
 
 
 def test_jpeg_quality_changes_size(client):
-    data = image_bytes(noise(64, 64, seed=4))
+    data = encode(noise(64, 64, seed=4))
     lo = post(client, data, format="jpeg", quality=10)
     hi = post(client, data, format="jpeg", quality=95)
     assert lo.status_code == hi.status_code == 200
@@ -206,7 +197,7 @@ def test_jpeg_quality_changes_size(client):
 def test_exif_rotation_is_applied(client):
     exif = Image.Exif()
     exif[0x0112] = 6  # "rotate 90 CW to display": a 40x20 file shows as 20x40
-    data = image_bytes(Image.fromarray(noise(20, 40)), "JPEG", exif=exif.tobytes())
+    data = encode(Image.fromarray(noise(20, 40)), "JPEG", exif=exif.tobytes())
     r = post(client, data)
     assert r.status_code == 200 and decode(r).size == (20, 40)
 
@@ -218,7 +209,7 @@ def test_greyscale_and_16bit_and_cmyk(client):
     cmyk = Image.new("CMYK", (19, 11), (10, 200, 30, 40))
     for im, fmt, size in ((grey, "PNG", (13, 21)), (g16, "PNG", (9, 12)),
                           (cmyk, "JPEG", (19, 11))):
-        r = post(client, image_bytes(im, fmt))
+        r = post(client, encode(im, fmt))
         assert r.status_code == 200, (im.mode, r.text)
         out = decode(r)
         assert out.size == size and out.mode == "RGB"
@@ -238,21 +229,21 @@ def test_palette_with_transparency_keeps_alpha(client):
 
 def test_rgba_alpha_is_preserved_exactly(client, engine):
     rgba = np.random.default_rng(5).integers(0, 256, (17, 23, 4), dtype=np.uint8)
-    r = post(client, image_bytes(rgba))
+    r = post(client, encode(rgba))
     out = np.asarray(decode(r))
     assert out.shape == (17, 23, 4)
     np.testing.assert_array_equal(out[:, :, 3], rgba[:, :, 3])
     np.testing.assert_array_equal(out[:, :, :3], engine.stylize(
         np.ascontiguousarray(rgba[:, :, :3]), np.eye(3, dtype=np.float32)[0]))
-    webp = post(client, image_bytes(rgba), format="webp")
+    webp = post(client, encode(rgba), format="webp")
     assert decode(webp).mode == "RGBA"  # WebP keeps alpha, JPEG drops it
-    assert decode(post(client, image_bytes(rgba), format="jpeg")).mode == "RGB"
+    assert decode(post(client, encode(rgba), format="jpeg")).mode == "RGB"
 
 
 def test_la_image_keeps_alpha(client):
     la = Image.fromarray(np.random.default_rng(6).integers(0, 256, (9, 7, 2), dtype=np.uint8),
                          "LA")
-    out = decode(post(client, image_bytes(la)))
+    out = decode(post(client, encode(la)))
     assert out.mode == "RGBA" and out.size == (7, 9)
     np.testing.assert_array_equal(np.asarray(out)[:, :, 3], np.asarray(la)[:, :, 1])
 
@@ -267,7 +258,7 @@ def test_animated_gif_uses_first_frame(client):
 
 @pytest.mark.parametrize("h,w", [(1, 1), (1, 300), (300, 1), (3, 5), (7, 8)])
 def test_tiny_images(client, h, w):
-    r = post(client, image_bytes(noise(h, w)))
+    r = post(client, encode(noise(h, w)))
     assert r.status_code == 200, r.text
     assert decode(r).size == (w, h)
 
@@ -277,7 +268,7 @@ def test_image_over_inference_budget_keeps_its_size(tiny_onnx, engine):
     settings = Settings(model_path=str(tiny_onnx), max_inference_pixels=1000,
                         large_images="downscale")
     with TestClient(create_app(settings, engine=engine)) as c:
-        r = post(c, image_bytes(noise(60, 100)))
+        r = post(c, encode(noise(60, 100)))
     assert r.status_code == 200
     assert decode(r).size == (100, 60)
     iw, ih = map(int, r.headers["x-stylebox-inference-size"].split("x"))

@@ -128,7 +128,8 @@ def test_api_tiles_an_image_above_the_budget(tiny_onnx, engine):
     img = photo(120, 150)  # 18 000 px > 4096
     expect = stylize_fitted(engine, img, CANDY, 4096, TileConfig(128, 0, 4096))
     assert expect.tiles == 3 * 3
-    with TestClient(create_app(Settings(model_path=str(tiny_onnx), **SMALL))) as client:
+    app = create_app(Settings(model_path=str(tiny_onnx), **SMALL), engine=engine)
+    with TestClient(app) as client:
         r = client.post("/stylize?style=candy", content=_png(img),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200, r.text
@@ -139,7 +140,7 @@ def test_api_tiles_an_image_above_the_budget(tiny_onnx, engine):
                             headers={"Content-Type": "image/png"})
         assert small.status_code == 200 and "X-Stylebox-Tiles" not in small.headers
     settings = Settings(model_path=str(tiny_onnx), large_images="downscale", **SMALL)
-    with TestClient(create_app(settings)) as client:
+    with TestClient(create_app(settings, engine=engine)) as client:
         r = client.post("/stylize?style=candy", content=_png(img),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and "X-Stylebox-Tiles" not in r.headers
@@ -151,7 +152,7 @@ def test_cli_tiles_too(tiny_onnx, engine, tmp_path, monkeypatch, capsys):
     img = photo(120, 150)
     src, out = tmp_path / "big.png", tmp_path / "out.png"
     src.write_bytes(_png(img))
-    for key, value in SMALL.items():
+    for key, value in {**SMALL, "engine": "onnxruntime"}.items():  # the engine `expect` ran on
         monkeypatch.setenv(f"STYLEBOX_{key.upper()}", str(value))
     assert stylize_main([str(src), "-s", "candy", "-o", str(out), "--model", str(tiny_onnx)]) == 0
     assert "9 tiles" in capsys.readouterr().out

@@ -51,7 +51,11 @@ def test_channels_last_changes_nothing_in_fp32():
     a, ga = _loss_and_grads(amp=False)
     b, gb = _loss_and_grads(amp=False, channels_last=True)
     assert torch.allclose(a.total, b.total, rtol=1e-4)
-    assert torch.allclose(ga, gb, rtol=1e-3, atol=1e-6)
+    # The same arithmetic in another summation order: oneDNN's NHWC kernels block the sums
+    # differently on AVX2, AVX-512 and AMX CPUs, so small gradient elements move by float
+    # noise (2e-4 of the gradient's norm on an AMX Xeon); a layout bug moves them by O(1).
+    err = (ga - gb).abs()
+    assert err.norm() <= 1e-3 * ga.norm() and err.max() <= 1e-3 * ga.abs().max()
 
 
 def test_gram_stays_fp32_under_autocast():
