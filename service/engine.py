@@ -26,6 +26,8 @@ from typing import Any, ClassVar
 import numpy as np
 from stylebox.model.card import CARD_KEY, CardError, ModelCard
 
+from stylebox.errors import UserError
+
 log = logging.getLogger("stylebox.engine")
 
 # Mirrors model.export's INPUT_NAMES / OUTPUT_NAME (that module imports torch).
@@ -35,8 +37,10 @@ DEFAULT_MIN_SIDE = 8
 Size = tuple[int, int]  # (H, W)
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """The model file is missing, unreadable, or breaks the contract; str() is one line."""
+
+    exit_code = 1  # nothing can be served or scored: the command's work failed
 
 
 class EngineConfigError(ModelLoadError):
