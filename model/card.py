@@ -12,12 +12,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from stylebox.errors import UserError
+
 CARD_KEY = "stylebox.card"
 CARD_SCHEMA = 1
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 
 
-class CardError(ValueError):
+class CardError(UserError):
     """A model card that is missing, malformed or inconsistent."""
 
 

@@ -1,6 +1,8 @@
 """Checkpoints: generator weights + model card (+ optimizer and step when training).
 
 The card's ``arch`` holds the GeneratorConfig, so a checkpoint rebuilds its own network.
+A file that is missing, is not a checkpoint or does not fit its card is a CheckpointError
+(one line), whichever command reads it.
 """
 
 from __future__ import annotations
@@ -10,8 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from stylebox.model.card import ModelCard
+from stylebox.model.card import CardError, ModelCard
 from stylebox.model.network import Generator, GeneratorConfig
+
+from stylebox.errors import UserError
+
+
+class CheckpointError(UserError):
+    """A checkpoint file that is missing, is not a stylebox checkpoint, or is malformed."""
 
 
 def generator_config(card: ModelCard) -> GeneratorConfig:
@@ -32,11 +40,38 @@ def save_checkpoint(path: str | Path, generator: Generator, card: ModelCard, **e
     os.replace(tmp, path)
 
 
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    """The checkpoint's dict (weights, card, and what training added), unchecked beyond
+    having weights and a card."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} not found")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=False)
+    except OSError as e:
+        raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
+    except Exception:  # torch.load fails in many ways (pickle, zip, EOF, ...) on other files
+        state = None
+    if not isinstance(state, dict) or not {"model", "card"} <= state.keys():
+        raise CheckpointError(f"{path} is not a stylebox checkpoint (an .onnx file? give the "
+                              "checkpoint that `stylebox train` or `add-style` wrote)")
+    return state
+
+
 def load_checkpoint(
     path: str | Path, map_location: str = "cpu"
 ) -> tuple[Generator, ModelCard, dict]:
-    state = torch.load(path, map_location=map_location, weights_only=False)
-    card = ModelCard.from_dict(state["card"])
-    generator = build_generator(card)
-    generator.load_state_dict(state["model"])
+    state = read_checkpoint(path, map_location)
+    try:
+        card = ModelCard.from_dict(state["card"])
+        generator = build_generator(card)  # ValueError, TypeError: a card arch it cannot build
+    except (CardError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: invalid model card: {e}") from None
+    try:
+        generator.load_state_dict(state["model"])
+    except (RuntimeError, TypeError, AttributeError) as e:
+        # torch lists every missing or mismatched key over many lines: one line, the start.
+        why = " ".join(str(e).split())
+        why = why if len(why) <= 200 else why[:200] + " ..."
+        raise CheckpointError(f"{path}: its weights do not fit its card ({why})") from None
     return generator, card, state

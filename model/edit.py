@@ -129,7 +129,6 @@ def edited_config(config: dict | None, op: str, name: str, /, **values: str) -> 
 
 def _edit_main(argv: list[str] | None, op: str) -> int:
     import argparse
-    import sys
 
     from stylebox.model.checkpoint import load_checkpoint, save_checkpoint
 
@@ -145,29 +144,20 @@ def _edit_main(argv: list[str] | None, op: str) -> int:
         p.add_argument("--source", help="new source note")
     p.add_argument("-o", "--out", required=True, help="the checkpoint to write")
     args = p.parse_args(argv)
-    try:
-        try:
-            generator, card, state = load_checkpoint(args.checkpoint)
-        except FileNotFoundError:
-            raise
-        except Exception:  # torch.load fails in many ways (pickle, zip, EOF, missing keys)
-            raise CardError(f"{args.checkpoint} is not a stylebox checkpoint (an .onnx file? "
-                            "edit the checkpoint, then export it again)") from None
-        if op == "remove":
-            generator, card = remove_style(generator, card, args.name)
-            config = edited_config(state.get("config"), "remove", args.name)
-        else:
-            if args.new_name is None and args.title is None and args.source is None:
-                p.error("give at least one of --new-name, --title, --source")
-            card = rename_style(card, args.name, args.new_name, args.title, args.source)
-            new = card.styles[card.index(args.new_name or args.name)]
-            config = edited_config(state.get("config"), "rename", args.name,
-                                   name=new.name, title=new.title, source=new.source)
-        extra = {"config": config} if config else {}
-        save_checkpoint(args.out, generator, card, **extra)
-    except (CardError, FileNotFoundError, KeyError) as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 2
+    if op == "rename" and args.new_name is None and args.title is None and args.source is None:
+        p.error("give at least one of --new-name, --title, --source")
+    # CheckpointError, CardError: one line from the `stylebox` entry point.
+    generator, card, state = load_checkpoint(args.checkpoint)
+    if op == "remove":
+        generator, card = remove_style(generator, card, args.name)
+        config = edited_config(state.get("config"), "remove", args.name)
+    else:
+        card = rename_style(card, args.name, args.new_name, args.title, args.source)
+        new = card.styles[card.index(args.new_name or args.name)]
+        config = edited_config(state.get("config"), "rename", args.name,
+                               name=new.name, title=new.title, source=new.source)
+    extra = {"config": config} if config else {}
+    save_checkpoint(args.out, generator, card, **extra)
     print(f"{prog}: wrote {args.out} ({card.n_styles} styles: {', '.join(card.style_names)}); "
           f"`stylebox export {args.out} -o MODEL.onnx` makes the servable file")
     return 0

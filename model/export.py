@@ -36,6 +36,8 @@ from stylebox.model.network import (
     to_float_chw,
 )
 
+from stylebox.errors import UserError
+
 EXPORTERS = ("torchscript", "dynamo")
 SAMPLE_SIZE = 128  # px: the photo the page's style previews are made from (service/previews.py)
 DEFAULT_EXPORTER = "torchscript"  # fast, clean symbolic shapes, present in torch 2.4 .. 2.14
@@ -46,8 +48,10 @@ PARITY_MAX_FRACTION = 0.01
 STATS_MAX_REL = 1e-3
 
 
-class ExportError(RuntimeError):
-    pass
+class ExportError(UserError):
+    """The export cannot be made, or the written file fails its parity check."""
+
+    exit_code = 1  # the command's work failed, as for a model that does not load
 
 
 @dataclass
@@ -310,16 +314,15 @@ def main(argv: list[str] | None = None) -> int:
                    help=f"embed this photo ({SAMPLE_SIZE} px) for the web page's style previews "
                         "(default: the service draws a synthetic scene)")
     args = p.parse_args(argv)
-    generator, card, _ = load_checkpoint(args.checkpoint)
+    generator, card, _ = load_checkpoint(args.checkpoint)  # CheckpointError: exit 2
     if args.version:
         card.version = args.version
     try:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
                            export_size=args.size, norm_stats=not args.no_norm_stats,
                            sample_photo=args.sample_photo)
-    except (ExportError, OSError) as e:
-        print(f"stylebox export: FAILED: {e}")
-        return 1
+    except (ExportError, OSError) as e:  # the stylebox entry point prints it on stderr
+        raise ExportError(f"FAILED: {e}") from None
     par = card.export["parity"]
     size_mb = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.2f} MB, {len(card.styles)} styles, alpha={card.alpha}, "

@@ -1,12 +1,12 @@
 """`stylebox serve` and `stylebox stylize`: the service's command lines (no torch).
 
 Both read the same `STYLEBOX_*` settings (see service.settings); flags override them.
+Errors are raised as `UserError`s for the `stylebox` entry point to print as one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -20,37 +20,36 @@ from stylebox.service.settings import EngineName, OutputFormat, Precision, Setti
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
 
+from stylebox.errors import UserError, report
+
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 
 
-def missing_model_message(prog: str, path: str) -> str:
-    return (f"{prog}: model file '{path}' not found; make it with "
+def missing_model_message(path: str) -> str:
+    return (f"model file '{path}' not found; make it with "
             f"`stylebox train --config configs/default.toml --out runs/a0.25` then "
             f"`stylebox export runs/a0.25/last.pt -o {path}` "
             "(or point --model / STYLEBOX_MODEL_PATH at an existing .onnx file)")
 
 
-def _settings(prog: str, **overrides: object) -> Settings | None:
+def _settings(**overrides: object) -> Settings:
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
         errs = "; ".join(f"{'.'.join(map(str, x['loc']))}: {x['msg']}" for x in e.errors())
-        print(f"{prog}: invalid setting: {errs}", file=sys.stderr)
-        return None
+        raise UserError(f"invalid setting: {errs}") from None
 
 
-def _engine(prog: str, settings: Settings) -> Engine | None:
+def _engine(settings: Settings) -> Engine:
+    """The engine, loaded up front, so a bad file is one line (exit 1), not a traceback."""
     if not Path(settings.model_path).is_file():
-        print(missing_model_message(prog, settings.model_path), file=sys.stderr)
-        return None
+        raise ModelLoadError(missing_model_message(settings.model_path))
     try:
         return open_engine(settings)
-    except EngineConfigError as e:  # already one line that names the fix
-        print(f"{prog}: {e}", file=sys.stderr)
-        return None
+    except EngineConfigError:
+        raise  # already one line that names the fix
     except ModelLoadError as e:
-        print(f"{prog}: cannot load the model: {e}", file=sys.stderr)
-        return None
+        raise ModelLoadError(f"cannot load the model: {e}") from None
 
 
 def serve_main(argv: list[str] | None = None) -> int:
@@ -67,17 +66,13 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
-    settings = _settings(prog, model_path=args.model, host=args.host, port=args.port,
+    settings = _settings(model_path=args.model, host=args.host, port=args.port,
                          providers=args.providers, engine=args.engine,
                          precision=args.precision)
-    if settings is None:
-        return 2
     from stylebox.service.lifecycle import configure_logging, serve
 
     configure_logging(args.log_level, settings.log_format)  # STYLEBOX_LOG_FORMAT=text|json
-    engine = _engine(prog, settings)  # up front, so a bad file is one line, not a traceback
-    if engine is None:
-        return 1
+    engine = _engine(settings)
 
     from stylebox.service.app import create_app
 
@@ -132,19 +127,13 @@ def stylize_main(argv: list[str] | None = None) -> int:
         controls = Controls(args.strength, args.preserve_color, args.max_side)
     except ControlError as e:
         p.error(e.detail)
-    settings = _settings(prog, model_path=args.model)
-    if settings is None:
-        return 2
+    settings = _settings(model_path=args.model)
     set_pixel_limit(settings.max_pixels)
-    engine = _engine(prog, settings)
-    if engine is None:
-        return 1
-    try:
-        mix = parse_style_spec(args.style, engine.style_names)
-    except StyleboxError as e:
-        print(f"{prog}: {e.detail}", file=sys.stderr)
-        return 2
+    engine = _engine(settings)
+    mix = parse_style_spec(args.style, engine.style_names)
     fmt = "jpeg" if args.format == "jpg" else args.format
+    # A bad file is reported and skipped, one line each in the entry point's format, so the
+    # good ones are still written; any failure makes the exit code a user error's.
     failed = 0
     for src, (dst, out_fmt) in zip(args.inputs, _outputs(args.inputs, args.out, fmt,
                                                          settings.default_format), strict=True):
@@ -156,15 +145,14 @@ def stylize_main(argv: list[str] | None = None) -> int:
             res.rgb = apply_controls(decoded.rgb, res.rgb, controls)
             dst.write_bytes(encode_image(res.rgb, decoded.alpha, out_fmt, args.quality))
         except OSError as e:
-            print(f"{prog}: cannot read or write {e.filename or src}: {e.strerror or e}",
-                  file=sys.stderr)
+            report(prog, f"cannot read or write {e.filename or src}: {e.strerror or e}")
             failed += 1
             continue
         except StyleboxError as e:
-            print(f"{prog}: {src}: {e.detail}", file=sys.stderr)
+            report(prog, f"{src}: {e.detail}")
             failed += 1
             continue
         w, h = decoded.size
         tiled = f", {res.tiles} tiles" if res.tiles else ""
         print(f"{src} -> {dst} ({w}x{h}, {mix.spec}, {res.inference_ms:.0f} ms{tiled})")
-    return 2 if failed else 0
+    return UserError.exit_code if failed else 0

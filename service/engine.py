@@ -24,6 +24,8 @@ from stylebox.model import contract
 from stylebox.model.card import CARD_KEY, CardError, ModelCard, NotOnnxError, read_onnx_metadata
 from stylebox.model.contract import Port
 
+from stylebox.errors import UserError
+
 log = logging.getLogger("stylebox.engine")
 
 Size = tuple[int, int]  # (H, W)
@@ -32,8 +34,10 @@ Size = tuple[int, int]  # (H, W)
 RunFn = Callable[[dict[str, np.ndarray], list[str]], list[np.ndarray]]
 
 
-class ModelLoadError(RuntimeError):
+class ModelLoadError(UserError):
     """The model file is missing, unreadable, or breaks the contract; str() is one line."""
+
+    exit_code = 1  # nothing can be served or scored: the command's work failed
 
 
 class EngineConfigError(ModelLoadError):

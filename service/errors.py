@@ -1,6 +1,7 @@
 """Errors the service and the CLI raise on bad input, each with its HTTP status.
 
-`service.problems` turns them into RFC 9457 bodies; the CLI prints `detail` and exits 2.
+`service.problems` turns them into RFC 9457 bodies; they are `UserError`s, so the `stylebox`
+command prints `detail` in its one error line and exits 2.
 Keeping the status on the error (not in the router) means every entry point agrees.
 """
 
@@ -8,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from stylebox.errors import UserError
 
-class StyleboxError(Exception):
+
+class StyleboxError(UserError):
     """An expected failure caused by the request; never a 5xx unless it is 503."""
 
     status: int = 400

@@ -459,9 +459,16 @@ def main(argv: list[str] | None = None) -> int:
         args.alpha = [0.25]
     import onnxruntime as ort
 
+    from stylebox.errors import UserError
+
+    try:  # every size and level up front: a typo stops the run before minutes of timing
+        sizes = _parse_sizes(args.sizes)
+        load_size, sweep_size = parse_size(args.load_size), parse_size(args.sweep_size)
+        levels = [int(c) for c in args.concurrency.split(",")] if args.concurrency.strip() else []
+    except ValueError as e:
+        raise UserError(f"--sizes, --load-size, --sweep-size or --concurrency: {e}") from None
     providers = [p for p in ort.get_available_providers() if p not in _SKIP_PROVIDERS] \
         if args.providers == "all" else [p.strip() for p in args.providers.split(",")]
-    sizes = _parse_sizes(args.sizes)
     chosen = runners(args.engines, providers, args.precisions)
     load_before = os.getloadavg()[0]
     peaks = None if args.no_roofline else _peaks(chosen)
@@ -495,21 +502,18 @@ def main(argv: list[str] | None = None) -> int:
                         f"warm-up; threads per inference {args.threads or 'the default'})\n\n"
                         + latency_table(rows, peaks))
         load = []
-        if args.concurrency.strip():
-            levels = [int(c) for c in args.concurrency.split(",")]
-            text, load = load_section(paths[0], parse_size(args.load_size), levels,
-                                      args.requests, args.load_env or [""])
+        if levels:
+            text, load = load_section(paths[0], load_size, levels, args.requests,
+                                      args.load_env or [""])
             sections.append(f"### HTTP load: {paths[0].stem}, JPEG in and out, {args.requests} "
                             "requests per level\n\n" + text)
         if args.sweep:
             sections.append("### Session options\n\n"
-                            + sweep(paths[0], parse_size(args.sweep_size), args.repeats,
-                                    args.threads))
+                            + sweep(paths[0], sweep_size, args.repeats, args.threads))
             for runner in chosen:
                 if runner.label.startswith("OpenVINO"):
                     sections.append("### OpenVINO hints\n\n" + ov_hints(
-                        paths[0], parse_size(args.sweep_size), args.repeats, args.threads,
-                        runner.precision))
+                        paths[0], sweep_size, args.repeats, args.threads, runner.precision))
     if found := targets(rows, load):
         sections.append("### Targets (this run)\n\n" + "\n".join(found))
     cmd = "stylebox bench " + " ".join(shlex.quote(a) for a in (argv or sys.argv[1:]))

@@ -1,12 +1,18 @@
 """`stylebox COMMAND ...`: one entry point, each command imported only when used.
 
-Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch.
+Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch. Commands raise
+`UserError`s (stylebox/errors.py) for what the user can fix; `main` prints each as one line,
+`stylebox COMMAND: message` on stderr, and returns its exit code. Anything else is a bug and
+keeps its traceback.
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+from collections.abc import Callable
+
+from stylebox.errors import UserError, report
 
 # command -> (module under `stylebox.`, function, one-line help). Modules under training/ and
 # model/export need the `train` extra (torch); the rest run on the service dependencies alone.
@@ -43,13 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     if cmd not in COMMANDS:
         print(f"stylebox: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
+    try:
+        return int(_command(cmd)(rest) or 0)
+    except UserError as e:
+        report(f"stylebox {cmd}", e)
+        return e.exit_code
+
+
+def _command(cmd: str) -> Callable[[list[str]], int | None]:
     module, func, _ = COMMANDS[cmd]
     try:
-        fn = getattr(importlib.import_module(f"stylebox.{module}"), func)
+        return getattr(importlib.import_module(f"stylebox.{module}"), func)
     except ModuleNotFoundError as e:
         if e.name in ("torch", "torchvision", "onnx", "onnxscript", "tqdm"):
-            print(f"stylebox {cmd}: needs the `train` extra ({e.name} is missing): "
-                  "pip install -e '.[train]'", file=sys.stderr)
-            return 2
+            raise UserError(f"needs the `train` extra ({e.name} is missing): "
+                            "pip install -e '.[train]'") from None
         raise
-    return int(fn(rest) or 0)

@@ -10,6 +10,8 @@ message` on stderr, and exits with the error's `exit_code`; the service turns th
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 
 class UserError(Exception):
@@ -20,6 +22,19 @@ class UserError(Exception):
     """
 
     exit_code: int = 2
+
+
+def report(prog: str, message: object) -> None:
+    """Print `prog: message` on stderr: the one shape of every command's error line."""
+    print(f"{prog}: {message}", file=sys.stderr)
+
+
+def need_file(path: str | Path, what: str) -> Path:
+    """`path`, which must be a file: a missing input named on the command line is a usage
+    error (exit 2), found before any model or runtime is loaded."""
+    if not Path(path).is_file():
+        raise UserError(f"{what} {str(path)!r} does not exist")
+    return Path(path)
 
 
 def doc_parser(prog: str, doc: str) -> argparse.ArgumentParser:

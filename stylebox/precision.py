@@ -17,7 +17,6 @@ start-up bound (service/precision.py) and writes a crop side by side: f32 | test
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
@@ -125,9 +124,9 @@ def crop_strip(ref: np.ndarray, test: np.ndarray, side: int = 160) -> Image.Imag
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stylebox.errors import doc_parser
+    from stylebox.errors import doc_parser, need_file
     from stylebox.service.backends.ort import OrtEngine
-    from stylebox.service.engine import Engine, ModelLoadError
+    from stylebox.service.engine import Engine
 
     p = doc_parser("stylebox precision", __doc__)
     p.add_argument("--model", required=True)
@@ -143,30 +142,22 @@ def main(argv: list[str] | None = None) -> int:
                    help="--emulate: round convolutions only, or every float tensor")
     p.add_argument("--crop", help="write the side-by-side crop (PNG) here")
     args = p.parse_args(argv)
-    from stylebox.training.data import DataError
-
-    try:
-        photos = _photos(args.photos, args.size, args.max_photos)
-    except DataError as e:  # no such folder, or no photos in it
-        print(f"stylebox precision: {e}", file=sys.stderr)
-        return 2
+    photos = _photos(args.photos, args.size, args.max_photos)  # DataError: none there (exit 2)
+    # A missing --model is a bad argument (exit 2); one that does not load, ModelLoadError (1).
+    need_file(args.model, "model file")
     with tempfile.TemporaryDirectory() as tmp:
-        try:
-            reference = OrtEngine(args.model)
-            test: Engine
-            if args.emulate:
-                test = OrtEngine(emulate(Path(args.model), Path(tmp) / "low.onnx", args.emulate,
-                                         args.scope))
-                what = "convolutions" if args.scope == "conv" else "every float tensor"
-                label = f"ONNX Runtime, {what} rounded to {args.emulate}"
-            else:
-                from stylebox.service.backends.ov import OpenVinoEngine
+        reference = OrtEngine(args.model)
+        test: Engine
+        if args.emulate:
+            test = OrtEngine(emulate(Path(args.model), Path(tmp) / "low.onnx", args.emulate,
+                                     args.scope))
+            what = "convolutions" if args.scope == "conv" else "every float tensor"
+            label = f"ONNX Runtime, {what} rounded to {args.emulate}"
+        else:
+            from stylebox.service.backends.ov import OpenVinoEngine
 
-                test = OpenVinoEngine(args.model, args.precision)
-                label = f"OpenVINO, asked {args.precision}, runs {test.precision}"
-        except ModelLoadError as e:
-            print(f"stylebox precision: {e}", file=sys.stderr)
-            return 2
+            test = OpenVinoEngine(args.model, args.precision)
+            label = f"OpenVINO, asked {args.precision}, runs {test.precision}"
     print(f"{Path(args.model).name}: {label} vs ONNX Runtime f32; {len(photos)} photos fit "
           f"into {args.size} px\n")
     print("| style | mean | p99.9 | max |\n|---|---:|---:|---:|")

@@ -92,10 +92,10 @@ def test_bad_values_are_rejected_by_the_settings(monkeypatch):
 
 
 def test_serve_stops_with_one_line(monkeypatch, capsys):
-    from stylebox.service.cli import serve_main
+    from stylebox.cli import main
 
     _host(monkeypatch, ov=False, native={"f32"})
-    assert serve_main(["--model", str(SHIPPED), "--engine", "openvino"]) == 1
+    assert main(["serve", "--model", str(SHIPPED), "--engine", "openvino"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("stylebox serve: STYLEBOX_ENGINE=openvino")
 

@@ -8,6 +8,13 @@ from PIL import Image
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
 
+from stylebox.cli import main
+
+
+def stylize(argv: list[str]) -> int:
+    """`stylebox stylize ARGV` as the command runs it: errors become a line and an exit code."""
+    return main(["stylize", *argv])
+
 
 @pytest.fixture
 def photo(tmp_path):
@@ -53,8 +60,8 @@ def test_several_inputs_go_to_a_directory(tiny_onnx, photo, tmp_path, monkeypatc
 
 def test_unknown_style_exits_2_listing_styles(tiny_onnx, photo, tmp_path, capsys):
     src, _ = photo
-    code = stylize_main([str(src), "-s", "starry", "-o", str(tmp_path / "o.png"),
-                         "--model", str(tiny_onnx)])
+    code = stylize([str(src), "-s", "starry", "-o", str(tmp_path / "o.png"),
+                    "--model", str(tiny_onnx)])
     err = capsys.readouterr().err
     assert code == 2 and "starry" in err and "candy, mosaic, udnie" in err
     assert not (tmp_path / "o.png").exists()
@@ -62,8 +69,8 @@ def test_unknown_style_exits_2_listing_styles(tiny_onnx, photo, tmp_path, capsys
 
 def test_bad_weights_exit_2(tiny_onnx, photo, tmp_path, capsys):
     src, _ = photo
-    assert stylize_main([str(src), "-s", "candy:-1", "-o", str(tmp_path / "o.png"),
-                         "--model", str(tiny_onnx)]) == 2
+    assert stylize([str(src), "-s", "candy:-1", "-o", str(tmp_path / "o.png"),
+                    "--model", str(tiny_onnx)]) == 2
     assert "negative" in capsys.readouterr().err
 
 
@@ -71,8 +78,8 @@ def test_unreadable_inputs_exit_2(tiny_onnx, photo, tmp_path, capsys):
     src, _ = photo
     junk = tmp_path / "junk.png"
     junk.write_bytes(b"not an image")
-    code = stylize_main([str(tmp_path / "missing.png"), str(junk), str(src), "-s", "candy",
-                         "-o", str(tmp_path / "o"), "--model", str(tiny_onnx)])
+    code = stylize([str(tmp_path / "missing.png"), str(junk), str(src), "-s", "candy",
+                    "-o", str(tmp_path / "o"), "--model", str(tiny_onnx)])
     err = capsys.readouterr().err
     assert code == 2
     assert "missing.png" in err and "junk.png" in err and "not an image" in err
@@ -82,7 +89,7 @@ def test_unreadable_inputs_exit_2(tiny_onnx, photo, tmp_path, capsys):
 def test_missing_model_exits_1_with_the_recipe(photo, tmp_path, capsys):
     src, _ = photo
     model = tmp_path / "none.onnx"
-    assert stylize_main([str(src), "-s", "candy", "-o", str(tmp_path / "o.png"),
-                         "--model", str(model)]) == 1
+    assert stylize([str(src), "-s", "candy", "-o", str(tmp_path / "o.png"),
+                    "--model", str(model)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(model) in err and "stylebox export" in err

@@ -17,7 +17,6 @@ Data paths and loss settings come from the checkpoint's own training config unle
 from __future__ import annotations
 
 import csv
-import sys
 import time
 from pathlib import Path
 
@@ -25,22 +24,22 @@ import numpy as np
 import torch
 from PIL import Image
 from stylebox.model.card import CardError, StyleInfo
-from stylebox.model.checkpoint import load_checkpoint, save_checkpoint
+from stylebox.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from stylebox.model.edit import append_style, edited_config, is_style_table, log_edit
 from stylebox.training.accel import autocast, use_amp
-from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.config import TrainConfig
 from stylebox.training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
 from stylebox.training.loop import build_loss, train_step
 from stylebox.training.losses import PerceptualLoss
 from stylebox.training.runner import Dist, RunSettings, pick_device, run_steps
-from stylebox.training.vgg import VGGError, VGGFeatures
+from stylebox.training.vgg import VGGFeatures
 from torch.func import functional_call
 
-from stylebox.errors import doc_parser
+from stylebox.errors import UserError, doc_parser
 
 
-class AddStyleError(RuntimeError):
-    pass
+class AddStyleError(UserError):
+    """A bad add-style argument or a partial run that belongs to another one."""
 
 
 def nearest_style(loss_fn: PerceptualLoss, new: int, candidates: list[int]) -> tuple[int, list]:
@@ -250,28 +249,23 @@ def main(argv: list[str] | None = None) -> int:
     keys = ("batch_size", "image_size", "style_size", "device", "data_root", "photos",
             "vgg_weights", "seed")
     values = {k: getattr(args, k) for k in keys if getattr(args, k) is not None}
-    try:
-        if not Path(args.image).is_file():
-            raise DataError(f"style image {args.image} not found")
-        cfg = None
-        if args.config:
-            cfg = TrainConfig.load(args.config, args.set)
-        elif args.set or values:
-            state = torch.load(args.model, map_location="cpu", weights_only=False)
-            if not state.get("config"):
-                raise AddStyleError(f"{args.model} carries no training config; pass --config")
-            cfg = TrainConfig.from_dict(state["config"]).override(args.set)
-        cfg = cfg.replace(**values) if cfg is not None else None
-        s = add_style(args.model, args.image, args.name, args.out, cfg=cfg, title=args.title,
-                      source=args.source, steps=args.steps, lr=args.lr, init=args.init,
-                      lr_schedule=args.lr_schedule,
-                      preview_every=args.preview_every, preview_dir=args.preview_dir,
-                      progress=not args.no_progress, time_limit_min=args.time_limit_min,
-                      resume=not args.no_resume)
-    except (AddStyleError, CardError, ConfigError, DataError, VGGError,
-            FileNotFoundError) as e:
-        print(f"stylebox add-style: {e}", file=sys.stderr)
-        return 2
+    if not Path(args.image).is_file():
+        raise DataError(f"style image {args.image} not found")
+    cfg = None
+    if args.config:
+        cfg = TrainConfig.load(args.config, args.set)
+    elif args.set or values:
+        state = read_checkpoint(args.model)
+        if not state.get("config"):
+            raise AddStyleError(f"{args.model} carries no training config; pass --config")
+        cfg = TrainConfig.from_dict(state["config"]).override(args.set)
+    cfg = cfg.replace(**values) if cfg is not None else None
+    s = add_style(args.model, args.image, args.name, args.out, cfg=cfg, title=args.title,
+                  source=args.source, steps=args.steps, lr=args.lr, init=args.init,
+                  lr_schedule=args.lr_schedule,
+                  preview_every=args.preview_every, preview_dir=args.preview_dir,
+                  progress=not args.no_progress, time_limit_min=args.time_limit_min,
+                  resume=not args.no_resume)
     final = s["final"]
     print(f"stylebox add-style: wrote {s['checkpoint']} ({s['n_styles']} styles; "
           f"{s['name']} initialised from {s['init_from']}, {s['steps']} steps "

@@ -10,12 +10,9 @@ Rerunning the same command resumes from OUT/last.pt (until `steps` is reached).
 from __future__ import annotations
 
 import argparse
-import sys
 
-from stylebox.training.config import ConfigError, TrainConfig
-from stylebox.training.data import DataError
-from stylebox.training.loop import TrainError, train
-from stylebox.training.vgg import VGGError
+from stylebox.training.config import TrainConfig
+from stylebox.training.loop import train
 
 from stylebox.errors import doc_parser
 
@@ -48,13 +45,8 @@ def main(argv: list[str] | None = None) -> int:
         values["compile"] = True
     if args.amp is not None:
         values["amp"] = "on" if args.amp else "off"
-    try:
-        cfg = TrainConfig.load(args.config, args.set).replace(**values)
-        summary = train(cfg, args.out, resume=not args.no_resume,
-                        progress=not args.no_progress)
-    except (ConfigError, DataError, VGGError, TrainError, FileNotFoundError) as e:
-        print(f"stylebox train: {e}", file=sys.stderr)
-        return 2
+    cfg = TrainConfig.load(args.config, args.set).replace(**values)
+    summary = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
     print(f"stylebox train: {summary['stopped']} at step {summary['step']}; "
           f"loss {summary.get('loss', float('nan')):.4g}, "
           f"{summary.get('steps_per_s', 0):.2f} steps/s; checkpoint {summary['checkpoint']}")

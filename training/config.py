@@ -20,6 +20,8 @@ from typing import Any
 from stylebox.model.card import ModelCard, StyleInfo
 from stylebox.training.accel import normalise_amp
 
+from stylebox.errors import UserError
+
 VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
     "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
     "relu3_3": 15, "relu3_4": 17, "relu4_1": 20, "relu4_2": 22, "relu4_3": 24, "relu4_4": 26,
@@ -28,8 +30,8 @@ VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
 _SECTIONS = ("model", "train", "loss", "data")
 
 
-class ConfigError(ValueError):
-    pass
+class ConfigError(UserError):
+    """A training config that is missing, is not TOML, or holds a bad key or value."""
 
 
 @dataclass
@@ -132,8 +134,15 @@ class TrainConfig:
 
     @classmethod
     def load(cls, path: str | Path, overrides: list[str] = ()) -> TrainConfig:
-        with open(path, "rb") as f:
-            d = tomllib.load(f)
+        try:
+            with open(path, "rb") as f:
+                d = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found (see configs/default.toml)") from None
+        except OSError as e:  # a folder, no permission, ...
+            raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # not TOML, or not text
+            raise ConfigError(f"{path} is not valid TOML: {e}") from None
         cfg = cls.from_dict(d)
         return cfg.override(overrides)
 

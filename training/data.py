@@ -16,11 +16,13 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
+from stylebox.errors import UserError
+
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
 
-class DataError(RuntimeError):
-    pass
+class DataError(UserError):
+    """A photo folder or style image that is missing or empty."""
 
 
 def list_photos(folder: str | Path, limit: int = 0) -> list[Path]:

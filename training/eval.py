@@ -21,7 +21,6 @@ photo's style loss: a reference for how far each style is from the photos to beg
 from __future__ import annotations
 
 import csv
-import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -29,20 +28,20 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
 from stylebox.service.backends import open_engine
-from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.engine import Engine
 from stylebox.service.settings import EngineName, Precision, Settings, choices
-from stylebox.training.config import ConfigError, TrainConfig
-from stylebox.training.data import PHOTO_EXTENSIONS, DataError, list_photos, load_style_images
+from stylebox.training.config import TrainConfig
+from stylebox.training.data import PHOTO_EXTENSIONS, list_photos, load_style_images
 from stylebox.training.losses import PerceptualLoss
-from stylebox.training.vgg import VGGError, VGGFeatures
+from stylebox.training.vgg import VGGFeatures
 
-from stylebox.errors import doc_parser
+from stylebox.errors import UserError, doc_parser, need_file
 
 CSV_FIELDS = ["style", "title", "style_loss", "content_loss", "photo_style_loss", "ratio"]
 
 
-class EvalError(RuntimeError):
-    pass
+class EvalError(UserError):
+    """A bad eval argument: a style the model lacks, a style image not found, ..."""
 
 
 @dataclass
@@ -297,29 +296,27 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.size < 8 or args.tile < 16:
         p.error("--size must be >= 8 and --tile >= 16")
-    try:
-        cfg = TrainConfig.load(args.config, args.set)
-        if args.data_root:
-            cfg = cfg.replace(data_root=args.data_root)
-        blend = None
-        if args.blend:
-            parts = [s.strip() for s in args.blend.split(",")]
-            if len(parts) != 2 or not all(parts):
-                raise EvalError(f"--blend wants two style names A,B, got {args.blend!r}")
-            blend = (parts[0], parts[1])
-        if blend and args.blend_steps < 2:
-            raise EvalError("--blend-steps must be >= 2")
-        out = args.out or f"docs/eval/{Path(args.model).stem}"
-        s = evaluate(args.model, args.photos, cfg, out, size=args.size, tile=args.tile,
-                     max_photos=args.max_photos, style_images=_pairs(args.style_image),
-                     styles_dir=args.styles_dir, blend=blend, blend_steps=args.blend_steps,
-                     blend_photo=args.blend_photo, providers=args.providers.split(","),
-                     only=[s.strip() for s in args.styles.split(",")] if args.styles else None,
-                     runtime=args.engine, precision=args.precision)
-    except (EvalError, ConfigError, DataError, VGGError, ModelLoadError,
-            FileNotFoundError) as e:
-        print(f"stylebox eval: {e}", file=sys.stderr)
-        return 2
+    # A missing --model is a bad argument (exit 2); one that exists but does not load is a
+    # ModelLoadError (exit 1), as for `stylebox serve`.
+    need_file(args.model, "model file")
+    cfg = TrainConfig.load(args.config, args.set)
+    if args.data_root:
+        cfg = cfg.replace(data_root=args.data_root)
+    blend = None
+    if args.blend:
+        parts = [s.strip() for s in args.blend.split(",")]
+        if len(parts) != 2 or not all(parts):
+            raise EvalError(f"--blend wants two style names A,B, got {args.blend!r}")
+        blend = (parts[0], parts[1])
+    if blend and args.blend_steps < 2:
+        raise EvalError("--blend-steps must be >= 2")
+    out = args.out or f"docs/eval/{Path(args.model).stem}"
+    s = evaluate(args.model, args.photos, cfg, out, size=args.size, tile=args.tile,
+                 max_photos=args.max_photos, style_images=_pairs(args.style_image),
+                 styles_dir=args.styles_dir, blend=blend, blend_steps=args.blend_steps,
+                 blend_photo=args.blend_photo, providers=args.providers.split(","),
+                 only=[s.strip() for s in args.styles.split(",")] if args.styles else None,
+                 runtime=args.engine, precision=args.precision)
     print(Path(s["out"], "eval.md").read_text())
     print(f"stylebox eval: {s['n_photos']} photos x {len(s['scores'])} styles -> {s['out']} "
           f"(eval.md, eval.csv, eval_per_photo.csv, gallery.jpg"

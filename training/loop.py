@@ -28,11 +28,13 @@ from stylebox.training.runner import Dist, RunSettings, any_rank, pick_device, r
 from stylebox.training.vgg import VGGFeatures
 from torch.nn.parallel import DistributedDataParallel as DDP
 
+from stylebox.errors import UserError
+
 CKPT_NAME = "last.pt"
 LOG_FIELDS = ["step", "loss", "content", "style", "tv", "lr", "steps_per_s", "elapsed_s"]
 
 
-class TrainError(RuntimeError):
+class TrainError(UserError):
     pass
 
 

@@ -15,7 +15,6 @@ With --report FILE the markdown table replaces the part of FILE between the
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,9 @@ import torch
 from stylebox.model.checkpoint import build_generator
 from stylebox.training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
 from stylebox.training.config import ConfigError, TrainConfig
-from stylebox.training.data import DataError, PhotoBank, list_photos, load_style_images
+from stylebox.training.data import PhotoBank, list_photos, load_style_images
 from stylebox.training.loop import build_loss, draw_batch, make_optimizer, train_step
 from stylebox.training.runner import Dist, pick_device
-from stylebox.training.vgg import VGGError
 
 from stylebox.errors import doc_parser
 
@@ -109,17 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=5, help="timed steps per row")
     p.add_argument("--report", help="markdown file to write the table into")
     args = p.parse_args(argv)
-    try:
-        cfg = TrainConfig.load(args.config)
-        if args.data_root:
-            cfg = cfg.replace(data_root=args.data_root)
-        shapes = parse_shapes(args.shapes)
-        device = pick_device(cfg.device, Dist())
-        files = list_photos(cfg.resolve(cfg.photos), args.photos)
-        styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
-    except (ConfigError, DataError, VGGError) as e:
-        print(f"stylebox train-bench: {e}", file=sys.stderr)
-        return 2
+    cfg = TrainConfig.load(args.config)
+    if args.data_root:
+        cfg = cfg.replace(data_root=args.data_root)
+    shapes = parse_shapes(args.shapes)
+    device = pick_device(cfg.device, Dist())
+    files = list_photos(cfg.resolve(cfg.photos), args.photos)
+    styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
     rows = []
     for crop, batch in shapes:
         bank = PhotoBank(files, crop, device)

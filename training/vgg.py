@@ -14,14 +14,16 @@ import torch
 from stylebox.training.config import VGG_LAYERS
 from torch import nn
 
+from stylebox.errors import UserError
+
 # torchvision vgg19().features: conv/relu pairs with max-pools after each block.
 _CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
 
 
-class VGGError(RuntimeError):
-    pass
+class VGGError(UserError):
+    """A VGG weights file that is missing or does not reach the loss's layers."""
 
 
 def vgg19_features(n_modules: int) -> nn.Sequential:
@@ -78,7 +80,12 @@ def load_vgg(source: str | Path, layers: list[str]) -> VGGFeatures:
     if not path.is_file():
         raise VGGError(f"VGG weights file {path} not found (pass --vgg-weights FILE, or "
                        "'torchvision' to download torchvision's weights)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # pickle, zip, EOF, weights_only refusals: not a plain state dict
+        state = None
+    if not isinstance(state, dict):
+        raise VGGError(f"{path} is not a VGG state dict (torchvision vgg19().features keys)")
     want = features.state_dict().keys()
     missing = [k for k in want if k not in state]
     if missing:
