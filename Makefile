@@ -65,7 +65,7 @@ bench: $(VENV)/.test-installed
 # fresh examples, then 32 concurrent 4K uploads and mixed traffic above capacity.
 SOAK_ARGS ?= --seconds 60 --clients 24 --burst 32
 soak: $(VENV)/.test-installed
-	STYLEBOX_SOAK=1 $(BIN)/python -m pytest tests/test_fuzz_decode.py -q
+	STYLEBOX_SOAK=1 $(BIN)/python -m pytest tests/service/test_fuzz_decode.py -q
 	$(BIN)/python -m stylebox.soak $(SOAK_ARGS)
 
 lint: $(VENV)/.test-installed

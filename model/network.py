@@ -199,7 +199,7 @@ class Generator(nn.Module):
         apart reaches (k // 2) * s further; a nearest x2 upsample from spacing s can shift
         the reach by up to one coarse pixel, s. A tile whose kept part has at least this
         many real pixels of context on every side computes that part as the whole image
-        would (given the same statistics). tests/test_tiling.py checks it is not too small.
+        would (given the same statistics). tests/service/test_tiling.py checks it is not too small.
         """
         r = 4  # out_conv, 9x9 at spacing 1
         r += (1 + 2) + (2 + 4)  # up[1], up[0]: a 3x3 conv at spacing 1 / 2 + upsample slack

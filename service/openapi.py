@@ -7,8 +7,8 @@ them (routes that need the model declare its 503 themselves: NOT_READY in servic
 so each operation lists every status it can answer, with body schema and headers. Which
 operations are keyed or admission-controlled comes from the routes' marks (service/access.py),
 as for the layers themselves.
-tests/test_contract_st.py holds the server to that with every Schemathesis check (`st run
---checks all`), tests/test_openapi_contract.py by hand.
+tests/service/test_schemathesis.py holds the server to that with every Schemathesis check (`st run
+--checks all`), tests/service/test_openapi.py by hand.
 """
 
 from __future__ import annotations

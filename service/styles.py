@@ -66,7 +66,7 @@ def _weight(name: str, text: str, valid: list[str]) -> Decimal:
 
 
 def parse_style_spec(spec: str | None, style_names: Sequence[str]) -> StyleMix:
-    """Exactly the strings `STYLE_SPEC_PATTERN` matches parse (tests/test_service_styles.py
+    """Exactly the strings `STYLE_SPEC_PATTERN` matches parse (tests/service/test_styles.py
     checks both ways); unknown names then raise UnknownStyleError. A name given twice adds
     up (`candy,candy` is `candy`), as a sum of weights should."""
     valid = list(style_names)

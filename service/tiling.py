@@ -14,7 +14,7 @@ image border, where the whole image has none either). With margin >= the network
 radius (recorded in the card by the export) and tile origins on the 4-pixel grid of the two
 stride-2 convolutions, the core is computed exactly as the whole image would compute it
 given the same statistics: tiling itself adds no error, only the statistics estimate does
-(tests/test_tiling.py). Memory is bounded by the tile size, not the image size.
+(tests/service/test_tiling.py). Memory is bounded by the tile size, not the image size.
 """
 
 from __future__ import annotations

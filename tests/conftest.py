@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]  # the repository
+
 TINY_STYLES = [
     {"name": "candy", "title": "Candy", "source": "test style A"},
     {"name": "mosaic", "title": "Mosaic", "source": "test style B"},

@@ -13,7 +13,8 @@ import importlib.metadata
 import tomllib
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 FOLDERS = {"model": "stylebox.model", "service": "stylebox.service",
            "training": "stylebox.training", "stylebox": "stylebox"}
 BASE = {"stylebox", "stylebox.errors"}  # importable from every layer

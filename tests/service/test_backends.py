@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,7 +23,8 @@ from stylebox.service.engine import EngineConfigError
 from stylebox.service.precision import MAX_MEAN, MAX_P999, compare
 from stylebox.service.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 SHIPPED = ROOT / "models" / "stylebox-a0.25.onnx"
 needs_ov = pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
 
@@ -290,8 +290,9 @@ def test_a_signal_after_openvino_engines_come_and_go_is_handled():
     import sys
 
     r = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_engine.py",
-         "tests/test_training.py::test_sigterm_stops_at_the_next_step_with_a_checkpoint",
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         "tests/service/test_engine.py",
+         "tests/training/test_loop.py::test_sigterm_stops_at_the_next_step_with_a_checkpoint",
          "-k", "contract_violations and openvino or sigterm"],
         cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, (r.returncode, r.stdout[-2000:], r.stderr[-2000:])

@@ -30,8 +30,8 @@ from PIL import Image
 from stylebox.service.settings import Settings
 
 from stylebox.procs import free_port, stop, wait_ready
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # anchors and `<<` merges resolved, as compose does
@@ -340,7 +340,7 @@ def _in_context(path: str) -> bool:
 
 def test_build_context_keeps_data_and_local_state_out():
     for path in ("data/photos/a.jpg", "runs/a0.25/last.pt", ".venv/bin/python", ".git/HEAD",
-                 "tests/test_deploy.py", "model/weights.pt", "service/__pycache__/app.pyc",
+                 "tests/deploy/test_deploy.py", "model/weights.pt", "service/__pycache__/app.pyc",
                  "stylebox.egg-info/PKG-INFO", ".env", "deploy/lb.py", "deploy/k8s/stylebox.yaml",
                  "configs/default.toml", "shared/data/x.jpg", "docs/performance.md"):
         assert not _in_context(path), path

@@ -18,7 +18,7 @@ ENV = {
     "STYLEBOX_INTRA_OP_THREADS": ("3", "intra_op_threads", 3),
     "STYLEBOX_MAX_CONCURRENCY": ("5", "max_concurrency", 5),
     "STYLEBOX_DEFAULT_FORMAT": ("JPG", "default_format", "jpeg"),
-    # Inference speed (tests/test_engine_options.py checks how the engine uses them).
+    # Inference speed (tests/service/test_session_options.py checks how the engine uses them).
     "STYLEBOX_GRAPH_OPTIMIZATION": ("extended", "graph_optimization", "extended"),
     "STYLEBOX_INTER_OP_THREADS": ("2", "inter_op_threads", 2),
     "STYLEBOX_CPU_MEM_ARENA": ("false", "cpu_mem_arena", False),
@@ -27,7 +27,7 @@ ENV = {
     "STYLEBOX_IO_BINDING": ("off", "io_binding", "off"),
     "STYLEBOX_WARMUP_SIZES": ("512,1920X1080", "warmup_sizes", ["512", "1920x1080"]),
     "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": ("true", "allow_admin_without_key", True),
-    # Hardening (tests/test_auth.py, test_hardening_*.py, test_metrics.py check their use).
+    # Hardening (tests/service/test_auth.py, test_hardening_*.py, test_metrics.py check their use).
     "STYLEBOX_MAX_QUEUE": ("3", "max_queue", 3),
     "STYLEBOX_REQUEST_TIMEOUT_S": ("12.5", "request_timeout_s", 12.5),
     "STYLEBOX_RETRY_AFTER_S": ("4", "retry_after_s", 4),
@@ -37,14 +37,14 @@ ENV = {
     "STYLEBOX_METRICS_PUBLIC": ("false", "metrics_public", False),
     "STYLEBOX_DRAIN_S": ("0.5", "drain_s", 0.5),
     "STYLEBOX_LOG_FORMAT": ("json", "log_format", "json"),
-    # TensorRT EP (tests/test_deploy.py checks the provider options they make).
+    # TensorRT EP (tests/deploy/test_deploy.py checks the provider options they make).
     "STYLEBOX_TRT_CACHE_DIR": ("/cache/trt", "trt_cache_dir", "/cache/trt"),
     # Large images (service/tiling.py).
     "STYLEBOX_LARGE_IMAGES": ("downscale", "large_images", "downscale"),
     "STYLEBOX_TILE_SIZE": ("512", "tile_size", 512),
     "STYLEBOX_TILE_MARGIN": ("64", "tile_margin", 64),
     "STYLEBOX_TILE_STATS_PIXELS": ("250000", "tile_stats_pixels", 250_000),
-    # Engine and precision (tests/test_backends.py checks how they are resolved).
+    # Engine and precision (tests/service/test_backends.py checks how they are resolved).
     "STYLEBOX_ENGINE": ("OpenVINO", "engine", "openvino"),
     "STYLEBOX_PRECISION": ("BF16", "precision", "bf16"),
     "STYLEBOX_OV_HINT": ("throughput", "ov_hint", "throughput"),
@@ -98,11 +98,11 @@ def test_bad_values_are_rejected(monkeypatch, var, value):
 
 
 def test_settings_doc_is_generated_from_the_fields():
-    from pathlib import Path
-
     from stylebox.service.settings import settings_markdown
 
-    doc = Path(__file__).resolve().parents[1] / "docs" / "settings.md"
+    from tests.conftest import ROOT
+
+    doc = ROOT / "docs" / "settings.md"
     assert doc.read_text() == settings_markdown(), \
         "regenerate: python -m stylebox.service.settings > docs/settings.md"
     assert all(f.description for f in Settings.model_fields.values())

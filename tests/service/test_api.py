@@ -264,7 +264,7 @@ def test_tiny_images(client, h, w):
 
 
 def test_image_over_inference_budget_keeps_its_size(tiny_onnx, engine):
-    # The downscale path; tiling (the default for this model) is in tests/test_tiling.py.
+    # The downscale path; tiling (the default for this model) is in tests/service/test_tiling.py.
     settings = Settings(model_path=str(tiny_onnx), max_inference_pixels=1000,
                         large_images="downscale")
     with TestClient(create_app(settings, engine=engine)) as c:

@@ -20,7 +20,8 @@ from stylebox.training.data import list_photos, load_style_images
 from stylebox.training.eval import find_style_images, load_photo, score
 from stylebox.training.losses import PerceptualLoss
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 DATA = ROOT.parent / "shared/data"
 MODELS = {"stylebox-a0.25.onnx": 0.25, "stylebox-a1.onnx": 1.0, "stylebox-a0.5.onnx": 0.5,
           "stylebox-a0.1.onnx": 0.1}  # file -> the α its card must say

@@ -23,8 +23,8 @@ from PIL import Image
 from stylebox.service.previews import sample_image
 
 from stylebox.procs import free_port, service_env, stop, wait_ready
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 CHROMIUM = os.environ.get("STYLEBOX_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]

@@ -20,8 +20,7 @@ import numpy as np
 from PIL import Image
 
 from stylebox.procs import ServeProcess, service_env
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def _env(**settings: str) -> dict[str, str]:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import ast
 import io
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,8 +20,9 @@ from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.routers import stylize
 from stylebox.service.settings import Settings
 
+from tests.conftest import ROOT
+
 KEY = "route-marks-key"
-ROOT = Path(__file__).resolve().parents[1]
 # The hand-written lists before the routes carried marks: auth.OPEN_PATHS, PAGE_PATHS and
 # PAGE_PREFIXES ("/static/"), METRICS_PATH; admission.GUARDED; middleware.DOCS_PATHS.
 OPEN_BEFORE = {"/healthz", "/readyz", "/", "/sample.png", "/docs", "/docs/oauth2-redirect",

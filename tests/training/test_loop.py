@@ -12,9 +12,8 @@ from stylebox.training.data import PhotoBank, list_photos
 from stylebox.training.losses import PerceptualLoss, gram
 from stylebox.training.vgg import VGGError, load_vgg
 
-from tests.conftest import make_train_data, random_vgg, write_fake_vgg, write_train_config
+from tests.conftest import ROOT, make_train_data, random_vgg, write_fake_vgg, write_train_config
 
-ROOT = Path(__file__).resolve().parents[1]
 SHARED_VGG = ROOT.parent / "shared/data/vgg/vgg19_features_to_relu5_1_fp16.pth"
 
 

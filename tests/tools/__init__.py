@@ -1,0 +1,1 @@
+"""Tests of the tools and the CLI entry point (stylebox/)."""
