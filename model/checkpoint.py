@@ -12,10 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from stylebox.model.card import CardError, ModelCard
-from stylebox.model.network import Generator, GeneratorConfig
 
 from stylebox.errors import UserError
+from stylebox.model.card import CardError, ModelCard
+from stylebox.model.network import Generator, GeneratorConfig
 
 
 class CheckpointError(UserError):

@@ -11,6 +11,7 @@ import copy
 from collections.abc import Iterator
 
 import torch
+
 from stylebox.model.card import CardError, ModelCard, StyleInfo
 from stylebox.model.checkpoint import build_generator
 from stylebox.model.network import ConditionalInstanceNorm, Generator

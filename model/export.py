@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from stylebox.errors import UserError
 from stylebox.model import contract
 from stylebox.model.card import CARD_KEY, ModelCard
 from stylebox.model.network import (
@@ -35,8 +37,6 @@ from stylebox.model.network import (
     UInt8StatsGenerator,
     to_float_chw,
 )
-
-from stylebox.errors import UserError
 
 EXPORTERS = ("torchscript", "dynamo")
 SAMPLE_SIZE = 128  # px: the photo the page's style previews are made from (service/previews.py)

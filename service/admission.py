@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from stylebox.service.access import RouteRules
 from stylebox.service.problems import TYPE_PREFIX, problem
 

@@ -14,6 +14,7 @@ from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter, to_thread
 from fastapi import FastAPI
+
 from stylebox.service import __version__, metrics
 from stylebox.service.access import RouteRules, mark_docs
 from stylebox.service.backends import load_engine

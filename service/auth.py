@@ -21,6 +21,7 @@ import hashlib
 import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
+
 from stylebox.service.access import RouteRules
 from stylebox.service.problems import TYPE_PREFIX, problem
 

@@ -10,6 +10,8 @@ import argparse
 from pathlib import Path
 
 from pydantic import ValidationError
+
+from stylebox.errors import UserError, report
 from stylebox.service.backends import open_engine
 from stylebox.service.controls import ControlError, Controls, apply_controls, shrink_decoded
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
@@ -19,8 +21,6 @@ from stylebox.service.pipeline import stylize_fitted
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
-
-from stylebox.errors import UserError, report
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, replace
 
 import numpy as np
+
 from stylebox.service.errors import StyleboxError
 from stylebox.service.imaging import DecodedImage, resize_rgb
 

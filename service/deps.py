@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import Request
+
 from stylebox.service.engine import Engine
 from stylebox.service.errors import NotReadyError
 from stylebox.service.settings import Settings

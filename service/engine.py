@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from stylebox.errors import UserError
 from stylebox.model import contract
 from stylebox.model.card import CARD_KEY, CardError, ModelCard, NotOnnxError, read_onnx_metadata
 from stylebox.model.contract import Port
-
-from stylebox.errors import UserError
 
 log = logging.getLogger("stylebox.engine")
 

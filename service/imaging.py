@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
 from stylebox.service.errors import (
     CorruptImageError,
     ImageTooLargeError,

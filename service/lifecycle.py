@@ -16,6 +16,7 @@ from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI
+
 from stylebox.service.middleware import JsonFormatter
 from stylebox.service.settings import Settings
 

@@ -33,6 +33,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
+
 from stylebox.service.access import Access, mark
 from stylebox.service.admission import Admission
 

@@ -20,6 +20,7 @@ from urllib.parse import parse_qs
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from stylebox.service.access import RouteRules
 from stylebox.service.admission import Admission, AdmissionMiddleware
 from stylebox.service.auth import APIKeyMiddleware

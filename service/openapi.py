@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+
 from stylebox.service.access import RouteRules
 from stylebox.service.problems import MEDIA_TYPE
 from stylebox.service.settings import Settings

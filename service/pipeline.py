@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from stylebox.service.engine import Engine
 from stylebox.service.imaging import fit_size, resize_rgb
 from stylebox.service.tiling import TileConfig, stylize_tiled

@@ -18,6 +18,7 @@ from functools import cache
 
 import numpy as np
 from PIL import Image
+
 from stylebox.service.engine import Engine
 
 PREVIEW_SIZE = 128  # px, square

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from stylebox.service.settings import GraphLevel, IoBinding, Settings
 
 log = logging.getLogger("stylebox.engine")

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 import numpy as np
+
 from stylebox.service.errors import StyleSpecError, UnknownStyleError
 
 MAX_SPEC_CHARS = 2000

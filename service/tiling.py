@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+
 from stylebox.service.engine import Engine
 from stylebox.service.imaging import fit_size, resize_rgb
 

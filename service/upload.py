@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 from fastapi import Request
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
+
 from stylebox.service.errors import (
     MalformedBodyError,
     MissingImageError,

@@ -21,6 +21,7 @@ TINY_STYLES = [
 
 def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0):
     import torch
+
     from stylebox.model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
@@ -152,6 +153,7 @@ TINY_TRAIN_LAYERS = {"content_layers": ["relu1_2"], "style_layers": ["relu1_1", 
 def random_vgg(layers: list[str], seed: int = 0):
     """A randomly initialised VGG up to the deepest of `layers` (no weights, no downloads)."""
     import torch
+
     from stylebox.training.vgg import VGG_LAYERS, VGGFeatures, vgg19_features
 
     torch.manual_seed(seed)

@@ -13,11 +13,11 @@ import onnx
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
+from stylebox.cli import main
 from stylebox.model.card import CARD_KEY, ModelCard
 from stylebox.service.app import create_app
 from stylebox.service.settings import Settings
-
-from stylebox.cli import main
 from tests.conftest import make_train_data, write_train_config
 
 

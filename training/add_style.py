@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torch.func import functional_call
+
+from stylebox.errors import UserError, doc_parser
 from stylebox.model.card import CardError, StyleInfo
 from stylebox.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from stylebox.model.edit import append_style, edited_config, is_style_table, log_edit
@@ -33,9 +36,6 @@ from stylebox.training.loop import build_loss, train_step
 from stylebox.training.losses import PerceptualLoss
 from stylebox.training.runner import Dist, RunSettings, pick_device, run_steps
 from stylebox.training.vgg import VGGFeatures
-from torch.func import functional_call
-
-from stylebox.errors import UserError, doc_parser
 
 
 class AddStyleError(UserError):

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import argparse
 
+from stylebox.errors import doc_parser
 from stylebox.training.config import TrainConfig
 from stylebox.training.loop import train
-
-from stylebox.errors import doc_parser
 
 # CLI flag -> config key (each also settable with --set key=value).
 _FLAGS = {

@@ -17,10 +17,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from stylebox.errors import UserError
 from stylebox.model.card import ModelCard, StyleInfo
 from stylebox.training.accel import normalise_amp
-
-from stylebox.errors import UserError
 
 VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
     "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,

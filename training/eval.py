@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageOps
+
+from stylebox.errors import UserError, doc_parser, need_file
 from stylebox.service.backends import open_engine
 from stylebox.service.engine import Engine
 from stylebox.service.settings import EngineName, Precision, Settings, choices
@@ -34,8 +36,6 @@ from stylebox.training.config import TrainConfig
 from stylebox.training.data import PHOTO_EXTENSIONS, list_photos, load_style_images
 from stylebox.training.losses import PerceptualLoss
 from stylebox.training.vgg import VGGFeatures
-
-from stylebox.errors import UserError, doc_parser, need_file
 
 CSV_FIELDS = ["style", "title", "style_loss", "content_loss", "photo_style_loss", "ratio"]
 

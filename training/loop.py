@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from stylebox.errors import UserError
 from stylebox.model.card import ModelCard
 from stylebox.model.checkpoint import build_generator, save_checkpoint
 from stylebox.model.edit import is_style_table
@@ -26,9 +29,6 @@ from stylebox.training.data import PhotoBank, list_photos, load_style_images
 from stylebox.training.losses import LossParts, PerceptualLoss
 from stylebox.training.runner import Dist, RunSettings, any_rank, pick_device, run_steps
 from stylebox.training.vgg import VGGFeatures
-from torch.nn.parallel import DistributedDataParallel as DDP
-
-from stylebox.errors import UserError
 
 CKPT_NAME = "last.pt"
 LOG_FIELDS = ["step", "loss", "content", "style", "tv", "lr", "steps_per_s", "elapsed_s"]

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
-from stylebox.training.vgg import VGGFeatures, load_vgg
 from torch import nn
+
+from stylebox.training.vgg import VGGFeatures, load_vgg
 
 if TYPE_CHECKING:
     from stylebox.training.config import TrainConfig

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 
 import torch
+
+from stylebox.errors import doc_parser
 from stylebox.model.checkpoint import build_generator
 from stylebox.training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import PhotoBank, list_photos, load_style_images
 from stylebox.training.loop import build_loss, draw_batch, make_optimizer, train_step
 from stylebox.training.runner import Dist, pick_device
-
-from stylebox.errors import doc_parser
 
 BEGIN, END = "<!-- train-bench:begin -->", "<!-- train-bench:end -->"
 

@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from stylebox.training.config import VGG_LAYERS
 from torch import nn
 
 from stylebox.errors import UserError
+from stylebox.training.config import VGG_LAYERS
 
 # torchvision vgg19().features: conv/relu pairs with max-pools after each block.
 _CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512]

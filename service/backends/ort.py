@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+
 from stylebox.model import contract
 from stylebox.service.engine import Engine, ModelLoadError, Opened
 from stylebox.service.session_options import (

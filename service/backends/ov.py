@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import openvino as ov
+
 from stylebox.model.contract import Port
 from stylebox.service.engine import Engine, ModelLoadError, Opened
 from stylebox.service.settings import OvHint, RunPrecision, choices

@@ -22,6 +22,7 @@ from typing import Annotated
 from anyio import Lock, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
+
 from stylebox.service.auth import REALM, key_digest, key_matches, presented_keys
 from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
+
 from stylebox.service.access import Access, mark
 from stylebox.service.deps import get_engine
 from stylebox.service.errors import NotReadyError

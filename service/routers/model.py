@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends
+
 from stylebox.service.deps import NOT_READY, get_engine
 from stylebox.service.engine import Engine
 

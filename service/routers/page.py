@@ -16,6 +16,7 @@ from typing import Annotated
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
+
 from stylebox.service.access import Access, mark
 from stylebox.service.deps import NOT_READY, get_engine, get_settings
 from stylebox.service.engine import Engine

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends
 from pydantic import BaseModel
+
 from stylebox.service.deps import NOT_READY, get_engine
 from stylebox.service.engine import Engine
 

@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
+
 from stylebox.service.access import mark
 from stylebox.service.controls import (
     MAX_MAX_SIDE,

@@ -27,9 +27,9 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
-from stylebox.service.settings import Settings
 
 from stylebox.procs import free_port, stop, wait_ready
+from stylebox.service.settings import Settings
 from tests.conftest import ROOT
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()

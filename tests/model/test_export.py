@@ -6,12 +6,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 import torch
+
 from stylebox.model import export as export_mod
 from stylebox.model.card import CARD_KEY, ModelCard
 from stylebox.model.checkpoint import save_checkpoint
 from stylebox.model.export import ExportError, export_onnx
 from stylebox.model.network import UInt8Generator
-
 from tests.conftest import make_tiny_card, make_tiny_generator, session_feed
 
 
@@ -98,6 +98,7 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
 
 def test_stats_error_measures_what_the_normalisation_feels():
     import numpy as np
+
     from stylebox.model.export import STATS_MAX_REL, stats_error
 
     # one layer, 2 channels: means (0.0, 40.0), variances (4.0, 100.0); batch 1

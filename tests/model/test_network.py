@@ -6,10 +6,10 @@ import json
 
 import pytest
 import torch
+
 from stylebox.model.card import CardError, ModelCard, StyleInfo
 from stylebox.model.checkpoint import load_checkpoint, save_checkpoint
 from stylebox.model.network import ConditionalInstanceNorm, Generator, GeneratorConfig, one_hot
-
 from tests.conftest import make_tiny_card, make_tiny_generator
 
 

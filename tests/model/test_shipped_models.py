@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.training.config import TrainConfig
 from stylebox.training.data import list_photos, load_style_images
 from stylebox.training.eval import find_style_images, load_photo, score
 from stylebox.training.losses import PerceptualLoss
-
 from tests.conftest import ROOT
 
 DATA = ROOT.parent / "shared/data"
@@ -91,6 +91,7 @@ def test_each_stylized_photo_keeps_its_own_content(engine: OrtEngine, scores):
     that photo is nearer than the stylization of the other photo, in every style (a model
     that paints the same picture whatever the input, or noise, fails)."""
     import torch
+
     from stylebox.training.eval import _tensor
 
     _, images, photos, loss_fn = scores

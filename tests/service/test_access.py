@@ -14,12 +14,12 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 from PIL import Image
+
 from stylebox.service.access import Access, Mark, RouteRules, mark
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.routers import stylize
 from stylebox.service.settings import Settings
-
 from tests.conftest import ROOT
 
 KEY = "route-marks-key"

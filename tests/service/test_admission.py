@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 from PIL import Image
+
 from stylebox.service.admission import Admission
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
 from stylebox.service.app import create_app
 from stylebox.service.routers.stylize import choose_format
 from stylebox.service.settings import Settings
-
 from tests.conftest import TINY_STYLES, encode, noise
 
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
 from stylebox.service.app import create_app
 from stylebox.service.auth import APIKeyMiddleware, key_matches, presented_keys
 from stylebox.service.backends.ort import OrtEngine

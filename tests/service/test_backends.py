@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+
 from stylebox.service import backends
 from stylebox.service.app import create_app
 from stylebox.service.backends import choose, open_engine, openvino_installed
@@ -22,7 +23,6 @@ from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.engine import EngineConfigError
 from stylebox.service.precision import MAX_MEAN, MAX_P999, compare
 from stylebox.service.settings import Settings
-
 from tests.conftest import ROOT
 
 SHIPPED = ROOT / "models" / "stylebox-a0.25.onnx"

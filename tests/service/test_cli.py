@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.cli import stylize_main
 
 from stylebox.cli import main
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.cli import stylize_main
 
 
 def stylize(argv: list[str]) -> int:

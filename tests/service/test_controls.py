@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
+
 from stylebox.service import controls as ctl
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
@@ -23,7 +24,6 @@ from stylebox.service.controls import (
 )
 from stylebox.service.previews import PREVIEW_SIZE, sample_image
 from stylebox.service.settings import Settings
-
 from tests.conftest import TINY_STYLES, encode, pixels
 
 PROBLEM = "application/problem+json"
@@ -224,7 +224,6 @@ def test_cli_controls(tiny_onnx, tmp_path, capsys):
 def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
     """`stylebox export --sample-photo`: the page shows each style on that photo."""
     from stylebox.model.export import SAMPLE_SIZE, export_onnx
-
     from tests.conftest import make_tiny_card, make_tiny_generator
 
     photo = sample_image(200)[:, 30:190]  # (200, 160, 3): smooth, so JPEG keeps it close

@@ -9,11 +9,11 @@ import onnx
 import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
+
 from stylebox.model.card import CARD_KEY
 from stylebox.service.backends import openvino_installed
 from stylebox.service.backends.ort import OrtEngine, resolve_providers
 from stylebox.service.engine import Engine, ModelLoadError
-
 from tests.conftest import make_tiny_card, session_feed
 
 

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.settings import Settings
-
 from stylebox.soak import header_bomb
 
 VALID = ["candy", "mosaic", "udnie"]

@@ -18,6 +18,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+
 from stylebox.service.errors import StyleboxError
 from stylebox.service.imaging import decode_image, set_pixel_limit
 

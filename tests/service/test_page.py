@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from stylebox.service.previews import sample_image
 
 from stylebox.procs import free_port, service_env, stop, wait_ready
+from stylebox.service.previews import sample_image
 from tests.conftest import ROOT
 
 CHROMIUM = os.environ.get("STYLEBOX_CHROMIUM", "/usr/bin/chromium")

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.settings import Settings
-
 from tests.conftest import TINY_STYLES, make_tiny_card, make_tiny_generator
 
 KEY = "s3cret-admin-key"

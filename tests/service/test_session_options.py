@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import ValidationError
+
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.session_options import (
@@ -17,7 +18,6 @@ from stylebox.service.session_options import (
     use_io_binding,
 )
 from stylebox.service.settings import Settings, parse_size
-
 from tests.conftest import session_feed
 
 W = np.array([0.2, 0.5, 0.3], np.float32)

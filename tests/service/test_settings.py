@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from pydantic import SecretStr, ValidationError
+
 from stylebox.service.settings import Settings
 
 ENV = {
@@ -99,7 +100,6 @@ def test_bad_values_are_rejected(monkeypatch, var, value):
 
 def test_settings_doc_is_generated_from_the_fields():
     from stylebox.service.settings import settings_markdown
-
     from tests.conftest import ROOT
 
     doc = ROOT / "docs" / "settings.md"

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
+
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
 from stylebox.service.pipeline import stylize_fitted
 from stylebox.service.settings import Settings
 from stylebox.service.tiling import TileConfig, plan_tiles, run_tiles, stats_input
-
 from tests.conftest import make_tiny_card, make_tiny_generator
 
 CANDY = np.array([1, 0, 0], np.float32)
@@ -59,6 +59,7 @@ def test_card_records_the_statistics_and_receptive_radius(engine):
 def test_receptive_radius_bounds_the_real_one():
     """The analytic radius is an upper bound of the gradient's reach (statistics fixed)."""
     import torch
+
     from stylebox.model.network import NormStats
 
     g = make_tiny_generator().double()

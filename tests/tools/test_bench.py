@@ -10,10 +10,10 @@ import re
 
 import numpy as np
 import pytest
-from stylebox.service.backends import openvino_installed
 
 from stylebox import bench
 from stylebox.roofline import Peaks, graph_cost, machine_peaks
+from stylebox.service.backends import openvino_installed
 from tests.conftest import make_tiny_generator
 
 

@@ -19,6 +19,7 @@ from tests.conftest import make_tiny_card, make_tiny_generator, make_train_data,
 def files(tmp_path_factory) -> dict[str, Path]:
     """Good inputs (photos, a config, a checkpoint) and bad ones (junk, a malformed checkpoint)."""
     import torch
+
     from stylebox.model.checkpoint import save_checkpoint
 
     root = make_train_data(tmp_path_factory.mktemp("errors"))

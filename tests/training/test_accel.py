@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from stylebox.training import accel
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.losses import PerceptualLoss, gram
-
 from tests.conftest import make_tiny_generator, random_vgg
 
 CPU = torch.device("cpu")

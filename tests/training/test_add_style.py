@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
 from stylebox.model.card import CardError, StyleInfo
 from stylebox.model.checkpoint import build_generator, load_checkpoint, save_checkpoint
 from stylebox.model.edit import append_style, is_style_table, remove_style, rename_style
 from stylebox.model.network import one_hot
 from stylebox.training.config import TrainConfig
-
 from tests.conftest import make_train_data, write_train_config
 
 
@@ -156,12 +156,12 @@ def test_rename_style_edits_only_the_card(base):
 
 def test_cli_add_export_serve_the_new_style(base, tmp_path, capsys):
     from fastapi.testclient import TestClient
+
+    from stylebox.cli import main
     from stylebox.model.export import export_onnx
     from stylebox.service.app import create_app
     from stylebox.service.backends.ort import OrtEngine
     from stylebox.service.settings import Settings
-
-    from stylebox.cli import main
 
     out = tmp_path / "plus.pt"
     rc = main(["add-style", "--model", str(base / "base.pt"), "--name", "flipped", "--image",

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
-from stylebox.service.backends import openvino_installed
 
+from stylebox.service.backends import openvino_installed
 from tests.conftest import TINY_TRAIN_LAYERS, make_train_data
 
 TILE, SIZE = 32, 40

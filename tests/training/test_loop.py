@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import PhotoBank, list_photos
 from stylebox.training.losses import PerceptualLoss, gram
 from stylebox.training.vgg import VGGError, load_vgg
-
 from tests.conftest import ROOT, make_train_data, random_vgg, write_fake_vgg, write_train_config
 
 SHARED_VGG = ROOT.parent / "shared/data/vgg/vgg19_features_to_relu5_1_fp16.pth"

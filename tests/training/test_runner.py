@@ -7,6 +7,7 @@ import signal
 
 import pytest
 import torch
+
 from stylebox.training import runner
 from stylebox.training.runner import RunSettings, cosine_lr, run_steps, step_seed
 
