@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from stylebox.errors import UserError
@@ -105,66 +104,3 @@ class ModelCard:
         except json.JSONDecodeError as e:
             raise CardError(f"model card is not valid JSON: {e}") from None
 
-
-class NotOnnxError(CardError):
-    """The file is not an ONNX model at all (a checkpoint, an image, a truncated file)."""
-
-
-def _varint(buf: bytes, i: int) -> tuple[int, int]:
-    value, shift = 0, 0
-    while True:
-        if i >= len(buf) or shift > 63:
-            raise NotOnnxError("truncated: it ends inside a field")
-        b = buf[i]
-        value |= (b & 0x7F) << shift
-        i, shift = i + 1, shift + 7
-        if b < 0x80:
-            return value, i
-
-
-def _fields(buf: bytes) -> list[tuple[int, int, bytes | int]]:
-    """(field number, wire type, bytes or int) of one protobuf message, without descending."""
-    out, i = [], 0
-    while i < len(buf):
-        tag, i = _varint(buf, i)
-        number, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, i = _varint(buf, i)
-        elif wire in (1, 5):  # fixed 64 / 32 bits
-            value, i = buf[i:i + (8 if wire == 1 else 4)], i + (8 if wire == 1 else 4)
-        elif wire == 2:
-            n, i = _varint(buf, i)
-            value, i = buf[i:i + n], i + n
-        else:
-            raise NotOnnxError(f"not protobuf: wire type {wire} at byte {i}")
-        if number == 0 or i > len(buf):
-            raise NotOnnxError("truncated, or not protobuf")
-        out.append((number, wire, value))
-    return out
-
-
-def read_onnx_metadata(path: str | Path) -> dict[str, str]:
-    """An ONNX file's `metadata_props`, read by walking its top-level protobuf fields.
-
-    Runtime-independent and cheap (the graph is skipped, not parsed), so a file that is not
-    an ONNX model at all is refused with one line before any runtime parses it (and prints
-    its own errors).
-    """
-    data = Path(path).read_bytes()
-    if data[:4] == b"PK\x03\x04":  # torch.save's zip format
-        raise NotOnnxError("this is a zip file (a PyTorch checkpoint?), not an ONNX model; "
-                           "make one with `stylebox export CHECKPOINT -o MODEL.onnx`")
-    fields = _fields(data)
-    # ModelProto: 1 = ir_version (varint), 7 = graph, 14 = metadata_props (key 1, value 2).
-    if not any(n == 1 and w == 0 for n, w, _ in fields) or \
-            not any(n == 7 and w == 2 for n, w, _ in fields):
-        raise NotOnnxError("no ONNX graph in it")
-    meta = {}
-    for number, wire, value in fields:
-        if number == 14 and wire == 2:
-            entry = {n: v for n, w, v in _fields(value) if w == 2}
-            try:
-                meta[entry.get(1, b"").decode()] = entry.get(2, b"").decode()
-            except UnicodeDecodeError:
-                raise NotOnnxError("metadata that is not UTF-8") from None
-    return meta

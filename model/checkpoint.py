@@ -2,12 +2,16 @@
 
 The card's ``arch`` holds the GeneratorConfig, so a checkpoint rebuilds its own network.
 A file that is missing, is not a checkpoint or does not fit its card is a CheckpointError
-(one line), whichever command reads it.
+(one line), whichever command reads it. Every checkpoint is read with torch's weights-only
+unpickler: tensors, numbers, strings and the containers that hold them, which is all
+stylebox writes. A file whose pickle asks for anything else (a downloaded file that would
+run code) is refused before any of it runs.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +44,32 @@ def save_checkpoint(path: str | Path, generator: Generator, card: ModelCard, **e
     os.replace(tmp, path)
 
 
-def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
-    """The checkpoint's dict (weights, card, and what training added), unchecked beyond
-    having weights and a card."""
+def load_state(path: str | Path, map_location: str = "cpu") -> Any:
+    """torch.load with the weights-only unpickler; CheckpointError (one line) otherwise."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} not found")
     try:
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
-    except Exception:  # torch.load fails in many ways (pickle, zip, EOF, ...) on other files
-        state = None
+    except pickle.UnpicklingError as e:
+        if "weights only" not in str(e).lower():
+            return None  # not a pickle at all: the caller says what it expected
+        # The pickle names a global outside the allow-list: whatever it is, it is not
+        # something stylebox wrote, and unpickling it could run code.
+        raise CheckpointError(
+            f"{path} is refused: its pickle asks for Python objects other than tensors, "
+            "numbers and strings (stylebox never writes those; loading it could run code)"
+        ) from None
+    except Exception:  # torch.load fails in many ways (zip, EOF, ...) on other files
+        return None
+
+
+def read_checkpoint(path: str | Path, map_location: str = "cpu") -> dict:
+    """The checkpoint's dict (weights, card, and what training added), unchecked beyond
+    having weights and a card."""
+    state = load_state(path, map_location)
     if not isinstance(state, dict) or not {"model", "card"} <= state.keys():
         raise CheckpointError(f"{path} is not a stylebox checkpoint (an .onnx file? give the "
                               "checkpoint that `stylebox train` or `add-style` wrote)")

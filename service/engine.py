@@ -1,7 +1,8 @@
 """The engine: one loaded model on one runtime, checked against the model contract.
 
-`Engine` reads the model card from the file itself (model/card.py, no runtime needed, so a
-file that is no ONNX model is refused before any runtime parses it). A backend
+`Engine` reads the model card from the file itself (model/onnxfile.py, no runtime needed, so
+a file that is no ONNX model, or one whose weights lie outside its folder, is refused before
+any runtime parses it). A backend
 (service/backends/: one module each, ONNX Runtime and OpenVINO) only opens the file and
 returns what it opened as an `Opened`: the ports its runtime reports, a run function, the
 precision it really computes in and its device list. `Engine` checks the ports against the
@@ -23,8 +24,9 @@ import numpy as np
 
 from stylebox.errors import UserError
 from stylebox.model import contract
-from stylebox.model.card import CARD_KEY, CardError, ModelCard, NotOnnxError, read_onnx_metadata
+from stylebox.model.card import CARD_KEY, CardError, ModelCard
 from stylebox.model.contract import Port
+from stylebox.model.onnxfile import NotOnnxError, check_external, read_onnx
 
 log = logging.getLogger("stylebox.engine")
 
@@ -72,11 +74,13 @@ class Engine:
         if not path.is_file():
             raise ModelLoadError(f"model file {str(path)!r} does not exist")
         try:
-            meta = read_onnx_metadata(path)
+            onnx = read_onnx(path)
+            check_external(path, onnx)
         except NotOnnxError as e:
             raise ModelLoadError(f"{path}: not a loadable ONNX model ({e})") from None
         except OSError as e:  # a folder, no permission
             raise ModelLoadError(f"{path}: cannot read it ({e.strerror})") from None
+        meta = onnx.metadata
         if CARD_KEY not in meta:
             raise ModelLoadError(f"{path}: no model card (metadata {CARD_KEY!r}); "
                                  "export the model with `stylebox export`")

@@ -27,7 +27,7 @@ from torch.func import functional_call
 
 from stylebox.errors import UserError, doc_parser
 from stylebox.model.card import CardError, StyleInfo
-from stylebox.model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from stylebox.model.checkpoint import load_checkpoint, load_state, read_checkpoint, save_checkpoint
 from stylebox.model.edit import append_style, edited_config, is_style_table, log_edit
 from stylebox.training.accel import autocast, use_amp
 from stylebox.training.config import TrainConfig
@@ -116,7 +116,9 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     partial = out.with_name(out.stem + ".partial.pt")
     start, prior_s, curve = 0, 0.0, []
     if resume and partial.is_file():
-        st = torch.load(partial, map_location="cpu", weights_only=False)
+        st = load_state(partial)
+        if not isinstance(st, dict) or not {"name", "base", "n", "rows"} <= st.keys():
+            raise AddStyleError(f"{partial} is not an add-style partial run; delete it")
         if (st["name"], st["base"], st["n"]) != (name, str(base), n):
             raise AddStyleError(f"{partial} belongs to another run ({st['name']} on "
                                 f"{st['base']}); delete it or choose another --out")

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from stylebox.errors import UserError
 from stylebox.model.card import ModelCard
-from stylebox.model.checkpoint import build_generator, save_checkpoint
+from stylebox.model.checkpoint import build_generator, read_checkpoint, save_checkpoint
 from stylebox.model.edit import is_style_table
 from stylebox.training.accel import autocast, machine_summary, use_amp
 from stylebox.training.config import TrainConfig
@@ -69,7 +69,7 @@ def run_settings(cfg: TrainConfig, d: Dist | None = None, progress: bool = True)
 
 
 def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tuple[int, float]:
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = read_checkpoint(path)
     old = ModelCard.from_dict(state["card"])
     if old.style_names != card.style_names or old.alpha != card.alpha or old.arch != card.arch:
         raise TrainError(f"{path} was trained with styles {old.style_names}, alpha {old.alpha}, "
