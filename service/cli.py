@@ -17,7 +17,7 @@ from stylebox.service.controls import ControlError, Controls, apply_controls, sh
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.errors import StyleboxError
 from stylebox.service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
-from stylebox.service.pipeline import stylize_fitted
+from stylebox.service.pipeline import check_cost, stylize_fitted
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
@@ -140,6 +140,7 @@ def stylize_main(argv: list[str] | None = None) -> int:
         try:
             decoded = shrink_decoded(decode_image(src.read_bytes(), settings.max_pixels),
                                      controls.max_side)
+            check_cost(engine, *decoded.rgb.shape[:2], settings)
             res = stylize_fitted(engine, decoded.rgb, mix.vector(engine.style_names),
                                  settings.max_inference_pixels, TileConfig.from_settings(settings))
             res.rgb = apply_controls(decoded.rgb, res.rgb, controls)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import logging
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
@@ -134,6 +135,8 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         source_format = im.format or "unknown"
         try:
             im.load()  # first frame only for animations
+            if source_format == "PNG" and not _png_rows_complete(data):
+                raise ValueError("its compressed data ends before the last row")
         except Exception as e:
             raise CorruptImageError(
                 f"the {source_format} image is truncated or corrupt ({str(e)[:120]})") from None
@@ -145,14 +148,68 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     return DecodedImage(rgb=rgb, alpha=alpha, source_format=source_format)
 
 
-def fit_size(width: int, height: int, max_pixels: int) -> tuple[int, int]:
-    """The largest (w, h) of the same aspect ratio with w * h <= max_pixels (at least 1x1)."""
-    if width * height <= max_pixels:
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2),
+          (0, 1, 1, 2))  # (x0, y0, dx, dy) of each interlace pass
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+
+
+def _png_rows_complete(data: bytes) -> bool:
+    """Whether the image data inflates to every row the header promises.
+
+    Pillow accepts a zlib stream that ends cleanly on a row boundary before the last row
+    and leaves the rest black, so a 69-byte file can claim a 1 x 5,000,000 image. Inflating
+    again (output counted, not kept) costs about what Pillow's own inflate did.
+    """
+    i, idat, header = 8, [], None
+    while i + 8 <= len(data):
+        n, kind = int.from_bytes(data[i:i + 4], "big"), data[i + 4:i + 8]
+        body = data[i + 8:i + 8 + n]
+        if kind == b"IHDR":
+            header = body
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        i += 12 + n
+    if header is None or len(header) < 13:
+        return False
+    width, height = int.from_bytes(header[0:4], "big"), int.from_bytes(header[4:8], "big")
+    bits = header[8] * _PNG_CHANNELS.get(header[9], 4)
+    passes = _ADAM7 if header[12] else ((0, 0, 1, 1),)
+    need = 0
+    for x0, y0, dx, dy in passes:
+        cols, rows = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if cols > 0 and rows > 0:
+            need += rows * (1 + -(-cols * bits // 8))  # a filter byte per row
+    inflate, got = zlib.decompressobj(), 0
+    for chunk in idat:
+        while chunk and got < need:
+            got += len(inflate.decompress(chunk, 1 << 20))  # bounded output per call
+            chunk = inflate.unconsumed_tail
+        if got >= need:
+            return True
+    return got >= need
+
+
+def fit_size(width: int, height: int, max_pixels: int, min_side: int = 1) -> tuple[int, int]:
+    """The largest (w, h) of the same aspect ratio with w * h <= max_pixels (at least 1x1).
+
+    With min_side, a side shorter than it counts as min_side (the network pads it up), so a
+    thin strip is shortened along its length until its padded area fits.
+    """
+    if max(width, min_side) * max(height, min_side) <= max_pixels:
         return width, height
-    scale = (max_pixels / (width * height)) ** 0.5
-    w = max(1, int(width * scale))
-    h = max(1, min(int(height * scale), max_pixels // w))
-    return max(1, min(w, max_pixels // h)), h
+    w, h = width, height
+    if w * h > max_pixels:
+        scale = (max_pixels / (w * h)) ** 0.5
+        w = max(1, int(w * scale))
+        h = max(1, min(int(h * scale), max_pixels // w))
+        w = max(1, min(w, max_pixels // h))
+    if w < min_side:
+        h = max(1, min(h, max_pixels // min_side))
+    if h < min_side:
+        w = max(1, min(w, max_pixels // min_side))
+    return w, h
 
 
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:

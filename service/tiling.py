@@ -61,27 +61,29 @@ def core_size(tile_size: int, margin: int) -> int:
     return max(MIN_CORE, (tile_size - 2 * margin) // GRID * GRID)
 
 
+def tile_spans(n: int, tile_size: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Along one axis of n pixels: (src0, src1, dst0, dst1) of each tile, context included."""
+    core = core_size(tile_size, margin)
+    return [(max(0, a - margin), min(n, a + core + margin), a, min(n, a + core))
+            for a in range(0, n, core)]
+
+
 def plan_tiles(height: int, width: int, tile_size: int, margin: int) -> list[Tile]:
     """Cores of one size on the 4-pixel grid, covering the image, each with its context."""
-    core = core_size(tile_size, margin)
-
-    def spans(n: int) -> list[tuple[int, int, int, int]]:  # (src0, src1, dst0, dst1)
-        return [(max(0, a - margin), min(n, a + core + margin), a, min(n, a + core))
-                for a in range(0, n, core)]
-
     tiles = []
-    for sy0, sy1, dy0, dy1 in spans(height):
-        for sx0, sx1, dx0, dx1 in spans(width):
+    for sy0, sy1, dy0, dy1 in tile_spans(height, tile_size, margin):
+        for sx0, sx1, dx0, dx1 in tile_spans(width, tile_size, margin):
             tiles.append(Tile((slice(sy0, sy1), slice(sx0, sx1)),
                               (slice(dy0, dy1), slice(dx0, dx1)),
                               (slice(dy0 - sy0, dy1 - sy0), slice(dx0 - sx0, dx1 - sx0))))
     return tiles
 
 
-def stats_input(rgb: np.ndarray, stats_pixels: int) -> np.ndarray:
-    """The image as the statistics pass sees it: resized to about stats_pixels."""
+def stats_input(rgb: np.ndarray, stats_pixels: int, min_side: int = 1) -> np.ndarray:
+    """The image as the statistics pass sees it: resized to about stats_pixels (a side
+    below min_side counted as the network pads it)."""
     height, width = rgb.shape[:2]
-    size = fit_size(width, height, stats_pixels)
+    size = fit_size(width, height, stats_pixels, min_side)
     return rgb if size == (width, height) else resize_rgb(rgb, size)
 
 
@@ -102,7 +104,7 @@ def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.nd
 def stylize_tiled(engine: Engine, rgb: np.ndarray, weights: np.ndarray,
                   cfg: TileConfig) -> tuple[np.ndarray, int, float]:
     """The statistics pass, then the tiles: (image, tile count, model ms incl. both)."""
-    small = stats_input(rgb, cfg.stats_pixels)  # resizing is not model time
+    small = stats_input(rgb, cfg.stats_pixels, engine.min_side)  # resizing is not model time
     t0 = time.perf_counter()
     stats = engine.stylize_stats(small, weights)[1]
     out, n = run_tiles(engine, rgb, weights, stats, cfg.tile_size, cfg.margin_for(engine))

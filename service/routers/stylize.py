@@ -24,7 +24,7 @@ from stylebox.service.controls import (
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
 from stylebox.service.imaging import MEDIA_TYPES, decode_image, encode_image
-from stylebox.service.pipeline import stylize_fitted
+from stylebox.service.pipeline import check_cost, stylize_fitted
 from stylebox.service.settings import Settings
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
@@ -131,6 +131,9 @@ async def stylize(
     if max_side is not None:
         decoded = await to_thread.run_sync(shrink_decoded, decoded, max_side,
                                            limiter=state.codec_limiter)
+    # Priced before it queues for the network: a thin strip's padding is refused here (413).
+    await to_thread.run_sync(check_cost, engine, *decoded.rgb.shape[:2], settings,
+                             limiter=state.codec_limiter)
     result = await to_thread.run_sync(stylize_fitted, engine, decoded.rgb,
                                       mix.vector(engine.style_names),
                                       settings.max_inference_pixels,
