@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     providers: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["CPUExecutionProvider"],
         description="ONNX Runtime execution providers, a comma list or JSON")
-    host: str = Field("0.0.0.0", description="where `stylebox serve` listens")
+    host: str = Field("127.0.0.1", description=(
+        "where `stylebox serve` listens: this machine only; 0.0.0.0 for every interface "
+        "(the container images set that)"))
     port: int = Field(8000, ge=0, le=65535, description="TCP port; 0 lets the OS pick")
     max_upload_bytes: int = Field(20 * 1024 * 1024, gt=0,
                                   description="request body cap (413 above)")

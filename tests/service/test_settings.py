@@ -62,7 +62,7 @@ def test_defaults():
     s = Settings()
     assert s.model_path == "models/stylebox-a0.25.onnx"
     assert s.providers == ["CPUExecutionProvider"]
-    assert (s.host, s.port) == ("0.0.0.0", 8000)
+    assert (s.host, s.port) == ("127.0.0.1", 8000)  # the container images set 0.0.0.0
     assert s.max_upload_bytes == 20 * 1024 * 1024
     assert s.max_pixels == 40_000_000
     assert s.max_inference_pixels >= 3840 * 2160
