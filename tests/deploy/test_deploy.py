@@ -174,11 +174,11 @@ def test_dockerfile_installs_runtime_deps_only():
     runs = " ".join(a for i, a in _instructions(DOCKERFILE) if i == "RUN")
     assert "pip install" in runs
     assert "[train" not in runs and "torch" not in runs and " -e " not in runs
-    # pyproject's packages (model*, service*, ...) are all copied in for `pip install .`.
-    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    # pyproject's package folders (model/, service/, ...) are all copied in for `pip install .`.
+    setup = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
     copied = " ".join(a for i, a in BY_NAME["source"][1] if i == "COPY")
-    for pattern in find["packages"]["find"]["include"]:
-        assert f"{pattern.rstrip('*')}/" in copied, pattern
+    for folder in setup["package-dir"].values():
+        assert f"{folder}/" in copied, folder
     assert "pyproject.toml README.md" in copied
     # GPU targets: the project without its deps, then onnxruntime-gpu (pinned) instead of
     # onnxruntime (both provide the `onnxruntime` module).
