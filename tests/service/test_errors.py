@@ -6,14 +6,12 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from stylebox.soak import header_bomb
-from tests.conftest import encode, make_app, make_client, noise, png
+from stylebox.soak import header_bomb  # a PNG header claiming w x h: a bomb probe
+from tests.conftest import TINY_STYLES, encode, make_app, make_client, noise, png
 
-VALID = ["candy", "mosaic", "udnie"]
+VALID = [s["name"] for s in TINY_STYLES]
 PNG = png(seed=0)  # 16 x 16 noise: incompressible, so the cuts below land inside its IDAT
 JPEG = encode(noise(64, 64), "JPEG", quality=95)
-
-png_header_only = header_bomb  # a valid PNG header claiming width x height: a bomb probe
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +144,7 @@ def test_too_many_pixels_is_413_with_limits(client):
     body = assert_problem(stylize(client, data=flat), 413)
     assert body["max_pixels"] == 250_000 and body["width"] == 500 and body["height"] == 600
     # A header claiming 100k x 100k is refused before any decoding (Pillow's bomb guard).
-    body = assert_problem(stylize(client, data=png_header_only(100_000, 100_000)), 413)
+    body = assert_problem(stylize(client, data=header_bomb(100_000, 100_000)), 413)
     assert body["max_pixels"] == 250_000
 
 
