@@ -97,20 +97,49 @@ def host_engine(request, tiny_onnx):
 
 
 @pytest.fixture(scope="module")
-def ort_engine(tiny_onnx):
-    """The tiny model on ONNX Runtime f32: for tests that name their engine."""
+def engine(tiny_onnx):
+    """The tiny model on ONNX Runtime f32 (module-wide): for tests that name their engine.
+    A module whose tests must hold on every engine overrides it with `host_engine`."""
     from stylebox.service.backends.ort import OrtEngine
 
     return OrtEngine(tiny_onnx)
 
 
+# -- the app: built on an engine and settings the one way ------------------------------------
+
+def make_app(engine, model_path, /, **settings):
+    """`create_app(Settings(model_path=..., **settings), engine=engine)`. With engine None the
+    app opens its own from the settings at start-up, as a server would. (Positional-only, so
+    that Settings' own `engine` field can be passed as a setting.)"""
+    from stylebox.service.app import create_app
+    from stylebox.service.settings import Settings
+
+    return create_app(Settings(model_path=str(model_path), **settings), engine=engine)
+
+
+def make_client(engine, model_path, /, **settings):
+    """A TestClient on `make_app(engine, model_path, **settings)`. Use it as a context manager
+    (`with make_client(...) as c:`) to run the app's lifespan; without `with` it never runs."""
+    from fastapi.testclient import TestClient
+
+    return TestClient(make_app(engine, model_path, **settings))
+
+
+@pytest.fixture(scope="module")
+def client(tiny_onnx, engine):
+    """A client of the app on `engine` with the default settings, lifespan running
+    (module-wide). Modules that need other settings override it with make_client."""
+    with make_client(engine, tiny_onnx) as c:
+        yield c
+
+
 # -- images: made on the spot, encoded and decoded the one way ------------------------------
 
-def noise(h: int, w: int, seed: int = 0, channels: int = 3):
-    """uint8 (h, w, channels) uniform noise."""
+def noise(h: int, w: int, seed: int = 0, channels: int = 3, *, lo: int = 0, hi: int = 256):
+    """uint8 (h, w, channels) uniform noise in [lo, hi)."""
     import numpy as np
 
-    return np.random.default_rng(seed).integers(0, 256, (h, w, channels), dtype=np.uint8)
+    return np.random.default_rng(seed).integers(lo, hi, (h, w, channels), dtype=np.uint8)
 
 
 def encode(image, fmt: str = "PNG", **kw) -> bytes:

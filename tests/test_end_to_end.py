@@ -6,19 +6,14 @@ checkpoint, the ONNX card, `GET /styles` and the CLI.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import onnx
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
 from stylebox.cli import main
 from stylebox.model.card import CARD_KEY, ModelCard
-from stylebox.service.app import create_app
-from stylebox.service.settings import Settings
-from tests.conftest import make_train_data, write_train_config
+from tests.conftest import make_client, make_train_data, pixels, png, write_train_config
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +36,17 @@ def test_the_card_travels_from_config_to_onnx(trained_onnx):
 
 
 def test_the_service_serves_the_trained_model(trained_onnx):
-    with TestClient(create_app(Settings(model_path=str(trained_onnx)))) as client:
+    with make_client(None, trained_onnx) as client:
         assert [s["name"] for s in client.get("/styles").json()["styles"]] == ["stripes",
                                                                                 "checker"]
         assert client.get("/model").json()["training"]["steps_done"] == 3
-        photo = np.random.default_rng(0).integers(0, 256, (29, 37, 3), dtype=np.uint8)
-        buf = io.BytesIO()
-        Image.fromarray(photo).save(buf, "PNG")
+        photo = png(29, 37, seed=0)
         r = client.post("/stylize", params={"style": "stripes:0.5,checker:0.5"},
-                        files={"image": ("p.png", buf.getvalue())})
+                        files={"image": ("p.png", photo)})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        assert Image.open(io.BytesIO(r.content)).size == (37, 29)
+        assert pixels(r.content).shape == (29, 37, 3)
         r = client.post("/stylize", params={"style": "candy"},
-                        files={"image": ("p.png", buf.getvalue())})
+                        files={"image": ("p.png", photo)})
         assert r.status_code == 404 and "stripes" in r.json()["detail"]
 
 

@@ -6,21 +6,15 @@ route; for the real app the derived rules are the lists that were written out by
 from __future__ import annotations
 
 import ast
-import io
 
-import numpy as np
 import pytest
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
-from PIL import Image
 
 from stylebox.service.access import Access, Mark, RouteRules, mark
-from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.routers import stylize
-from stylebox.service.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_app, png
 
 KEY = "route-marks-key"
 # The hand-written lists before the routes carried marks: auth.OPEN_PATHS, PAGE_PATHS and
@@ -31,27 +25,12 @@ GUARDED_BEFORE = {("/stylize", "POST")}
 DOCS_BEFORE = {"/docs", "/redoc", "/docs/oauth2-redirect"}
 
 
-def png() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
 def scope(method: str, path: str) -> dict:
     return {"type": "http", "method": method, "path": path}
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_onnx) -> OrtEngine:
-    return OrtEngine(tiny_onnx)
-
-
-def keyed_app(tiny_onnx, engine) -> FastAPI:
-    return create_app(Settings(model_path=str(tiny_onnx), api_key=KEY), engine=engine)
-
-
 def test_the_derived_rules_are_the_lists_they_replace(tiny_onnx):
-    app = create_app(Settings(model_path=str(tiny_onnx)))
+    app = make_app(None, tiny_onnx)
     rules: RouteRules = app.state.route_rules
     assert rules.open_paths(metrics_public=True) == OPEN_BEFORE | {"/metrics"}
     assert rules.open_paths(metrics_public=False) == OPEN_BEFORE
@@ -68,7 +47,7 @@ def test_the_derived_rules_are_the_lists_they_replace(tiny_onnx):
 def test_requests_are_matched_by_each_routes_own_regex(tiny_onnx, method, path, open_):
     """Path parameters match as the router matches them; a 405 is answered by the route
     that has the path (as before: the open list went by path alone); no route: keyed."""
-    rules = create_app(Settings(model_path=str(tiny_onnx))).state.route_rules
+    rules = make_app(None, tiny_onnx).state.route_rules
     assert rules.answering(scope(method, path)).access.is_open(True) is open_
 
 
@@ -83,7 +62,7 @@ def test_an_unmarked_route_needs_the_key_and_is_not_admission_controlled(tiny_on
     assert rules.answering(scope("POST", "/work")) == Mark(Access.KEYED, admission=False)
     assert not rules.admitted(scope("POST", "/work")) and not rules.open_paths(True)
 
-    app = keyed_app(tiny_onnx, engine)
+    app = make_app(engine, tiny_onnx, api_key=KEY)
 
     @app.post("/work")  # added after create_app, before the first request
     def work() -> dict[str, str]:
@@ -106,7 +85,7 @@ def test_an_unmarked_route_needs_the_key_and_is_not_admission_controlled(tiny_on
 def test_marks_travel_with_the_route(tiny_onnx, engine):
     """The stylize router included under a prefix, and mounted in a sub-app: both keyed and
     admission-controlled, found through the app's routes."""
-    app = keyed_app(tiny_onnx, engine)
+    app = make_app(engine, tiny_onnx, api_key=KEY)
     app.include_router(stylize.router, prefix="/v2")
     sub = FastAPI()
     sub.include_router(stylize.router)
@@ -118,17 +97,17 @@ def test_marks_travel_with_the_route(tiny_onnx, engine):
     assert not rules.admitted(scope("GET", "/v2/stylize"))
     with TestClient(app) as c:
         for path in ("/v2/stylize", "/sub/stylize"):
-            r = c.post(f"{path}?style=candy", files={"image": ("x.png", png())})
+            r = c.post(f"{path}?style=candy", files={"image": ("x.png", png(8, 8))})
             assert r.status_code == 401, path
         ok = c.post("/v2/stylize?style=candy", headers={"X-API-Key": KEY},
-                    files={"image": ("x.png", png())})
+                    files={"image": ("x.png", png(8, 8))})
         assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
         admission = app.state.admission
         admission.active = admission.limit
         try:
             for path in ("/v2/stylize", "/sub/stylize"):
                 r = c.post(f"{path}?style=candy", headers={"X-API-Key": KEY},
-                           files={"image": ("x.png", png())})
+                           files={"image": ("x.png", png(8, 8))})
                 assert r.status_code == 503 and r.json()["type"].endswith(":overloaded"), path
         finally:
             admission.active = 0

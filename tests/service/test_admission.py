@@ -7,26 +7,17 @@ control exactly how many requests are in progress.
 
 from __future__ import annotations
 
-import io
 import threading
 import time
 
 import anyio
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
 from stylebox.service.admission import Admission
-from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.settings import Settings
-
-
-def png(w: int = 16, h: int = 16) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), 120, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+from tests.conftest import make_app, png
 
 
 class SlowEngine:
@@ -44,10 +35,6 @@ class SlowEngine:
         self.running += 1
         self.release.wait(self.delay)
         return self._engine.stylize(rgb, weights)
-
-
-def make_app(tiny_onnx, engine, **kw):
-    return create_app(Settings(model_path=str(tiny_onnx), **kw), engine=engine)
 
 
 async def _post(client: httpx.AsyncClient, content=None, **kw) -> httpx.Response:
@@ -72,13 +59,13 @@ def test_admission_counts():
     ("POST", "/stylizex", False), ("GET", "/healthz", False), ("GET", "/styles", False),
 ])
 def test_guarded_routes(tiny_onnx, method, path, guarded):
-    rules = make_app(tiny_onnx, None).state.route_rules  # from the routes' marks
+    rules = make_app(None, tiny_onnx).state.route_rules  # from the routes' marks
     assert rules.admitted({"type": "http", "method": method, "path": path}) is guarded
 
 
-def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx):
-    slow = SlowEngine(OrtEngine(tiny_onnx))
-    app = make_app(tiny_onnx, slow, max_concurrency=1, max_queue=2, retry_after_s=7)
+def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx, engine):
+    slow = SlowEngine(engine)
+    app = make_app(slow, tiny_onnx, max_concurrency=1, max_queue=2, retry_after_s=7)
 
     async def main():
         async with _client(app) as c:
@@ -115,9 +102,9 @@ def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx):
     assert app.state.admission.active == 0  # every slot given back
 
 
-def test_queued_request_past_its_deadline_is_503(tiny_onnx):
-    slow = SlowEngine(OrtEngine(tiny_onnx), delay=1.5)
-    app = make_app(tiny_onnx, slow, max_concurrency=1, max_queue=4, request_timeout_s=0.4)
+def test_queued_request_past_its_deadline_is_503(tiny_onnx, engine):
+    slow = SlowEngine(engine, delay=1.5)
+    app = make_app(slow, tiny_onnx, max_concurrency=1, max_queue=4, request_timeout_s=0.4)
 
     async def main():
         async with _client(app) as c:
@@ -146,8 +133,8 @@ def test_queued_request_past_its_deadline_is_503(tiny_onnx):
     assert app.state.admission.active == 0
 
 
-def test_stalled_upload_is_408(tiny_onnx):
-    app = make_app(tiny_onnx, OrtEngine(tiny_onnx), request_timeout_s=0.3)
+def test_stalled_upload_is_408(tiny_onnx, engine):
+    app = make_app(engine, tiny_onnx, request_timeout_s=0.3)
 
     async def trickle():
         yield png()[:20]
@@ -166,9 +153,8 @@ def test_stalled_upload_is_408(tiny_onnx):
     assert app.state.admission.active == 0
 
 
-def test_slots_are_released_after_every_kind_of_answer(tiny_onnx):
-    app = make_app(tiny_onnx, OrtEngine(tiny_onnx), max_concurrency=1, max_queue=0,
-                   max_upload_bytes=1000)
+def test_slots_are_released_after_every_kind_of_answer(tiny_onnx, engine):
+    app = make_app(engine, tiny_onnx, max_concurrency=1, max_queue=0, max_upload_bytes=1000)
 
     async def main():
         async with _client(app) as c:

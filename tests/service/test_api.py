@@ -6,13 +6,10 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from stylebox.service.app import create_app
 from stylebox.service.routers.stylize import choose_format
-from stylebox.service.settings import Settings
-from tests.conftest import TINY_STYLES, encode, noise
+from tests.conftest import TINY_STYLES, encode, make_client, noise
 
 
 def decode(resp) -> Image.Image:
@@ -23,14 +20,9 @@ def decode(resp) -> Image.Image:
 
 @pytest.fixture(scope="module")
 def engine(host_engine):
-    """Every engine this host runs: the API must serve what its engine makes, on each."""
+    """Every engine this host runs: the API (conftest's `client`, on this engine) must serve
+    what its engine makes, on each."""
     return host_engine
-
-
-@pytest.fixture(scope="module")
-def client(tiny_onnx, engine):
-    with TestClient(create_app(Settings(model_path=str(tiny_onnx)), engine=engine)) as c:
-        yield c
 
 
 def post(client, data: bytes, style: str | None = "candy", files: bool = True, **params):
@@ -71,7 +63,7 @@ def test_health_and_ready(client):
 
 def test_readyz_is_503_until_the_engine_is_loaded(tiny_onnx):
     # No `with`: the lifespan never runs, so the model is never loaded.
-    c = TestClient(create_app(Settings(model_path=str(tiny_onnx))))
+    c = make_client(None, tiny_onnx)
     assert c.get("/healthz").status_code == 200
     r = c.get("/readyz")
     assert r.status_code == 503 and r.headers["content-type"] == "application/problem+json"
@@ -79,9 +71,8 @@ def test_readyz_is_503_until_the_engine_is_loaded(tiny_onnx):
 
 
 def test_concurrency_is_bounded_by_settings(tiny_onnx, engine):
-    app = create_app(Settings(model_path=str(tiny_onnx), max_concurrency=3), engine=engine)
-    with TestClient(app):
-        assert app.state.limiter.total_tokens == 3
+    with make_client(engine, tiny_onnx, max_concurrency=3) as c:
+        assert c.app.state.limiter.total_tokens == 3
 
 
 def test_openapi_docs_are_served(client):
@@ -218,9 +209,7 @@ def test_greyscale_and_16bit_and_cmyk(client):
 def test_palette_with_transparency_keeps_alpha(client):
     p = Image.fromarray(noise(10, 12)[:, :, 0] % 4).convert("P")
     p.info["transparency"] = 0
-    buf = io.BytesIO()
-    p.save(buf, "PNG", transparency=0)
-    r = post(client, buf.getvalue())
+    r = post(client, encode(p, "PNG", transparency=0))
     out = decode(r)
     assert out.mode == "RGBA" and out.size == (12, 10)
     expected = np.where(np.asarray(p) == 0, 0, 255)
@@ -228,7 +217,7 @@ def test_palette_with_transparency_keeps_alpha(client):
 
 
 def test_rgba_alpha_is_preserved_exactly(client, engine):
-    rgba = np.random.default_rng(5).integers(0, 256, (17, 23, 4), dtype=np.uint8)
+    rgba = noise(17, 23, seed=5, channels=4)
     r = post(client, encode(rgba))
     out = np.asarray(decode(r))
     assert out.shape == (17, 23, 4)
@@ -241,8 +230,7 @@ def test_rgba_alpha_is_preserved_exactly(client, engine):
 
 
 def test_la_image_keeps_alpha(client):
-    la = Image.fromarray(np.random.default_rng(6).integers(0, 256, (9, 7, 2), dtype=np.uint8),
-                         "LA")
+    la = Image.fromarray(noise(9, 7, seed=6, channels=2), "LA")
     out = decode(post(client, encode(la)))
     assert out.mode == "RGBA" and out.size == (7, 9)
     np.testing.assert_array_equal(np.asarray(out)[:, :, 3], np.asarray(la)[:, :, 1])
@@ -250,9 +238,8 @@ def test_la_image_keeps_alpha(client):
 
 def test_animated_gif_uses_first_frame(client):
     frames = [Image.fromarray(noise(14, 18, seed=s)).convert("P") for s in range(3)]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50)
-    r = post(client, buf.getvalue())
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50)
+    r = post(client, data)
     assert r.status_code == 200 and decode(r).size == (18, 14)
 
 
@@ -265,9 +252,8 @@ def test_tiny_images(client, h, w):
 
 def test_image_over_inference_budget_keeps_its_size(tiny_onnx, engine):
     # The downscale path; tiling (the default for this model) is in tests/service/test_tiling.py.
-    settings = Settings(model_path=str(tiny_onnx), max_inference_pixels=1000,
-                        large_images="downscale")
-    with TestClient(create_app(settings, engine=engine)) as c:
+    with make_client(engine, tiny_onnx, max_inference_pixels=1000,
+                     large_images="downscale") as c:
         r = post(c, encode(noise(60, 100)))
     assert r.status_code == 200
     assert decode(r).size == (100, 60)

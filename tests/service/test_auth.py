@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from PIL import Image
 
-from stylebox.service.app import create_app
 from stylebox.service.auth import APIKeyMiddleware, key_matches, presented_keys
-from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.settings import Settings
+from tests.conftest import make_client, png
 
 KEY = "s3cret-key-with-enough-entropy"
 
 
-def png() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((8, 8, 3), 90, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx):
-    return OrtEngine(tiny_onnx)
-
-
-def client_for(tiny_onnx, engine, **kw) -> TestClient:
-    return TestClient(create_app(Settings(model_path=str(tiny_onnx), **kw), engine=engine))
-
-
 @pytest.fixture(scope="module")
 def locked(tiny_onnx, engine):
-    with client_for(tiny_onnx, engine, api_key=KEY) as c:
+    with make_client(engine, tiny_onnx, api_key=KEY) as c:
         yield c
 
 
@@ -70,7 +49,8 @@ def test_a_wrong_key_is_401(locked, headers):
 ])
 def test_the_right_key_in_either_header_works(locked, headers):
     assert locked.get("/styles", headers=headers).status_code == 200
-    r = locked.post("/stylize?style=candy", headers=headers, files={"image": ("x.png", png())})
+    r = locked.post("/stylize?style=candy", headers=headers,
+                    files={"image": ("x.png", png(8, 8))})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
 
 
@@ -81,7 +61,7 @@ def test_open_paths_need_no_key(locked, path):
 
 
 def test_metrics_can_be_locked_too(tiny_onnx, engine):
-    with client_for(tiny_onnx, engine, api_key=KEY, metrics_public=False) as c:
+    with make_client(engine, tiny_onnx, api_key=KEY, metrics_public=False) as c:
         assert c.get("/metrics").status_code == 401
         assert c.get("/metrics", headers={"X-API-Key": KEY}).status_code == 200
         assert c.get("/healthz").status_code == 200
@@ -119,7 +99,7 @@ def test_empty_key_setting_means_no_auth(tiny_onnx, engine, monkeypatch):
 
 
 def test_no_key_configured_means_open(tiny_onnx, engine):
-    with client_for(tiny_onnx, engine) as c:
+    with make_client(engine, tiny_onnx) as c:
         assert c.get("/styles").status_code == 200
         schema = c.get("/openapi.json").json()
         assert "securitySchemes" not in schema.get("components", {})
@@ -128,7 +108,7 @@ def test_no_key_configured_means_open(tiny_onnx, engine):
 # -- CORS ------------------------------------------------------------------------------------
 
 def test_cors_is_off_by_default(tiny_onnx, engine):
-    with client_for(tiny_onnx, engine) as c:
+    with make_client(engine, tiny_onnx) as c:
         r = c.get("/styles", headers={"Origin": "https://evil.example"})
         assert "access-control-allow-origin" not in r.headers
         r = c.options("/stylize", headers={"Origin": "https://evil.example",
@@ -137,8 +117,8 @@ def test_cors_is_off_by_default(tiny_onnx, engine):
 
 
 def test_cors_allows_only_configured_origins(tiny_onnx, engine):
-    with client_for(tiny_onnx, engine, cors_origins="https://app.example, https://b.example",
-                    api_key=KEY) as c:
+    with make_client(engine, tiny_onnx, cors_origins="https://app.example, https://b.example",
+                     api_key=KEY) as c:
         # The preflight carries no credentials and must still pass.
         r = c.options("/stylize", headers={"Origin": "https://app.example",
                                            "Access-Control-Request-Method": "POST",

@@ -14,16 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 
 from stylebox.service import backends
-from stylebox.service.app import create_app
 from stylebox.service.backends import choose, open_engine, openvino_installed
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.engine import EngineConfigError
 from stylebox.service.precision import MAX_MEAN, MAX_P999, compare
 from stylebox.service.settings import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, make_client, png
 
 SHIPPED = ROOT / "models" / "stylebox-a0.25.onnx"
 needs_ov = pytest.mark.skipif(not openvino_installed(), reason="openvino is not installed")
@@ -255,30 +253,18 @@ def test_openvino_runs_requests_concurrently_and_correctly():
 
 @needs_ov
 def test_the_service_on_openvino_reports_engine_and_precision(monkeypatch):
-    settings = _settings(engine="openvino", precision="f32")
-    with TestClient(create_app(settings)) as client:
+    with make_client(None, SHIPPED, engine="openvino", precision="f32") as client:
         runtime = client.get("/model").json()["runtime"]
         assert (runtime["engine"], runtime["precision"]) == ("openvino", "f32")
         assert runtime["hint"] == "latency" and runtime["infer_requests"] == 2
         ready = client.get("/readyz").json()
         assert (ready["engine"], ready["precision"]) == ("openvino", "f32")
         r = client.post("/stylize?style=candy&format=png",
-                        files={"image": ("p.png", _png(64, 48), "image/png")})
+                        files={"image": ("p.png", png(48, 64, seed=1), "image/png")})
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
         metrics = client.get("/metrics").text
         assert 'stylebox_engine_info{engine="openvino",model="stylebox-a0.25",' \
                'precision="f32"} 1.0' in metrics
-
-
-def _png(w: int, h: int) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    rgb = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @needs_ov

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from stylebox.cli import main
-from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
+from tests.conftest import encode, noise
 
 
 def stylize(argv: list[str]) -> int:
@@ -20,19 +20,19 @@ def stylize(argv: list[str]) -> int:
 def photo(tmp_path):
     path = tmp_path / "in" / "photo.png"
     path.parent.mkdir()
-    rgb = np.random.default_rng(0).integers(0, 256, (27, 35, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(path)
+    rgb = noise(27, 35, seed=0)
+    path.write_bytes(encode(rgb))
     return path, rgb
 
 
-def test_writes_same_size_file(tiny_onnx, photo, tmp_path, capsys, monkeypatch):
+def test_writes_same_size_file(tiny_onnx, engine, photo, tmp_path, capsys, monkeypatch):
     src, rgb = photo
     monkeypatch.setenv("STYLEBOX_ENGINE", "onnxruntime")  # the engine `expect` runs on
     out = tmp_path / "out.png"
     assert stylize_main([str(src), "-s", "mosaic", "-o", str(out), "--model", str(tiny_onnx)]) == 0
     im = Image.open(out)
     assert im.size == (35, 27) and im.format == "PNG"
-    expect = OrtEngine(tiny_onnx).stylize(rgb, np.array([0, 1, 0], np.float32))
+    expect = engine.stylize(rgb, np.array([0, 1, 0], np.float32))
     np.testing.assert_array_equal(np.asarray(im), expect)
     assert "photo.png" in capsys.readouterr().out
 

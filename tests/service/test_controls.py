@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image, ImageOps
 
 from stylebox.service import controls as ctl
-from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
 from stylebox.service.controls import (
@@ -23,15 +21,9 @@ from stylebox.service.controls import (
     srgb_to_oklab,
 )
 from stylebox.service.previews import PREVIEW_SIZE, sample_image
-from stylebox.service.settings import Settings
-from tests.conftest import TINY_STYLES, encode, pixels
+from tests.conftest import TINY_STYLES, encode, make_client, noise, pixels
 
 PROBLEM = "application/problem+json"
-
-
-def rand_rgb(h: int, w: int, seed: int, lo: int = 0, hi: int = 256) -> np.ndarray:
-    return np.random.default_rng(seed).integers(lo, hi, (h, w, 3), dtype=np.uint8)
-
 
 # -- pixel maths ------------------------------------------------------------------------------
 
@@ -47,14 +39,14 @@ def test_oklab_round_trip_is_exact_and_anchored():
 
 
 def test_strength_end_points_are_exact():
-    photo, styled = rand_rgb(20, 30, 0), rand_rgb(20, 30, 1)
+    photo, styled = noise(20, 30, seed=0), noise(20, 30, seed=1)
     assert apply_controls(photo, styled, Controls(1.0)) is styled
     np.testing.assert_array_equal(apply_controls(photo, styled, Controls(0.0)), photo)
     np.testing.assert_array_equal(apply_controls(photo, styled, Controls(0.0, True)), photo)
 
 
 def test_strength_is_a_perceptual_blend():
-    photo, styled = rand_rgb(32, 32, 2, 40, 216), rand_rgb(32, 32, 3, 40, 216)
+    photo, styled = noise(32, 32, seed=2, lo=40, hi=216), noise(32, 32, seed=3, lo=40, hi=216)
     lp, ls = srgb_to_oklab(photo), srgb_to_oklab(styled)
     half = srgb_to_oklab(apply_controls(photo, styled, Controls(0.5)))
     # The midpoint in Oklab, up to 8-bit rounding (and clipping of a few out-of-gamut mixes).
@@ -67,19 +59,19 @@ def test_strength_is_a_perceptual_blend():
 
 
 def test_preserve_color_keeps_photo_chroma_and_style_lightness():
-    photo, styled = rand_rgb(24, 24, 4, 60, 200), rand_rgb(24, 24, 5, 60, 200)
+    photo, styled = noise(24, 24, seed=4, lo=60, hi=200), noise(24, 24, seed=5, lo=60, hi=200)
     out = srgb_to_oklab(apply_controls(photo, styled, Controls(1.0, preserve_color=True)))
     lp, ls = srgb_to_oklab(photo), srgb_to_oklab(styled)
     assert np.percentile(np.abs(out[..., 0] - ls[..., 0]), 90) < 0.01
     assert np.percentile(np.abs(out[..., 1:] - lp[..., 1:]), 90) < 0.01
     # A grey photo stays grey, whatever colours the style brings.
-    grey = np.repeat(rand_rgb(16, 16, 6)[..., :1], 3, axis=2)
-    out = apply_controls(grey, rand_rgb(16, 16, 7), Controls(1.0, preserve_color=True))
+    grey = np.repeat(noise(16, 16, seed=6)[..., :1], 3, axis=2)
+    out = apply_controls(grey, noise(16, 16, seed=7), Controls(1.0, preserve_color=True))
     assert np.ptp(out.astype(int), axis=2).max() <= 1
 
 
 def test_bands_give_the_same_result(monkeypatch):
-    photo, styled = rand_rgb(37, 29, 8), rand_rgb(37, 29, 9)
+    photo, styled = noise(37, 29, seed=8), noise(37, 29, seed=9)
     whole = apply_controls(photo, styled, Controls(0.3, True))
     monkeypatch.setattr(ctl, "_BAND_PIXELS", 100)  # 3 rows per band, last band partial
     np.testing.assert_array_equal(apply_controls(photo, styled, Controls(0.3, True)), whole)
@@ -97,7 +89,7 @@ def test_out_of_range_controls_are_422(kwargs):
 
 
 def test_limit_side_keeps_aspect_and_alpha():
-    rgb, alpha = rand_rgb(200, 300, 10), np.full((200, 300), 77, np.uint8)
+    rgb, alpha = noise(200, 300, seed=10), np.full((200, 300), 77, np.uint8)
     small, small_alpha = limit_side(rgb, alpha, 100)
     assert small.shape == (67, 100, 3) and small_alpha.shape == (67, 100)
     assert (small_alpha == 77).all()
@@ -115,8 +107,7 @@ def engine(host_engine):
 
 @pytest.fixture(scope="module")
 def client(tiny_onnx, engine):
-    settings = Settings(model_path=str(tiny_onnx), max_upload_bytes=123_456)
-    with TestClient(create_app(settings, engine=engine)) as c:
+    with make_client(engine, tiny_onnx, max_upload_bytes=123_456) as c:
         yield c
 
 
@@ -126,7 +117,7 @@ def post(client, data: bytes, **params):
 
 
 def test_api_strength(client, engine):
-    photo = rand_rgb(40, 56, 11)
+    photo = noise(40, 56, seed=11)
     full = engine.stylize(photo, np.array([0, 1, 0], np.float32))
     r = post(client, encode(photo), strength=0)
     assert r.status_code == 200
@@ -138,17 +129,17 @@ def test_api_strength(client, engine):
 
 
 def test_api_preserve_color_and_max_side(client, engine):
-    grey = np.repeat(rand_rgb(50, 100, 12)[..., :1], 3, axis=2)
+    grey = np.repeat(noise(50, 100, seed=12)[..., :1], 3, axis=2)
     r = post(client, encode(grey), preserve_color="true")
     assert r.status_code == 200 and "preserve_color=1" in r.headers["x-stylebox-controls"]
     out = pixels(r.content).astype(int)
     assert np.ptp(out, axis=2).max() <= 1 and np.abs(out - grey).mean() > 3
-    rgba = np.dstack([rand_rgb(50, 100, 13), np.full((50, 100), 200, np.uint8)])
+    rgba = np.dstack([noise(50, 100, seed=13), np.full((50, 100), 200, np.uint8)])
     r = post(client, encode(rgba), max_side=40, format="png")
     out = pixels(r.content)
     assert r.status_code == 200 and out.shape == (20, 40, 4) and (out[..., 3] == 200).all()
     assert r.headers["x-stylebox-inference-size"] == "40x20"
-    small = rand_rgb(10, 12, 14)  # already within max_side: untouched size
+    small = noise(10, 12, seed=14)  # already within max_side: untouched size
     assert pixels(post(client, encode(small), max_side=64).content).shape == (10, 12, 3)
 
 
@@ -160,7 +151,7 @@ def test_api_preserve_color_and_max_side(client, engine):
     ({"quality": "0", "format": "jpeg"}, "quality"), ({"format": "gif"}, "format"),
 ])
 def test_api_bad_controls_are_422_problems(client, params, field):
-    r = post(client, encode(rand_rgb(8, 8, 15)), **params)
+    r = post(client, encode(noise(8, 8, seed=15)), **params)
     assert r.status_code == 422 and r.headers["content-type"] == PROBLEM
     body = r.json()
     assert body["status"] == 422 and field in body["detail"]
@@ -204,7 +195,7 @@ def test_page_and_static_files(client):
 # -- CLI ------------------------------------------------------------------------------------
 
 def test_cli_controls(tiny_onnx, tmp_path, capsys):
-    photo = rand_rgb(30, 80, 16)
+    photo = noise(30, 80, seed=16)
     src = tmp_path / "photo.png"
     src.write_bytes(encode(photo))
     base = [str(src), "-s", "candy", "--model", str(tiny_onnx), "-o"]
@@ -234,7 +225,7 @@ def test_previews_are_made_from_the_photo_in_the_card(tmp_path):
                        sample_photo=path)
     assert card.export["sample"]["file"] == "photo.png"
     engine = OrtEngine(model)
-    with TestClient(create_app(Settings(model_path=str(model)), engine=engine)) as c:
+    with make_client(engine, model) as c:
         sample = pixels(c.get("/sample.png").content)
         assert sample.shape == (SAMPLE_SIZE, SAMPLE_SIZE, 3)
         fitted = np.asarray(ImageOps.fit(Image.fromarray(photo), (SAMPLE_SIZE,) * 2,

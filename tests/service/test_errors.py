@@ -2,47 +2,21 @@
 
 from __future__ import annotations
 
-import io
-
-import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.settings import Settings
-from stylebox.soak import header_bomb
+from stylebox.soak import header_bomb  # a PNG header claiming w x h: a bomb probe
+from tests.conftest import TINY_STYLES, encode, make_app, make_client, noise, png
 
-VALID = ["candy", "mosaic", "udnie"]
-
-
-def png(h: int = 16, w: int = 16, seed: int = 0) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
-                    ).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def jpeg(h: int = 64, w: int = 64) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-                    ).save(buf, "JPEG", quality=95)
-    return buf.getvalue()
-
-
-png_header_only = header_bomb  # a valid PNG header claiming width x height: a bomb probe
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx) -> OrtEngine:
-    return OrtEngine(tiny_onnx)
+VALID = [s["name"] for s in TINY_STYLES]
+PNG = png(seed=0)  # 16 x 16 noise: incompressible, so the cuts below land inside its IDAT
+JPEG = encode(noise(64, 64), "JPEG", quality=95)
 
 
 @pytest.fixture(scope="module")
 def client(tiny_onnx, engine):
-    settings = Settings(model_path=str(tiny_onnx), max_upload_bytes=200_000, max_pixels=250_000)
-    with TestClient(create_app(settings, engine=engine)) as c:
+    with make_client(engine, tiny_onnx, max_upload_bytes=200_000, max_pixels=250_000) as c:
         yield c
 
 
@@ -61,7 +35,7 @@ def stylize(client, style: str | None = "candy", data: bytes | None = None, **pa
     if style is not None:
         params["style"] = style
     return client.post("/stylize", params=params,
-                       files={"image": ("x.png", png() if data is None else data)})
+                       files={"image": ("x.png", PNG if data is None else data)})
 
 
 @pytest.mark.parametrize("spec", ["vangogh", "candy:0.5,picasso:0.5", "CANDYX"])
@@ -104,10 +78,10 @@ def test_bad_query_params_are_422(client, params):
     (b"hello, this is not an image at all", 415),
     (b"%PDF-1.4\n" + b"0" * 100, 415),
     (b"\x89PNG\r\n\x1a\n", 422),  # signature only
-    (png()[:60], 422),  # truncated inside IDAT
-    (png()[: len(png()) // 2], 422),
-    (jpeg()[: len(jpeg()) // 2], 422),
-    (jpeg()[:200], 422),
+    (PNG[:60], 422),  # truncated inside IDAT
+    (PNG[: len(PNG) // 2], 422),
+    (JPEG[: len(JPEG) // 2], 422),
+    (JPEG[:200], 422),
     (b"\xff\xd8\xff\xe0" + b"\0" * 50, 422),  # JPEG magic, junk after
 ])
 def test_non_and_broken_images(client, data, status):
@@ -115,7 +89,7 @@ def test_non_and_broken_images(client, data, status):
 
 
 def test_corrupt_png_crc_is_4xx(client):
-    data = bytearray(png(32, 32))
+    data = bytearray(png(32, 32, seed=0))
     data[60] ^= 0xFF  # flip bits inside the IDAT payload
     r = stylize(client, data=bytes(data))
     assert 400 <= r.status_code < 500 and r.headers["content-type"] == "application/problem+json"
@@ -129,7 +103,7 @@ def test_zero_byte_uploads_are_422(client):
 
 
 def test_missing_file_field_is_422(client):
-    r = client.post("/stylize?style=candy", files={"file": ("x.png", png())})
+    r = client.post("/stylize?style=candy", files={"file": ("x.png", PNG)})
     body = assert_problem(r, 422)
     assert "'image'" in body["detail"] and "'file'" in body["detail"]
     r = client.post("/stylize?style=candy", data={"image": "not a file"},
@@ -138,7 +112,7 @@ def test_missing_file_field_is_422(client):
 
 
 def test_wrong_content_types(client):
-    r = client.post("/stylize?style=candy", content=png(), headers={"Content-Type": "text/plain"})
+    r = client.post("/stylize?style=candy", content=PNG, headers={"Content-Type": "text/plain"})
     assert_problem(r, 415)
     r = client.post("/stylize?style=candy", content=b"--x\r\nbroken",
                     headers={"Content-Type": "multipart/form-data"})  # no boundary
@@ -166,12 +140,11 @@ def test_oversized_body_is_413(client):
 
 
 def test_too_many_pixels_is_413_with_limits(client):
-    flat = io.BytesIO()
-    Image.new("RGB", (500, 600), (9, 99, 199)).save(flat, "PNG")  # small file, 300k pixels
-    body = assert_problem(stylize(client, data=flat.getvalue()), 413)
+    flat = encode(Image.new("RGB", (500, 600), (9, 99, 199)))  # small file, 300k pixels
+    body = assert_problem(stylize(client, data=flat), 413)
     assert body["max_pixels"] == 250_000 and body["width"] == 500 and body["height"] == 600
     # A header claiming 100k x 100k is refused before any decoding (Pillow's bomb guard).
-    body = assert_problem(stylize(client, data=png_header_only(100_000, 100_000)), 413)
+    body = assert_problem(stylize(client, data=header_bomb(100_000, 100_000)), 413)
     assert body["max_pixels"] == 250_000
 
 
@@ -182,10 +155,9 @@ def test_unknown_route_and_method(client):
     assert "POST" in client.get("/stylize").headers["allow"]
 
 
-def test_webp_too_wide_is_422_not_500(client):
-    data = png(1, 16_500)
-    with TestClient(create_app(Settings(model_path="unused"),
-                               engine=client.app.state.engine)) as c:
+def test_webp_too_wide_is_422_not_500(engine):
+    data = png(1, 16_500, seed=0)
+    with make_client(engine, "unused") as c:
         assert_problem(stylize(c, data=data, format="webp"), 422)
 
 
@@ -193,10 +165,10 @@ def test_unexpected_errors_are_a_bare_500(tiny_onnx, engine, monkeypatch, caplog
     def boom(*args, **kwargs):
         raise RuntimeError("secret /opt/internal/path")
 
-    app = create_app(Settings(model_path=str(tiny_onnx)), engine=engine)
+    app = make_app(engine, tiny_onnx)
     monkeypatch.setattr(engine, "stylize", boom)
     with TestClient(app, raise_server_exceptions=False) as c:
-        r = c.post("/stylize?style=candy", files={"image": ("x.png", png())})
+        r = c.post("/stylize?style=candy", files={"image": ("x.png", PNG)})
     assert r.status_code == 500 and r.headers["content-type"] == "application/problem+json"
     assert "secret" not in r.text and "/opt" not in r.text and "Traceback" not in r.text
     assert "secret /opt/internal/path" in caplog.text  # logged server-side, with the trace

@@ -11,16 +11,12 @@ styles with a real image and fuzzed options, so the success path is fuzzed too.
 from __future__ import annotations
 
 import contextlib
-import io
 from collections import Counter
 
-import numpy as np
 import pytest
 import schemathesis
-from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
-from PIL import Image
 from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
@@ -30,9 +26,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.settings import Settings
+from tests.conftest import make_client, png
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
@@ -40,13 +34,6 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 BUDGET = {"POST /stylize": 400, "GET /styles/{name}/preview.png": 200}
 DEFAULT_BUDGET = 50
 MIN_TOTAL = 1000
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (12, 16, 3), dtype=np.uint8)
-                    ).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def _run(strategy, n: int, statuses: Counter) -> int:
@@ -69,10 +56,8 @@ def _run(strategy, n: int, statuses: Counter) -> int:
 
 
 @pytest.fixture(scope="module")
-def schema(tiny_onnx):
-    app = create_app(Settings(model_path=str(tiny_onnx)), engine=OrtEngine(tiny_onnx))
-    with TestClient(app):  # run the lifespan, as a server would
-        yield schemathesis.openapi.from_asgi("/openapi.json", app)
+def schema(client):  # conftest's: the lifespan runs, as on a server
+    return schemathesis.openapi.from_asgi("/openapi.json", client.app)
 
 
 def test_schemathesis_every_operation_no_server_errors(schema):
@@ -85,7 +70,8 @@ def test_schemathesis_every_operation_no_server_errors(schema):
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             sent += _run(op.as_strategy(generation_mode=mode), n, statuses)
         if op.label == "POST /stylize":  # a real image and a valid blend; options fuzzed
-            sent += _run(op.as_strategy(body={"image": _png()}, media_type="multipart/form-data",
+            sent += _run(op.as_strategy(body={"image": png(12, 16, seed=1)},
+                                        media_type="multipart/form-data",
                                         query={"style": "candy:0.3,udnie"}), 100, statuses)
         per_op[op.label] = sent
     assert {"POST /stylize", "GET /styles", "GET /healthz", "GET /metrics"} <= set(per_op)
@@ -95,12 +81,11 @@ def test_schemathesis_every_operation_no_server_errors(schema):
     assert statuses[200] > 50 and statuses[422] > 50 and statuses[404] > 50, statuses
 
 
-def test_schemathesis_with_an_api_key_every_refusal_conforms(tiny_onnx):
+def test_schemathesis_with_an_api_key_every_refusal_conforms(tiny_onnx, engine):
     """With STYLEBOX_API_KEY set and no key sent: 401s as documented, open paths still 200."""
-    app = create_app(Settings(model_path=str(tiny_onnx), api_key="k"), engine=OrtEngine(tiny_onnx))
     statuses: Counter = Counter()
-    with TestClient(app):  # the lifespan runs for the whole fuzz
-        schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    with make_client(engine, tiny_onnx, api_key="k") as c:  # the lifespan runs for the whole fuzz
+        schema = schemathesis.openapi.from_asgi("/openapi.json", c.app)
         for result in schema.get_all_operations():
             op = result.ok()
             _run(op.as_strategy(generation_mode=GenerationMode.POSITIVE), 20, statuses)

@@ -10,7 +10,6 @@ Fixed budget: derandomized, no example database (~10 s on 2 cores).
 
 from __future__ import annotations
 
-import io
 import os
 import time
 
@@ -21,6 +20,7 @@ from PIL import Image
 
 from stylebox.service.errors import StyleboxError
 from stylebox.service.imaging import decode_image, set_pixel_limit
+from tests.conftest import encode, noise
 
 MAX_PIXELS = 200_000
 # `make soak` sets STYLEBOX_SOAK=1: 20x the examples, fresh random ones each run.
@@ -31,19 +31,13 @@ BUDGET = dict(deadline=None, database=None, derandomize=not SOAK,
 
 
 def _seed(fmt: str, mode: str = "RGB", size=(13, 9), **kw) -> bytes:
-    rng = np.random.default_rng(len(fmt) + len(mode))
-    arr = rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
-    im = Image.fromarray(arr, "RGBA").convert(mode)
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
+    rgba = noise(size[1], size[0], seed=len(fmt) + len(mode), channels=4)
+    return encode(Image.fromarray(rgba, "RGBA").convert(mode), fmt, **kw)
 
 
 def _animated() -> bytes:
     frames = [Image.new("P", (10, 6), i) for i in range(3)]
-    buf = io.BytesIO()
-    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:])
-    return buf.getvalue()
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
 
 
 def _exif_jpeg() -> bytes:

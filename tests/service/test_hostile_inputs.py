@@ -10,55 +10,39 @@ import io
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.settings import Settings
-from stylebox.soak import header_bomb
+from stylebox.soak import header_bomb  # a PNG header claiming w x h: a bomb probe
+from tests.conftest import TINY_STYLES, encode, make_client, noise
 
-VALID = ["candy", "mosaic", "udnie"]
+VALID = [s["name"] for s in TINY_STYLES]
 LEAKS = ("Traceback", "site-packages", "/work/", "/tmp/", ".py\"", "File \"")
-
-
-def _save(im: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    im.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def noise(w: int = 24, h: int = 16, seed: int = 0) -> Image.Image:
-    rng = np.random.default_rng(seed)
-    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
-
-
-png_header_only = header_bomb  # a valid PNG header claiming width x height: a bomb probe
 
 
 def animated_gif() -> bytes:
     frames = [Image.new("RGB", (20, 12), c) for c in ((255, 0, 0), (0, 255, 0), (0, 0, 255))]
-    return _save(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50, loop=0)
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=50,
+                  loop=0)
 
 
 def cmyk_jpeg() -> bytes:
-    return _save(noise(32, 20).convert("CMYK"), "JPEG", quality=90)
+    return encode(Image.fromarray(noise(20, 32)).convert("CMYK"), "JPEG", quality=90)
 
 
 def png16() -> bytes:
     arr = (np.arange(20 * 30, dtype=np.uint16).reshape(20, 30) * 100).astype(np.uint16)
-    return _save(Image.fromarray(arr), "PNG")
+    return encode(arr)
 
 
 def exif_rotated() -> bytes:
     """Stored 40 wide x 10 high, EXIF orientation 6 (rotate 90 CW): shown 10 x 40."""
     exif = Image.Exif()
     exif[0x0112] = 6
-    return _save(noise(40, 10), "JPEG", exif=exif.tobytes())
+    return encode(noise(10, 40), "JPEG", exif=exif.tobytes())
 
 
-PNG = _save(noise(), "PNG")
-JPEG = _save(noise(64, 48), "JPEG", quality=90)
+PNG = encode(noise(16, 24))
+JPEG = encode(noise(48, 64), "JPEG", quality=90)
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\0" * 8 + b"\x02\x00\x3e\x00" + b"\0" * 200
 PE = b"MZ\x90\x00\x03\x00\x00\x00\x04\x00\x00\x00\xff\xff" + b"\0" * 50 + b"PE\0\0" + b"\0" * 100
 HTML = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"
@@ -66,10 +50,9 @@ PDF = b"%PDF-1.7\n1 0 obj\n<< /Type /Catalog >>\nendobj\ntrailer\n<< /Root 1 0 R
 
 
 @pytest.fixture(scope="module")
-def client(tiny_onnx):
+def client(tiny_onnx, engine):
     # Small caps so the size cases are quick; 60k pixels lets the 1x10000 strip through.
-    settings = Settings(model_path=str(tiny_onnx), max_upload_bytes=300_000, max_pixels=60_000)
-    with TestClient(create_app(settings, engine=OrtEngine(tiny_onnx))) as c:
+    with make_client(engine, tiny_onnx, max_upload_bytes=300_000, max_pixels=60_000) as c:
         yield c
 
 
@@ -105,8 +88,8 @@ def post(client, data: bytes, style: str = "candy", **params):
     ("html", HTML, 415, "not an image"),
     ("elf executable", ELF, 415, "not an image"),
     ("windows executable", PE, 415, "not an image"),
-    ("huge dimensions, tiny bytes", png_header_only(60_000, 60_000), 413, "pixels"),
-    ("just over the pixel cap", png_header_only(301, 200), 413, "60000"),
+    ("huge dimensions, tiny bytes", header_bomb(60_000, 60_000), 413, "pixels"),
+    ("just over the pixel cap", header_bomb(301, 200), 413, "60000"),
 ])
 def test_bad_uploads_are_4xx_problems(client, name, data, status, words):
     body = assert_problem(post(client, data), status)
@@ -114,7 +97,7 @@ def test_bad_uploads_are_4xx_problems(client, name, data, status, words):
 
 
 def test_pixel_cap_body_names_the_limits(client):
-    body = assert_problem(post(client, png_header_only(60_000, 60_000)), 413)
+    body = assert_problem(post(client, header_bomb(60_000, 60_000)), 413)
     assert body["max_pixels"] == 60_000
     assert body.get("width") in (None, 60_000)  # Pillow's own guard may fire first
 
@@ -133,9 +116,9 @@ def test_corrupted_bytes_are_4xx(client, offset):
     ("animated gif (first frame)", animated_gif(), (20, 12)),
     ("cmyk jpeg", cmyk_jpeg(), (32, 20)),
     ("16-bit png", png16(), (30, 20)),
-    ("1x1", _save(noise(1, 1), "PNG"), (1, 1)),
-    ("1x10000", _save(noise(1, 10_000), "PNG"), (1, 10_000)),
-    ("10000x1", _save(noise(10_000, 1), "PNG"), (10_000, 1)),
+    ("1x1", encode(noise(1, 1)), (1, 1)),
+    ("1x10000", encode(noise(10_000, 1)), (1, 10_000)),
+    ("10000x1", encode(noise(1, 10_000)), (10_000, 1)),
     ("exif-rotated jpeg (shown upright)", exif_rotated(), (10, 40)),
 ])
 def test_odd_but_valid_images_are_stylized(client, name, data, size):
@@ -144,7 +127,7 @@ def test_odd_but_valid_images_are_stylized(client, name, data, size):
 
 def test_first_frame_of_an_animation_is_used(client, tiny_onnx):
     """The stylized GIF equals the stylized first frame alone."""
-    first = _save(Image.new("RGB", (20, 12), (255, 0, 0)), "PNG")
+    first = encode(Image.new("RGB", (20, 12), (255, 0, 0)))
     a = np.asarray(assert_image(post(client, animated_gif()), (20, 12)))
     b = np.asarray(assert_image(post(client, first), (20, 12)))
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2

@@ -2,32 +2,20 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 
-import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from PIL import Image
 from prometheus_client.parser import text_string_to_metric_families
 
-from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.middleware import JsonFormatter
-from stylebox.service.settings import Settings
-
-
-def png(w: int = 12, h: int = 10) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.full((h, w, 3), 200, np.uint8)).save(buf, "PNG")
-    return buf.getvalue()
+from tests.conftest import make_client, png
 
 
 @pytest.fixture()
-def client(tiny_onnx):
-    app = create_app(Settings(model_path=str(tiny_onnx)), engine=OrtEngine(tiny_onnx))
-    with TestClient(app) as c:
+def client(tiny_onnx, engine):
+    """A fresh app (its own metrics registry) for each test: the counts start at zero."""
+    with make_client(engine, tiny_onnx) as c:
         yield c
 
 
@@ -43,7 +31,7 @@ def samples(client) -> dict[tuple[str, tuple], float]:
 
 def stylize(client, style="candy", data=None):
     return client.post("/stylize", params={"style": style},
-                       files={"image": ("x.png", png() if data is None else data)})
+                       files={"image": ("x.png", png(10, 12) if data is None else data)})
 
 
 def test_requests_latency_inference_and_rejections_are_counted(client):
@@ -92,7 +80,7 @@ def test_unknown_paths_share_one_label(client):
 
 def test_access_log_is_one_line_with_fields_and_no_image_data(client, caplog):
     caplog.set_level("INFO", logger="stylebox.access")
-    data = png(40, 30)
+    data = png(30, 40)
     stylize(client, "mosaic", data)
     stylize(client, "nope")
     client.get("/healthz")
@@ -125,11 +113,8 @@ def test_json_log_format(client, caplog):
     assert json.loads(JsonFormatter().format(other))["msg"] == "hi there"
 
 
-def test_metrics_registries_are_per_app(tiny_onnx):
-    engine = OrtEngine(tiny_onnx)
-    a = create_app(Settings(model_path=str(tiny_onnx)), engine=engine)
-    b = create_app(Settings(model_path=str(tiny_onnx)), engine=engine)
-    with TestClient(a) as ca, TestClient(b) as cb:
+def test_metrics_registries_are_per_app(tiny_onnx, engine):
+    with make_client(engine, tiny_onnx) as ca, make_client(engine, tiny_onnx) as cb:
         ca.get("/healthz")
         key = ("stylebox_http_requests_total",
                (("method", "GET"), ("route", "/healthz"), ("status", "200")))

@@ -5,42 +5,15 @@ server enforces (probed at the bound and one step past it)."""
 
 from __future__ import annotations
 
-import io
 import re
 
-import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from PIL import Image
 
-from stylebox.service.app import create_app
-from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.settings import Settings
 from stylebox.service.styles import STYLE_SPEC_PATTERN
+from tests.conftest import make_client, png
 
 PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
-
-
-def png(h: int = 20, w: int = 24) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
-                    ).save(buf, "PNG")
-    return buf.getvalue()
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx) -> OrtEngine:
-    return OrtEngine(tiny_onnx)
-
-
-def _client(tiny_onnx, engine, **settings) -> TestClient:
-    return TestClient(create_app(Settings(model_path=str(tiny_onnx), **settings), engine=engine))
-
-
-@pytest.fixture(scope="module")
-def client(tiny_onnx, engine):
-    with _client(tiny_onnx, engine) as c:
-        yield c
+PNG = png(20, 24, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +56,7 @@ def test_style_is_required_with_the_grammar_the_server_parses(schema, client):
     assert param["required"] is True
     assert param["schema"]["pattern"] == STYLE_SPEC_PATTERN
     assert all(re.fullmatch(STYLE_SPEC_PATTERN, e["value"]) for e in param["examples"].values())
-    r = client.post("/stylize", files={"image": ("x.png", png())})  # no style
+    r = client.post("/stylize", files={"image": ("x.png", PNG)})  # no style
     assert r.status_code == 422 and r.json()["valid_styles"] == ["candy", "mosaic", "udnie"]
 
 
@@ -107,19 +80,18 @@ def test_the_schema_bounds_are_the_enforced_ones(schema, client):
             value = s[bound]
             ok = client.post("/stylize", params={"style": "candy", "format": "jpeg",
                                                   name: value},
-                             files={"image": ("x.png", png())})
+                             files={"image": ("x.png", PNG)})
             assert ok.status_code == 200, (name, value, ok.text)
             bad = client.post("/stylize", params={"style": "candy", name: value + past},
-                              files={"image": ("x.png", png())})
+                              files={"image": ("x.png", PNG)})
             assert bad.status_code == 422, (name, value + past)
             assert bad.headers["content-type"] == "application/problem+json"
             assert bad.json()["errors"][0]["loc"] == ["query", name]
 
 
 def test_not_ready_503_carries_retry_after(tiny_onnx):
-    app = create_app(Settings(model_path=str(tiny_onnx), retry_after_s=7))
-    with TestClient(app) as c:
-        app.state.engine = None  # as before the lifespan has loaded it
+    with make_client(None, tiny_onnx, retry_after_s=7) as c:
+        c.app.state.engine = None  # as before the lifespan has loaded it
         for path in ("/readyz", "/styles", "/model"):
             r = c.get(path)
             assert r.status_code == 503 and r.headers["retry-after"] == "7", path
@@ -127,7 +99,7 @@ def test_not_ready_503_carries_retry_after(tiny_onnx):
 
 
 def test_with_a_key_every_protected_operation_documents_401(tiny_onnx, engine):
-    with _client(tiny_onnx, engine, api_key="k") as c:
+    with make_client(engine, tiny_onnx, api_key="k") as c:
         keyed = c.get("/openapi.json").json()
         rules = c.app.state.route_rules
         for label, op in _ops(keyed):

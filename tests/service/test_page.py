@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import io
 import os
 import shutil
 import subprocess
@@ -19,11 +18,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from stylebox.procs import free_port, service_env, stop, wait_ready
 from stylebox.service.previews import sample_image
-from tests.conftest import ROOT
+from tests.conftest import ROOT, encode, noise, pixels
 
 CHROMIUM = os.environ.get("STYLEBOX_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -93,16 +91,6 @@ def page(browser, server):
     assert not [e for e in errors if "Failed to load resource" not in e], errors
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    return buf.getvalue()
-
-
-def _rgb(data: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(np.int16)
-
-
 _PIXELS_JS = """img => {
     const c = document.createElement('canvas');
     c.width = img.naturalWidth;
@@ -116,7 +104,7 @@ _PIXELS_JS = """img => {
 def _shown(page, selector: str = "#after") -> np.ndarray:
     """The pixels the page shows in an <img>, read back through a canvas: (H, W, 3)."""
     url = page.locator(selector).evaluate(_PIXELS_JS)
-    return _rgb(base64.b64decode(url.split(",", 1)[1]))
+    return pixels(base64.b64decode(url.split(",", 1)[1]))[..., :3].astype(np.int16)
 
 
 def _wait(page, js: str, arg=None, timeout_s: float = 20.0) -> None:
@@ -143,7 +131,7 @@ def _stylize(page, action):
 def test_page_upload_pick_blend_strength_download(page, tmp_path):
     photo_rgb = sample_image(360)[:, 30:330]  # (360, 300, 3): not square
     photo = tmp_path / "holiday.png"
-    photo.write_bytes(_png(photo_rgb))
+    photo.write_bytes(encode(photo_rgb))
 
     # Every style of the card gets a card with a preview the model made.
     _wait(page, "document.querySelectorAll('#styles li').length === 3")
@@ -206,7 +194,7 @@ def test_page_upload_pick_blend_strength_download(page, tmp_path):
     assert dl.value.suggested_filename == "holiday-mosaic_0_666667_udnie_0_333333.png"
     saved = tmp_path / "download.png"
     dl.value.save_as(saved)
-    np.testing.assert_array_equal(_rgb(saved.read_bytes()), kept)
+    np.testing.assert_array_equal(pixels(saved.read_bytes())[..., :3], kept)
 
 
 def test_page_reports_bad_files(page, tmp_path):
@@ -222,13 +210,13 @@ def test_page_reports_bad_files(page, tmp_path):
     assert page.locator("#download").is_hidden()
 
     big = tmp_path / "big.png"  # noise does not compress: well over MAX_UPLOAD
-    big.write_bytes(_png(np.random.default_rng(0).integers(0, 256, (400, 400, 3), np.uint8)))
+    big.write_bytes(encode(noise(400, 400)))
     page.set_input_files("#file", str(big))
     _wait(page, "document.getElementById('error').textContent.includes('too large')")
     assert "big.png" in alert.inner_text()
 
     # Drag and drop a good photo onto the drop zone: the error goes, a result comes.
-    png = list(_png(sample_image(64)))
+    png = list(encode(sample_image(64)))
     resp, shown = _stylize(page, lambda: page.locator("#drop").evaluate("""(zone, bytes) => {
         const dt = new DataTransfer();
         dt.items.add(new File([new Uint8Array(bytes)], 'dropped.png', {type: 'image/png'}));
@@ -254,7 +242,7 @@ def test_page_fits_a_phone_screen(browser, server, tmp_path):
 
 def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, tiny_onnx, tmp_path):
     photo = tmp_path / "photo.png"
-    photo.write_bytes(_png(sample_image(48)))
+    photo.write_bytes(encode(sample_image(48)))
     with _serve(tiny_onnx, api_key="s3cret-key") as base:
         context = browser.new_context()
         page = context.new_page()

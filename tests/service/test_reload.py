@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import shutil
 import threading
@@ -11,15 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
-from PIL import Image
 
-from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.settings import Settings
-from tests.conftest import TINY_STYLES, make_tiny_card, make_tiny_generator
+from tests.conftest import (
+    TINY_STYLES,
+    encode,
+    make_app,
+    make_client,
+    make_tiny_card,
+    make_tiny_generator,
+    noise,
+    pixels,
+)
 
 KEY = "s3cret-admin-key"
+PNG = encode(noise(24, 20))
 
 
 @pytest.fixture(scope="module")
@@ -41,26 +46,14 @@ def served(tmp_path, tiny_onnx) -> Path:
     return path
 
 
-def _client(path: Path, **settings) -> TestClient:
-    s = Settings(model_path=str(path), **settings)
-    return TestClient(create_app(s, engine=OrtEngine(path)))
-
-
 def _swap_file(src: Path, dst: Path) -> None:
     tmp = dst.with_name(dst.name + ".new")
     shutil.copy(src, tmp)
     os.replace(tmp, dst)  # how an operator should replace the file: atomically
 
 
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (24, 20, 3), np.uint8)).save(
-        buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_without_a_key_reload_is_refused_unless_enabled(served, v2_onnx):
-    client = _client(served)
+    client = make_client(OrtEngine(served), served)
     _swap_file(v2_onnx, served)
     r = client.post("/admin/reload")
     assert r.status_code == 403 and r.headers["content-type"] == "application/problem+json"
@@ -68,13 +61,14 @@ def test_without_a_key_reload_is_refused_unless_enabled(served, v2_onnx):
     assert "STYLEBOX_API_KEY" in r.json()["detail"]
     assert len(client.get("/styles").json()["styles"]) == 3  # nothing changed
 
-    client = _client(served, allow_admin_without_key=True)  # already loads v2 from the file
+    # A new client: its engine already loads v2 from the file.
+    client = make_client(OrtEngine(served), served, allow_admin_without_key=True)
     r = client.post("/admin/reload")
     assert r.status_code == 200 and r.json()["model"]["version"] == "v2"
 
 
 def test_with_a_key_reload_needs_it_and_swaps_the_model(served, v2_onnx):
-    client = _client(served, api_key=KEY)
+    client = make_client(OrtEngine(served), served, api_key=KEY)
     _swap_file(v2_onnx, served)
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer wrong"}):
         r = client.post("/admin/reload", headers=headers)
@@ -92,18 +86,18 @@ def test_with_a_key_reload_needs_it_and_swaps_the_model(served, v2_onnx):
     names = [s["name"] for s in client.get("/styles", headers=auth).json()["styles"]]
     assert names == ["candy", "mosaic", "udnie", "wave"]
     r = client.post("/stylize?style=wave", headers={"X-API-Key": KEY},
-                    files={"image": ("a.png", _png(), "image/png")})
+                    files={"image": ("a.png", PNG, "image/png")})
     assert r.status_code == 200 and r.headers["x-stylebox-model"] == "stylebox-tiny@v2"
 
 
 def test_a_file_that_does_not_load_keeps_the_old_model(served):
-    client = _client(served, allow_admin_without_key=True)
+    client = make_client(OrtEngine(served), served, allow_admin_without_key=True)
     served.write_bytes(b"not an onnx file")
     r = client.post("/admin/reload")
     assert r.status_code == 422 and r.headers["content-type"] == "application/problem+json"
     assert r.json()["type"] == "urn:stylebox:problem:model-load-failed"
     assert "still serving stylebox-tiny@test" in r.json()["detail"]
-    r = client.post("/stylize?style=candy", files={"image": ("a.png", _png(), "image/png")})
+    r = client.post("/stylize?style=candy", files={"image": ("a.png", PNG, "image/png")})
     assert r.status_code == 200 and r.headers["x-stylebox-model"] == "stylebox-tiny@test"
     served.unlink()
     r = client.post("/admin/reload")
@@ -114,8 +108,7 @@ def test_in_flight_requests_finish_on_the_old_model_new_ones_use_the_new(served,
     import httpx
 
     old = OrtEngine(served)
-    app = create_app(Settings(model_path=str(served), allow_admin_without_key=True),
-                     engine=old)
+    app = make_app(old, served, allow_admin_without_key=True)
     entered, release = threading.Event(), threading.Event()
     real = old.stylize
 
@@ -125,7 +118,7 @@ def test_in_flight_requests_finish_on_the_old_model_new_ones_use_the_new(served,
         return real(rgb, weights)
 
     old.stylize = held  # this test's own engine object; the app sees an ordinary engine
-    files = {"image": ("a.png", _png(), "image/png")}
+    files = {"image": ("a.png", PNG, "image/png")}
 
     async def scenario() -> tuple[httpx.Response, httpx.Response, httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -144,7 +137,6 @@ def test_in_flight_requests_finish_on_the_old_model_new_ones_use_the_new(served,
     assert second.status_code == 200 and second.headers["x-stylebox-model"] == "stylebox-tiny@v2"
     assert first.status_code == 200 and first.headers["x-stylebox-model"] == "stylebox-tiny@test"
     # The in-flight answer really is the old model's output for udnie.
-    rgb = np.asarray(Image.open(io.BytesIO(_png())).convert("RGB"))
-    want = real(rgb, np.array([0, 0, 1], np.float32))
-    assert np.array_equal(np.asarray(Image.open(io.BytesIO(first.content)).convert("RGB")), want)
+    want = real(pixels(PNG), np.array([0, 0, 1], np.float32))
+    assert np.array_equal(pixels(first.content), want)
     assert app.state.engine is not old and app.state.engine.card.version == "v2"

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
 import httpx
-import numpy as np
-from PIL import Image
 
 from stylebox.procs import ServeProcess, service_env
-from tests.conftest import ROOT
-
-
-def _env(**settings: str) -> dict[str, str]:
-    return service_env(settings)
+from tests.conftest import ROOT, pixels, png
 
 
 def test_service_import_path_does_not_import_torch(tiny_onnx):
@@ -31,7 +24,7 @@ def test_service_import_path_does_not_import_torch(tiny_onnx):
         "assert not bad, bad\n"
         "print('ok')\n"
     )
-    r = subprocess.run([sys.executable, "-c", code], env=_env(), capture_output=True,
+    r = subprocess.run([sys.executable, "-c", code], env=service_env(), capture_output=True,
                        text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
 
@@ -39,8 +32,8 @@ def test_service_import_path_does_not_import_torch(tiny_onnx):
 def test_serve_with_missing_model_prints_one_line_and_exits_1(tmp_path):
     model = tmp_path / "absent.onnx"
     r = subprocess.run([sys.executable, "-m", "stylebox", "serve", "--port", "0"],
-                       env=_env(STYLEBOX_MODEL_PATH=str(model)), capture_output=True, text=True,
-                       timeout=60, cwd=ROOT)
+                       env=service_env({"STYLEBOX_MODEL_PATH": str(model)}),
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 1
     lines = (r.stdout + r.stderr).strip().splitlines()
     assert len(lines) == 1, lines
@@ -52,7 +45,7 @@ def test_serve_with_broken_model_prints_one_line_and_exits_1(tmp_path):
     model = tmp_path / "broken.onnx"
     model.write_bytes(b"\x08\x07garbage" * 50)
     r = subprocess.run([sys.executable, "-m", "stylebox", "serve", "--model", str(model)],
-                       env=_env(), capture_output=True, text=True, timeout=60, cwd=ROOT)
+                       env=service_env(), capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 1
     out = (r.stdout + r.stderr).strip()
     assert len(out.splitlines()) == 1 and "Traceback" not in out and str(model) in out
@@ -65,14 +58,12 @@ def test_real_uvicorn_over_http(tiny_onnx, tmp_path):
         server.wait_ready(60)
         styles = httpx.get(f"{base}/styles", timeout=10).json()["styles"]
         assert [s["name"] for s in styles] == ["candy", "mosaic", "udnie"]
-        buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(0).integers(0, 256, (33, 47, 3), np.uint8)).save(
-            buf, "PNG")
+        data = png(33, 47, seed=0)
         r = httpx.post(f"{base}/stylize", params={"style": "candy:0.5,udnie:0.5"},
-                       files={"image": ("p.png", buf.getvalue(), "image/png")}, timeout=30)
+                       files={"image": ("p.png", data, "image/png")}, timeout=30)
         assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-        assert Image.open(io.BytesIO(r.content)).size == (47, 33)
-        r = httpx.post(f"{base}/stylize?style=nope", content=buf.getvalue(),
+        assert pixels(r.content).shape == (33, 47, 3)
+        r = httpx.post(f"{base}/stylize?style=nope", content=data,
                        headers={"Content-Type": "image/png"}, timeout=30)
         assert r.status_code == 404 and r.headers["content-type"] == "application/problem+json"
     finally:

@@ -5,10 +5,8 @@ from __future__ import annotations
 import numpy as np
 import onnxruntime as ort
 import pytest
-from fastapi.testclient import TestClient
 from pydantic import ValidationError
 
-from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.session_options import (
     CPU,
@@ -18,14 +16,14 @@ from stylebox.service.session_options import (
     use_io_binding,
 )
 from stylebox.service.settings import Settings, parse_size
-from tests.conftest import session_feed
+from tests.conftest import make_client, noise, png, session_feed
 
 W = np.array([0.2, 0.5, 0.3], np.float32)
 
 
 @pytest.fixture(scope="module")
 def rgb() -> np.ndarray:
-    return np.random.default_rng(3).integers(0, 256, (37, 50, 3), dtype=np.uint8)  # (H, W, 3)
+    return noise(37, 50, seed=3)  # (H, W, 3)
 
 
 @pytest.fixture(scope="module")
@@ -139,25 +137,13 @@ def test_warmup_runs_each_size(tiny_onnx):
 
 
 def test_service_uses_the_session_settings(tiny_onnx, tmp_path):
-    settings = Settings(model_path=str(tiny_onnx), graph_optimization="basic",
-                        optimized_model_dir=str(tmp_path), warmup_sizes=["32x24"])
-    with TestClient(create_app(settings)) as client:
+    with make_client(None, tiny_onnx, graph_optimization="basic",
+                     optimized_model_dir=str(tmp_path), warmup_sizes=["32x24"]) as client:
         assert client.app.state.engine.warmup_ms.keys() == {"32x24"}
-        r = client.post("/stylize?style=candy&format=png", content=_png(24, 32),
+        r = client.post("/stylize?style=candy&format=png", content=png(24, 32, seed=0),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.headers["X-Stylebox-Inference-Size"] == "32x24"
     assert len(list(tmp_path.iterdir())) == 1  # the optimised graph was cached
-
-
-def _png(h: int, w: int) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (h, w, 3), np.uint8)).save(
-        buf, "PNG")
-    return buf.getvalue()
 
 
 def test_unwritable_cache_dir_still_serves(tiny_onnx, tmp_path, rgb, reference):

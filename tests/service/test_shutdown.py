@@ -6,7 +6,6 @@ one clear line, and the JSON log format really is one JSON object per line.
 
 from __future__ import annotations
 
-import io
 import json
 import signal
 import socket
@@ -16,22 +15,9 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-from PIL import Image
 
 from stylebox.procs import ServeProcess, service_env
-from tests.conftest import ROOT
-
-
-def _env(**settings: str) -> dict[str, str]:
-    return service_env(settings)
-
-
-def _png() -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
-                    ).save(buf, "PNG")
-    return buf.getvalue()
+from tests.conftest import ROOT, png
 
 
 def _start(model: Path, log_path: Path, **env: str) -> tuple[subprocess.Popen, str]:
@@ -48,7 +34,7 @@ def test_sigterm_drains_then_finishes_in_flight_work(tiny_onnx, tmp_path):
     proc, base = _start(tiny_onnx, tmp_path / "log.txt", STYLEBOX_DRAIN_S="1.0",
                         STYLEBOX_LOG_FORMAT="json")
     try:
-        body = _png()
+        body = png(40, 48, seed=0)
         port = int(base.rsplit(":", 1)[1])
         sock = socket.create_connection(("127.0.0.1", port), timeout=20)
         head = (f"POST /stylize?style=candy HTTP/1.1\r\nHost: t\r\nContent-Type: image/png\r\n"
@@ -92,8 +78,8 @@ def test_bad_model_file_stops_start_up_with_one_line(tmp_path):
     bad = tmp_path / "bad.onnx"
     bad.write_bytes(b"this is not an onnx model" * 10)
     r = subprocess.run([sys.executable, "-m", "stylebox", "serve", "--port", "0"],
-                       env=_env(STYLEBOX_MODEL_PATH=str(bad)), capture_output=True, text=True,
-                       timeout=60, cwd=ROOT)
+                       env=service_env({"STYLEBOX_MODEL_PATH": str(bad)}),
+                       capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert r.returncode == 1
     lines = (r.stdout + r.stderr).strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, lines

@@ -3,27 +3,18 @@ downscaled pass's statistics, served by the API and the CLI, and old models stil
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pytest
-from fastapi.testclient import TestClient
 from PIL import Image
 
-from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
 from stylebox.service.pipeline import stylize_fitted
 from stylebox.service.settings import Settings
 from stylebox.service.tiling import TileConfig, plan_tiles, run_tiles, stats_input
-from tests.conftest import make_tiny_card, make_tiny_generator
+from tests.conftest import encode, make_client, make_tiny_card, make_tiny_generator, pixels
 
 CANDY = np.array([1, 0, 0], np.float32)
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_onnx) -> OrtEngine:
-    return OrtEngine(tiny_onnx)
 
 
 def photo(h: int, w: int, noise: float = 4.0, seed: int = 0) -> np.ndarray:
@@ -116,12 +107,6 @@ def test_plan_covers_every_pixel_once_on_the_grid():
         assert (cover == 1).all()
 
 
-def _png(rgb: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(rgb).save(buf, "PNG")
-    return buf.getvalue()
-
-
 SMALL = {"max_inference_pixels": 4096, "tile_size": 128, "tile_stats_pixels": 4096}
 
 
@@ -129,30 +114,28 @@ def test_api_tiles_an_image_above_the_budget(tiny_onnx, engine):
     img = photo(120, 150)  # 18 000 px > 4096
     expect = stylize_fitted(engine, img, CANDY, 4096, TileConfig(128, 0, 4096))
     assert expect.tiles == 3 * 3
-    app = create_app(Settings(model_path=str(tiny_onnx), **SMALL), engine=engine)
-    with TestClient(app) as client:
-        r = client.post("/stylize?style=candy", content=_png(img),
+    with make_client(engine, tiny_onnx, **SMALL) as client:
+        r = client.post("/stylize?style=candy", content=encode(img),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200, r.text
         assert r.headers["X-Stylebox-Tiles"] == "9"
         assert r.headers["X-Stylebox-Inference-Size"] == "150x120"  # full size, in tiles
-        np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(r.content))), expect.rgb)
-        small = client.post("/stylize?style=candy", content=_png(img[:60, :60]),
+        np.testing.assert_array_equal(pixels(r.content), expect.rgb)
+        small = client.post("/stylize?style=candy", content=encode(img[:60, :60]),
                             headers={"Content-Type": "image/png"})
         assert small.status_code == 200 and "X-Stylebox-Tiles" not in small.headers
-    settings = Settings(model_path=str(tiny_onnx), large_images="downscale", **SMALL)
-    with TestClient(create_app(settings, engine=engine)) as client:
-        r = client.post("/stylize?style=candy", content=_png(img),
+    with make_client(engine, tiny_onnx, large_images="downscale", **SMALL) as client:
+        r = client.post("/stylize?style=candy", content=encode(img),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and "X-Stylebox-Tiles" not in r.headers
         assert r.headers["X-Stylebox-Inference-Size"] == "71x57"  # fit_size(150, 120, 4096)
-        assert Image.open(io.BytesIO(r.content)).size == (150, 120)
+        assert pixels(r.content).shape == (120, 150, 3)
 
 
 def test_cli_tiles_too(tiny_onnx, engine, tmp_path, monkeypatch, capsys):
     img = photo(120, 150)
     src, out = tmp_path / "big.png", tmp_path / "out.png"
-    src.write_bytes(_png(img))
+    src.write_bytes(encode(img))
     for key, value in {**SMALL, "engine": "onnxruntime"}.items():  # the engine `expect` ran on
         monkeypatch.setenv(f"STYLEBOX_{key.upper()}", str(value))
     assert stylize_main([str(src), "-s", "candy", "-o", str(out), "--model", str(tiny_onnx)]) == 0
@@ -172,12 +155,12 @@ def test_a_model_without_statistics_still_serves_by_downscaling(tmp_path):
     assert not old.supports_stats
     with pytest.raises(ValueError, match="without norm_stats"):
         old.stylize_stats(photo(16, 16), CANDY)
-    with TestClient(create_app(Settings(model_path=str(path), **SMALL))) as client:
-        r = client.post("/stylize?style=udnie", content=_png(photo(120, 150)),
+    with make_client(None, path, **SMALL) as client:
+        r = client.post("/stylize?style=udnie", content=encode(photo(120, 150)),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and "X-Stylebox-Tiles" not in r.headers
         assert r.headers["X-Stylebox-Inference-Size"] == "71x57"
-        assert Image.open(io.BytesIO(r.content)).size == (150, 120)
+        assert pixels(r.content).shape == (120, 150, 3)
 
 
 def test_large_images_setting_is_validated(monkeypatch):

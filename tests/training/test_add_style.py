@@ -14,7 +14,7 @@ from stylebox.model.checkpoint import build_generator, load_checkpoint, save_che
 from stylebox.model.edit import append_style, is_style_table, remove_style, rename_style
 from stylebox.model.network import one_hot
 from stylebox.training.config import TrainConfig
-from tests.conftest import make_train_data, write_train_config
+from tests.conftest import encode, make_client, make_train_data, noise, pixels, write_train_config
 
 
 @pytest.fixture(scope="module")
@@ -155,13 +155,9 @@ def test_rename_style_edits_only_the_card(base):
 
 
 def test_cli_add_export_serve_the_new_style(base, tmp_path, capsys):
-    from fastapi.testclient import TestClient
-
     from stylebox.cli import main
     from stylebox.model.export import export_onnx
-    from stylebox.service.app import create_app
     from stylebox.service.backends.ort import OrtEngine
-    from stylebox.service.settings import Settings
 
     out = tmp_path / "plus.pt"
     rc = main(["add-style", "--model", str(base / "base.pt"), "--name", "flipped", "--image",
@@ -174,21 +170,16 @@ def test_cli_add_export_serve_the_new_style(base, tmp_path, capsys):
     onnx_path = tmp_path / "plus.onnx"
     export_onnx(gen, card, onnx_path, export_size=32)
     engine = OrtEngine(onnx_path)
-    client = TestClient(create_app(Settings(model_path=str(onnx_path)), engine=engine))
+    client = make_client(engine, onnx_path)
     styles = client.get("/styles").json()["styles"]
     assert [s["name"] for s in styles] == ["stripes", "checker", "flipped"]
     assert styles[2]["index"] == 2
-    buf = _png(np.random.default_rng(1).integers(0, 255, (20, 30, 3), dtype=np.uint8))
-    r = client.post("/stylize?style=flipped", files={"image": ("a.png", buf, "image/png")})
+    rgb = noise(20, 30, seed=1)
+    r = client.post("/stylize?style=flipped", files={"image": ("a.png", encode(rgb), "image/png")})
     assert r.status_code == 200 and r.headers["content-type"] == "image/png"
-    from io import BytesIO
-
-    with Image.open(BytesIO(r.content)) as im:
-        assert im.size == (30, 20)
-        got = np.asarray(im.convert("RGB"))
-    ref = engine.stylize(np.asarray(Image.open(BytesIO(buf)).convert("RGB")),
-                         np.array([0, 0, 1], np.float32))
-    assert np.array_equal(got, ref)
+    got = pixels(r.content)
+    assert got.shape == (20, 30, 3)
+    assert np.array_equal(got, engine.stylize(rgb, np.array([0, 0, 1], np.float32)))
 
 
 def test_cli_errors_are_one_line_and_exit_2(base, tmp_path, capsys):
@@ -227,11 +218,3 @@ def test_cli_remove_and_rename(base, tmp_path, capsys):
     assert main(["rename-style", str(tmp_path / "m.onnx"), "--name", "a", "--title", "B",
                  "-o", str(out)]) == 2
     assert "not a stylebox checkpoint" in capsys.readouterr().err
-
-
-def _png(rgb: np.ndarray) -> bytes:
-    from io import BytesIO
-
-    buf = BytesIO()
-    Image.fromarray(rgb).save(buf, format="PNG")
-    return buf.getvalue()
