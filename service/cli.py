@@ -56,7 +56,8 @@ def serve_main(argv: list[str] | None = None) -> int:
     prog = "stylebox serve"
     p = argparse.ArgumentParser(prog=prog, description="Run the stylebox REST service.")
     p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
-    p.add_argument("--host", help="interface to bind (STYLEBOX_HOST, default 127.0.0.1; 0.0.0.0 = all)")
+    p.add_argument("--host",
+                   help="interface to bind (STYLEBOX_HOST, default 127.0.0.1; 0.0.0.0 = all)")
     p.add_argument("--port", type=int, help="TCP port (STYLEBOX_PORT, default 8000)")
     p.add_argument("--providers", help="comma-separated ONNX Runtime execution providers")
     p.add_argument("--engine", choices=choices(EngineName),
