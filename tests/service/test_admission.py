@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import httpx
@@ -54,6 +56,24 @@ def test_admission_counts():
     assert adm.try_acquire() and not adm.try_acquire()
 
 
+@asynccontextmanager
+async def _posting(c: httpx.AsyncClient, n: int, ready) -> AsyncIterator[list[httpx.Response]]:
+    """`n` stylize requests in the background; entered once `ready()` holds. Yields their
+    responses, filled in as they finish (all of them by the time the block is left)."""
+    results: list[httpx.Response] = []
+
+    async def one() -> None:
+        results.append(await _post(c))
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(n):
+            tg.start_soon(one)
+        with anyio.fail_after(10):
+            while not ready():
+                await anyio.sleep(0.01)
+        yield results
+
+
 @pytest.mark.parametrize("method,path,guarded", [
     ("POST", "/stylize", True), ("POST", "/stylize/", True), ("GET", "/stylize", False),
     ("POST", "/stylizex", False), ("GET", "/healthz", False), ("GET", "/styles", False),
@@ -68,25 +88,17 @@ def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx, engine):
     app = make_app(slow, tiny_onnx, max_concurrency=1, max_queue=2, retry_after_s=7)
 
     async def main():
-        async with _client(app) as c:
-            results: list[httpx.Response] = []
+        def full() -> bool:  # 1 running + 2 queued
+            return app.state.admission.active >= 3 and slow.running >= 1
 
-            async def one():
-                results.append(await _post(c))
-
-            async with anyio.create_task_group() as tg:
-                for _ in range(3):  # 1 running + 2 queued
-                    tg.start_soon(one)
-                with anyio.fail_after(10):
-                    while app.state.admission.active < 3 or slow.running < 1:
-                        await anyio.sleep(0.01)
-                t0 = time.perf_counter()
-                extra = [await _post(c) for _ in range(3)]  # answered without waiting
-                fast = time.perf_counter() - t0
-                health = await c.get("/healthz")  # other routes are not limited
-                metrics = (await c.get("/metrics")).text
-                slow.release.set()
-            return results, extra, fast, health, metrics
+        async with _client(app) as c, _posting(c, 3, full) as results:
+            t0 = time.perf_counter()
+            extra = [await _post(c) for _ in range(3)]  # answered without waiting
+            fast = time.perf_counter() - t0
+            health = await c.get("/healthz")  # other routes are not limited
+            metrics = (await c.get("/metrics")).text
+            slow.release.set()
+        return results, extra, fast, health, metrics
 
     results, extra, fast, health, metrics = anyio.run(main)
     assert [r.status_code for r in results] == [200, 200, 200]
@@ -107,20 +119,10 @@ def test_queued_request_past_its_deadline_is_503(tiny_onnx, engine):
     app = make_app(slow, tiny_onnx, max_concurrency=1, max_queue=4, request_timeout_s=0.4)
 
     async def main():
-        async with _client(app) as c:
-            first: list[httpx.Response] = []
-
-            async def run_first():
-                first.append(await _post(c))
-
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(run_first)
-                with anyio.fail_after(10):
-                    while slow.running < 1:
-                        await anyio.sleep(0.01)
-                t0 = time.perf_counter()
-                queued = await _post(c)  # waits for the only inference slot, then times out
-                waited = time.perf_counter() - t0
+        async with _client(app) as c, _posting(c, 1, lambda: slow.running >= 1) as first:
+            t0 = time.perf_counter()
+            queued = await _post(c)  # waits for the only inference slot, then times out
+            waited = time.perf_counter() - t0
         return first[0], queued, waited
 
     first, queued, waited = anyio.run(main)
