@@ -78,3 +78,19 @@ def test_installs_as_stylebox_only_and_lists_every_package():
     # of the wheel and the image, while the editable install here still found it).
     packages = {n for n, p in _modules().items() if p.name == "__init__.py"}
     assert packages == set(setup["packages"])
+
+
+def test_a_source_checkout_runs_without_installing():
+    """`PYTHONPATH=$PWD python -m stylebox ...` on a machine where nothing is installed."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "sys.meta_path[:] = [f for f in sys.meta_path\n"
+            "                    if 'Editable' not in getattr(f, '__name__', '')]\n"
+            "import stylebox.model.card, stylebox.service.settings, stylebox.training.config\n"
+            "print(stylebox.model.card.__file__)\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(ROOT / "model" / "card.py")
