@@ -59,6 +59,29 @@ class Opened:
     details: Mapping[str, Any] = field(default_factory=dict)  # more for /model's runtime
 
 
+def read_card(path: Path) -> ModelCard:
+    """The card of the model file at `path`, read without a runtime (model/onnxfile.py);
+    ModelLoadError (one line) for anything that is not a servable stylebox model file."""
+    if path.is_dir():
+        raise ModelLoadError(f"{str(path)!r} is a folder; give the .onnx file in it")
+    if not path.is_file():
+        raise ModelLoadError(f"model file {str(path)!r} does not exist")
+    try:
+        onnx = read_onnx(path)
+        check_external(path, onnx)
+    except NotOnnxError as e:
+        raise ModelLoadError(f"{path}: not a loadable ONNX model ({e})") from None
+    except OSError as e:  # no permission, a file that vanished
+        raise ModelLoadError(f"{path}: cannot read it ({e.strerror})") from None
+    if CARD_KEY not in onnx.metadata:
+        raise ModelLoadError(f"{path}: no model card (metadata {CARD_KEY!r}); "
+                             "export the model with `stylebox export`")
+    try:
+        return ModelCard.from_json(onnx.metadata[CARD_KEY])
+    except CardError as e:
+        raise ModelLoadError(f"{path}: invalid model card: {e}") from None
+
+
 class Engine:
     """One loaded model on one runtime. Thread-safe: the service runs requests in threads.
 
@@ -69,25 +92,7 @@ class Engine:
     def __init__(self, model_path: str | Path, backend: str,
                  open_model: Callable[[Path], Opened]) -> None:
         path = Path(model_path)
-        if path.is_dir():
-            raise ModelLoadError(f"{str(path)!r} is a folder; give the .onnx file in it")
-        if not path.is_file():
-            raise ModelLoadError(f"model file {str(path)!r} does not exist")
-        try:
-            onnx = read_onnx(path)
-            check_external(path, onnx)
-        except NotOnnxError as e:
-            raise ModelLoadError(f"{path}: not a loadable ONNX model ({e})") from None
-        except OSError as e:  # a folder, no permission
-            raise ModelLoadError(f"{path}: cannot read it ({e.strerror})") from None
-        meta = onnx.metadata
-        if CARD_KEY not in meta:
-            raise ModelLoadError(f"{path}: no model card (metadata {CARD_KEY!r}); "
-                                 "export the model with `stylebox export`")
-        try:
-            self.card = ModelCard.from_json(meta[CARD_KEY])
-        except CardError as e:
-            raise ModelLoadError(f"{path}: invalid model card: {e}") from None
+        self.card = read_card(path)  # before any runtime parses the file
         # Statistics in and out (tiled inference) when the card says so; else the old graph.
         stats = self.card.export.get("norm_stats") or {}
         try:
