@@ -26,6 +26,7 @@ import numpy as np
 
 from stylebox.service.engine import Engine
 from stylebox.service.imaging import fit_size, resize_rgb
+from stylebox.service.settings import Settings
 
 GRID = 4  # two stride-2 convolutions: tile origins must sit on this grid
 MIN_CORE = 16  # a tile keeps at least this much, however large the margin
@@ -38,7 +39,7 @@ class TileConfig:
     stats_pixels: int = 1_000_000  # the statistics pass runs at about this many pixels
 
     @classmethod
-    def from_settings(cls, settings) -> TileConfig | None:
+    def from_settings(cls, settings: Settings) -> TileConfig | None:
         """None when STYLEBOX_LARGE_IMAGES=downscale."""
         if settings.large_images != "tile":
             return None

@@ -145,7 +145,7 @@ def _checked(settings: Settings, name: EngineName, precision: Precision) -> Engi
     return fallback
 
 
-def load_engine(settings) -> Engine:
+def load_engine(settings: Settings) -> Engine:
     """`open_engine`, and one log line saying what serves: the app's start-up and reloads."""
     engine = open_engine(settings)
     log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
