@@ -54,8 +54,8 @@ def load_state(path: str | Path, map_location: str = "cpu") -> Any:
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            return None  # not a pickle at all: the caller says what it expected
+        if "unsupported global" not in str(e).lower():
+            return None  # not a pickle at all (an .onnx, junk): the caller says what it wanted
         # The pickle names a global outside the allow-list: whatever it is, it is not
         # something stylebox wrote, and unpickling it could run code.
         raise CheckpointError(
