@@ -54,8 +54,10 @@ def load_state(path: str | Path, map_location: str = "cpu") -> Any:
     except OSError as e:
         raise CheckpointError(f"cannot read {path}: {e.strerror or e}") from None
     except pickle.UnpicklingError as e:
-        if "weights only" not in str(e).lower():
-            return None  # not a pickle at all: the caller says what it expected
+        if "weights only" not in str(e).lower() or "unsupported operand" in str(e).lower():
+            # Not a pickle at all (torch >= 2.14 words a byte that is no pickle opcode as a
+            # weights-only refusal): the caller says what it expected. Nothing was loaded.
+            return None
         # The pickle names a global outside the allow-list: whatever it is, it is not
         # something stylebox wrote, and unpickling it could run code.
         raise CheckpointError(
