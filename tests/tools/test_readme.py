@@ -55,7 +55,7 @@ DATA = SHARED / "data"
 SKIP: list[tuple[str, str]] = [
     (r"^make (serve|test)\b", "creates a venv from the package index (network); "
                               "`make test` is the whole suite"),
-    (r"^nohup stylebox train\b", "long training (hours on a CPU)"),
+    (r"^mkdir -p runs && nohup stylebox train\b", "long training (hours on a CPU)"),
     (r"^kill %1\b", "stops the skipped background training"),
     (r"^stylebox train-bench\b", "times training steps: minutes on a CPU, bf16 rows longer"),
     (r"^stylebox train\b", "long training"),
