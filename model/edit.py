@@ -32,6 +32,24 @@ def log_edit(card: ModelCard, **entry: object) -> None:
     card.training["style_edits"] = [*card.training.get("style_edits", []), entry]
 
 
+def style_origins(card: ModelCard) -> dict[str, tuple[str, str]]:
+    """Each style of `card` -> (the name it was trained under, the painting's file name that
+    `add-style` recorded, or ""), by replaying `training["style_edits"]` (adds, renames,
+    removes) in order. Jointly trained styles that were never renamed map to (name, "")."""
+    origin: dict[str, tuple[str, str]] = {}
+    for edit in card.training.get("style_edits", []):
+        if not isinstance(edit, dict) or not isinstance(edit.get("name"), str):
+            continue  # a card written by hand: its history helps, it does not have to parse
+        op, name = edit.get("op"), edit["name"]
+        if op == "add":
+            origin[name] = (name, str(edit.get("image") or ""))
+        elif op == "rename" and isinstance(edit.get("new_name"), str):
+            origin[edit["new_name"]] = origin.pop(name, (name, ""))
+        elif op == "remove":
+            origin.pop(name, None)
+    return {s.name: origin.get(s.name, (s.name, "")) for s in card.styles}
+
+
 def _rebuilt(generator: Generator, card: ModelCard, rows: list[int | None]) -> Generator:
     """A generator for `card` whose row k is old row rows[k] (None: left at its init)."""
     new = build_generator(card)

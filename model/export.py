@@ -214,14 +214,17 @@ def export_onnx(
     check_sizes: list[tuple[int, int]] | None = None,
     norm_stats: bool = True,
     sample_photo: str | Path | None = None,
+    sample: dict | None = None,
 ) -> ModelCard:
     """Export, attach the card, verify against PyTorch; returns the card as written.
 
     norm_stats=False writes the older graph without the statistics inputs and output.
-    sample_photo: a photo to embed (small) for the service's style previews.
+    sample_photo: a photo to embed (small) for the service's style previews; or `sample`,
+    an entry as `sample_entry` makes it (e.g. another model's, `sample_from`).
     """
     path = Path(path)
-    sample = sample_entry(sample_photo) if sample_photo is not None else None  # fail early
+    if sample_photo is not None:
+        sample = sample_entry(sample_photo)  # fail early
     path.parent.mkdir(parents=True, exist_ok=True)
     generator = generator.float().eval().cpu()
     wrapper = (UInt8StatsGenerator if norm_stats else UInt8Generator)(generator).eval()
@@ -298,6 +301,26 @@ def sample_entry(path: str | Path, size: int = SAMPLE_SIZE) -> dict:
             "jpeg_base64": base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
+def sample_from(model: str | Path) -> dict:
+    """The sample photo entry of an exported model's card, to carry it into a re-export
+    (after add-style, remove-style or rename-style, which start the export facts afresh)."""
+    from stylebox.model.card import CardError
+    from stylebox.model.onnxfile import NotOnnxError, read_onnx
+
+    if not Path(model).is_file():
+        raise ExportError(f"--sample-from {model}: no such file")
+    try:
+        card = ModelCard.from_json(read_onnx(model).metadata[CARD_KEY])
+    except (OSError, NotOnnxError, CardError, KeyError) as e:
+        why = f"it has no {CARD_KEY} card" if isinstance(e, KeyError) else str(e)
+        raise ExportError(f"--sample-from {model}: {why}") from None
+    entry = card.export.get("sample")
+    if not isinstance(entry, dict) or not entry.get("jpeg_base64"):
+        raise ExportError(f"--sample-from {model}: its card carries no sample photo; give "
+                          "--sample-photo PHOTO instead")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> int:
     from stylebox.model.checkpoint import load_checkpoint
 
@@ -310,17 +333,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--version", help="override the card's version string")
     p.add_argument("--no-norm-stats", action="store_true",
                    help="leave out the statistics inputs/output (no tiled inference)")
-    p.add_argument("--sample-photo", metavar="PHOTO",
-                   help=f"embed this photo ({SAMPLE_SIZE} px) for the web page's style previews "
-                        "(default: the service draws a synthetic scene)")
+    sample = p.add_mutually_exclusive_group()
+    sample.add_argument("--sample-photo", metavar="PHOTO",
+                        help=f"embed this photo ({SAMPLE_SIZE} px) for the web page's style "
+                             "previews (default: the service draws a synthetic scene)")
+    sample.add_argument("--sample-from", metavar="MODEL.onnx",
+                        help="embed the sample photo that this exported model carries (keeps "
+                             "the page's previews when re-exporting after a style edit)")
     args = p.parse_args(argv)
+    carried = None
+    if args.sample_from:
+        try:
+            carried = sample_from(args.sample_from)
+        except ExportError as e:
+            raise UserError(str(e)) from None  # a bad argument (exit 2), not a failed export
     generator, card, _ = load_checkpoint(args.checkpoint)  # CheckpointError: exit 2
     if args.version:
         card.version = args.version
     try:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
                            export_size=args.size, norm_stats=not args.no_norm_stats,
-                           sample_photo=args.sample_photo)
+                           sample_photo=args.sample_photo, sample=carried)
     except (ExportError, OSError) as e:  # the stylebox entry point prints it on stderr
         raise ExportError(f"FAILED: {e}") from None
     par = card.export["parity"]
@@ -328,4 +361,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {args.out} ({size_mb:.2f} MB, {len(card.styles)} styles, alpha={card.alpha}, "
           f"{args.exporter} opset {args.opset}); parity vs PyTorch at {', '.join(par['sizes'])}: "
           f"max |diff| {par['max_abs']}/255, {par['frac_differ']:.4%} of values differ")
+    if "sample" in card.export:
+        print(f"sample photo for the page's previews: {card.export['sample'].get('file', '?')}"
+              + (f" (from {args.sample_from})" if args.sample_from else ""))
+    else:
+        print("no sample photo: the page's previews use a drawn scene (--sample-photo PHOTO, "
+              "or --sample-from MODEL.onnx to keep another model's)")
     return 0

@@ -15,7 +15,7 @@ from stylebox.errors import UserError, report
 from stylebox.service.backends import open_engine
 from stylebox.service.controls import ControlError, Controls, apply_controls, shrink_decoded
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
-from stylebox.service.errors import StyleboxError
+from stylebox.service.errors import StyleboxError, StyleSpecError
 from stylebox.service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
 from stylebox.service.pipeline import check_cost, stylize_fitted
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
@@ -23,13 +23,29 @@ from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
+_WRITES = ".png, .jpg/.jpeg or .webp"
+
+
+# Where the shipped models are when stylebox runs from its checkout (an editable install).
+SHIPPED_MODELS = Path(__file__).resolve().parents[1] / "models"
 
 
 def missing_model_message(path: str) -> str:
-    return (f"model file '{path}' not found; make it with "
-            f"`stylebox train --config configs/default.toml --out runs/a0.25` then "
-            f"`stylebox export runs/a0.25/last.pt -o {path}` "
-            "(or point --model / STYLEBOX_MODEL_PATH at an existing .onnx file)")
+    """One line: which file was tried (absolute, when the path is relative to the current
+    folder), how to point at another, where the shipped ones are, how to make one."""
+    p = Path(path)
+    where = "" if p.is_absolute() else f" (relative to the current folder: {p.resolve()})"
+    shipped = SHIPPED_MODELS / p.name
+    if shipped.is_file() and shipped.resolve() != p.resolve():
+        ships = f"; the checkout's models/ folder has {shipped}"
+    elif SHIPPED_MODELS.is_dir():
+        ships = f"; the shipped models are in {SHIPPED_MODELS}"
+    else:
+        ships = "; the stylebox checkout ships trained models in its models/ folder"
+    return (f"model file '{path}' not found{where}; pass --model PATH or set "
+            f"STYLEBOX_MODEL_PATH{ships}; or make one with `stylebox train --config "
+            f"configs/default.toml --out runs/a0.25` then `stylebox export runs/a0.25/last.pt "
+            f"-o {path}`")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -87,12 +103,28 @@ def serve_main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _to_folder(inputs: list[Path], out: Path) -> bool:
+    """Whether OUT is a folder: several inputs, an existing folder, or a name ending in /."""
+    return len(inputs) > 1 or out.is_dir() or str(out).endswith(("/", "\\"))
+
+
 def _outputs(inputs: list[Path], out: Path, fmt: str | None,
              default: str) -> list[tuple[Path, str]]:
-    if len(inputs) == 1 and not out.is_dir() and not str(out).endswith(("/", "\\")):
-        return [(out, fmt or _SUFFIX_FORMATS.get(out.suffix.lower(), default))]
+    """(file, format) per input. One output file's suffix picks its format; a suffix that
+    stylebox cannot write (out.tif), or one that contradicts --format, is a usage error:
+    the file would hold other bytes than its name says."""
+    if not _to_folder(inputs, out):
+        suffix = out.suffix.lower()
+        named = _SUFFIX_FORMATS.get(suffix)
+        if fmt is None and suffix and named is None:
+            raise UserError(f"-o {out}: cannot write {suffix} files; stylebox writes {_WRITES} "
+                            "(name the output so, or give --format png|jpeg|webp to write "
+                            "that format under this name)")
+        if fmt is not None and named is not None and named != fmt:
+            raise UserError(f"-o {out} names a {suffix} file but --format is {fmt}; drop "
+                            "--format or change the suffix")
+        return [(out, fmt or named or default)]
     fmt = fmt or default
-    out.mkdir(parents=True, exist_ok=True)
     result, taken = [], set()
     for src in inputs:
         name, n = src.stem, 1
@@ -112,7 +144,8 @@ def stylize_main(argv: list[str] | None = None) -> int:
     p.add_argument("-o", "--out", required=True, type=Path,
                    help="output file (one input) or directory (several inputs)")
     p.add_argument("--format", choices=[*choices(OutputFormat), "jpg"],
-                   help="output format (default: from OUT's suffix, else png)")
+                   help=f"output format (default: from OUT's suffix, {_WRITES}; for a folder "
+                        "or no suffix STYLEBOX_DEFAULT_FORMAT, png)")
     p.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality, 1-100")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much style, 0 (the photo) to 1 (full style; default)")
@@ -130,14 +163,20 @@ def stylize_main(argv: list[str] | None = None) -> int:
         p.error(e.detail)
     settings = _settings(model_path=args.model)
     set_pixel_limit(settings.max_pixels)
-    engine = _engine(settings)
-    mix = parse_style_spec(args.style, engine.style_names)
     fmt = "jpeg" if args.format == "jpg" else args.format
+    outputs = _outputs(args.inputs, args.out, fmt, settings.default_format)  # before any work
+    engine = _engine(settings)
+    try:
+        mix = parse_style_spec(args.style, engine.style_names)
+    except StyleSpecError as e:  # its detail shows the API's syntax (style=...): show -s
+        raise UserError(f"-s {args.style[:80]!r}: {e.reason}; expected e.g. -s candy or "
+                        f"-s candy:0.7,mosaic:0.3 (valid styles: {', '.join(e.valid)})") from None
+    if _to_folder(args.inputs, args.out):
+        args.out.mkdir(parents=True, exist_ok=True)
     # A bad file is reported and skipped, one line each in the entry point's format, so the
     # good ones are still written; any failure makes the exit code a user error's.
     failed = 0
-    for src, (dst, out_fmt) in zip(args.inputs, _outputs(args.inputs, args.out, fmt,
-                                                         settings.default_format), strict=True):
+    for src, (dst, out_fmt) in zip(args.inputs, outputs, strict=True):
         try:
             decoded = shrink_decoded(decode_image(src.read_bytes(), settings.max_pixels),
                                      controls.max_side)

@@ -38,9 +38,13 @@ class UnknownStyleError(StyleboxError):
 
 
 class StyleSpecError(StyleboxError):
+    """`detail` shows the API's syntax (`style=candy`); `reason` is what is wrong alone, for
+    callers with another syntax (`stylebox stylize -s candy`)."""
+
     status, title, slug = 422, "Invalid style spec", "invalid-style-spec"
 
     def __init__(self, detail: str, valid: list[str]) -> None:
+        self.reason, self.valid = detail, list(valid)
         super().__init__(
             f"{detail}; expected e.g. 'style=candy' or 'style=candy:0.7,mosaic:0.3' "
             f"(valid styles: {', '.join(valid)})",

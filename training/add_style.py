@@ -11,12 +11,14 @@ checkpoint holds them bit-identical), a new row is appended, initialised from th
 style whose Gram targets are nearest to the new painting's (or from the mean row), and only
 that row is trained with the same perceptual loss, photo bank and VGG as `stylebox train`.
 Data paths and loss settings come from the checkpoint's own training config unless
-`--config` is given.
+`--config` is given; its data root (the folder of the machine that trained it) gives way to
+`--data-root` or `$STYLEBOX_DATA`.
 """
 
 from __future__ import annotations
 
 import csv
+import os
 import time
 from pathlib import Path
 
@@ -28,10 +30,23 @@ from torch.func import functional_call
 from stylebox.errors import UserError, doc_parser
 from stylebox.model.card import CardError, StyleInfo
 from stylebox.model.checkpoint import load_checkpoint, load_state, read_checkpoint, save_checkpoint
-from stylebox.model.edit import append_style, edited_config, is_style_table, log_edit
+from stylebox.model.edit import (
+    append_style,
+    edited_config,
+    is_style_table,
+    log_edit,
+    style_origins,
+)
 from stylebox.training.accel import autocast, use_amp
 from stylebox.training.config import TrainConfig
-from stylebox.training.data import DataError, PhotoBank, list_photos, load_rgb, load_style_images
+from stylebox.training.data import (
+    DataError,
+    PhotoBank,
+    find_style_image,
+    list_photos,
+    load_rgb,
+    load_style_images,
+)
 from stylebox.training.loop import build_loss, train_step
 from stylebox.training.losses import PerceptualLoss
 from stylebox.training.runner import Dist, RunSettings, pick_device, run_steps
@@ -40,6 +55,16 @@ from stylebox.training.vgg import VGGFeatures
 
 class AddStyleError(UserError):
     """A bad add-style argument or a partial run that belongs to another one."""
+
+
+def checkpoint_config(state: dict, path: str | Path) -> TrainConfig:
+    """The checkpoint's own training config, its data root replaced by $STYLEBOX_DATA when
+    that is set: the checkpoint records the folder of the machine that trained it."""
+    if not state.get("config"):
+        raise AddStyleError(f"{path} carries no training config; pass --config")
+    cfg = TrainConfig.from_dict(state["config"])
+    env = os.environ.get("STYLEBOX_DATA")
+    return cfg.replace(data_root=env) if env else cfg
 
 
 def nearest_style(loss_fn: PerceptualLoss, new: int, candidates: list[int]) -> tuple[int, list]:
@@ -66,29 +91,33 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
               lr_schedule: str = "cosine",
               preview_every: int = 200, preview_dir: str | Path | None = None,
               vgg: VGGFeatures | None = None, progress: bool = True,
-              time_limit_min: float = 0.0, resume: bool = True, ckpt_every: int = 25) -> dict:
+              time_limit_min: float = 0.0, resume: bool = True, ckpt_every: int = 25,
+              data_origin: str = "") -> dict:
     """Append style `name` (painting `image`) to checkpoint `base`, write `out`; a summary.
 
     Like `stylebox train`, a run resumes: every `ckpt_every` steps, at the time limit and on
     SIGTERM the row, Adam's state, the step and the curve go to OUT_STEM.partial.pt, and
     the same command continues from there (deleted once `steps` are done). `out` is written
-    either way, so a stopped run still leaves a usable model.
+    either way, so a stopped run still leaves a usable model. `data_origin` says where
+    `cfg`'s data root came from, for the error if it does not exist.
     """
     t0 = time.monotonic()
     generator, card, state = load_checkpoint(base)
     if cfg is None:
-        if not state.get("config"):
-            raise AddStyleError(f"{base} carries no training config; pass --config")
-        cfg = TrainConfig.from_dict(state["config"])
+        cfg = checkpoint_config(state, base)
+        data_origin = ("from STYLEBOX_DATA" if os.environ.get("STYLEBOX_DATA")
+                       else "recorded in the checkpoint's training config")
+    cfg.check_data_root(origin=data_origin)
     style = StyleInfo(name, title, source or f"{Path(image).name} (added by stylebox add-style)")
     if name in card.style_names:
         raise CardError(f"the model already has a style named {name!r}")
     device = pick_device(cfg.device, Dist())
 
     # The new painting's Gram targets, and the existing styles' where their images are known.
-    known = {s.name: cfg.resolve(s.path) for s in cfg.styles}
-    existing = [i for i, s in enumerate(card.styles) if s.name in known
-                and known[s.name].is_file()]
+    # (the config's [[styles]], or the file an earlier add-style recorded; as `stylebox eval`)
+    origins = style_origins(card)
+    known = {s.name: find_style_image(s.name, cfg, origins[s.name])[0] for s in card.styles}
+    existing = [i for i, s in enumerate(card.styles) if known[s.name] is not None]
     if init not in ("nearest", "mean") and init not in card.style_names:
         raise AddStyleError(f"--init must be 'nearest', 'mean' or one of the model's styles "
                             f"({', '.join(card.style_names)}), not {init!r}")
@@ -203,7 +232,11 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
               "seconds": round(seconds, 1), "train_seconds": round(elapsed(), 1),
               "final": curve[-1] if curve else {}}
     log_edit(card, op="add", **record)
-    config = edited_config(cfg.to_dict(), "append", name, path=str(Path(image).resolve()),
+    # Inside the data root the painting is recorded relative to it, as the config's styles
+    # are, so the checkpoint works on another machine with the same data folder.
+    painting, root = Path(image).resolve(), Path(cfg.data_root).expanduser().resolve()
+    recorded = painting.relative_to(root) if painting.is_relative_to(root) else painting
+    config = edited_config(cfg.to_dict(), "append", name, path=str(recorded),
                            title=style.title, source=style.source)
     save_checkpoint(out, generator.cpu(), card, config=config)
     return {**record, "checkpoint": str(out), "n_styles": card.n_styles, "curve": curve,
@@ -257,17 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.config:
         cfg = TrainConfig.load(args.config, args.set)
     elif args.set or values:
-        state = read_checkpoint(args.model)
-        if not state.get("config"):
-            raise AddStyleError(f"{args.model} carries no training config; pass --config")
-        cfg = TrainConfig.from_dict(state["config"]).override(args.set)
+        cfg = checkpoint_config(read_checkpoint(args.model), args.model).override(args.set)
     cfg = cfg.replace(**values) if cfg is not None else None
+    origin = ("from --data-root" if args.data_root else
+              f"the data_root of {args.config}" if args.config else
+              "from STYLEBOX_DATA" if os.environ.get("STYLEBOX_DATA") else
+              "recorded in the checkpoint's training config")
     s = add_style(args.model, args.image, args.name, args.out, cfg=cfg, title=args.title,
                   source=args.source, steps=args.steps, lr=args.lr, init=args.init,
                   lr_schedule=args.lr_schedule,
                   preview_every=args.preview_every, preview_dir=args.preview_dir,
                   progress=not args.no_progress, time_limit_min=args.time_limit_min,
-                  resume=not args.no_resume)
+                  resume=not args.no_resume, data_origin=origin)
     final = s["final"]
     print(f"stylebox add-style: wrote {s['checkpoint']} ({s['n_styles']} styles; "
           f"{s['name']} initialised from {s['init_from']}, {s['steps']} steps "

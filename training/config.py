@@ -108,6 +108,25 @@ class TrainConfig:
         path = Path(os.path.expanduser(p))
         return path if path.is_absolute() else Path(self.data_root) / path
 
+    def data_paths(self) -> list[str]:
+        """The config's data paths: photos, VGG weights (unless "torchvision"), style images."""
+        paths = [self.photos] + [s.path for s in self.styles]
+        return paths + ([] if self.vgg_weights == "torchvision" else [self.vgg_weights])
+
+    def check_data_root(self, paths: list[str] | None = None, origin: str = "") -> None:
+        """ConfigError (one line naming the folder tried and the fix) when one of `paths`
+        (default: every data path) is relative and `data_root` is not a folder: the default
+        `../shared/data` is relative to the current folder, not to the repository."""
+        paths = self.data_paths() if paths is None else paths
+        root = Path(os.path.expanduser(self.data_root))
+        if root.is_dir() or all(Path(os.path.expanduser(p)).is_absolute() for p in paths):
+            return
+        where = "" if root.is_absolute() else f", relative to the current folder: {root.resolve()}"
+        origin = f" ({origin})" if origin else ""
+        raise ConfigError(
+            f"data root {self.data_root!r}{origin} not found{where}; pass --data-root DIR (the "
+            "folder holding vgg/, styles/ and train-photos/) or set STYLEBOX_DATA")
+
     # -- round trip ------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -137,7 +156,10 @@ class TrainConfig:
             with open(path, "rb") as f:
                 d = tomllib.load(f)
         except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found (see configs/default.toml)") from None
+            where = "" if Path(path).is_absolute() else (
+                f", relative to the current folder: {Path(path).resolve()}")
+            raise ConfigError(f"config file {path} not found{where}; pass --config FILE (the "
+                              "stylebox checkout has configs/default.toml)") from None
         except OSError as e:  # a folder, no permission, ...
             raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:  # not TOML, or not text

@@ -9,14 +9,19 @@ uninterrupted one would, and drawing never waits on the device.
 
 from __future__ import annotations
 
+import glob
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
 
 from stylebox.errors import UserError
+
+if TYPE_CHECKING:
+    from stylebox.training.config import TrainConfig
 
 PHOTO_EXTENSIONS = {".jpg", ".jpeg", ".png", ".webp", ".bmp"}
 
@@ -88,3 +93,32 @@ def load_style_images(paths: list[Path], long_side: int) -> list[torch.Tensor]:
             raise DataError(f"style image {p} not found")
         out.append(load_rgb(p, long_side=long_side)[None].float() / 255.0)
     return out
+
+
+def find_style_image(name: str, cfg: TrainConfig, origin: tuple[str, str] | None = None,
+                     styles_dir: str | Path | None = None) -> tuple[Path | None, list[str]]:
+    """Where style `name`'s painting is, and every place looked at (for the error message).
+
+    In order: the config's `[[styles]]` entry of that name (or of the name it was trained
+    under); the file `add-style` recorded (`origin`, from model.edit.style_origins) in
+    `styles_dir`, in the data root's `styles/` folder, in the current folder; then
+    `NAME.jpg/.png/...` in those two folders.
+    """
+    trained, image = origin or (name, "")
+    names = list(dict.fromkeys([name, trained]))
+    by_name = {s.name: s.path for s in cfg.styles}
+    paths = [cfg.resolve(by_name[n]) for n in names if n in by_name]
+    folders = list(dict.fromkeys(Path(d) for d in (styles_dir, cfg.resolve("styles")) if d))
+    if image:
+        paths += [f / image for f in folders] + [Path(image)]
+    tried = [str(p) for p in paths]
+    for path in paths:
+        if path.is_file():
+            return path, tried
+    for folder in folders:
+        for n in names:
+            tried.append(str(folder / f"{n}.*"))
+            for path in sorted(folder.glob(glob.escape(n) + ".*")):
+                if path.suffix.lower() in PHOTO_EXTENSIONS and path.is_file():
+                    return path, tried
+    return None, tried

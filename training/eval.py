@@ -13,9 +13,12 @@ normalisation of training (training/losses.py). Written to OUT: eval.md and eval
 style means), eval_per_photo.csv, gallery.jpg (photos x styles) and, with --blend A,B, a
 strip from style A to style B. Deterministic; runs on CPU.
 
-Style images come from the config's [[styles]] (matched by name), then --style-image
-NAME=PATH, then --styles-dir (NAME.jpg/.png/...). "photo" in the table is the unstylized
-photo's style loss: a reference for how far each style is from the photos to begin with.
+Style images: --style-image NAME=PATH, else the config's [[styles]] entry of that name, else
+the painting `stylebox add-style` recorded in the model's card (its file name, looked for in
+--styles-dir, in the data root's styles/ folder and in the current folder), else NAME.jpg
+(.png, ...) in --styles-dir and the data root's styles/ folder. So the shipped model's added
+styles need no flag. "photo" in the table is the unstylized photo's style loss: a reference
+for how far each style is from the photos to begin with.
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import torch
 from PIL import Image, ImageDraw, ImageOps
 
 from stylebox.errors import UserError, doc_parser, need_file
+from stylebox.model.card import ModelCard
+from stylebox.model.edit import style_origins
 from stylebox.service.backends import open_engine
 from stylebox.service.engine import Engine
 from stylebox.service.settings import EngineName, Precision, Settings, choices
 from stylebox.training.config import TrainConfig
-from stylebox.training.data import PHOTO_EXTENSIONS, list_photos, load_style_images
+from stylebox.training.data import find_style_image, list_photos, load_style_images
 from stylebox.training.losses import PerceptualLoss
 from stylebox.training.vgg import VGGFeatures
 
@@ -65,22 +70,27 @@ def load_photo(path: Path, size: int) -> np.ndarray:
 
 
 def find_style_images(names: list[str], cfg: TrainConfig, extra: dict[str, str],
-                      styles_dir: str | Path | None) -> dict[str, Path]:
-    found: dict[str, Path] = {s.name: cfg.resolve(s.path) for s in cfg.styles}
-    found.update({k: Path(v) for k, v in extra.items()})
+                      styles_dir: str | Path | None,
+                      card: ModelCard | None = None) -> dict[str, Path]:
+    """Each style's painting: --style-image NAME=PATH, else training/data.find_style_image
+    (the config's [[styles]], the file add-style recorded in the card, NAME.* in the styles
+    folder)."""
+    origins = style_origins(card) if card is not None else {}
     out, missing = {}, []
     for name in names:
-        path = found.get(name)
-        if (path is None or not path.is_file()) and styles_dir:
-            path = next((p for p in sorted(Path(styles_dir).glob(name + ".*"))
-                         if p.suffix.lower() in PHOTO_EXTENSIONS), path)
-        if path is None or not path.is_file():
-            missing.append(f"{name} ({path})" if path else name)
+        if name in extra:
+            path, tried = Path(extra[name]), [extra[name]]
+            path = path if path.is_file() else None
+        else:
+            path, tried = find_style_image(name, cfg, origins.get(name), styles_dir)
+        if path is None:
+            missing.append(f"{name} (looked for {', '.join(tried)})" if tried else name)
         else:
             out[name] = path
     if missing:
-        raise EvalError(f"no style image for {', '.join(missing)}; give it with "
-                        "--style-image NAME=PATH, --styles-dir or a [[styles]] entry in --config")
+        raise EvalError(f"no style image for {'; '.join(missing)}; give it with "
+                        "--style-image NAME=PATH, --styles-dir DIR or a [[styles]] entry in "
+                        "--config")
     return out
 
 
@@ -225,11 +235,15 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
             raise EvalError(f"--styles {', '.join(unknown)}: not in the model "
                             f"({', '.join(names)})")
         names = [s for s in names if s in only]
-    images_for = find_style_images(names, cfg, style_images or {}, styles_dir)
-    if blend:
+    if blend:  # the strip needs no style image: any style of the model, scored or not
         for s in blend:
-            if s not in names:
-                raise EvalError(f"blend style {s!r} is not in the model ({', '.join(names)})")
+            if s not in engine.style_names:
+                raise EvalError(f"blend style {s!r} is not in the model "
+                                f"({', '.join(engine.style_names)})")
+    # Before any file is looked for: a missing data root is the one fix for all of them.
+    needs = [cfg.vgg_weights] if vgg is None and cfg.vgg_weights != "torchvision" else []
+    cfg.check_data_root(needs + ["styles"] * any(n not in (style_images or {}) for n in names))
+    images_for = find_style_images(names, cfg, style_images or {}, styles_dir, engine.card)
     files = list_photos(photo_dir, max_photos)
     if not 0 <= blend_photo < len(files):
         raise EvalError(f"--blend-photo {blend_photo} is not one of the {len(files)} photos")
@@ -276,7 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-root", help="override the config's data_root")
     p.add_argument("--style-image", action="append", default=[], metavar="NAME=PATH",
                    help="style image for a style the config lacks (repeatable)")
-    p.add_argument("--styles-dir", help="fallback folder of NAME.jpg/.png style images")
+    p.add_argument("--styles-dir", help="folder of style images (NAME.jpg/.png, or the file "
+                   "add-style recorded), looked at before the data root's styles/")
     p.add_argument("--out", help="output folder (default docs/eval/MODEL_STEM)")
     p.add_argument("--size", type=int, default=256, help="photos are scored at SIZE x SIZE")
     p.add_argument("--tile", type=int, default=160, help="gallery tile side in pixels")

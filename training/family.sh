@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Train the α family with one recipe and an equal number of steps, all at once on one machine,
-# inside a fixed wall-time budget (a lent GPU's lease, or a night on a CPU).
+# inside a fixed wall-time budget (minutes on a GPU, or a night on a CPU).
 #
 #   training/family.sh DATA_ROOT OUT_DIR BUDGET_SECONDS [ALPHA ...]     (default α: 1 0.5 0.25 0.1)
 #

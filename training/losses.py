@@ -17,13 +17,14 @@ products and lose too much in bf16.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from stylebox.training.vgg import VGGFeatures, load_vgg
+from stylebox.training.vgg import VGGError, VGGFeatures, load_vgg
 
 if TYPE_CHECKING:
     from stylebox.training.config import TrainConfig
@@ -73,6 +74,13 @@ class PerceptualLoss(nn.Module):
         if vgg is None:
             src = (cfg.vgg_weights if cfg.vgg_weights == "torchvision"
                    else cfg.resolve(cfg.vgg_weights))
+            relative = not Path(cfg.vgg_weights).expanduser().is_absolute()
+            if src != "torchvision" and relative and not src.is_file():
+                # A relative vgg_weights: the data root is the first suspect, not the file.
+                cfg.check_data_root([cfg.vgg_weights])
+                raise VGGError(f"VGG weights file {cfg.vgg_weights} not found in the data root "
+                               f"{cfg.data_root} ({src.resolve()}); pass --data-root DIR, or "
+                               "set vgg_weights to the file")
             vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
         return cls(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
                    cfg.style_weight, cfg.tv_weight)

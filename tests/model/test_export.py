@@ -96,6 +96,40 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     assert card.version == "9.9" and card.export["export_size"] == 48
 
 
+def test_sample_from_carries_another_models_sample_photo(tmp_path, capsys):
+    """A re-export after a style edit keeps the page's preview photo: --sample-from."""
+    from PIL import Image
+
+    from stylebox.cli import main
+
+    save_checkpoint(tmp_path / "last.pt", make_tiny_generator(), make_tiny_card())
+    Image.new("RGB", (40, 30), (200, 60, 20)).save(tmp_path / "photo.png")
+    first, second, plain = tmp_path / "a.onnx", tmp_path / "b.onnx", tmp_path / "c.onnx"
+    ckpt = str(tmp_path / "last.pt")
+    assert main(["export", ckpt, "-o", str(first), "--size", "32", "--sample-photo",
+                 str(tmp_path / "photo.png")]) == 0
+    assert main(["export", ckpt, "-o", str(second), "--size", "32", "--sample-from",
+                 str(first)]) == 0
+    assert f"sample photo for the page's previews: photo.png (from {first})" in (
+        capsys.readouterr().out)
+
+    def card(path):
+        return ModelCard.from_json(_session(path).get_modelmeta().custom_metadata_map[CARD_KEY])
+
+    assert card(second).export["sample"] == card(first).export["sample"]
+    assert card(second).export["sample"]["file"] == "photo.png"
+    assert main(["export", ckpt, "-o", str(plain), "--size", "32"]) == 0
+    assert "no sample photo" in capsys.readouterr().out and "sample" not in card(plain).export
+    # A model without a sample, a file that is no model: one line, exit 2, nothing written.
+    for source, text in ((plain, "its card carries no sample photo"), (tmp_path / "last.pt",
+                                                                       "not an ONNX model")):
+        assert main(["export", ckpt, "-o", str(tmp_path / "x.onnx"), "--sample-from",
+                     str(source)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"stylebox export: --sample-from {source}: ") and text in err
+        assert "\n" not in err and not (tmp_path / "x.onnx").exists()
+
+
 def test_stats_error_measures_what_the_normalisation_feels():
     import numpy as np
 

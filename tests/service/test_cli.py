@@ -47,6 +47,39 @@ def test_format_from_suffix_and_flag(tiny_onnx, photo, tmp_path):
     assert Image.open(tmp_path / "o.img").format == "WEBP"
 
 
+@pytest.mark.parametrize("out, extra, text", [
+    ("o.tif", [], "-o {out}: cannot write .tif files; stylebox writes .png, .jpg/.jpeg or .webp"),
+    ("o.GIF", [], "cannot write .gif files"),
+    ("o.jpg", ["--format", "png"], "-o {out} names a .jpg file but --format is png"),
+])
+def test_an_output_name_it_cannot_honour_is_one_line_exit_2(tiny_onnx, photo, tmp_path, capsys,
+                                                            out, extra, text):
+    """out.tif would get PNG bytes: refused before any work, naming what it writes."""
+    src, _ = photo
+    dst = tmp_path / out
+    assert stylize([str(src), "-s", "candy", "-o", str(dst), "--model", str(tiny_onnx),
+                    *extra]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and text.format(out=dst) in err and "--format" in err
+    assert not dst.exists()
+
+
+@pytest.mark.parametrize("spec, reason", [
+    ("candy:x", "weight 'x' for 'candy' is not a number"),
+    ("", "no style given"),
+    ("candy:0", "style weights are all zero"),
+])
+def test_style_spec_errors_show_the_cli_syntax(tiny_onnx, photo, tmp_path, capsys, spec, reason):
+    """The API says `style=candy`; the command line says `-s candy`."""
+    src, _ = photo
+    assert stylize([str(src), "-s", spec, "-o", str(tmp_path / "o.png"),
+                    "--model", str(tiny_onnx)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"stylebox stylize: -s {spec!r}: {reason}") and "style=" not in err
+    assert err.endswith("; expected e.g. -s candy or -s candy:0.7,mosaic:0.3 (valid styles: "
+                        "candy, mosaic, udnie)")
+
+
 def test_several_inputs_go_to_a_directory(tiny_onnx, photo, tmp_path, monkeypatch):
     src, _ = photo
     other = tmp_path / "b.jpg"
@@ -93,3 +126,22 @@ def test_missing_model_exits_1_with_the_recipe(photo, tmp_path, capsys):
                     "--model", str(model)]) == 1
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and str(model) in err and "stylebox export" in err
+    assert "relative to the current folder" not in err  # an absolute path
+
+
+def test_a_relative_default_model_says_where_it_looked(photo, tmp_path, capsys, monkeypatch):
+    """Outside the checkout the default models/stylebox-a0.25.onnx is not there: the line
+    says it is relative to this folder, the absolute path tried, the flag, the variable and
+    where the shipped model is."""
+    from stylebox.service.cli import SHIPPED_MODELS
+
+    src, _ = photo
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STYLEBOX_MODEL_PATH", raising=False)
+    assert stylize([str(src), "-s", "candy", "-o", "o.png"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stylebox stylize: model file 'models/stylebox-a0.25.onnx' not found "
+                          "(relative to the current folder: "
+                          f"{tmp_path / 'models/stylebox-a0.25.onnx'}); pass --model PATH or set "
+                          "STYLEBOX_MODEL_PATH; ")
+    assert f"has {SHIPPED_MODELS / 'stylebox-a0.25.onnx'}" in err  # this checkout ships it

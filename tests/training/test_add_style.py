@@ -218,3 +218,52 @@ def test_cli_remove_and_rename(base, tmp_path, capsys):
     assert main(["rename-style", str(tmp_path / "m.onnx"), "--name", "a", "--title", "B",
                  "-o", str(out)]) == 2
     assert "not a stylebox checkpoint" in capsys.readouterr().err
+
+
+def test_a_missing_data_root_names_itself_and_the_flag(base, tmp_path, capsys, monkeypatch):
+    """The checkpoint records the data root of the machine that trained it; when that folder
+    is not here the one line names it (absolute too) and --data-root / STYLEBOX_DATA, instead
+    of blaming the VGG file. STYLEBOX_DATA and --data-root replace the recorded folder."""
+    from stylebox.cli import main
+
+    gen, card, state = load_checkpoint(base / "base.pt")
+    config = {**state["config"], "data_root": "../elsewhere/data"}
+    save_checkpoint(tmp_path / "moved.pt", gen, card, config=config)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes((base / "painting.png").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STYLEBOX_DATA", raising=False)
+    argv = ["add-style", "--model", "moved.pt", "--name", "x", "--image", "outside.png",
+            "--out", "x.pt", "--steps", "1", "--no-progress", "--preview-every", "0"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("stylebox add-style: data root '../elsewhere/data' (recorded in the "
+                   "checkpoint's training config) not found, relative to the current folder: "
+                   f"{(tmp_path / '../elsewhere/data').resolve()}; pass --data-root DIR (the "
+                   "folder holding vgg/, styles/ and train-photos/) or set STYLEBOX_DATA")
+    monkeypatch.setenv("STYLEBOX_DATA", str(base))
+    assert main(argv) == 0
+    monkeypatch.setenv("STYLEBOX_DATA", "nowhere")
+    assert main([*argv, "--data-root", str(base), "--no-resume"]) == 0
+    _, new_card, new_state = load_checkpoint(tmp_path / "x.pt")
+    # The painting lies outside the data root: recorded as an absolute path; its file name
+    # goes in the card (which `stylebox eval` reads to find it again).
+    assert new_state["config"]["styles"][-1]["path"] == str(outside.resolve())
+    assert new_card.training["style_edits"][-1]["image"] == "outside.png"
+
+
+def test_a_painting_inside_the_data_root_is_recorded_relative_to_it(base, tmp_path):
+    """As the config's own styles are: the checkpoint then works with the same data folder
+    elsewhere."""
+    from stylebox.training.add_style import add_style
+
+    inside = base / "styles/painting-inside.png"
+    inside.write_bytes((base / "painting.png").read_bytes())
+    try:
+        add_style(base / "base.pt", inside, "flipped", tmp_path / "in.pt", steps=1,
+                  preview_every=0, progress=False)
+    finally:
+        inside.unlink()
+    state = load_checkpoint(tmp_path / "in.pt")[2]
+    assert state["config"]["styles"][-1]["path"] == "styles/painting-inside.png"
+

@@ -116,7 +116,9 @@ def test_eval_without_a_style_image_or_model_is_a_clear_error(data, tiny_onnx, t
     base = ["eval", "--photos", str(data / "photos"), "--config", str(data / "eval.toml"),
             "--out", str(tmp_path / "x")]
     assert main([*base, "--model", str(tiny_onnx)]) == 2  # mosaic, udnie: no image anywhere
-    assert "no style image for mosaic, udnie" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no style image for mosaic (looked for " in err and "; udnie (looked for " in err
+    assert str(data / "styles" / "udnie.*") in err  # the data root's styles/ folder
     assert main([*base, "--model", str(tmp_path / "none.onnx")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -133,3 +135,101 @@ def test_eval_on_openvino_scores_like_onnxruntime(data, tiny_onnx, tmp_path):
     for a, b in zip(ort_rows, ov_rows, strict=True):
         for key in ("style_loss", "content_loss"):
             assert math.isclose(float(a[key]), float(b[key]), rel_tol=0.01), (key, a, b)
+
+
+@pytest.fixture(scope="module")
+def edited_onnx(tmp_path_factory) -> Path:
+    """The tiny model with the history `add-style` and `rename-style` leave in a card: mosaic
+    added from checker.png; udnie added as "painting" from stripes.png, then renamed."""
+    from stylebox.model.export import export_onnx
+    from tests.conftest import make_tiny_card, make_tiny_generator
+
+    card = make_tiny_card()
+    card.training["style_edits"] = [
+        {"op": "add", "name": "mosaic", "image": "checker.png", "steps": 2},
+        {"op": "add", "name": "painting", "image": "stripes.png", "steps": 2},
+        {"op": "rename", "name": "painting", "new_name": "udnie", "title": "Udnie"},
+    ]
+    path = tmp_path_factory.mktemp("edited") / "edited.onnx"
+    export_onnx(make_tiny_generator(), card, path, export_size=32)
+    return path
+
+
+def test_added_styles_are_found_from_the_card_in_the_data_roots_styles(data, edited_onnx,
+                                                                        tmp_path):
+    """No --style-image, no --styles-dir: candy from the config, mosaic and udnie from the
+    painting files add-style recorded, looked up in the data root's styles/ folder."""
+    from stylebox.cli import main
+
+    out = tmp_path / "ev"
+    assert main(["eval", "--model", str(edited_onnx), "--photos", str(data / "photos"),
+                 "--config", str(data / "eval.toml"), "--out", str(out), "--size", str(SIZE),
+                 "--tile", str(TILE), "--max-photos", "2"]) == 0
+    rows = {r["style"]: r for r in _csv(out / "eval.csv")}
+    assert rows["candy"]["photo_style_loss"] == rows["udnie"]["photo_style_loss"]  # stripes
+    assert rows["mosaic"]["photo_style_loss"] != rows["candy"]["photo_style_loss"]  # checker
+
+
+def test_style_images_from_the_card_and_the_styles_folder(data, tmp_path, monkeypatch):
+    from stylebox.model.card import ModelCard
+    from stylebox.model.edit import style_origins
+    from stylebox.training.config import TrainConfig
+    from stylebox.training.data import find_style_image
+
+    card = ModelCard.from_dict({
+        "name": "m", "version": "1", "alpha": 0.25,
+        "styles": [{"name": n} for n in ("candy", "zebra", "kept", "udnie")],
+        "training": {"style_edits": [
+            {"op": "add", "name": "gone", "image": "gone.png"},
+            {"op": "add", "name": "kept", "image": "kept.jpg"},
+            {"op": "rename", "name": "candy", "new_name": "zebra"},  # a jointly trained style
+            {"op": "remove", "name": "gone"},
+            {"op": "rename", "name": "old", "new_name": "candy"},
+        ]}})
+    origins = style_origins(card)
+    assert origins == {"candy": ("old", ""), "zebra": ("candy", ""), "kept": ("kept", "kept.jpg"),
+                       "udnie": ("udnie", "")}
+    cfg = TrainConfig.load(data / "eval.toml")
+    # zebra was "candy" when trained: the config's candy entry is its painting
+    assert find_style_image("zebra", cfg, origins["zebra"])[0] == data / "styles/stripes.png"
+    # kept.jpg: not in the styles folders, but in the current folder
+    monkeypatch.chdir(tmp_path)
+    assert find_style_image("kept", cfg, origins["kept"])[0] is None
+    (tmp_path / "kept.jpg").write_bytes((data / "styles/checker.png").read_bytes())
+    assert find_style_image("kept", cfg, origins["kept"])[0] == Path("kept.jpg")
+    # NAME.* in --styles-dir first, then in the data root's styles/ folder
+    (tmp_path / "dir").mkdir()
+    (tmp_path / "dir/udnie.png").write_bytes(b"x")
+    found, tried = find_style_image("udnie", cfg, None, tmp_path / "dir")
+    assert found == tmp_path / "dir/udnie.png"
+    found, tried = find_style_image("udnie", cfg)
+    assert found is None and tried == [str(data / "styles" / "udnie.*")]
+
+
+def test_blend_styles_need_not_be_scored(data, tiny_onnx, tmp_path):
+    """`--styles candy --blend candy,mosaic`: the strip needs no style image for mosaic."""
+    assert _run(data, tiny_onnx, tmp_path / "b", "--styles", "candy", "--blend",
+                "candy,mosaic", "--max-photos", "1") == 0
+    assert (tmp_path / "b/blend-candy-mosaic.jpg").is_file()
+    assert [r["style"] for r in _csv(tmp_path / "b/eval.csv")] == ["candy"]
+
+
+def test_missing_config_and_data_root_name_the_flag(data, tiny_onnx, tmp_path, capsys,
+                                                    monkeypatch):
+    """Run outside the checkout: the defaults are relative to the current folder, and the
+    one line says so, with the absolute path tried and the flag that fixes it."""
+    from stylebox.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STYLEBOX_DATA", raising=False)
+    base = ["eval", "--model", str(tiny_onnx), "--photos", str(data / "photos"), "--out", "x"]
+    assert main(base) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("stylebox eval: config file configs/default.toml not found, relative to the "
+                   f"current folder: {tmp_path / 'configs/default.toml'}; pass --config FILE "
+                   "(the stylebox checkout has configs/default.toml)")
+    assert main([*base, "--config", str(data / "eval.toml"), "--data-root", "nowhere"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("stylebox eval: data root 'nowhere' not found, relative to the "
+                          f"current folder: {tmp_path / 'nowhere'}; pass --data-root DIR")
+    assert "\n" not in err
