@@ -11,6 +11,7 @@ ends. A second signal skips the drain wait; a third forces an exit, as in uvicor
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from types import FrameType
 
@@ -57,9 +58,23 @@ def serve(app: FastAPI, settings: Settings, log_level: str = "info") -> None:
     DrainingServer(config, app, settings.drain_s).run()
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each record, not as it was when the handler was made:
+    a caller that redirects stderr later (a test, an embedding program) is followed, and no
+    record goes to a stream that was closed since."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:  # StreamHandler.__init__ assigns one; ignore it
+        pass
+
+
 def configure_logging(level: str, fmt: str) -> None:
-    """Text (`time level logger: message`) or one JSON object per line."""
-    handler = logging.StreamHandler()
+    """Text (`time level logger: message`) or one JSON object per line, on stderr."""
+    handler = _StderrHandler()
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
