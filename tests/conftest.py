@@ -246,6 +246,19 @@ def write_train_config(root: Path, **overrides) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _restore_root_logging():
+    """`stylebox serve` run in-process configures the root logger (level, handler) for the
+    whole process; put it back after each test so later tests see what a fresh command does."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _restore_pillow_pixel_limit():
     """`create_app` sets Pillow's process-global bomb guard to its max_pixels (small in some
