@@ -3,13 +3,20 @@
 #   docker build -t stylebox:cpu .                                      (TARGET=cpu, default)
 #   docker build --build-arg TARGET=cuda -t stylebox:cuda .             (x86_64 + NVIDIA GPU)
 #   docker build --build-arg TARGET=jetson -t stylebox:jetson .         (on a JetPack 6 Jetson)
-# or `docker compose up` (README "Deployment"). BuildKit builds only the stages TARGET needs.
+# or `docker compose up` (README "Deployment"). BuildKit builds only the stages TARGET needs;
+# the legacy builder (no BuildKit: docker-compose 1.x, Docker without buildx) builds every
+# stage, so it builds the CPU image from Dockerfile.cpu instead (these CPU stages alone).
 # Bases are pinned by tag; the python in each build stage is the one its runtime stage runs
 # (the venv's python is a symlink into the base).
 ARG TARGET=cpu
+# Offline builds (README "Deployment"): CPU_BASE is any image with Debian bookworm's python3
+# (3.11) and python3-venv, e.g. one made from a local mirror; PIP_OFFLINE=1 makes pip install
+# only from the wheelhouse deploy/wheels/ in the build context, never from an index.
+ARG CPU_BASE=python:3.11-slim-bookworm
+ARG PIP_OFFLINE=0
 
 # -- source: what `pip install .` needs, and the runtime requirements without onnxruntime ----
-FROM python:3.11-slim-bookworm AS source
+FROM ${CPU_BASE} AS source
 WORKDIR /src
 # pyproject's packages are model*, training*, service* and stylebox* (the service imports
 # model.card, pure python; `stylebox train` then says it needs the train extra).
@@ -20,19 +27,24 @@ COPY service/ service/
 COPY stylebox/ stylebox/
 # The GPU targets swap onnxruntime for onnxruntime-gpu: both install the `onnxruntime`
 # module, so they must never be installed side by side.
-RUN python -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
+RUN python3 -c "import tomllib; d = tomllib.load(open('pyproject.toml', 'rb')); \
 print('\n'.join(x for x in d['project']['dependencies'] if not x.startswith('onnxruntime==')))" \
     > requirements-no-ort.txt
 
 # -- cpu: python slim + onnxruntime (CPU EP) + openvino (bf16 on AMX / AVX512_BF16) ----------
 # STYLEBOX_ENGINE=auto serves OpenVINO bf16 where the host CPU runs it, else ONNX Runtime.
-FROM python:3.11-slim-bookworm AS build-cpu
+FROM ${CPU_BASE} AS build-cpu
+ARG PIP_OFFLINE
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY --from=source /src /src
+# The wheelhouse (only its README unless an offline build filled it) stays in this stage.
+COPY deploy/wheels/ /wheels/
 # Non-editable, runtime deps only (no [train] extra): the source tree is not needed after.
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir "/src[openvino]"
+RUN python3 -m venv /opt/venv \
+ && if [ "$PIP_OFFLINE" = 1 ]; then set -- --no-index --find-links /wheels; fi \
+ && /opt/venv/bin/pip install --no-cache-dir "$@" "/src[openvino]"
 
-FROM python:3.11-slim-bookworm AS runtime-cpu
+FROM ${CPU_BASE} AS runtime-cpu
 COPY --from=build-cpu /opt/venv /opt/venv
 ENV STYLEBOX_PROVIDERS=CPUExecutionProvider
 
@@ -96,17 +108,24 @@ ENV STYLEBOX_PROVIDERS=TensorrtExecutionProvider,CUDAExecutionProvider,CPUExecut
 # One of the stages above, not an image: hadolint cannot tell (DL3006 is about tags).
 # hadolint ignore=DL3006
 FROM runtime-${TARGET}
+# ORT_DISABLE_TELEMETRY: ONNX Runtime's usage telemetry off (else it keeps a device id and an
+# event store under ~/.cache and uploads them).
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    ORT_DISABLE_TELEMETRY=1 \
     STYLEBOX_MODEL_PATH=/app/models/stylebox-a0.25.onnx \
     STYLEBOX_HOST=0.0.0.0 \
     STYLEBOX_PORT=8000
 # A fixed numeric uid, so orchestrators can check runAsNonRoot. The cache dir belongs to it
-# (TensorRT engines are written there at the first start).
+# (TensorRT engines are written there at the first start). Its home belongs to root: nothing
+# writes there. It holds OpenVINO's telemetry consent file saying 0 (declined; `opt_in_out
+# --opt_out` writes the same), without which OpenVINO counts as consent any home it can write.
 RUN groupadd --system --gid 10001 stylebox \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin stylebox \
- && mkdir -p /var/cache/stylebox/trt \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /home/stylebox --no-create-home \
+      --shell /usr/sbin/nologin stylebox \
+ && mkdir -p /var/cache/stylebox/trt /home/stylebox/intel \
+ && echo 0 > /home/stylebox/intel/openvino_telemetry \
  && chown -R 10001:10001 /var/cache/stylebox
 WORKDIR /app
 # models/ holds the default model (committed; see models/README.md); owned by root, so the

@@ -35,9 +35,11 @@ serve: $(VENV)/.serve-installed
 	  exit 1; }
 	$(BIN)/stylebox serve
 
+# PYTEST_ARGS='-m "not container"' leaves out the container image test (README "Deployment").
+PYTEST_ARGS ?=
 test: $(VENV)/.test-installed
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Speed lives here, not in unit tests: latency per size on every engine and precision here
 # (ONNX Runtime, OpenVINO f32 and, on AMX CPUs, bf16; vs the alpha=1 single-style peer, with

