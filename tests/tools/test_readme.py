@@ -66,6 +66,11 @@ SKIP: list[tuple[str, str]] = [
     (r"^\.venv/bin/stylebox export runs/fam/", "needs the skipped family run's checkpoint; "
                                                 "the same export runs in *Train and export*"),
     (r"^docker\b", "Docker"),
+    # The offline image recipe: tests/deploy/test_container.py runs these steps itself.
+    (r"^python3 -m pip download\b", "the package index (network), about 110 MB of wheels"),
+    (r"^debootstrap\b", "root and a Debian mirror"),
+    (r"^rm -rf rootfs/", "cleans the skipped debootstrap's tree"),
+    (r"^tar -C rootfs\b", "Docker (imports the skipped base)"),
     (r"^kubectl\b", "a Kubernetes cluster"),
     (r"^apt-get\b", "a system package (network, root)"),
 ]
