@@ -18,8 +18,8 @@ ARG PIP_OFFLINE=0
 # -- source: what `pip install .` needs, and the runtime requirements without onnxruntime ----
 FROM ${CPU_BASE} AS source
 WORKDIR /src
-# pyproject's packages are model*, training*, service* and stylebox* (the service imports
-# model.card, pure python; `stylebox train` then says it needs the train extra).
+# The four package folders pyproject maps into the `stylebox` package (the service imports
+# stylebox.model's card and contract, pure python; `stylebox train` says it needs torch).
 COPY pyproject.toml README.md ./
 COPY model/ model/
 COPY training/ training/
