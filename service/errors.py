@@ -53,23 +53,35 @@ class StyleSpecError(StyleboxError):
 
 
 class MissingImageError(StyleboxError):
+    """No image: an empty body, or a multipart form without its `image` field."""
+
     status, title, slug = 422, "Missing image", "missing-image"
 
 
 class UnsupportedImageError(StyleboxError):
+    """Bytes that are no image in a format the decoder accepts (text, a PDF, an executable),
+    or a Content-Type that is not an image."""
+
     status, title, slug = 415, "Unsupported media type", "unsupported-media-type"
 
 
 class CorruptImageError(StyleboxError):
-    # 422 (not 400): the request is well-formed HTTP, its image content is not processable.
+    """A truncated or damaged image. 422, not 400: the request is well-formed HTTP; its
+    image content is what cannot be processed."""
+
     status, title, slug = 422, "Corrupt image", "corrupt-image"
 
 
 class ImageTooLargeError(StyleboxError):
+    """Too many pixels by the header, or a shape whose network runs cost too much
+    (service/pipeline.py)."""
+
     status, title, slug = 413, "Image too large", "image-too-large"
 
 
 class PayloadTooLargeError(StyleboxError):
+    """A body over MAX_UPLOAD_BYTES, counted while it streams in."""
+
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
@@ -82,14 +94,21 @@ class NotReadyError(StyleboxError):
 
 
 class OutputFormatError(StyleboxError):
+    """The result cannot be written in the format asked for (e.g. a WebP side over 16383)."""
+
     status, title, slug = 422, "Cannot encode output", "cannot-encode"
 
 
 class MalformedBodyError(StyleboxError):
+    """A multipart body that does not parse, or has too many parts."""
+
     status, title, slug = 400, "Malformed request body", "malformed-body"
 
 
 class AdminDisabledError(StyleboxError):
+    """An admin route on a server with no API key, where admin is off unless
+    STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY says otherwise."""
+
     status, title, slug = 403, "Admin endpoints disabled", "admin-disabled"
 
 
