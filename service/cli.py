@@ -58,7 +58,7 @@ def _settings(**overrides: object) -> Settings:
 
 def _engine(settings: Settings) -> Engine:
     """The engine, loaded up front, so a bad file is one line (exit 1), not a traceback."""
-    if not Path(settings.model_path).is_file():
+    if not Path(settings.model_path).exists():  # a folder or a bad file: the engine says which
         raise ModelLoadError(missing_model_message(settings.model_path))
     try:
         return open_engine(settings)

@@ -4,7 +4,6 @@ file or setting; 1 for a model or export that fails to load or to verify)."""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,16 +32,6 @@ def files(tmp_path_factory) -> dict[str, Path]:
             "missing": root / "absent" / "nothing.pt"}
 
 
-@pytest.fixture(autouse=True)
-def _keep_logging():
-    """`stylebox serve` points the root logger at its stderr; put it back after each case."""
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-
-
 Argv = Callable[[dict[str, Path], Path, Path], list[str]]
 
 # (case, argv from (files, tiny_onnx, tmp_path), exit code, text the one line must hold)
@@ -60,6 +49,8 @@ CASES: list[tuple[str, Argv, int, str]] = [
      "do not fit its card"),
     ("serve-missing-model",
      lambda f, m, t: ["serve", "--model", str(t / "none.onnx")], 1, "stylebox export"),
+    ("serve-model-is-a-folder",
+     lambda f, m, t: ["serve", "--model", str(t)], 1, "is a folder; give the .onnx file"),
     ("stylize-missing-input",
      lambda f, m, t: ["stylize", str(t / "missing.png"), "-s", "candy", "-o", str(t / "o.png"),
                       "--model", str(m)], 2, "missing.png"),
