@@ -1,0 +1,155 @@
+"""Frames of one stream (a video file, a live camera), stylized with carried CIN statistics.
+
+Frame-by-frame stylization flickers partly because every frame normalises with its own
+conditional-instance-norm statistics: a person walking in, a light flickering, sensor noise
+all move every layer's (mean, variance), and the whole picture's colours and contrast jump.
+The exported model takes and returns those statistics (model/export.py, the tiling path), so
+a stream can normalise every frame with a running average instead:
+
+    frame 0 (or a scene cut):  run with its own statistics; running = computed
+    frame t:                   run with `running`; running += (1 - momentum) * (computed - running)
+
+`computed` comes out of the same pass, so carrying costs no extra inference. A scene cut (a
+frame whose small grey thumbnail differs from the previous one by more than `cut_level`
+grey levels on average), a new frame size or new style weights start afresh: the old
+statistics describe another picture. Frames above the inference budget run in tiles that
+all use the running statistics, so a tiled video frame needs no separate statistics pass.
+
+This removes the normalisation's share of flicker only; a network that answers a one-pixel
+shift with new texture needs a temporal term in training (training/losses.py) or
+anti-aliased downsampling (model/network.py) — docs/flicker.md measures each.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stylebox.service.engine import Engine
+from stylebox.service.imaging import fit_size, resize_rgb
+from stylebox.service.tiling import TileConfig, plan_tiles, stats_input
+
+THUMB = 32  # side of the grey thumbnail that scene cuts are judged on
+
+
+@dataclass(frozen=True)
+class StabilityConfig:
+    """How statistics are carried; momentum 0 normalises every frame by itself (off)."""
+
+    momentum: float = 0.9  # the running statistics' weight; 0 = every frame on its own
+    cut_level: float = 24.0  # mean |thumbnail difference| (grey levels) that is a scene cut
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.momentum < 1:
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if self.cut_level <= 0:
+            raise ValueError(f"cut_level must be > 0, got {self.cut_level}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.momentum > 0
+
+
+def thumbnail(rgb: np.ndarray) -> np.ndarray:
+    """float32 (THUMB, THUMB) grey box-averaged thumbnail of uint8 (H, W, 3); cheap (strided)."""
+    h, w = rgb.shape[:2]
+    ys = (np.arange(THUMB * 2) * h) // (THUMB * 2)  # 2x2 samples per thumbnail pixel
+    xs = (np.arange(THUMB * 2) * w) // (THUMB * 2)
+    grey = rgb[ys][:, xs].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
+    return grey.reshape(THUMB, 2, THUMB, 2).mean(axis=(1, 3))  # (THUMB, THUMB)
+
+
+def _pool_stats(parts: list[np.ndarray], areas: list[int], channels: list[int]) -> np.ndarray:
+    """Per-layer (mean, var) of the union of tiles from each tile's own (mean, var):
+    var = E[var_i] + Var[mean_i], weighted by the tile areas."""
+    a = np.asarray(areas, np.float64)[:, None] / sum(areas)  # (T, 1)
+    s = np.stack(parts).astype(np.float64)  # (T, S)
+    out, lo = np.empty(s.shape[1], np.float64), 0
+    for c in channels:
+        mean, var = s[:, lo:lo + c], s[:, lo + c:lo + 2 * c]
+        m = (a * mean).sum(0)
+        out[lo:lo + c] = m
+        out[lo + c:lo + 2 * c] = (a * (var + (mean - m) ** 2)).sum(0)
+        lo += 2 * c
+    return out.astype(np.float32)
+
+
+class StreamStylizer:
+    """Stylizes the frames of ONE stream in order, carrying statistics across them.
+
+    Not thread-safe: one per stream (a video job, a live connection). `reset()` forgets the
+    carried statistics (the next frame starts afresh); `cuts` counts scene cuts detected.
+    """
+
+    def __init__(self, engine: Engine, config: StabilityConfig | None = None,
+                 max_inference_pixels: int = 8_500_000, tiling: TileConfig | None = None) -> None:
+        self.engine = engine
+        self.config = config or StabilityConfig()
+        self.max_inference_pixels = max_inference_pixels
+        self.tiling = tiling or TileConfig()
+        self.cuts = 0
+        self.reset()
+
+    def reset(self) -> None:
+        self.running: np.ndarray | None = None  # float32 (S,)
+        self._key: tuple | None = None
+        self._thumb: np.ndarray | None = None
+
+    @property
+    def carries(self) -> bool:
+        return self.config.enabled and self.engine.supports_stats
+
+    def __call__(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """uint8 (H, W, 3) frame + float32 (N,) weights -> the stylized uint8 (H, W, 3)."""
+        h, w = rgb.shape[:2]
+        ms = self.engine.min_side
+        fits = max(h, ms) * max(w, ms) <= self.max_inference_pixels
+        if not self.carries:  # an old model without statistics, or carrying turned off
+            return self._plain(rgb, weights, fits)
+        thumb = thumbnail(rgb)
+        key = (h, w, np.asarray(weights, np.float32).tobytes())
+        cut = self._thumb is not None and \
+            float(np.abs(thumb - self._thumb).mean()) > self.config.cut_level
+        self.cuts += int(cut and key == self._key)
+        if cut or key != self._key:
+            self.running = None
+        self._key, self._thumb = key, thumb
+        if fits:
+            out, computed = self.engine.stylize_stats(rgb, weights, self.running)
+        else:
+            if self.running is None:  # the first frame: statistics from a downscaled pass
+                small = stats_input(rgb, self.tiling.stats_pixels, ms)
+                self.running = self.engine.stylize_stats(small, weights)[1]
+            out, computed = self._tiled(rgb, weights)
+        if self.running is None:
+            self.running = computed
+        else:
+            m = self.config.momentum
+            self.running = (m * self.running + (1 - m) * computed).astype(np.float32)
+        return out
+
+    def _plain(self, rgb: np.ndarray, weights: np.ndarray, fits: bool) -> np.ndarray:
+        if fits:
+            return self.engine.stylize(rgb, weights)
+        h, w = rgb.shape[:2]
+        size = fit_size(w, h, self.max_inference_pixels, self.engine.min_side)
+        return resize_rgb(self.engine.stylize(resize_rgb(rgb, size), weights), (w, h))
+
+    def _tiled(self, rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Every tile with the running statistics; the frame's own, pooled from the tiles."""
+        out = np.empty_like(rgb)
+        parts, areas = [], []
+        tiles = plan_tiles(rgb.shape[0], rgb.shape[1], self.tiling.tile_size,
+                           self.tiling.margin_for(self.engine))
+        for t in tiles:
+            styled, computed = self.engine.stylize_stats(rgb[t.src], weights, self.running)
+            out[t.dst] = styled[t.crop]
+            parts.append(computed)
+            areas.append((t.src[0].stop - t.src[0].start) * (t.src[1].stop - t.src[1].start))
+        channels = [int(c) for c in
+                    self.engine.card.export.get("norm_stats", {}).get("channels") or []]
+        if 2 * sum(channels) != self.engine.stats_size:  # a card without the layout
+            a = np.asarray(areas, np.float32)[:, None] / sum(areas)
+            return out, (a * np.stack(parts)).sum(0).astype(np.float32)
+        return out, _pool_stats(parts, areas, channels)
