@@ -5,6 +5,12 @@ tables of every CIN layer (Dumoulin et al. 2017). A (B, N) style-weights vector 
 row (one-hot) or blends rows (convex weights) in the same forward pass. The width
 multiplier α scales every channel count where it is set (``ch``), as in MobileNet.
 
+Anti-aliasing (``blur``, Zhang 2019, "Making Convolutional Networks Shift-Invariant Again"):
+a stride-2 convolution keeps every other pixel of what it computes, so a one-pixel shift of
+the photo changes which pixels survive and the network paints new texture (video flicker).
+With ``blur`` > 0 a fixed binomial low-pass runs before each stride-2 convolution; a blur
+and a convolution commute, so this is the cheap form of conv -> blur -> subsample.
+
 Tiled inference (service/tiling.py) needs every tile to normalise with the same statistics:
 a ``NormStats`` passed through the forward pass collects each CIN layer's own (mean, var)
 and can substitute given ones, so one pass on a downscaled whole image supplies the
@@ -26,9 +32,12 @@ class GeneratorConfig:
     alpha: float = 1.0
     base_channels: tuple[int, int, int] = (32, 64, 128)
     n_residual: int = 5
+    blur: int = 0  # taps of the low-pass before each stride-2 conv: 0 (none), 3 or 5
 
     def __post_init__(self) -> None:
         self.base_channels = tuple(int(c) for c in self.base_channels)  # lists from JSON
+        if self.blur not in BLUR_TAPS:
+            raise ValueError(f"blur must be one of {sorted(BLUR_TAPS)}, got {self.blur}")
         if self.n_styles < 1:
             raise ValueError("n_styles must be >= 1")
         if not 0 < self.alpha <= 4:
@@ -45,8 +54,28 @@ class GeneratorConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
-        keys = ("n_styles", "alpha", "base_channels", "n_residual")
+        keys = ("n_styles", "alpha", "base_channels", "n_residual", "blur")
         return cls(**{k: d[k] for k in keys if k in d})
+
+
+BLUR_TAPS = {0: (), 3: (1, 2, 1), 5: (1, 4, 6, 4, 1)}  # binomial rows
+
+
+class Blur(nn.Module):
+    """A fixed binomial low-pass, depthwise, reflection-padded: (B, C, H, W) -> same shape."""
+
+    def __init__(self, channels: int, taps: int):
+        super().__init__()
+        row = torch.tensor(BLUR_TAPS[taps], dtype=torch.float32)
+        k = torch.outer(row, row) / row.sum() ** 2  # (taps, taps), sums to 1
+        # Not persistent: a constant of the architecture, so checkpoints of networks with and
+        # without it hold the same tensors and one can start from the other.
+        self.register_buffer("kernel", k.expand(channels, 1, taps, taps).clone(),
+                             persistent=False)
+        self.pad = nn.ReflectionPad2d(taps // 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.kernel.to(x.dtype), groups=x.shape[1])
 
 
 class NormStats:
@@ -107,11 +136,13 @@ class ConditionalInstanceNorm(nn.Module):
 
 
 class ConvCIN(nn.Module):
-    """Reflection pad -> conv -> CIN -> (ReLU). ``upsample`` does nearest x2 first."""
+    """Reflection pad -> conv -> CIN -> (ReLU). ``upsample`` does nearest x2 first; ``blur``
+    low-passes the input of a strided conv."""
 
-    def __init__(self, cin, cout, k, n_styles, stride=1, upsample=False, relu=True):
+    def __init__(self, cin, cout, k, n_styles, stride=1, upsample=False, relu=True, blur=0):
         super().__init__()
         self.upsample, self.relu = upsample, relu
+        self.blur = Blur(cin, blur) if blur and stride > 1 else None
         self.pad = nn.ReflectionPad2d(k // 2)
         self.conv = nn.Conv2d(cin, cout, k, stride)
         self.norm = ConditionalInstanceNorm(cout, n_styles)
@@ -120,6 +151,8 @@ class ConvCIN(nn.Module):
                 stats: NormStats | None = None) -> torch.Tensor:
         if self.upsample:
             x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # no transposed convs
+        if self.blur is not None:
+            x = self.blur(x)
         x = self.norm(self.conv(self.pad(x)), w, stats)
         return F.relu(x) if self.relu else x
 
@@ -149,8 +182,8 @@ class Generator(nn.Module):
         n, (c1, c2, c3) = cfg.n_styles, (cfg.ch(c) for c in cfg.base_channels)
         self.down = nn.ModuleList([
             ConvCIN(3, c1, 9, n),
-            ConvCIN(c1, c2, 3, n, stride=2),
-            ConvCIN(c2, c3, 3, n, stride=2),
+            ConvCIN(c1, c2, 3, n, stride=2, blur=cfg.blur),
+            ConvCIN(c2, c3, 3, n, stride=2, blur=cfg.blur),
         ])
         self.res = nn.ModuleList([ResidualBlock(c3, n) for _ in range(cfg.n_residual)])
         self.up = nn.ModuleList([
@@ -163,15 +196,26 @@ class Generator(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 stats: NormStats | None = None) -> torch.Tensor:
         h, wd = x.shape[-2], x.shape[-1]
+        y = self.decode(self.encode(x, w, stats), w, stats)
+        return y[:, :, :h, :wd]  # (B, 3, H, W)
+
+    def encode(self, x: torch.Tensor, w: torch.Tensor,
+               stats: NormStats | None = None) -> torch.Tensor:
+        """(B, 3, H, W) -> the features after the residual blocks, (B, c3, ceil(H/4),
+        ceil(W/4)): what the feature-level temporal loss compares (training/temporal.py)."""
         y = x
         for layer in self.down:
-            y = layer(y, w, stats)  # (B, c3, ceil(H/4), ceil(W/4)) at the end
+            y = layer(y, w, stats)
         for block in self.res:
             y = block(y, w, stats)
+        return y
+
+    def decode(self, y: torch.Tensor, w: torch.Tensor,
+               stats: NormStats | None = None) -> torch.Tensor:
+        """Features -> (B, 3, 4 * h, 4 * w) in [0, 1], before the crop to the input size."""
         for layer in self.up:
             y = layer(y, w, stats)  # (B, c1, 4*ceil(H/4), 4*ceil(W/4))
-        y = torch.sigmoid(self.out_conv(self.out_pad(y)))  # squash into [0, 1]
-        return y[:, :, :h, :wd]  # (B, 3, H, W)
+        return torch.sigmoid(self.out_conv(self.out_pad(y)))  # squash into [0, 1]
 
     @torch.no_grad()
     def randomize_styles(self, std: float = 0.5) -> Generator:
@@ -205,6 +249,7 @@ class Generator(nn.Module):
         r += (1 + 2) + (2 + 4)  # up[1], up[0]: a 3x3 conv at spacing 1 / 2 + upsample slack
         r += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
         r += 2 + 1 + 4  # down[2] (3x3 at 2), down[1] (3x3 at 1), down[0] (9x9 at 1)
+        r += (self.cfg.blur // 2) * (2 + 1)  # the low-passes before down[2] and down[1]
         return r
 
 

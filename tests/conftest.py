@@ -19,13 +19,13 @@ TINY_STYLES = [
 ]
 
 
-def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0):
+def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0, blur: int = 0):
     import torch
 
     from stylebox.model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
-    return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2)
+    return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2, blur=blur)
                      ).eval().randomize_styles()
 
 

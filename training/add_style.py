@@ -38,7 +38,7 @@ from stylebox.model.edit import (
     style_origins,
 )
 from stylebox.training.accel import autocast, use_amp
-from stylebox.training.config import TrainConfig
+from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import (
     DataError,
     PhotoBank,
@@ -58,13 +58,10 @@ class AddStyleError(UserError):
 
 
 def checkpoint_config(state: dict, path: str | Path) -> TrainConfig:
-    """The checkpoint's own training config, its data root replaced by $STYLEBOX_DATA when
-    that is set: the checkpoint records the folder of the machine that trained it."""
-    if not state.get("config"):
-        raise AddStyleError(f"{path} carries no training config; pass --config")
-    cfg = TrainConfig.from_dict(state["config"])
-    env = os.environ.get("STYLEBOX_DATA")
-    return cfg.replace(data_root=env) if env else cfg
+    try:
+        return TrainConfig.from_checkpoint(state, path)
+    except ConfigError as e:
+        raise AddStyleError(str(e)) from None
 
 
 def nearest_style(loss_fn: PerceptualLoss, new: int, candidates: list[int]) -> tuple[int, list]:

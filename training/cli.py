@@ -4,14 +4,19 @@
     stylebox train --config configs/default.toml --out runs/a1 --alpha 1 --steps 40000
     torchrun --nproc_per_node 4 -m stylebox train --config configs/default.toml --out runs/x
 
-Rerunning the same command resumes from OUT/last.pt (until `steps` is reached).
+    stylebox train --init-from models/checkpoints/stylebox-a0.25-10styles.pt --out runs/stable \
+        --steps 2000 --lr 2e-4 --set temporal_weight=50 --set blur=3
+
+Rerunning the same command resumes from OUT/last.pt (until `steps` is reached). --init-from
+starts from another run's weights (fine-tuning); without --config its own config is used.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from stylebox.errors import doc_parser
+from stylebox.errors import UserError, doc_parser
+from stylebox.model.checkpoint import read_checkpoint
 from stylebox.training.config import TrainConfig
 from stylebox.training.loop import train
 
@@ -25,7 +30,10 @@ _FLAGS = {
 
 def main(argv: list[str] | None = None) -> int:
     p = doc_parser("stylebox train", __doc__)
-    p.add_argument("--config", required=True, help="TOML file (see configs/default.toml)")
+    p.add_argument("--config", help="TOML file (see configs/default.toml); may be left out "
+                                    "with --init-from (the checkpoint's own config is used)")
+    p.add_argument("--init-from", metavar="CKPT",
+                   help="start from this checkpoint's weights (same styles): fine-tuning")
     p.add_argument("--out", required=True, help="run folder: last.pt, log.csv, config.json")
     for key, typ in _FLAGS.items():
         p.add_argument("--" + key.replace("_", "-"), type=typ, dest=key)
@@ -44,7 +52,17 @@ def main(argv: list[str] | None = None) -> int:
         values["compile"] = True
     if args.amp is not None:
         values["amp"] = "on" if args.amp else "off"
-    cfg = TrainConfig.load(args.config, args.set).replace(**values)
+    if args.init_from:
+        values["init_from"] = args.init_from
+    if args.config:
+        cfg = TrainConfig.load(args.config, args.set)
+    elif args.init_from:
+        cfg = TrainConfig.from_checkpoint(read_checkpoint(args.init_from), args.init_from)
+        # Its step count, schedule position and time limit are not this run's.
+        cfg = cfg.replace(time_limit_min=0.0).override(args.set)
+    else:
+        raise UserError("give --config FILE (or --init-from CKPT to fine-tune a checkpoint)")
+    cfg = cfg.replace(**values)
     summary = train(cfg, args.out, resume=not args.no_resume, progress=not args.no_progress)
     print(f"stylebox train: {summary['stopped']} at step {summary['step']}; "
           f"loss {summary.get('loss', float('nan')):.4g}, "

@@ -27,6 +27,9 @@ VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
     "relu5_1": 29,
 }
 _SECTIONS = ("model", "train", "loss", "data")
+# Recorded in the card only when the run used them (old cards stay byte-identical).
+_TEMPORAL_KEYS = ("temporal_weight", "temporal_feature_weight", "motion_shift",
+                  "motion_rotate", "motion_zoom", "motion_noise")
 
 
 class ConfigError(UserError):
@@ -56,7 +59,9 @@ class TrainConfig:
     alpha: float = 0.25
     n_residual: int = 5
     base_channels: tuple[int, int, int] = (32, 64, 128)
+    blur: int = 0  # anti-aliasing low-pass before the stride-2 convs: 0, 3 or 5 taps
     # train
+    init_from: str = ""  # a checkpoint whose weights start the run (fine-tuning); same styles
     steps: int = 20_000
     batch_size: int = 16  # global: split across DDP ranks
     image_size: int = 256  # random square crops
@@ -76,6 +81,14 @@ class TrainConfig:
     content_weight: float = 1.0
     style_weight: float = 2.0
     tv_weight: float = 0.0
+    # Temporal stability (training/temporal.py): a second frame made from each photo by a
+    # known random motion plus sensor noise; 0 weights = off (no second frame is made).
+    temporal_weight: float = 0.0  # output level: stylized frame 2 vs warped stylized frame 1
+    temporal_feature_weight: float = 0.0  # feature level: the encoder's output, warped
+    motion_shift: float = 3.0  # max translation, px (sub-pixel: uniform in [-x, x])
+    motion_rotate: float = 1.0  # max rotation, degrees
+    motion_zoom: float = 0.02  # max relative zoom
+    motion_noise: float = 3.0  # max sensor-noise sigma, grey levels (per frame, uniform)
     content_layers: list[str] = field(default_factory=lambda: ["relu2_2"])
     style_layers: list[str] = field(
         default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
@@ -102,6 +115,17 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 1")
         if self.image_size < 16:
             raise ConfigError("image_size must be >= 16")
+        if self.blur not in (0, 3, 5):
+            raise ConfigError("blur must be 0, 3 or 5")
+        for key in ("temporal_weight", "temporal_feature_weight", "motion_shift",
+                    "motion_rotate", "motion_zoom", "motion_noise"):
+            if getattr(self, key) < 0:
+                raise ConfigError(f"{key} must be >= 0")
+
+    @property
+    def temporal(self) -> bool:
+        """Whether the run trains for temporal stability (a second, moved frame per photo)."""
+        return self.temporal_weight > 0 or self.temporal_feature_weight > 0
 
     # -- paths -----------------------------------------------------------------------------
     def resolve(self, p: str) -> Path:
@@ -167,6 +191,16 @@ class TrainConfig:
         cfg = cls.from_dict(d)
         return cfg.override(overrides)
 
+    @classmethod
+    def from_checkpoint(cls, state: dict[str, Any], path: str | Path) -> TrainConfig:
+        """The checkpoint's own training config, its data root replaced by $STYLEBOX_DATA when
+        that is set: the checkpoint records the folder of the machine that trained it."""
+        if not state.get("config"):
+            raise ConfigError(f"{path} carries no training config; pass --config")
+        cfg = cls.from_dict(state["config"])
+        env = os.environ.get("STYLEBOX_DATA")
+        return cfg.replace(data_root=env) if env else cfg
+
     def override(self, items: list[str]) -> TrainConfig:
         """Apply `key=value` strings; values are parsed as TOML (so 1e5, true, ["a"] work)."""
         d = self.to_dict()
@@ -198,8 +232,11 @@ class TrainConfig:
         return ModelCard(
             name=self.name, version=self.version, alpha=self.alpha,
             styles=[StyleInfo(s.name, s.title, s.source) for s in self.styles],
-            arch={"base_channels": list(self.base_channels), "n_residual": self.n_residual},
+            # blur only when on: cards of networks without it stay as they were written
+            arch={"base_channels": list(self.base_channels), "n_residual": self.n_residual,
+                  **({"blur": self.blur} if self.blur else {})},
             training={k: v for k, v in self.to_dict().items()
                       if k not in ("styles", "data_root", "device", "log_every", "ckpt_every",
-                                   "time_limit_min")},
+                                   "time_limit_min")
+                      and not (k in _TEMPORAL_KEYS and not self.temporal)},
         )

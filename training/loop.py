@@ -28,10 +28,12 @@ from stylebox.training.config import TrainConfig
 from stylebox.training.data import PhotoBank, list_photos, load_style_images
 from stylebox.training.losses import LossParts, PerceptualLoss
 from stylebox.training.runner import Dist, RunSettings, any_rank, pick_device, run_steps
+from stylebox.training.temporal import feature_loss, frame_pair, output_loss
 from stylebox.training.vgg import VGGFeatures
 
 CKPT_NAME = "last.pt"
-LOG_FIELDS = ["step", "loss", "content", "style", "tv", "lr", "steps_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "content", "style", "tv", "temporal", "temporal_feature", "lr",
+              "steps_per_s", "elapsed_s"]
 
 
 class TrainError(UserError):
@@ -119,6 +121,57 @@ def train_step(fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer, photo: 
     return parts
 
 
+class PairForward(torch.nn.Module):
+    """Frame 1 and frame 2 in one batch: (outputs, encoder features), for the temporal terms.
+    A module (not a method call) so DistributedDataParallel sees the whole forward pass."""
+
+    def __init__(self, gen: torch.nn.Module):
+        super().__init__()
+        self.gen = gen
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.gen.encode(x, w)  # (2B, c3, h/4, w/4)
+        out = self.gen.decode(feats, w)[:, :, :x.shape[-2], :x.shape[-1]]  # (2B, 3, H, W)
+        return out, feats
+
+
+def temporal_step(pair_fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer,
+                  photo: torch.Tensor, weights: torch.Tensor, style_idx: torch.Tensor,
+                  precision, cfg: TrainConfig, rng: torch.Generator) -> dict[str, torch.Tensor]:
+    """One step with ReCoNet's temporal terms on a synthetic second frame (training/temporal.py):
+    the perceptual loss on frame 1 against the clean photo, plus the output- and feature-level
+    terms between the two frames."""
+    x1, x2, motion = frame_pair(photo, cfg, rng)
+    with precision:
+        out, feats = pair_fwd(torch.cat([x1, x2]), torch.cat([weights, weights]))
+        o1, o2 = out.chunk(2)
+        parts = loss_fn(o1, photo, style_idx)
+    f1, f2 = feats.chunk(2)
+    t_out = output_loss(o1, o2, x1, x2, motion)
+    t_feat = feature_loss(f1, f2, motion) if cfg.temporal_feature_weight else t_out.new_zeros(())
+    total = parts.total + cfg.temporal_weight * t_out + cfg.temporal_feature_weight * t_feat
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return {**parts.named(), "loss": total.detach(), "temporal": t_out.detach(),
+            "temporal_feature": t_feat.detach()}
+
+
+def _load_init(cfg: TrainConfig, card: ModelCard, gen: torch.nn.Module) -> None:
+    """Start from `cfg.init_from`'s weights (fine-tuning): same styles, same layer shapes."""
+    state = read_checkpoint(cfg.init_from)
+    old = ModelCard.from_dict(state["card"])
+    if old.style_names != card.style_names or old.alpha != card.alpha:
+        raise TrainError(f"init_from {cfg.init_from} holds styles {old.style_names} at alpha "
+                         f"{old.alpha}; the config asks for {card.style_names} at alpha "
+                         f"{card.alpha}")
+    try:
+        gen.load_state_dict(state["model"])
+    except RuntimeError as e:
+        raise TrainError(f"init_from {cfg.init_from} does not fit this network: "
+                         f"{str(e).splitlines()[0]}") from None
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
           vgg: VGGFeatures | None = None, progress: bool = True) -> dict:
     """Train to `cfg.steps` (or the time limit); returns a summary of the last log window."""
@@ -144,6 +197,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     ckpt = out / CKPT_NAME
     if resume and ckpt.is_file():
         step, prior_seconds = _load_resume(ckpt, cfg, card, gen, opt)
+    elif cfg.init_from:
+        _load_init(cfg, card, gen)
     amp = use_amp(device, cfg.amp)  # bf16 on CUDA and on CPUs with AMX / AVX512-BF16
     nhwc = cfg.channels_last  # NHWC: faster for oneDNN (CPU, fp32 and bf16) and cuDNN
     if nhwc:
@@ -154,7 +209,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     loss_fn = build_loss(cfg, styles, device, nhwc, vgg)
     bank = PhotoBank(list_photos(cfg.resolve(cfg.photos), cfg.max_photos), cfg.image_size, device)
 
-    model = DDP(gen, device_ids=[device.index] if cuda else None) if d.world > 1 else gen
+    model = PairForward(gen) if cfg.temporal else gen
+    model = DDP(model, device_ids=[device.index] if cuda else None) if d.world > 1 else model
     fwd = torch.compile(model) if cfg.compile else model
     precision = autocast(device, amp)
     n_styles = card.n_styles
@@ -185,6 +241,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
 
     def step_fn(_step: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
+        if cfg.temporal:
+            return temporal_step(fwd, loss_fn, opt, *batch, precision, cfg, rng)
         return train_step(fwd, loss_fn, opt, *batch, precision).named()
 
     t_start = time.monotonic()

@@ -182,3 +182,22 @@ def test_export_refuses_a_graph_that_breaks_the_contract(monkeypatch, tmp_path):
     with pytest.raises(ExportError, match="breaks the model contract: inputs are"):
         export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
     assert not path.exists()
+
+
+def test_blurred_network_exports_and_serves_through_the_same_contract(tmp_path):
+    """The anti-aliasing low-pass is fixed convolutions in the graph: the card records it
+    (arch and the wider receptive radius) and the service needs no special case."""
+    from stylebox.service.backends.ort import OrtEngine
+
+    card = make_tiny_card()
+    card.arch["blur"] = 3
+    g = make_tiny_generator(blur=3)
+    path = tmp_path / "blur.onnx"
+    export_onnx(g, card, path, export_size=32)
+    engine = OrtEngine(path)
+    assert engine.card.arch["blur"] == 3 and engine.receptive_radius == 39
+    x = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    w = np.eye(3, dtype=np.float32)[1]
+    with torch.no_grad():
+        want = UInt8Generator(g)(torch.from_numpy(x)[None], torch.from_numpy(w)[None])[0]
+    assert np.abs(engine.stylize(x, w).astype(int) - want.numpy()).max() <= 1

@@ -117,3 +117,52 @@ def test_checkpoint_round_trip(tmp_path):
     assert card2 == card and state["step"] == 7
     for (k, a), (_, b) in zip(g.state_dict().items(), g2.state_dict().items(), strict=True):
         assert torch.equal(a, b), k
+
+
+# -- anti-aliasing (blur) ----------------------------------------------------------------------
+
+def test_blur_is_a_normalised_low_pass_without_weights():
+    from stylebox.model.network import Blur
+
+    b = Blur(4, 3)
+    assert not list(b.parameters()) and "kernel" not in b.state_dict()  # nothing to train/save
+    flat = torch.full((1, 4, 9, 9), 0.7)
+    assert torch.allclose(b(flat), flat)  # sums to 1: flat areas pass unchanged
+    x = torch.zeros(1, 4, 9, 9)
+    x[..., ::2] = 1.0  # the highest horizontal frequency (stripes of period 2) ...
+    assert b(x)[..., 2:-2].std() < 1e-6  # ... is removed entirely by [1, 2, 1] / 4
+
+
+def test_blur_networks_share_checkpoints_with_plain_ones():
+    """A blurred network takes a plain one's weights as they are (fine-tuning starts there)."""
+    plain, blurred = make_tiny_generator(), make_tiny_generator(blur=3, seed=1)
+    blurred.load_state_dict(plain.state_dict())  # strict: the same tensors
+    x, w = torch.rand(1, 3, 40, 44), one_hot(0, 3)
+    a, b = plain(x, w), blurred(x, w)
+    assert a.shape == b.shape == (1, 3, 40, 44) and not torch.equal(a, b)
+
+
+def test_blur_makes_the_network_less_sensitive_to_a_one_pixel_shift():
+    """Untrained, with the same weights: a 1-px shift of the input changes the output less
+    with the low-pass before the strided convolutions (Zhang 2019)."""
+    torch.manual_seed(3)
+    x, w = torch.rand(1, 3, 64, 64), one_hot(0, 3)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # photo-like: not white noise
+
+    def shift_error(g) -> float:
+        with torch.no_grad():
+            a, b = g(x[..., :, :-1], w), g(x[..., :, 1:], w)
+        return (a[..., 12:-12, 13:-12] - b[..., 12:-12, 12:-13]).abs().mean().item()
+
+    plain = make_tiny_generator(seed=4)
+    blurred = make_tiny_generator(blur=3)
+    blurred.load_state_dict(plain.state_dict())
+    assert shift_error(blurred) < 0.9 * shift_error(plain)
+
+
+def test_blur_config_round_trips_and_is_checked():
+    cfg = GeneratorConfig(n_styles=2, blur=5)
+    assert GeneratorConfig.from_dict(cfg.to_dict()) == cfg
+    assert GeneratorConfig.from_dict({"n_styles": 2}).blur == 0  # old cards: no blur
+    with pytest.raises(ValueError, match="blur"):
+        GeneratorConfig(n_styles=2, blur=4)

@@ -47,13 +47,15 @@ def test_card_records_the_statistics_and_receptive_radius(engine):
     assert engine.card.export["parity"]["sizes"][-1].endswith("+stats")
 
 
-def test_receptive_radius_bounds_the_real_one():
-    """The analytic radius is an upper bound of the gradient's reach (statistics fixed)."""
+@pytest.mark.parametrize("blur, radius", [(0, 36), (3, 39), (5, 42)])
+def test_receptive_radius_bounds_the_real_one(blur, radius):
+    """The analytic radius is an upper bound of the gradient's reach (statistics fixed),
+    with and without the anti-aliasing low-pass."""
     import torch
 
     from stylebox.model.network import NormStats
 
-    g = make_tiny_generator().double()
+    g = make_tiny_generator(blur=blur).double()
     w = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
     x = torch.rand(1, 3, 160, 160, dtype=torch.float64)
     collect = NormStats()
@@ -66,7 +68,7 @@ def test_receptive_radius_bounds_the_real_one():
             .backward()
         ys, xs = np.nonzero(x.grad.abs().sum((0, 1)).numpy())
         reach = max(reach, np.abs(ys - c).max(), np.abs(xs - c).max())
-    assert 24 < reach <= g.receptive_radius() == 36
+    assert 24 + blur < reach <= g.receptive_radius() == radius
 
 
 def test_tiles_with_the_full_images_statistics_equal_the_untiled_output(engine):

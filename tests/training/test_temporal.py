@@ -1,0 +1,125 @@
+"""training/temporal.py: synthetic motion with exact warps, ReCoNet's two temporal terms, and
+a temporal fine-tuning run from another checkpoint (init_from)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+import torch
+
+from stylebox.model.checkpoint import load_checkpoint
+from stylebox.training.config import ConfigError, TrainConfig
+from stylebox.training.loop import TrainError, train
+from stylebox.training.temporal import (
+    Motion,
+    feature_loss,
+    frame_pair,
+    output_loss,
+    random_motion,
+)
+from tests.conftest import make_train_data, random_vgg, write_train_config
+
+
+def _shift(dx: float, dy: float, h: int, w: int) -> Motion:
+    return Motion(torch.tensor([[[1.0, 0.0, 2 * dx / w], [0.0, 1.0, 2 * dy / h]]]))
+
+
+def test_an_integer_shift_warps_exactly_and_masks_the_uncovered_edge():
+    x = torch.rand(1, 3, 20, 24)
+    m = _shift(3, -2, 20, 24)  # frame2(p) = frame1(p + (3, -2))
+    y = m.warp(x)
+    torch.testing.assert_close(y[..., 2:, :21], x[..., :18, 3:], atol=1e-5, rtol=0)
+    mask = m.mask(y, border=0)[0, 0]
+    assert mask[2:, :21].all() and not mask[:2].any() and not mask[:, 21:].any()
+
+
+def test_the_same_motion_holds_at_the_features_resolution():
+    """Normalised coordinates: one theta moves a 4x smaller feature map by a quarter."""
+    x = torch.rand(1, 2, 32, 32)
+    m = _shift(8, 0, 32, 32)
+    small = torch.nn.functional.avg_pool2d(x, 4)
+    torch.testing.assert_close(m.warp(small)[..., :, :6], small[..., :, 2:], atol=1e-5, rtol=0)
+
+
+def test_random_motion_stays_within_its_bounds():
+    cfg = TrainConfig(motion_shift=2.0, motion_rotate=3.0, motion_zoom=0.05)
+    theta = random_motion(256, 40, 40, cfg, torch.Generator().manual_seed(0)).theta
+    a = theta[:, :, :2]
+    zoom = 1 / a.det().sqrt()  # square frames: the matrix is a rotation over the zoom
+    angle = torch.atan2(a[:, 1, 0], a[:, 0, 0])
+    assert (zoom - 1).abs().max() <= 0.05 + 1e-6 and (zoom - 1).abs().max() > 0.03
+    assert angle.abs().max() <= math.radians(3) + 1e-6
+    shift_px = theta[:, :, 2] * 20  # normalised -> px for a 40-px frame
+    assert shift_px.abs().max() <= 2.0 + 1e-5 and shift_px.abs().max() > 1.5
+
+
+def test_output_term_is_zero_for_a_stable_map_and_sees_a_flickering_one():
+    cfg = TrainConfig(motion_noise=0.0)
+    photo = torch.rand(2, 3, 32, 32)
+    x1, x2, motion = frame_pair(photo, cfg, torch.Generator().manual_seed(1))
+    assert output_loss(x1, x2, x1, x2, motion) < 1e-12  # identity: follows the motion exactly
+    flicker = (x2 + 0.1 * torch.randn_like(x2)).clamp(0, 1)
+    assert output_loss(x1, x1.flip(-1), x1, x2, motion) > 0.01
+    assert output_loss(x1, flicker, x1, x2, motion) > 0.004
+
+
+def test_output_term_lets_the_inputs_own_brightness_change_through():
+    photo = torch.rand(1, 3, 24, 24) * 0.5
+    m = _shift(0, 0, 24, 24)
+    brighter = photo + 0.2  # a light turned on: the output may follow it
+    assert output_loss(photo, brighter, photo, brighter, m) < 1e-10
+    assert output_loss(photo, photo, photo, brighter, m) > 0.03  # not following it costs
+
+
+def test_feature_term_is_relative():
+    f1 = torch.rand(1, 8, 10, 10)
+    m = _shift(0, 0, 10, 10)
+    assert feature_loss(f1, f1, m) < 1e-12
+    assert feature_loss(f1, 2 * f1, m).item() == pytest.approx(
+        feature_loss(10 * f1, 20 * f1, m).item(), rel=1e-4)
+
+
+def test_negative_temporal_settings_are_refused():
+    with pytest.raises(ConfigError):
+        TrainConfig(temporal_weight=-1)
+    with pytest.raises(ConfigError):
+        TrainConfig(blur=2)
+
+
+@pytest.fixture
+def base_run(tmp_path):
+    """A 3-step plain run whose checkpoint the fine-tuning tests start from."""
+    data = make_train_data(tmp_path / "data")
+    cfg = TrainConfig.load(write_train_config(data, steps=3))
+    vgg = random_vgg(cfg.content_layers + cfg.style_layers)
+    train(cfg, tmp_path / "base", vgg=vgg, progress=False)
+    return cfg, vgg, tmp_path
+
+
+def test_temporal_fine_tuning_from_a_checkpoint(base_run):
+    cfg, vgg, tmp = base_run
+    base = load_checkpoint(tmp / "base" / "last.pt")[0]
+    tuned_cfg = cfg.replace(init_from=str(tmp / "base" / "last.pt"), steps=2, blur=3,
+                            temporal_weight=50.0, temporal_feature_weight=0.5)
+    train(tuned_cfg, tmp / "tuned", vgg=vgg, progress=False)
+    tuned, card, _ = load_checkpoint(tmp / "tuned" / "last.pt")
+    assert card.arch["blur"] == 3 and card.training["temporal_weight"] == 50.0
+    # It started from the base weights (2 small steps later they are close, not equal).
+    pb, pt = base.state_dict(), tuned.state_dict()
+    moved = [(pt[k] - pb[k]).abs().max().item() for k in pb]
+    assert max(moved) > 0 and max(moved) < 0.5
+    with open(tmp / "tuned" / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and float(rows[-1]["temporal"]) > 0 and float(rows[-1]["temporal_feature"]) > 0
+    total = float(rows[-1]["loss"])
+    assert total > float(rows[-1]["content"])  # the temporal terms are in the total
+
+
+def test_init_from_refuses_another_style_list(base_run):
+    cfg, vgg, tmp = base_run
+    other = cfg.replace(init_from=str(tmp / "base" / "last.pt"),
+                        styles=[cfg.styles[0]])  # one style instead of two
+    with pytest.raises(TrainError, match="styles"):
+        train(other, tmp / "other", vgg=vgg, progress=False)
