@@ -153,13 +153,16 @@ class Engine:
         return out[:h, :wd] if x.shape[:2] != (h, wd) else out
 
     def stylize_stats(self, rgb: np.ndarray, weights: np.ndarray,
-                      stats: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                      stats: np.ndarray | None = None,
+                      use: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
         """Like stylize, with statistics: None -> the image's own (returned, float32 (S,));
-        given (S,) -> every CIN layer normalises with those (a tile). Thread-safe."""
+        given (S,) -> every CIN layer normalises with those (a tile), or with
+        use * given + (1 - use) * its own (a video frame). Returns the statistics each layer
+        computed from its input in this pass. Thread-safe."""
         if not self.supports_stats:
             raise ValueError("this model was exported without norm_stats (no tiling)")
         x, w, (h, wd) = self._prepare(rgb, weights)
-        use = np.zeros((1, 1), np.float32) if stats is None else np.ones((1, 1), np.float32)
+        use = np.zeros((1, 1), np.float32) if stats is None else np.full((1, 1), use, np.float32)
         given = self._no_stats[contract.STATS] if stats is None else \
             np.asarray(stats, np.float32).reshape(1, self.stats_size)
         feed = {contract.IMAGE: x[None], contract.WEIGHTS: w, contract.STATS: given,

@@ -7,9 +7,16 @@ The exported model takes and returns those statistics (model/export.py, the tili
 a stream can normalise every frame with a running average instead:
 
     frame 0 (or a scene cut):  run with its own statistics; running = computed
-    frame t:                   run with `running`; running += (1 - momentum) * (computed - running)
+    frame t:                   every layer normalises with
+                               used = momentum * running + (1 - momentum) * its own;
+                               running = used
 
-`computed` comes out of the same pass, so carrying costs no extra inference. A scene cut (a
+The blend happens inside the pass, layer by layer (the model's `use_stats` input is the
+momentum), so each layer's own statistics are those of its input as this frame really
+reaches it, and carrying costs no extra inference. (Normalising the whole pass with
+`running` and averaging in what it returns instead feeds each layer statistics measured
+behind already-carried layers, not the frame's own: that loop overshoots, and at momentum
+0.5 it made a still, noisy scene flicker more than frame-by-frame.) A scene cut (a
 frame whose small grey thumbnail differs from the previous one by more than `cut_level`
 grey levels on average), a new frame size or new style weights start afresh: the old
 statistics describe another picture. Frames above the inference budget run in tiles that
@@ -115,18 +122,20 @@ class StreamStylizer:
         if cut or key != self._key:
             self.running = None
         self._key, self._thumb = key, thumb
+        m = self.config.momentum
         if fits:
-            out, computed = self.engine.stylize_stats(rgb, weights, self.running)
+            out, computed = self.engine.stylize_stats(rgb, weights, self.running, use=m)
+            if self.running is not None:  # what each layer used: the blend
+                computed = m * self.running + (1 - m) * computed
         else:
             if self.running is None:  # the first frame: statistics from a downscaled pass
                 small = stats_input(rgb, self.tiling.stats_pixels, ms)
                 self.running = self.engine.stylize_stats(small, weights)[1]
-            out, computed = self._tiled(rgb, weights)
-        if self.running is None:
-            self.running = computed
-        else:
-            m = self.config.momentum
-            self.running = (m * self.running + (1 - m) * computed).astype(np.float32)
+            # Tiles must share one set of statistics (no seams): every tile takes `running`
+            # as it is, and the frame's own, pooled from the tiles, join the average after.
+            out, own = self._tiled(rgb, weights)
+            computed = m * self.running + (1 - m) * own
+        self.running = np.asarray(computed, np.float32)
         return out
 
     def _plain(self, rgb: np.ndarray, weights: np.ndarray, fits: bool) -> np.ndarray:

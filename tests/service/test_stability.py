@@ -32,11 +32,12 @@ def test_carried_statistics_are_used_and_averaged(engine):
     s(a, w)
     first = s.running.copy()
     out_b = s(b, w)
-    # Frame b was normalised with frame a's statistics, not its own ...
-    expected, own = engine.stylize_stats(b, w, first)
+    # Every layer of frame b normalised with half a's statistics, half its own ...
+    expected, own = engine.stylize_stats(b, w, first, use=0.5)
     assert np.array_equal(out_b, expected)
     assert not np.array_equal(out_b, engine.stylize(b, w))
-    # ... and the running statistics moved halfway towards what b's pass computed.
+    assert not np.array_equal(out_b, engine.stylize_stats(b, w, first)[0])
+    # ... and the running statistics are what the layers used: that blend.
     np.testing.assert_allclose(s.running, 0.5 * first + 0.5 * own, rtol=1e-5, atol=1e-6)
     assert s.cuts == 0
 
@@ -52,6 +53,23 @@ def test_scene_cut_size_and_style_changes_start_afresh(engine):
     assert np.array_equal(s(bigger, w0), engine.stylize(bigger, w0))  # new size
     assert np.array_equal(s(bigger, w1), engine.stylize(bigger, w1))  # new style
     assert s.cuts == 1  # neither counts as a cut
+
+
+def test_a_still_noisy_scene_settles_instead_of_drifting(engine):
+    """The running statistics converge on a still scene whatever the momentum: the blend
+    inside the pass has the frame's own statistics as its fixed point."""
+    w = engine.one_hot(0)
+    base = _smooth(64, 96, 7).astype(np.int16)
+    rng = np.random.default_rng(0)
+    for momentum in (0.5, 0.9):
+        s = StreamStylizer(engine, StabilityConfig(momentum=momentum))
+        frames = [np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
+                  for _ in range(12)]
+        outs = [s(f, w).astype(np.int16) for f in frames]
+        plain = [engine.stylize(f, w).astype(np.int16) for f in frames]
+        carried = np.mean([np.abs(a - b).mean() for a, b in zip(outs[:-1], outs[1:], strict=True)])
+        alone = np.mean([np.abs(a - b).mean() for a, b in zip(plain[:-1], plain[1:], strict=True)])
+        assert carried <= alone * 1.05, (momentum, carried, alone)
 
 
 def test_momentum_zero_is_frame_by_frame(engine):
