@@ -138,10 +138,11 @@ class JobStore:
     def remove(self, job_id: str) -> None:
         shutil.rmtree(self.folder(job_id), ignore_errors=True)
 
-    def drop_files(self, job_id: str) -> None:
-        """The upload and any (partial) result: a job that ended without one to keep."""
+    def drop_files(self, job_id: str, partial: bool = True) -> None:
+        """The upload and any result: a job that ended without one to keep. `partial=False`
+        leaves the .part file to the replica still writing it (it deletes it as it stops)."""
         folder = self.folder(job_id)
-        for name in ("input", "result.mp4", "result.mp4.part"):
+        for name in ("input", "result.mp4", *(("result.mp4.part",) if partial else ())):
             with contextlib.suppress(FileNotFoundError):
                 (folder / name).unlink()
 
@@ -334,7 +335,7 @@ class VideoJobs:
             with contextlib.suppress(OSError):
                 self.store.write(job_id, {**status, "state": "cancelled", "eta_s": None,
                                           "expires": now + self.store.ttl_s})
-            self.store.drop_files(job_id)
+            self.store.drop_files(job_id, partial=False)
         else:
             self.store.remove(job_id)
 
@@ -435,6 +436,9 @@ class VideoJobs:
             self._finish(job, "failed", error=problem_of(e))
             return
         except Exception:
+            if self.store.cancelled(job.id):  # e.g. its files went while it was finishing
+                self._cancelled(job)
+                return
             log.exception("video job %s failed", job.id)
             self._finish(job, "failed", error={
                 "type": "about:blank", "title": "Internal Server Error", "status": 500,

@@ -35,6 +35,9 @@ _BODY = {
         "multipart/form-data": {"schema": {"type": "object", "required": [VIDEO_FIELD],
                                            "properties": {VIDEO_FIELD: _FILE}}},
         "video/*": {"schema": _FILE},
+        # Animated GIF and WebP arrive with their image types (a still one is a 415).
+        "image/gif": {"schema": _FILE},
+        "image/webp": {"schema": _FILE},
         "application/octet-stream": {"schema": _FILE},
     },
 }
