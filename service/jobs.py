@@ -48,6 +48,7 @@ from stylebox.service.engine import Engine
 from stylebox.service.errors import (
     JobInterruptedError,
     JobNotFoundError,
+    NotReadyError,
     QueueFullError,
     StyleboxError,
 )
@@ -268,8 +269,6 @@ class VideoJobs:
         """A new job id with its place in this server's queue, or 503 (before any upload
         is read). Release it with `release` if the upload is refused."""
         if self._send is None:
-            from stylebox.service.errors import NotReadyError
-
             raise NotReadyError("video jobs are not running yet",
                                 self.settings.retry_after_s)
         if len(self.local) + len(self.reserved) >= self.capacity:
