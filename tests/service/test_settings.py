@@ -28,6 +28,18 @@ ENV = {
     "STYLEBOX_IO_BINDING": ("off", "io_binding", "off"),
     "STYLEBOX_WARMUP_SIZES": ("512,1920X1080", "warmup_sizes", ["512", "1920x1080"]),
     "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": ("true", "allow_admin_without_key", True),
+    # Video files (tests/service/test_video_jobs.py checks their use).
+    "STYLEBOX_VIDEO_DIR": ("/srv/videos", "video_dir", "/srv/videos"),
+    "STYLEBOX_VIDEO_MAX_UPLOAD_BYTES": ("1000", "video_max_upload_bytes", 1000),
+    "STYLEBOX_VIDEO_MAX_DURATION_S": ("60.5", "video_max_duration_s", 60.5),
+    "STYLEBOX_VIDEO_MAX_FRAMES": ("100", "video_max_frames", 100),
+    "STYLEBOX_VIDEO_MAX_PIXELS": ("307200", "video_max_pixels", 307200),
+    "STYLEBOX_VIDEO_UPLOAD_TIMEOUT_S": ("30", "video_upload_timeout_s", 30.0),
+    "STYLEBOX_VIDEO_MAX_QUEUE": ("0", "video_max_queue", 0),
+    "STYLEBOX_VIDEO_WORKERS": ("2", "video_workers", 2),
+    "STYLEBOX_VIDEO_RESULT_TTL_S": ("60", "video_result_ttl_s", 60.0),
+    "STYLEBOX_VIDEO_HEARTBEAT_S": ("0.5", "video_heartbeat_s", 0.5),
+    "STYLEBOX_VIDEO_MOMENTUM": ("0.8", "video_momentum", 0.8),
     # Hardening (tests/service/test_auth.py, test_hardening_*.py, test_metrics.py check their use).
     "STYLEBOX_MAX_QUEUE": ("3", "max_queue", 3),
     "STYLEBOX_REQUEST_TIMEOUT_S": ("12.5", "request_timeout_s", 12.5),
