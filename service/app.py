@@ -23,7 +23,7 @@ from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.middleware import install_middleware
 from stylebox.service.openapi import install_openapi
 from stylebox.service.problems import install_problem_handlers
-from stylebox.service.routers import admin, health, model, page, styles, stylize
+from stylebox.service.routers import admin, health, live, model, page, styles, stylize
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.draining = False  # True once shutdown starts: /readyz answers 503 from then on
     _limiters(app, settings)
     install_problem_handlers(app)
-    for module in (stylize, styles, model, health, page, admin):
+    for module in (stylize, live, styles, model, health, page, admin):
         app.include_router(module.router)
     app.include_router(metrics.router)
     # Who may call each route and what admission control bounds, from the routes' own marks

@@ -116,3 +116,10 @@ class ModelReloadError(StyleboxError):
     # 422: the request is fine, but the file it points the server at cannot be served; the
     # model that was loaded keeps serving.
     status, title, slug = 422, "Model cannot be loaded", "model-load-failed"
+
+
+class LiveMessageError(StyleboxError):
+    """A WebSocket /live message that cannot be used: control JSON that does not parse or has
+    a bad field, or a frame sent before any style was chosen. The session goes on."""
+
+    status, title, slug = 422, "Invalid live message", "invalid-live-message"

@@ -213,7 +213,8 @@ def install_middleware(app: FastAPI, settings: Settings, rules: RouteRules) -> N
     sits outside admission so unauthenticated requests never take a slot. `rules` (the
     routes' marks) say which routes are open, admission-controlled, and docs pages.
     """
-    admission = Admission(settings.max_concurrency, settings.max_queue)
+    admission = Admission(settings.max_concurrency, settings.max_queue,
+                          max_live=settings.max_live_sessions)
     app.state.admission = admission
     app.state.metrics = Metrics(admission, engine=lambda: getattr(app.state, "engine", None))
     # add_middleware puts each new layer outside the previous ones: innermost first.

@@ -17,6 +17,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from stylebox.service.errors import StyleboxError
 
@@ -84,3 +85,25 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StyleboxError, _stylebox_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+# The ASGI extension that lets an app answer a WebSocket handshake with a full HTTP response.
+DENIAL = "websocket.http.response"
+
+
+async def refuse_handshake(response: ProblemResponse, scope: Scope, receive: Receive,
+                           send: Send) -> None:
+    """Refuse a WebSocket handshake before it is accepted, with `response` (a problem) as its
+    HTTP answer: 401, 503 + Retry-After, ... reach clients that read the handshake's status.
+    A server without the denial extension answers a close before accept with a bare 403."""
+    if DENIAL in (scope.get("extensions") or {}):
+        await response(scope, receive, send)  # Starlette sends it as websocket.http.response.*
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})
+
+
+def problem_body(exc: StyleboxError) -> dict[str, Any]:
+    """The problem+json object of `exc`, for channels that are not an HTTP response (the
+    JSON error messages of a WebSocket session)."""
+    return {"type": TYPE_PREFIX + exc.slug, "title": exc.title, "status": exc.status,
+            "detail": exc.detail, **jsonable_encoder(exc.extensions)}
