@@ -20,10 +20,11 @@ from stylebox.service.access import RouteRules, mark_docs
 from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.imaging import set_pixel_limit
+from stylebox.service.jobs import VideoJobs
 from stylebox.service.middleware import install_middleware
 from stylebox.service.openapi import install_openapi
 from stylebox.service.problems import install_problem_handlers
-from stylebox.service.routers import admin, health, live, model, page, styles, stylize
+from stylebox.service.routers import admin, health, live, model, page, styles, stylize, videos
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
@@ -50,7 +51,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         open_ = app.state.route_rules.open_paths(settings.metrics_public)
         log.info("API key required except on %s", ", ".join(sorted(open_)))
     try:
-        yield
+        # Video jobs: their workers, heartbeat and sweep run while the app serves; on the
+        # way out a running job stops at its next frame (service/jobs.py).
+        async with app.state.videos.running(app):
+            yield
     finally:
         app.state.draining = True
         if loaded_here:
@@ -71,8 +75,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     app.state.engine = engine
     app.state.draining = False  # True once shutdown starts: /readyz answers 503 from then on
     _limiters(app, settings)
+    app.state.videos = VideoJobs(settings)
     install_problem_handlers(app)
-    for module in (stylize, live, styles, model, health, page, admin):
+    for module in (stylize, videos, live, styles, model, health, page, admin):
         app.include_router(module.router)
     app.include_router(metrics.router)
     # Who may call each route and what admission control bounds, from the routes' own marks

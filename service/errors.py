@@ -118,6 +118,65 @@ class ModelReloadError(StyleboxError):
     status, title, slug = 422, "Model cannot be loaded", "model-load-failed"
 
 
+# -- video files (service/video.py, service/jobs.py) -------------------------------------------
+
+class MissingVideoError(StyleboxError):
+    """No video: an empty body, or a multipart form without its `video` field."""
+
+    status, title, slug = 422, "Missing video", "missing-video"
+
+
+class UnsupportedVideoError(StyleboxError):
+    """Bytes in no container the decoder reads (random bytes, a text file), a still image,
+    a file with no video stream (audio only), or a Content-Type that is not a video."""
+
+    status, title, slug = 415, "Unsupported video", "unsupported-video"
+
+
+class CorruptVideoError(StyleboxError):
+    """A container that starts as a video but cannot be read through: truncated (an MP4 cut
+    before its index), damaged packets, a stream that decodes no frame."""
+
+    status, title, slug = 422, "Corrupt video", "corrupt-video"
+
+
+class VideoTooLargeError(StyleboxError):
+    """Over a video bound: duration, frame count or frame size (after max_side)."""
+
+    status, title, slug = 413, "Video too large", "video-too-large"
+
+
+class QueueFullError(StyleboxError):
+    """VIDEO_MAX_QUEUE jobs already wait on this server; Retry-After says when to try again."""
+
+    status, title, slug = 503, "Video queue full", "queue-full"
+
+    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class JobNotFoundError(StyleboxError):
+    """No video job with that id: never made, deleted, or expired (VIDEO_RESULT_TTL_S)."""
+
+    status, title, slug = 404, "Unknown video job", "unknown-job"
+
+
+class JobNotDoneError(StyleboxError):
+    """The result of a job that is still queued or running, or that failed or was
+    cancelled."""
+
+    status, title, slug = 409, "Video not ready", "job-not-done"
+
+
+class JobInterruptedError(StyleboxError):
+    """The job's server stopped (a restart, a crash) before the job finished: its status is
+    no longer refreshed. Not the upload's fault, so it is never raised on a request: it is
+    the `error` of a failed job, and submitting the clip again is the remedy."""
+
+    status, title, slug = 503, "Video job interrupted", "job-interrupted"
+
+
 class LiveMessageError(StyleboxError):
     """A WebSocket /live message that cannot be used: control JSON that does not parse or has
     a bad field, or a frame sent before any style was chosen. The session goes on."""

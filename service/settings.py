@@ -127,6 +127,30 @@ class Settings(BaseSettings):
         "TensorRT engine and timing cache (a volume: restarts reuse engines); empty = none"))
     allow_admin_without_key: bool = Field(False, description=(
         "POST /admin/reload with no API_KEY (a trusted network only)"))
+    # Video files (POST /videos, service/jobs.py; docs/video.md says why each default).
+    video_dir: str = Field("", description=(
+        "job files (uploads, status, results); replicas share it (one volume); empty = "
+        "stylebox-videos in the system temp folder"))
+    video_max_upload_bytes: int = Field(256 * 1024 * 1024, gt=0, description=(
+        "video upload cap (413 above); 256 MiB holds several minutes of phone 1080p"))
+    video_max_duration_s: float = Field(300.0, gt=0, description=(
+        "longest clip (413); 5 minutes is about 15 minutes of work at 10 FPS"))
+    video_max_frames: int = Field(9000, gt=0, description=(
+        "most frames in a clip (413): 5 minutes at 30 FPS; checked again while decoding"))
+    video_max_pixels: int = Field(1920 * 1088, gt=0, description=(
+        "largest frame as stylized, after max_side (413): 1080p in either orientation; "
+        "larger clips pass with max_side"))
+    video_max_queue: int = Field(4, ge=0, description=(
+        "video jobs waiting per server beyond the running ones; more get 503"))
+    video_workers: int = Field(1, ge=1, description=(
+        "video jobs running at once per server (their frames share MAX_CONCURRENCY with "
+        "POST /stylize)"))
+    video_result_ttl_s: float = Field(3600.0, gt=0, description=(
+        "how long a finished job and its result are kept"))
+    video_heartbeat_s: float = Field(5.0, gt=0, description=(
+        "how often a server refreshes its jobs' status; 6 missed beats read as interrupted"))
+    video_momentum: float = Field(0.9, ge=0, lt=1, description=(
+        "stabilize: weight of the carried normalisation statistics (service/stability.py)"))
 
     @model_validator(mode="before")
     @classmethod
