@@ -235,7 +235,7 @@ def test_page_fits_a_phone_screen(browser, server, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     for label in ("Choose a photo", "Strength", "Keep the photo's colours", "Size", "Format",
                   "Candy weight"):
-        assert page.get_by_label(label).count() == 1, label
+        assert page.get_by_label(label, exact=True).count() == 1, label
     page.screenshot(path=str(tmp_path / "screenshot-phone.png"), full_page=True)
     context.close()
 

@@ -1,0 +1,256 @@
+"""The page's Live camera and Video modes in a real headless Chromium, against real servers.
+
+The camera is Chromium's fake capture device playing a y4m clip written here (a moving
+picture, 320x240; `--use-file-for-fake-video-capture`), so the whole path runs: getUserMedia,
+canvas -> JPEG, WS /live, stylized JPEG -> canvas. Skipped as tests/service/test_page.py is
+(Chromium or Playwright missing, unless STYLEBOX_REQUIRE_BROWSER=1).
+STYLEBOX_SCREENSHOT_LIVE_TO=path also saves the live screenshot there.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from stylebox.procs import free_port
+from stylebox.service.routers import live
+from stylebox.service.stability import StreamStylizer
+from tests.conftest import make_app, pixels
+from tests.service.test_page import CHROMIUM, CHROMIUM_ARGS, _need_browser, _serve, _wait
+
+
+def moving_rgb(n: int, h: int, w: int) -> np.ndarray:
+    """uint8 (n, h, w, 3): a colour gradient with a bright square crossing it."""
+    y, x = np.mgrid[0:h, 0:w]
+    frames = np.empty((n, h, w, 3), np.uint8)
+    for i in range(n):
+        shift = 4 * i
+        frames[i, ..., 0] = (x * 200 // w + shift) % 256
+        frames[i, ..., 1] = y * 200 // h + 30
+        frames[i, ..., 2] = 255 - (x + y) * 200 // (w + h)
+        sx, sy = (10 + 6 * i) % (w - w // 4), (5 + 3 * i) % (h - h // 4)
+        frames[i, sy:sy + h // 4, sx:sx + w // 4] = (250, 240, 40)
+    return frames
+
+
+def write_y4m(path: Path, frames: np.ndarray, fps: int = 15) -> Path:
+    """A YUV4MPEG2 file (4:2:0, full-range BT.601, as C420jpeg says) of uint8 (N, H, W, 3)."""
+    n, h, w, _ = frames.shape
+    rgb = frames.astype(np.float32)
+    yy = 0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]
+    cb = 128 - 0.168736 * rgb[..., 0] - 0.331264 * rgb[..., 1] + 0.5 * rgb[..., 2]
+    cr = 128 + 0.5 * rgb[..., 0] - 0.418688 * rgb[..., 1] - 0.081312 * rgb[..., 2]
+
+    def sub(c: np.ndarray) -> np.ndarray:  # 2x2 average: (N, H/2, W/2)
+        return c.reshape(n, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
+
+    planes = [np.clip(np.rint(p), 0, 255).astype(np.uint8) for p in (yy, sub(cb), sub(cr))]
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F{fps}:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(n):
+            f.write(b"FRAME\n")
+            for p in planes:
+                f.write(p[i].tobytes())
+    return path
+
+
+@contextlib.contextmanager
+def _camera_browser(clip: Path):
+    """Chromium whose camera plays `clip`, permission granted without a prompt."""
+    if not Path(CHROMIUM).is_file():
+        _need_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _need_browser("the playwright package is not installed (the dev extra)")
+    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"]
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@contextlib.contextmanager
+def _page(browser, base: str, errors_ok: tuple[str, ...] = (), styles: bool = True):
+    context = browser.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    context.grant_permissions(["camera"], origin=base)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.goto(base + "/")
+    if styles:  # not with an API key the page has not been given yet
+        _wait(page, "document.querySelectorAll('#styles li').length > 0")
+    try:
+        yield page
+    finally:
+        context.close()
+    assert not [e for e in errors if not any(ok in e for ok in errors_ok)], errors
+
+
+_CANVAS_JS = "c => c.toDataURL('image/png')"
+_CAMERA_JS = """v => {
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth; c.height = v.videoHeight;
+    c.getContext('2d').drawImage(v, 0, 0);
+    return c.toDataURL('image/png');
+}"""
+
+
+def _png(page, selector: str, js: str) -> np.ndarray:
+    url = page.locator(selector).evaluate(js)
+    return pixels(base64.b64decode(url.split(",", 1)[1]))[..., :3].astype(np.int16)
+
+
+def _frames(page) -> int:
+    return int(page.locator("#live-out").get_attribute("data-frames") or 0)
+
+
+@pytest.fixture(scope="module")
+def camera_clip(tmp_path_factory) -> Path:
+    return write_y4m(tmp_path_factory.mktemp("camera") / "clip.y4m", moving_rgb(30, 240, 320))
+
+
+def test_live_camera_streams_stylized_frames(camera_clip, tmp_path):
+    model = Path(os.environ.get("STYLEBOX_LIVE_MODEL", "models/stylebox-a0.25.onnx"))
+    with _camera_browser(camera_clip) as browser, _serve(model.resolve()) as base, \
+            _page(browser, base) as page:
+        sent: list[str] = []
+        page.on("websocket", lambda ws: ws.on(
+            "framesent", lambda payload: sent.append(payload) if isinstance(payload, str)
+            else None))
+        page.get_by_label("Live camera").check()
+        assert page.get_by_role("button", name="Start the camera").is_visible()
+        assert page.locator("#result").is_hidden()  # the photo panels are away
+        page.get_by_role("button", name="Mosaic").click()
+        page.get_by_role("button", name="Start the camera").click()
+        _wait(page, "Number(document.getElementById('live-out').dataset.frames || 0) >= 5",
+              timeout_s=60)
+        assert page.get_by_role("button", name="Stop the camera").is_visible()
+        assert '"style": "mosaic"' in sent[0].replace('":"', '": "')
+
+        # The stylized stream: the camera's size, a real picture, not the camera's picture.
+        out = _png(page, "#live-out", _CANVAS_JS)
+        cam = _png(page, "#live-cam", _CAMERA_JS)
+        assert out.shape == cam.shape == (240, 320, 3)
+        assert out.std() > 20  # not blank
+        assert np.abs(out - cam).mean() > 20  # stylized, not the camera echoed
+        assert page.locator("#live-shown-size").inner_text() == "320 \u00d7 240"
+        _wait(page, "/^[0-9.]+$/.test(document.getElementById('live-fps').textContent)")
+        fps = float(page.locator("#live-fps").inner_text())
+        latency = page.locator("#live-latency").inner_text()
+        assert fps > 0 and latency.endswith("in the server)"), (fps, latency)
+
+        # Style, blend and strength change while running: sent as control messages and
+        # acknowledged (the status line follows the acknowledgement).
+        page.get_by_role("button", name="Candy").click()
+        page.get_by_label("Udnie (Picabia, 1913) weight").fill("50")
+        page.get_by_label("Strength").fill("70")
+        _wait(page, "(t => t.startsWith('Live with Candy 67% + Udnie') && "
+                    "t.endsWith('33%, strength 70%.'))"
+                    "(document.getElementById('live-status').textContent)")
+        controls = [m for m in sent if m.startswith("{")]
+        assert '"candy:1,udnie:0.5"' in controls[-1] and '"strength":0.7' in controls[-1]
+        done = _frames(page)
+        _wait(page, "n => Number(document.getElementById('live-out').dataset.frames) > n + 3",
+              arg=done, timeout_s=30)
+        page.get_by_label("Side by side").count()  # the photo controls still exist
+        shot = tmp_path / "screenshot-live.png"
+        page.screenshot(path=str(shot), full_page=True)
+        if target := os.environ.get("STYLEBOX_SCREENSHOT_LIVE_TO"):
+            shutil.copyfile(shot, target)
+
+        page.get_by_role("button", name="Stop the camera").click()
+        assert page.locator("#live-status").inner_text() == "Stopped."
+        _wait(page, "!document.getElementById('live-cam').srcObject")
+
+
+class _SlowStylizer(StreamStylizer):
+    """A real stylizer on a host that manages about 4 frames a second."""
+
+    def __call__(self, rgb, weights):
+        time.sleep(0.25)
+        return super().__call__(rgb, weights)
+
+
+@contextlib.contextmanager
+def _serve_in_thread(app):
+    """uvicorn in a thread of this process, so the app can be changed by the test."""
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def test_live_steps_down_when_the_server_cannot_keep_up(tmp_path, tiny_onnx, engine,
+                                                        monkeypatch):
+    clip = write_y4m(tmp_path / "vga.y4m", moving_rgb(20, 480, 640))
+    monkeypatch.setattr(live, "StreamStylizer", _SlowStylizer)
+    with _camera_browser(clip) as browser, _serve_in_thread(make_app(engine, tiny_onnx)) as base, \
+            _page(browser, base) as page:
+        page.get_by_label("Live camera").check()
+        page.get_by_role("button", name="Start the camera").click()
+        _wait(page, "document.getElementById('live-shown-size').textContent === '640 \u00d7 480'",
+              timeout_s=30)
+        notice = page.locator("#live-notice")
+        _wait(page, "!document.getElementById('live-notice').hidden", timeout_s=30)
+        assert "could not keep up at 640 \u00d7 480" in notice.inner_text()
+        assert "now 480 \u00d7 360" in notice.inner_text()
+        _wait(page, "document.getElementById('live-shown-size').textContent === '480 \u00d7 360'",
+              timeout_s=30)
+        # And once more, to the smallest size; there it stays.
+        _wait(page, "document.getElementById('live-shown-size').textContent === '320 \u00d7 240'",
+              timeout_s=30)
+        # A fixed working size turns the automatic steps off.
+        page.get_by_label("Working size").select_option(label="640 \u00d7 480")
+        _wait(page, "document.getElementById('live-shown-size').textContent === '640 \u00d7 480'",
+              timeout_s=30)
+        assert notice.is_hidden()
+        page.get_by_role("button", name="Stop the camera").click()
+
+
+def test_live_sends_the_api_key(camera_clip, tiny_onnx):
+    """The key the page was given goes along as the `stylebox.key.` subprotocol."""
+    with _camera_browser(camera_clip) as browser, _serve(tiny_onnx, api_key="cam-key~1") as base, \
+            _page(browser, base, ("Failed to load resource",), styles=False) as page:
+        page.get_by_label("API key").fill("cam-key~1")
+        page.get_by_role("button", name="Use key").click()
+        _wait(page, "document.querySelectorAll('#styles li').length === 3")
+        page.get_by_label("Live camera").check()
+        page.get_by_role("button", name="Start the camera").click()
+        _wait(page, "Number(document.getElementById('live-out').dataset.frames || 0) >= 2",
+              timeout_s=30)
+        assert page.locator("#live-error").is_hidden()
+
+
+def test_live_refused_says_why(camera_clip, tiny_onnx):
+    with _camera_browser(camera_clip) as browser, _serve(tiny_onnx, max_live_sessions="0") \
+            as base, _page(browser, base, ("WebSocket",)) as page:
+        page.get_by_label("Live camera").check()
+        page.get_by_role("button", name="Start the camera").click()
+        _wait(page, "document.getElementById('live-error').textContent.includes('refused')")
+        assert "live sessions" in page.get_by_role("alert").inner_text()
+        assert page.get_by_role("button", name="Start the camera").is_enabled()
+        _wait(page, "!document.getElementById('live-cam').srcObject")  # the camera is let go
