@@ -254,3 +254,79 @@ def test_live_refused_says_why(camera_clip, tiny_onnx):
         assert "live sessions" in page.get_by_role("alert").inner_text()
         assert page.get_by_role("button", name="Start the camera").is_enabled()
         _wait(page, "!document.getElementById('live-cam').srcObject")  # the camera is let go
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 12) -> Path:
+    """An H.264 MP4 of uint8 (N, H, W, 3), with PyAV."""
+    import av
+
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        for rgb in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+def test_video_tab_uploads_follows_the_job_and_plays_the_result(tmp_path, tiny_onnx,
+                                                                camera_clip):
+    clip = write_mp4(tmp_path / "walk.mp4", moving_rgb(36, 96, 128))
+    with _camera_browser(camera_clip) as browser, \
+            _serve(tiny_onnx, video_dir=str(tmp_path / "jobs")) as base, \
+            _page(browser, base) as page:
+        page.get_by_label("Video").check()
+        assert page.locator("#result").is_hidden() and page.locator("#video-result").is_visible()
+        start = page.get_by_role("button", name="Stylize the clip")
+        assert start.is_disabled()
+        page.set_input_files("#video-file", str(clip))
+        assert page.locator("#video-name").inner_text() == "walk.mp4"
+        page.get_by_role("button", name="Mosaic").click()
+        page.get_by_label("Clip size").select_option("")  # the clip's own size
+        with page.expect_response(lambda r: "/videos?" in r.url) as posted:
+            start.click()
+        assert posted.value.status == 202
+        assert "style=mosaic" in posted.value.url
+        _wait(page, "document.getElementById('video-status').textContent.startsWith('Done')",
+              timeout_s=120)
+        assert page.locator("#video-upload-bar").evaluate("b => b.value") == 1
+        assert page.locator("#video-job-bar").evaluate("b => b.value") == 1
+        assert page.locator("#video-job-text").inner_text().startswith("36 / 36 frames")
+        assert page.get_by_role("button", name="Cancel").is_hidden()
+        # The result plays inline: Chromium decodes it, at the clip's size.
+        player = page.locator("#video-out")
+        _wait(page, "document.getElementById('video-out').readyState >= 2", timeout_s=30)
+        assert player.evaluate("v => [v.videoWidth, v.videoHeight]") == [128, 96]
+        player.evaluate("v => { v.muted = true; return v.play(); }")
+        _wait(page, "document.getElementById('video-out').currentTime > 0.2", timeout_s=30)
+        # ... and downloads as an MP4 (named by the server's Content-Disposition, which wins
+        # over the link's own name; with an API key the page fetches it and names it itself).
+        with page.expect_download() as dl:
+            page.get_by_role("link", name="Download").click()
+        assert dl.value.suggested_filename.endswith(".mp4")
+        saved = tmp_path / "result.mp4"
+        dl.value.save_as(saved)
+        assert saved.read_bytes()[4:8] == b"ftyp"
+
+
+def test_video_tab_cancel(tmp_path, tiny_onnx, camera_clip):
+    """Cancel while the job runs: DELETE /videos/{id}, and the page says so."""
+    clip = write_mp4(tmp_path / "long.mp4", moving_rgb(240, 240, 320), fps=24)
+    with _camera_browser(camera_clip) as browser, \
+            _serve(tiny_onnx, video_dir=str(tmp_path / "jobs")) as base, \
+            _page(browser, base) as page:
+        page.get_by_label("Video").check()
+        page.set_input_files("#video-file", str(clip))
+        page.get_by_role("button", name="Stylize the clip").click()
+        _wait(page, "Number(document.getElementById('video-job-bar').value) > 0", timeout_s=60)
+        text = page.locator("#video-job-text").inner_text()
+        assert "/ 240 frames" in text, text
+        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+            page.get_by_role("button", name="Cancel").click()
+        assert deleted.value.status == 204
+        assert page.locator("#video-status").inner_text() == "Cancelled."
+        assert page.locator("#video-out").is_hidden()
+        assert page.get_by_role("button", name="Stylize the clip").is_enabled()
