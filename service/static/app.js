@@ -514,7 +514,9 @@ const LIVE_SIZES = [[640, 480], [480, 360], [320, 240]];
 const FPS_FLOOR = 10;       // below this many stylized frames a second, step down (automatic)
 const FPS_WINDOW_MS = 2000; // the frames a second are counted over this window
 const SETTLE_MS = 4000;     // time at a size before judging it (the first frames are slower)
-const IN_FLIGHT = 2;        // frames sent and not yet answered: one stylized, one waiting
+// One frame sent and not yet answered: the next goes the moment the last comes back. A second
+// one would arrive while the first is being stylized, and the server drops those.
+const IN_FLIGHT = 1;
 const live = {
   ws: null, stream: null, timer: 0, sizeIndex: 0, sent: 0, resolved: 0, frameErrors: 0,
   sentAt: new Map(), arrivals: [], latency: null, since: 0, encoding: false, next: null,
