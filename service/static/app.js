@@ -519,7 +519,7 @@ const SETTLE_MS = 4000;     // time at a size before judging it (the first frame
 const IN_FLIGHT = 1;
 const live = {
   ws: null, stream: null, timer: 0, sizeIndex: 0, sent: 0, resolved: 0, frameErrors: 0,
-  sentAt: new Map(), arrivals: [], latency: null, since: 0, encoding: false, next: null,
+  sentAt: new Map(), arrivals: [], latency: null, server: null, since: 0, encoding: false, next: null,
   opened: false, stopping: false, shown: 0,
 };
 
@@ -590,7 +590,7 @@ async function startLive() {
   const choice = $("live-size").value;
   Object.assign(live, { sizeIndex: choice === "auto" ? 0 : Number(choice), sent: 0,
     resolved: 0, frameErrors: 0, sentAt: new Map(), arrivals: [], latency: null,
-    since: performance.now(), encoding: false, next: null, opened: false, stopping: false,
+    server: null, since: performance.now(), encoding: false, next: null, opened: false, stopping: false,
     shown: 0 });
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = (live.ws = new WebSocket(`${scheme}://${location.host}/live`, liveProtocols()));
@@ -684,9 +684,11 @@ async function liveFrame(blob) {
   const now = performance.now();
   const sentAt = live.sentAt.get(stats.seq);
   for (const seq of live.sentAt.keys()) if (seq <= stats.seq) live.sentAt.delete(seq);
-  if (sentAt !== undefined) {
+  if (sentAt !== undefined) {  // both smoothed alike, so the server's share never exceeds all
     const ms = now - sentAt;
     live.latency = live.latency === null ? ms : 0.8 * live.latency + 0.2 * ms;
+    live.server = live.server === null ? stats.server_ms
+      : 0.8 * live.server + 0.2 * stats.server_ms;
   }
   live.arrivals.push(now);
   while (live.arrivals.length && live.arrivals[0] < now - FPS_WINDOW_MS) live.arrivals.shift();
@@ -704,7 +706,7 @@ async function liveFrame(blob) {
   const fps = span > 500 ? (1000 * live.arrivals.length) / span : null;
   $("live-fps").textContent = fps === null ? "\u2013" : fps.toFixed(1);
   $("live-latency").textContent = live.latency === null ? "\u2013"
-    : `${Math.round(live.latency)} ms (${Math.round(stats.server_ms)} ms in the server)`;
+    : `${Math.round(live.latency)} ms (${Math.round(live.server)} ms in the server)`;
   $("live-shown-size").textContent = `${stats.width} \u00d7 ${stats.height}`;
   adaptLive(fps, now, stats);
 }

@@ -4,7 +4,9 @@ The camera is Chromium's fake capture device playing a y4m clip written here (a 
 picture, 320x240; `--use-file-for-fake-video-capture`), so the whole path runs: getUserMedia,
 canvas -> JPEG, WS /live, stylized JPEG -> canvas. Skipped as tests/service/test_page.py is
 (Chromium or Playwright missing, unless STYLEBOX_REQUIRE_BROWSER=1).
-STYLEBOX_SCREENSHOT_LIVE_TO=path also saves the live screenshot there.
+`test_screenshots_with_the_shipped_model` shows the shipped model on an eval photo (photo
+mode) and on a camera panning across it (live mode); `STYLEBOX_SCREENSHOTS_TO=docs` writes
+them to docs/screenshot-page.png and docs/screenshot-live.png, the README's pictures.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import shutil
 import threading
 import time
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from stylebox.procs import free_port
 from stylebox.service.routers import live
 from stylebox.service.stability import StreamStylizer
-from tests.conftest import make_app, pixels
+from tests.conftest import ROOT, make_app, pixels
 from tests.service.test_page import CHROMIUM, CHROMIUM_ARGS, _need_browser, _serve, _wait
 
 
@@ -166,10 +167,7 @@ def test_live_camera_streams_stylized_frames(camera_clip, tmp_path):
         _wait(page, "n => Number(document.getElementById('live-out').dataset.frames) > n + 3",
               arg=done, timeout_s=30)
         page.get_by_label("Side by side").count()  # the photo controls still exist
-        shot = tmp_path / "screenshot-live.png"
-        page.screenshot(path=str(shot), full_page=True)
-        if target := os.environ.get("STYLEBOX_SCREENSHOT_LIVE_TO"):
-            shutil.copyfile(shot, target)
+        page.screenshot(path=str(tmp_path / "screenshot-live.png"), full_page=True)
 
         page.get_by_role("button", name="Stop the camera").click()
         assert page.locator("#live-status").inner_text() == "Stopped."
@@ -330,3 +328,53 @@ def test_video_tab_cancel(tmp_path, tiny_onnx, camera_clip):
         assert page.locator("#video-status").inner_text() == "Cancelled."
         assert page.locator("#video-out").is_hidden()
         assert page.get_by_role("button", name="Stylize the clip").is_enabled()
+
+
+EVAL_PHOTO = ROOT.parent / "shared/data/eval-photos/jcjohnson_chicago.jpg"
+SHIPPED = ROOT / "models/stylebox-a0.25.onnx"
+
+
+def panning_clip(photo: Path, n: int = 48, h: int = 240, w: int = 320) -> np.ndarray:
+    """uint8 (n, h, w, 3): a camera panning across `photo` and back."""
+    from PIL import Image
+
+    with Image.open(photo) as im:
+        im = im.convert("RGB")
+        im = im.resize((w * 2, round(im.height * w * 2 / im.width)), Image.LANCZOS)
+        rgb = np.asarray(im)
+    top = (rgb.shape[0] - h) // 2
+    xs = np.rint(w * (1 - np.cos(np.linspace(0, 2 * np.pi, n))) / 2).astype(int)
+    return np.stack([rgb[top:top + h, x:x + w] for x in xs])
+
+
+def test_screenshots_with_the_shipped_model(tmp_path):
+    if not EVAL_PHOTO.is_file():
+        pytest.skip(f"{EVAL_PHOTO} is not here (the eval photos live in ../shared/data)")
+    clip = write_y4m(tmp_path / "pan.y4m", panning_clip(EVAL_PHOTO))
+    out_dir = Path(os.environ.get("STYLEBOX_SCREENSHOTS_TO", tmp_path))
+    with _camera_browser(clip) as browser, _serve(SHIPPED, max_upload_bytes="20000000") as base, \
+            _page(browser, base) as page:
+        _wait(page, "[...document.querySelectorAll('#styles img')]"
+                    ".every(i => i.complete && i.naturalWidth === 128)")
+        # Photo mode: a blend of two styles on an eval photo.
+        page.get_by_role("button", name="The Starry Night (van Gogh, 1889)").click()
+        with page.expect_response(lambda r: "/stylize?" in r.url) as first:
+            page.set_input_files("#file", str(EVAL_PHOTO))
+        assert first.value.status == 200
+        with page.expect_response(lambda r: "/stylize?" in r.url) as blended:
+            page.get_by_label("Candy weight").fill("40")
+        assert blended.value.headers["x-stylebox-style"] == "candy:0.285714,starry_night:0.714286"
+        _wait(page, "document.getElementById('status').textContent.includes('done')")
+        _wait(page, "document.getElementById('after').complete")
+        page.screenshot(path=str(out_dir / "screenshot-page.png"), full_page=True)
+
+        # Live mode: the camera pans across the same street, stylized as it moves.
+        page.get_by_label("Live camera").check()
+        page.get_by_role("button", name="Mosaic").click()
+        page.get_by_role("button", name="Start the camera").click()
+        _wait(page, "Number(document.getElementById('live-out').dataset.frames || 0) >= 6",
+              timeout_s=90)
+        _wait(page, "/^[0-9.]+$/.test(document.getElementById('live-fps').textContent)")
+        assert _png(page, "#live-out", _CANVAS_JS).std() > 20
+        page.screenshot(path=str(out_dir / "screenshot-live.png"), full_page=True)
+        page.get_by_role("button", name="Stop the camera").click()
