@@ -116,22 +116,25 @@ ENV PATH=/opt/venv/bin:$PATH \
     ORT_DISABLE_TELEMETRY=1 \
     STYLEBOX_MODEL_PATH=/app/models/stylebox-a0.25.onnx \
     STYLEBOX_HOST=0.0.0.0 \
-    STYLEBOX_PORT=8000
+    STYLEBOX_PORT=8000 \
+    STYLEBOX_VIDEO_DIR=/var/lib/stylebox/videos
 # A fixed numeric uid, so orchestrators can check runAsNonRoot. The cache dir belongs to it
-# (TensorRT engines are written there at the first start). Its home belongs to root: nothing
+# (TensorRT engines are written there at the first start), and so does the video job folder
+# (uploads and results of POST /videos; docs/video.md): a named volume mounted on it starts
+# as a copy of it, owned by that uid, and replicas share one. Its home belongs to root: nothing
 # writes there. It holds OpenVINO's telemetry consent file saying 0 (declined; `opt_in_out
 # --opt_out` writes the same), without which OpenVINO counts as consent any home it can write.
 RUN groupadd --system --gid 10001 stylebox \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/stylebox --no-create-home \
       --shell /usr/sbin/nologin stylebox \
- && mkdir -p /var/cache/stylebox/trt /home/stylebox/intel \
+ && mkdir -p /var/cache/stylebox/trt /var/lib/stylebox/videos /home/stylebox/intel \
  && echo 0 > /home/stylebox/intel/openvino_telemetry \
- && chown -R 10001:10001 /var/cache/stylebox
+ && chown -R 10001:10001 /var/cache/stylebox /var/lib/stylebox
 WORKDIR /app
 # models/ holds the default model (committed; see models/README.md); owned by root, so the
 # service can read but not change it. Mount another directory here to serve other models.
 COPY models/ /app/models/
-VOLUME ["/var/cache/stylebox"]
+VOLUME ["/var/cache/stylebox", "/var/lib/stylebox/videos"]
 USER 10001:10001
 EXPOSE 8000
 # Ready = model loaded and warmed up (`stylebox serve` loads it, and builds any TensorRT

@@ -163,6 +163,21 @@ class RouteRules:
                 partial = rule.mark
         return partial, False
 
+    def allowed(self, scope: Scope) -> frozenset[str]:
+        """Every method some route takes on this request's path (a 405's Allow header: the
+        router names only the first route's, and GET and DELETE /videos/{id} are two)."""
+        path = get_route_path(scope)
+        methods: set[str] = set()
+        for rule in self._rules:
+            found = rule.regex.match(path)
+            if found is None:
+                continue
+            if rule.inner is not None:
+                return rule.inner.allowed({**scope, "path": "/" + found["path"],
+                                           "root_path": ""})
+            methods |= rule.methods
+        return frozenset(methods)
+
     def answering(self, scope: Scope) -> Mark:
         """The mark of the route that answers this request, a 405 included; else DEFAULT."""
         found, _ = self._find(get_route_path(scope), _method(scope))

@@ -7,8 +7,11 @@ Errors are raised as `UserError`s for the `stylebox` entry point to print as one
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
 
+import numpy as np
 from pydantic import ValidationError
 
 from stylebox.errors import UserError, report
@@ -21,6 +24,7 @@ from stylebox.service.pipeline import check_cost, stylize_fitted
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
+from stylebox.service.video import is_video_file
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
 _WRITES = ".png, .jpg/.jpeg or .webp"
@@ -108,12 +112,15 @@ def _to_folder(inputs: list[Path], out: Path) -> bool:
     return len(inputs) > 1 or out.is_dir() or str(out).endswith(("/", "\\"))
 
 
-def _outputs(inputs: list[Path], out: Path, fmt: str | None,
-             default: str) -> list[tuple[Path, str]]:
-    """(file, format) per input. One output file's suffix picks its format; a suffix that
-    stylebox cannot write (out.tif), or one that contradicts --format, is a usage error:
-    the file would hold other bytes than its name says."""
+def _outputs(inputs: list[Path], out: Path, fmt: str | None, default: str,
+             videos: list[bool] | None = None) -> list[tuple[Path, str]]:
+    """(file, format) per input; format "mp4" for a video. One output file's suffix picks
+    its format; a suffix that stylebox cannot write (out.tif), or one that contradicts
+    --format, is a usage error: the file would hold other bytes than its name says."""
+    videos = videos or [False] * len(inputs)
     if not _to_folder(inputs, out):
+        if videos[0]:
+            return [(_video_output(inputs[0], out), "mp4")]
         suffix = out.suffix.lower()
         named = _SUFFIX_FORMATS.get(suffix)
         if fmt is None and suffix and named is None:
@@ -126,20 +133,69 @@ def _outputs(inputs: list[Path], out: Path, fmt: str | None,
         return [(out, fmt or named or default)]
     fmt = fmt or default
     result, taken = [], set()
-    for src in inputs:
+    for src, video in zip(inputs, videos, strict=True):
         name, n = src.stem, 1
         while name in taken:  # a.png and other/a.png both given: a.png, a-2.png
             n += 1
             name = f"{src.stem}-{n}"
         taken.add(name)
-        result.append((out / (name + EXTENSIONS[fmt]), fmt))
+        result.append((out / (name + ".mp4"), "mp4") if video else
+                      (out / (name + EXTENSIONS[fmt]), fmt))
     return result
+
+
+def _video_output(src: Path, out: Path) -> Path:
+    """A clip's one output file: an .mp4 name."""
+    if out.suffix.lower() not in (".mp4", ".m4v"):
+        raise UserError(f"-o {out}: {src} is a video, written as H.264 MP4; name the output "
+                        "*.mp4 (or give a folder)")
+    return out
+
+
+class _ProgressLine:
+    """`clip.mp4: 120/300 frames (40%), 11.2 FPS, ETA 16 s` on stderr, redrawn in place at
+    most 4 times a second."""
+
+    def __init__(self, name: str, total: int) -> None:
+        self.name, self.total, self.t0, self.shown = name, total, time.perf_counter(), 0.0
+
+    def __call__(self, done: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now - self.shown < 0.25:
+            return
+        self.shown = now
+        total = max(self.total, done)
+        fps = done / (now - self.t0) if now > self.t0 else 0.0
+        eta = f", ETA {(total - done) / fps:.0f} s" if fps and not final else ""
+        pct = 100 if final else min(99, 100 * done // max(1, total))
+        sys.stderr.write(f"\r{self.name}: {done}/{total} frames ({pct}%), {fps:.1f} FPS"
+                         f"{eta}\x1b[K" + ("\n" if final else ""))
+        sys.stderr.flush()
+
+
+def _stylize_clip(engine: Engine, settings: Settings, src: Path, dst: Path,
+                  weights: np.ndarray, controls: Controls, stabilize: bool) -> str:
+    """One clip to `dst` with a progress line; returns the summary for stdout."""
+    from stylebox.service.video import VideoLimits, probe, stylize_video
+
+    limits = VideoLimits.from_settings(settings)
+    info = probe(src, limits, controls.max_side)
+    line = _ProgressLine(str(src), info.frames)
+    res = stylize_video(src, dst, engine, weights, controls=controls, info=info,
+                        momentum=settings.video_momentum if stabilize else 0.0, limits=limits,
+                        max_inference_pixels=settings.max_inference_pixels,
+                        tiling=TileConfig.from_settings(settings), progress=line)
+    line(res.frames, final=True)
+    return (f"{src} -> {dst} ({res.width}x{res.height}, {res.frames} frames, "
+            f"{res.fps:.1f} FPS)")
 
 
 def stylize_main(argv: list[str] | None = None) -> int:
     prog = "stylebox stylize"
-    p = argparse.ArgumentParser(prog=prog, description="Stylize image files with a model.")
-    p.add_argument("inputs", nargs="+", type=Path, help="image files")
+    p = argparse.ArgumentParser(
+        prog=prog, description="Stylize image and video files with a model. A video (MP4, "
+        "MOV, WebM, MKV, AVI, animated GIF or WebP) is written as H.264 MP4.")
+    p.add_argument("inputs", nargs="+", type=Path, help="image or video files")
     p.add_argument("-s", "--style", required=True, help="e.g. candy or candy:0.7,mosaic:0.3")
     p.add_argument("-o", "--out", required=True, type=Path,
                    help="output file (one input) or directory (several inputs)")
@@ -153,6 +209,9 @@ def stylize_main(argv: list[str] | None = None) -> int:
                    help="keep the photo's colours, take only the style's lightness")
     p.add_argument("--max-side", type=int,
                    help="downscale so the longer side is at most this many pixels first")
+    p.add_argument("--no-stabilize", action="store_true",
+                   help="videos: stylize every frame on its own (by default the normalisation "
+                        "statistics are carried from frame to frame, which flickers less)")
     p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
     args = p.parse_args(argv)
     if not 1 <= args.quality <= 100:
@@ -164,7 +223,9 @@ def stylize_main(argv: list[str] | None = None) -> int:
     settings = _settings(model_path=args.model)
     set_pixel_limit(settings.max_pixels)
     fmt = "jpeg" if args.format == "jpg" else args.format
-    outputs = _outputs(args.inputs, args.out, fmt, settings.default_format)  # before any work
+    videos = [is_video_file(src) for src in args.inputs]
+    outputs = _outputs(args.inputs, args.out, fmt, settings.default_format,
+                       videos)  # before any work
     engine = _engine(settings)
     try:
         mix = parse_style_spec(args.style, engine.style_names)
@@ -177,6 +238,21 @@ def stylize_main(argv: list[str] | None = None) -> int:
     # good ones are still written; any failure makes the exit code a user error's.
     failed = 0
     for src, (dst, out_fmt) in zip(args.inputs, outputs, strict=True):
+        if out_fmt == "mp4":
+            try:
+                print(_stylize_clip(engine, settings, src, dst, mix.vector(engine.style_names),
+                                    controls, not args.no_stabilize))
+            except KeyboardInterrupt:  # the pipeline deleted its .part file on the way out
+                sys.stderr.write(f"\n{prog}: interrupted; {dst} was not written\n")
+                return 130
+            except OSError as e:
+                report(prog, f"cannot read or write {e.filename or src}: {e.strerror or e}")
+                failed += 1
+            except StyleboxError as e:
+                sys.stderr.write("\n")
+                report(prog, f"{src}: {e.detail}")
+                failed += 1
+            continue
         try:
             decoded = shrink_decoded(decode_image(src.read_bytes(), settings.max_pixels),
                                      controls.max_side)

@@ -86,9 +86,15 @@ def complete(schema: dict[str, Any], rules: RouteRules, settings: Settings) -> d
 
 
 def _style_parameter(schema: dict[str, Any]) -> None:
-    """`style` is required and follows the spec grammar. The route declares it optional so
-    that a missing one reaches parse_style_spec, whose 422 lists the valid styles."""
-    op = schema.get("paths", {}).get("/stylize", {}).get("post")
+    """`style` is required and follows the spec grammar (POST /stylize and POST /videos).
+    The routes declare it optional so that a missing one reaches parse_style_spec, whose 422
+    lists the valid styles."""
+    paths = schema.get("paths", {})
+    for op in (paths.get(p, {}).get("post") for p in ("/stylize", "/videos")):
+        _require_style(op)
+
+
+def _require_style(op: dict[str, Any] | None) -> None:
     for param in (op or {}).get("parameters", []):
         if param["name"] == "style":
             param["required"] = True

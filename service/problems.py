@@ -75,10 +75,14 @@ async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     detail = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no such resource: {request.url.path}"
-    elif exc.status_code == 405:
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem(exc.status_code, detail, instance=request.url.path,
-                   headers=dict(exc.headers or {}))
+        rules = getattr(request.app.state, "route_rules", None)
+        methods = rules.allowed(request.scope) if rules is not None else frozenset()
+        if methods:  # every route's on the path, not only the first's
+            headers["Allow"] = ", ".join(sorted(methods))
+    return problem(exc.status_code, detail, instance=request.url.path, headers=headers)
 
 
 def install_problem_handlers(app: FastAPI) -> None:

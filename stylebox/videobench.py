@@ -1,5 +1,6 @@
-"""`stylebox video-bench`: end-to-end frames per second of a video file (decode + model +
-encode, the pipeline POST /videos and `stylebox stylize clip.mp4` run), and peak memory.
+"""Frames per second of a video file end to end (decode + model + encode), and memory.
+
+`stylebox video-bench` runs the pipeline POST /videos and `stylebox stylize clip.mp4` run:
 
     stylebox video-bench --sizes 640x480,1280x720 --frames 90
     stylebox video-bench --sizes 1920x1080 --frames 1800 --rss    # memory over a long clip
@@ -13,7 +14,6 @@ flat series is what bounded queues promise, a rising one a leak.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -26,7 +26,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from stylebox.errors import UserError
+from stylebox.errors import UserError, doc_parser
 
 
 def clip_frame(i: int, width: int, height: int) -> np.ndarray:
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylebox.service.tiling import TileConfig
     from stylebox.service.video import VideoLimits, stylize_video
 
-    p = argparse.ArgumentParser(prog="stylebox video-bench", description=__doc__.split("\n")[0])
+    p = doc_parser("stylebox video-bench", __doc__)
     p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
     p.add_argument("--sizes", default="640x480,1280x720", help="WxH list, comma-separated")
     p.add_argument("--frames", type=int, default=90, help="frames per clip (30 per second)")

@@ -40,7 +40,8 @@ _BODY = {
 
 
 class Problem(BaseModel):
-    """An RFC 9457 problem object (a failed job's `error`)."""
+    """An RFC 9457 problem object (a failed job's `error`). service/openapi.py puts the one
+    Problem schema every error response uses in its place."""
 
     model_config = {"extra": "allow"}
     type: str
@@ -83,7 +84,10 @@ def get_jobs(request: Request) -> VideoJobs:
     responses={
         202: {"description": "queued; Location names the job",
               "headers": {"Location": {"description": "/videos/{id}", "required": True,
-                                       "schema": {"type": "string"}}}},
+                                       "schema": {"type": "string"}}},
+              "links": {name: {"operationId": name,
+                               "parameters": {"job_id": "$response.body#/id"}}
+                        for name in ("get_video", "get_video_result", "delete_video")}},
         400: {"description": "malformed multipart body", **_PROBLEM},
         404: {"description": "unknown style (the body lists the valid ones)", **_PROBLEM},
         413: {"description": "body over video_max_upload_bytes; clip over the duration, "
@@ -137,7 +141,7 @@ _JOB_404 = {404: {"description": "no such job (never made, deleted or expired)",
 
 
 @router.get("/videos/{job_id}", summary="A video job's status", response_model=VideoJob,
-            responses=_JOB_404)
+            responses=_JOB_404, operation_id="get_video")
 @mark()
 async def get_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> Any:
     return JSONResponse(await to_thread.run_sync(jobs.status, job_id))
@@ -147,6 +151,7 @@ async def get_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) 
     "/videos/{job_id}/result",
     summary="The stylized video (H.264 MP4)",
     response_class=FileResponse,
+    operation_id="get_video_result",
     responses={
         200: {"content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
               "description": "the stylized clip; Range requests are answered 206"},
@@ -170,7 +175,7 @@ async def get_video_result(job_id: str, jobs: Annotated[VideoJobs, Depends(get_j
 
 
 @router.delete("/videos/{job_id}", summary="Cancel a video job, or delete its result",
-               status_code=204, response_class=Response,
+               status_code=204, response_class=Response, operation_id="delete_video",
                responses={204: {"description": "cancelled (or deleted)"}, **_JOB_404})
 @mark()
 async def delete_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]

@@ -41,6 +41,7 @@ CI_RUN = ROOT / ".ci" / "run"
 PORT = Settings.model_fields["port"].default
 UID = "10001"
 CACHE = "/var/cache/stylebox"
+VIDEOS = "/var/lib/stylebox/videos"  # POST /videos job files: one volume, every replica
 TARGETS = {"cpu": ["CPUExecutionProvider"],
            "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
            "jetson": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
@@ -185,8 +186,11 @@ def test_dockerfile_targets_and_providers():
 def test_dockerfile_runs_as_non_root_and_serves():
     final = STAGES[-1][2]
     assert [a for i, a in final if i == "USER"] == [f"{UID}:{UID}"]
-    assert [a for i, a in final if i == "VOLUME"] == [f'["{CACHE}"]']
-    assert f"chown -R {UID}:{UID} {CACHE}" in " ".join(a for i, a in final if i == "RUN")
+    assert [a for i, a in final if i == "VOLUME"] == [f'["{CACHE}", "{VIDEOS}"]']
+    run = " ".join(a for i, a in final if i == "RUN")
+    assert f"mkdir -p {CACHE}/trt {VIDEOS}" in run
+    assert f"chown -R {UID}:{UID} {CACHE} /var/lib/stylebox" in run
+    assert _env(final)["STYLEBOX_VIDEO_DIR"] == VIDEOS
     health = [a for i, a in final if i == "HEALTHCHECK"]
     assert len(health) == 1 and "/readyz" in health[0] and "urllib" in health[0]
     assert [a for i, a in final if i == "CMD"] == ['["stylebox", "serve"]']
@@ -311,7 +315,10 @@ def test_compose_services_profiles_and_limits():
         assert svc["build"] == {"context": ".", "args": {"TARGET": target}}, name
         assert svc["image"] == f"stylebox:{target}"
         assert svc["restart"] == "unless-stopped" and svc["read_only"] is True
-        assert svc["volumes"] == ["./models:/app/models:ro", f"engine-cache:{CACHE}"]
+        assert svc["volumes"] == ["./models:/app/models:ro", f"engine-cache:{CACHE}",
+                                  f"videos:{VIDEOS}"]
+        assert svc["environment"]["STYLEBOX_VIDEO_DIR"] == "${STYLEBOX_VIDEO_DIR:-" + VIDEOS + "}"
+        assert VIDEOS not in svc["tmpfs"] and svc["tmpfs"] == ["/tmp"]  # on disk, not RAM
         assert "/readyz" in " ".join(svc["healthcheck"]["test"])
         limits = svc["deploy"]["resources"]["limits"]
         assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+[MG]", limits["memory"])
@@ -326,7 +333,7 @@ def test_compose_services_profiles_and_limits():
         "STYLEBOX_TRT_CACHE_DIR"]
     # A first TensorRT build takes minutes: failures then must not count yet.
     assert int(jetson["healthcheck"]["start_period"].rstrip("s")) >= 600
-    assert set(COMPOSE["volumes"]) == {"engine-cache"}
+    assert set(COMPOSE["volumes"]) == {"engine-cache", "videos"}
     # Scaling: replicas publish no port (so --scale works); nginx in front.
     assert services["replica"]["profiles"] == services["proxy"]["profiles"] == ["scale"]
     assert "ports" not in services["replica"]
@@ -408,6 +415,11 @@ def test_ports_agree():
     assert re.search(r"(?m)^ *listen 8080;", NGINX)
     cap_mib = int(re.search(r"client_max_body_size (\d+)m;", NGINX).group(1))
     assert cap_mib * 2**20 > Settings().max_upload_bytes  # the service's 413, not nginx's
+    videos = NGINX[NGINX.index("location /videos {"):NGINX.index("location / {")]
+    video_mib = int(re.search(r"client_max_body_size (\d+)m;", videos).group(1))
+    assert video_mib * 2**20 > Settings().video_max_upload_bytes
+    assert "proxy_request_buffering off;" in videos  # streamed on, not spooled by nginx
+    assert int(re.search(r"proxy_read_timeout (\d+)s;", videos).group(1)) >= 300
 
 
 # -- .dockerignore: what the build context holds -----------------------------------------------

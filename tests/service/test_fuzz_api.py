@@ -11,7 +11,9 @@ styles with a real image and fuzzed options, so the success path is fuzzed too.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections import Counter
+from pathlib import Path
 
 import pytest
 import schemathesis
@@ -26,8 +28,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from stylebox.videobench import make_clip
 from tests.conftest import make_client, png
 
+CLIP = make_clip(Path(tempfile.mkdtemp()) / "clip.mp4", 32, 24, 4, 10).read_bytes()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
           response_headers_conformance, response_schema_conformance]
 # Examples per (operation, mode); operations without parameters yield 1 distinct request.
@@ -73,12 +77,17 @@ def test_schemathesis_every_operation_no_server_errors(schema):
             sent += _run(op.as_strategy(body={"image": png(12, 16, seed=1)},
                                         media_type="multipart/form-data",
                                         query={"style": "candy:0.3,udnie"}), 100, statuses)
+        if op.label == "POST /videos":  # a real clip, options fuzzed; no more jobs than the
+            # default queue holds (1 running + 4 queued), as its 503 counts as a server error
+            sent += _run(op.as_strategy(body={"video": CLIP}, media_type="multipart/form-data",
+                                        query={"style": "mosaic"}), 5, statuses)
         per_op[op.label] = sent
     assert {"POST /stylize", "GET /styles", "GET /healthz", "GET /metrics"} <= set(per_op)
     assert all(n >= 1 for n in per_op.values()), per_op
     assert sum(statuses.values()) >= MIN_TOTAL, (per_op, statuses)
     assert not any(s >= 500 for s in statuses), statuses
     assert statuses[200] > 50 and statuses[422] > 50 and statuses[404] > 50, statuses
+    assert statuses[202] >= 1, statuses  # a video job was queued
 
 
 def test_schemathesis_with_an_api_key_every_refusal_conforms(tiny_onnx, engine):

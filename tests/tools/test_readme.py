@@ -10,8 +10,8 @@ all run. Each command runs as a user runs it, from the repository root with the 
 afresh before each block, `.venv`, `tests/` and `deploy/` linked, `../shared` the real one.
 
 What a test cannot give a command is supplied, and listed here:
-- files a user brings: `photo.jpg`, `other.png` (eval photos) and `kandinsky.jpg` (a
-  painting no shipped style uses);
+- files a user brings: `photo.jpg`, `other.png` (eval photos), `kandinsky.jpg` (a
+  painting no shipped style uses) and `clip.mp4` (a 2 s clip made by stylebox.videobench);
 - the checkpoint a skipped `stylebox train` would write: `runs/a0.25/last.pt` is the shipped
   8-style checkpoint (`models/checkpoints/stylebox-a0.25.pt`);
 - the server the curl examples talk to: `stylebox serve` on a free port (`localhost:8000`
@@ -199,6 +199,9 @@ def root(tmp_path_factory) -> Path:
     with Image.open(photos / "jcjohnson_chicago.jpg") as im:
         im.convert("RGB").save(repo / "other.png")
     shutil.copy(DATA / "styles" / "starry_night_crop.jpg", repo / "kandinsky.jpg")
+    from stylebox.videobench import make_clip
+
+    make_clip(repo / "clip.mp4", 160, 120, 20, 10, audio="aac")  # a phone clip, small
     (repo / "runs" / "a0.25").mkdir(parents=True)
     shutil.copy(ROOT / "models/checkpoints/stylebox-a0.25.pt", repo / "runs/a0.25/last.pt")
     return repo
