@@ -347,6 +347,16 @@ def panning_clip(photo: Path, n: int = 48, h: int = 240, w: int = 320) -> np.nda
     return np.stack([rgb[top:top + h, x:x + w] for x in xs])
 
 
+def _screenshot(page, path: Path) -> None:
+    """The whole page as a 256-colour PNG (a third of the bytes; the README carries it)."""
+    from PIL import Image
+
+    page.screenshot(path=str(path), full_page=True)
+    with Image.open(path) as im:
+        small = im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    small.save(path, optimize=True)
+
+
 def test_screenshots_with_the_shipped_model(tmp_path):
     if not EVAL_PHOTO.is_file():
         pytest.skip(f"{EVAL_PHOTO} is not here (the eval photos live in ../shared/data)")
@@ -366,7 +376,7 @@ def test_screenshots_with_the_shipped_model(tmp_path):
         assert blended.value.headers["x-stylebox-style"] == "candy:0.285714,starry_night:0.714286"
         _wait(page, "document.getElementById('status').textContent.includes('done')")
         _wait(page, "document.getElementById('after').complete")
-        page.screenshot(path=str(out_dir / "screenshot-page.png"), full_page=True)
+        _screenshot(page, out_dir / "screenshot-page.png")
 
         # Live mode: the camera pans across the same street, stylized as it moves.
         page.get_by_label("Live camera").check()
@@ -376,5 +386,5 @@ def test_screenshots_with_the_shipped_model(tmp_path):
               timeout_s=90)
         _wait(page, "/^[0-9.]+$/.test(document.getElementById('live-fps').textContent)")
         assert _png(page, "#live-out", _CANVAS_JS).std() > 20
-        page.screenshot(path=str(out_dir / "screenshot-live.png"), full_page=True)
+        _screenshot(page, out_dir / "screenshot-live.png")
         page.get_by_role("button", name="Stop the camera").click()
