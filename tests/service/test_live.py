@@ -356,3 +356,30 @@ def test_server_shutdown_closes_live_sessions(tiny_onnx):
         assert time.monotonic() - t0 < 15
     finally:
         server.stop()
+
+
+def test_a_session_follows_a_model_reload(tiny_onnx, engine, monkeypatch):
+    """After POST /admin/reload swaps app.state.engine, the next frame runs on the new one."""
+    from stylebox.service.backends.ort import OrtEngine
+
+    with make_client(engine, tiny_onnx, allow_admin_without_key=True,
+                     engine="onnxruntime") as c, \
+            open_session(c) as ws:
+        ws.receive_json()
+        control(ws, style="mosaic")
+        _, before = frame(ws, jpeg())
+        assert c.post("/admin/reload").status_code == 200
+        assert c.app.state.engine is not engine
+        calls = []
+        new = c.app.state.engine
+        original = type(new).stylize_stats
+
+        def counted(self, *a, **kw):
+            calls.append(self)
+            return original(self, *a, **kw)
+
+        monkeypatch.setattr(OrtEngine, "stylize_stats", counted)
+        stats, after = frame(ws, jpeg())
+        assert calls and all(e is new for e in calls)
+        assert stats["style"] == "mosaic" and after.shape == before.shape
+        assert np.abs(after - before).mean() < 1  # the same model file: the same picture
