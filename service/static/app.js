@@ -519,8 +519,8 @@ const SETTLE_MS = 4000;     // time at a size before judging it (the first frame
 const IN_FLIGHT = 1;
 const live = {
   ws: null, stream: null, timer: 0, sizeIndex: 0, sent: 0, resolved: 0, frameErrors: 0,
-  sentAt: new Map(), arrivals: [], latency: null, server: null, since: 0, encoding: false, next: null,
-  opened: false, stopping: false, shown: 0,
+  sentAt: new Map(), arrivals: [], latency: null, server: null, since: 0, encoding: false,
+  next: null, opened: false, stopping: false, shown: 0,
 };
 
 function liveProtocols() {
@@ -551,9 +551,9 @@ function sendLiveControl() {
   live.ws.send(JSON.stringify(liveControl()));
 }
 
-function liveSize() {
+function liveSize(index = live.sizeIndex) {
   const cam = $("live-cam");
-  const [tw, th] = LIVE_SIZES[live.sizeIndex];
+  const [tw, th] = LIVE_SIZES[index];
   const vw = cam.videoWidth || tw;
   const vh = cam.videoHeight || th;
   const scale = Math.min(1, tw / vw, th / vh);  // never upscale the camera
@@ -590,8 +590,8 @@ async function startLive() {
   const choice = $("live-size").value;
   Object.assign(live, { sizeIndex: choice === "auto" ? 0 : Number(choice), sent: 0,
     resolved: 0, frameErrors: 0, sentAt: new Map(), arrivals: [], latency: null,
-    server: null, since: performance.now(), encoding: false, next: null, opened: false, stopping: false,
-    shown: 0 });
+    server: null, since: performance.now(), encoding: false, next: null, opened: false,
+    stopping: false, shown: 0 });
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const ws = (live.ws = new WebSocket(`${scheme}://${location.host}/live`, liveProtocols()));
   ws.binaryType = "blob";
@@ -715,8 +715,11 @@ async function liveFrame(blob) {
 function adaptLive(fps, now, stats) {
   if ($("live-size").value !== "auto" || fps === null) return;
   if (now - live.since < SETTLE_MS || fps >= FPS_FLOOR) return;
-  if (live.sizeIndex >= LIVE_SIZES.length - 1) return;
-  live.sizeIndex += 1;
+  // The next size that is really smaller (a small camera makes the larger ones equal).
+  let next = live.sizeIndex + 1;
+  while (next < LIVE_SIZES.length && liveSize(next)[0] >= stats.width) next += 1;
+  if (next >= LIVE_SIZES.length) return;
+  live.sizeIndex = next;
   live.since = now;
   live.arrivals = [];
   const [w, h] = liveSize();
