@@ -26,7 +26,8 @@ in worker threads under the app's limiters: inference shares `max_concurrency` w
 `POST /stylize`, and the event loop never waits on the network.
 
 The API key and the live-session cap are checked before the handshake completes
-(service/auth.py, service/admission.py); a refused handshake is an HTTP 401 or 503 problem.
+(service/auth.py, service/admission.py), then the page's Origin (`origin_allowed`); a
+refused handshake is an HTTP 401, 503 or 403 problem.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import logging
 import math
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 from anyio import to_thread
@@ -292,10 +294,32 @@ class LiveSession:
             await self.ws.send_text(json.dumps(message))
 
 
+def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
+    """Whether a browser page may open this session. Browsers apply no CORS to WebSockets,
+    so without this any site a user visits could open sessions from their browser to a
+    stylebox it can reach (one on their own machine, with no key) and use it. A handshake
+    with an `Origin` must come from this server's own pages (Origin's host = Host; a proxy
+    must pass Host on) or from a CORS_ORIGINS origin; one without (a program, not a browser)
+    passes."""
+    origin = websocket.headers.get("origin")
+    if origin is None:
+        return True
+    if "*" in cors_origins or origin in cors_origins:
+        return True
+    return urlsplit(origin).netloc.lower() == (websocket.headers.get("host") or "").lower()
+
+
 @router.websocket("/live")
 @mark(admission=True)  # keyed; at most max_live_sessions at once (service/admission.py)
 async def live(websocket: WebSocket) -> None:
     state = websocket.app.state
+    if not origin_allowed(websocket, state.settings.cors_origins):
+        await refuse_handshake(problem(
+            403, "this page's origin may not open live sessions here; add it to "
+            "STYLEBOX_CORS_ORIGINS", title="Forbidden origin",
+            type_=TYPE_PREFIX + "forbidden-origin", instance="/live"),
+            websocket.scope, websocket.receive, websocket.send)
+        return
     engine: Engine | None = state.engine
     if engine is None or state.draining:
         detail = ("the server is shutting down" if state.draining

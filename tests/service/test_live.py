@@ -383,3 +383,18 @@ def test_a_session_follows_a_model_reload(tiny_onnx, engine, monkeypatch):
         assert calls and all(e is new for e in calls)
         assert stats["style"] == "mosaic" and after.shape == before.shape
         assert np.abs(after - before).mean() < 1  # the same model file: the same picture
+
+
+def test_other_sites_cannot_open_sessions(tiny_onnx, engine):
+    """Browsers send Origin and apply no CORS to WebSockets: only this server's own pages
+    (Origin's host = Host) and CORS_ORIGINS may open a session; programs send no Origin."""
+    with make_client(engine, tiny_onnx, cors_origins="https://app.example.org") as c:
+        refused = refusal(c, headers={"Origin": "https://evil.example.com"})
+        assert refused.status_code == 403
+        assert refused.json()["type"] == "urn:stylebox:problem:forbidden-origin"
+        for origin in ("http://testserver", "https://app.example.org"):  # own page; listed
+            with open_session(c, headers={"Origin": origin}) as ws:
+                assert ws.receive_json()["type"] == "hello"
+        with open_session(c) as ws:  # no Origin: not a browser
+            assert ws.receive_json()["type"] == "hello"
+        assert c.app.state.admission.live == 0
