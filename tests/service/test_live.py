@@ -398,3 +398,29 @@ def test_other_sites_cannot_open_sessions(tiny_onnx, engine):
         with open_session(c) as ws:  # no Origin: not a browser
             assert ws.receive_json()["type"] == "hello"
         assert c.app.state.admission.live == 0
+
+
+def test_statistics_are_carried_within_a_session_and_restart_on_a_new_style(client):
+    """One StreamStylizer per session: frame B after frame A is normalised with statistics
+    carried from A, so it differs from B alone; a style change starts afresh, so B after
+    it is exactly B alone (same model, same bytes)."""
+    y, x = np.mgrid[0:48, 0:64]
+    base = np.stack([x * 4, y * 5, 255 - x * 3], -1).astype(np.uint8)
+    a = encode(base, "PNG")
+    b = encode(np.clip(base.astype(int) + 12, 0, 255).astype(np.uint8), "PNG")  # no cut
+    with open_session(client) as ws:
+        ws.receive_json()
+        control(ws, style="candy")
+        _, fresh = frame(ws, b)
+    with open_session(client) as ws:
+        ws.receive_json()
+        control(ws, style="candy")
+        frame(ws, a)
+        _, carried = frame(ws, b)
+        control(ws, style="mosaic")
+        frame(ws, a)
+        control(ws, style="candy")  # new weights: the running statistics start again
+        _, restarted = frame(ws, b)
+    diff = np.abs(carried - fresh).mean()
+    assert diff > 3, diff
+    np.testing.assert_array_equal(restarted, fresh)
