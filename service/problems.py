@@ -9,6 +9,7 @@ with a bare 500 that carries no trace, paths or exception text.
 from __future__ import annotations
 
 import http
+import json
 import logging
 from typing import Any
 
@@ -99,7 +100,13 @@ async def refuse_handshake(response: ProblemResponse, scope: Scope, receive: Rec
                            send: Send) -> None:
     """Refuse a WebSocket handshake before it is accepted, with `response` (a problem) as its
     HTTP answer: 401, 503 + Retry-After, ... reach clients that read the handshake's status.
-    A server without the denial extension answers a close before accept with a bare 403."""
+    A server without the denial extension answers a close before accept with a bare 403.
+    Counted in `stylebox_rejections_total{reason}` as HTTP rejections are (the access-log
+    layer sees HTTP only)."""
+    metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
+    if metrics is not None:
+        type_ = json.loads(response.body).get("type", "")
+        metrics.rejections.labels(type_.removeprefix(TYPE_PREFIX)[:40]).inc()
     if DENIAL in (scope.get("extensions") or {}):
         await response(scope, receive, send)  # Starlette sends it as websocket.http.response.*
     else:

@@ -267,6 +267,7 @@ def test_sessions_over_the_cap_are_refused_with_503(tiny_onnx, engine):
                           headers={"Content-Type": "image/jpeg"}).status_code == 200
             metrics = c.get("/metrics").text
             assert "stylebox_live_sessions 1.0" in metrics
+            assert 'stylebox_rejections_total{reason="overloaded"} 1.0' in metrics
         with open_session(c) as again:  # the slot is free once the first one closed
             again.receive_json()
         assert c.app.state.admission.live == 0
