@@ -146,6 +146,14 @@ class VideoTooLargeError(StyleboxError):
     status, title, slug = 413, "Video too large", "video-too-large"
 
 
+class UploadTimeoutError(StyleboxError):
+    """A video upload that did not arrive within VIDEO_UPLOAD_TIMEOUT_S: it held a place in
+    the queue, so a stalled client cannot keep it for ever."""
+
+    status, title, slug = 408, "Request timeout", "request-timeout"
+    headers = {"Connection": "close"}
+
+
 class QueueFullError(StyleboxError):
     """VIDEO_MAX_QUEUE jobs already wait on this server; Retry-After says when to try again."""
 

@@ -140,6 +140,9 @@ class Settings(BaseSettings):
     video_max_pixels: int = Field(1920 * 1088, gt=0, description=(
         "largest frame as stylized, after max_side (413): 1080p in either orientation; "
         "larger clips pass with max_side"))
+    video_upload_timeout_s: float = Field(600.0, gt=0, description=(
+        "a video upload must arrive within this (408): it holds a place in the queue; 256 MiB "
+        "in 10 minutes is 3.6 Mbit/s"))
     video_max_queue: int = Field(4, ge=0, description=(
         "video jobs waiting per server beyond the running ones; more get 503"))
     video_workers: int = Field(1, ge=1, description=(

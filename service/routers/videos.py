@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import anyio
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
@@ -17,7 +18,7 @@ from stylebox.service.access import mark
 from stylebox.service.controls import MAX_MAX_SIDE, MIN_MAX_SIDE, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.errors import JobNotDoneError, JobNotFoundError
+from stylebox.service.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
 from stylebox.service.jobs import JobRequest, VideoJobs
 from stylebox.service.settings import Settings
 from stylebox.service.styles import parse_style_spec
@@ -90,6 +91,8 @@ def get_jobs(request: Request) -> VideoJobs:
                         for name in ("get_video", "get_video_result", "delete_video")}},
         400: {"description": "malformed multipart body", **_PROBLEM},
         404: {"description": "unknown style (the body lists the valid ones)", **_PROBLEM},
+        408: {"description": "the upload did not arrive within video_upload_timeout_s",
+              **_PROBLEM},
         413: {"description": "body over video_max_upload_bytes; clip over the duration, "
                              "frame-count or frame-size bounds", **_PROBLEM},
         415: {"description": "not a video this server reads (or a still image, or no "
@@ -127,7 +130,12 @@ async def submit_video(
     job_id = jobs.reserve()  # 503 when full, before the body is read
     try:
         path = jobs.store.input(job_id)
-        await save_video_upload(request, path, settings.video_max_upload_bytes)
+        with anyio.move_on_after(settings.video_upload_timeout_s) as upload:
+            await save_video_upload(request, path, settings.video_max_upload_bytes)
+        if upload.cancelled_caught:
+            raise UploadTimeoutError(f"the upload did not arrive within "
+                                     f"{settings.video_upload_timeout_s:g} s",
+                                     video_upload_timeout_s=settings.video_upload_timeout_s)
         info = await to_thread.run_sync(probe, path, jobs.limits, max_side)
     except BaseException:
         await to_thread.run_sync(jobs.release, job_id)

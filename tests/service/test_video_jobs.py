@@ -226,3 +226,19 @@ def test_result_plays_in_order(tmp_path, tiny_onnx, engine, clips):
     p.write_bytes(data)
     with av.open(str(p)) as f:
         assert sum(1 for _ in f.decode(video=0)) == 12
+
+
+def test_a_stalled_upload_is_408_and_frees_its_place(tiny_onnx, engine, tmp_path, clips):
+    def trickle():
+        yield clips["short"][:1000]
+        time.sleep(1.5)  # past the 0.5 s the upload may take
+        yield clips["short"][1000:]
+
+    with make_client(engine, tiny_onnx, video_dir=str(tmp_path), video_upload_timeout_s=0.5,
+                     video_workers=1, video_max_queue=0) as c:
+        r = c.post("/videos?style=candy", content=trickle(), headers=MP4)
+        assert r.status_code == 408, r.text
+        assert r.json()["type"] == "urn:stylebox:problem:request-timeout"
+        assert list(tmp_path.iterdir()) == []
+        assert c.post("/videos?style=candy", content=clips["short"],
+                      headers=MP4).status_code == 202  # its place was given back
