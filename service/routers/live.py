@@ -131,6 +131,8 @@ class LiveSession:
             with anyio.move_on_after(idle):
                 message = await self.ws.receive()
             if message is None:
+                if self.busy:  # the client waits for our answer: not idle
+                    continue
                 async with self.send_lock:
                     await self.ws.close(IDLE_CLOSE, f"no message for {idle:g} s")
                 return

@@ -425,3 +425,18 @@ def test_statistics_are_carried_within_a_session_and_restart_on_a_new_style(clie
     diff = np.abs(carried - fresh).mean()
     assert diff > 3, diff
     np.testing.assert_array_equal(restarted, fresh)
+
+
+def test_a_slow_frame_is_not_idleness(tiny_onnx, engine, monkeypatch):
+    """A client waiting for a frame that takes longer than the idle timeout gets its answer;
+    the idle clock runs from then on."""
+    monkeypatch.setattr(live, "StreamStylizer", SlowStylizer)
+    monkeypatch.setattr(SlowStylizer, "delay", 0.8)
+    with make_client(engine, tiny_onnx, live_idle_timeout_s=0.3) as c, open_session(c) as ws:
+        ws.receive_json()
+        control(ws, style="candy")
+        stats, _ = frame(ws, jpeg())
+        assert stats["stylized"] == 1
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == live.IDLE_CLOSE
