@@ -27,6 +27,8 @@ from stylebox.service.stability import StreamStylizer
 from tests.conftest import ROOT, make_app, pixels
 from tests.service.test_page import CHROMIUM, CHROMIUM_ARGS, _need_browser, _serve, _wait
 
+SHIPPED = ROOT / "models/stylebox-a0.25.onnx"  # real styles: "stylized" is checkable
+
 
 def moving_rgb(n: int, h: int, w: int) -> np.ndarray:
     """uint8 (n, h, w, 3): a colour gradient with a bright square crossing it."""
@@ -124,8 +126,7 @@ def camera_clip(tmp_path_factory) -> Path:
 
 
 def test_live_camera_streams_stylized_frames(camera_clip, tmp_path):
-    model = Path(os.environ.get("STYLEBOX_LIVE_MODEL", "models/stylebox-a0.25.onnx"))
-    with _camera_browser(camera_clip) as browser, _serve(model.resolve()) as base, \
+    with _camera_browser(camera_clip) as browser, _serve(SHIPPED) as base, \
             _page(browser, base) as page:
         sent: list[str] = []
         page.on("websocket", lambda ws: ws.on(
@@ -331,7 +332,6 @@ def test_video_tab_cancel(tmp_path, tiny_onnx, camera_clip):
 
 
 EVAL_PHOTO = ROOT.parent / "shared/data/eval-photos/jcjohnson_chicago.jpg"
-SHIPPED = ROOT / "models/stylebox-a0.25.onnx"
 
 
 def panning_clip(photo: Path, n: int = 48, h: int = 240, w: int = 320) -> np.ndarray:
