@@ -2,7 +2,8 @@
 
 Skipped only when Chromium or Playwright is missing and STYLEBOX_REQUIRE_BROWSER is not 1
 (.ci/run sets it, so CI fails instead of skipping). The screenshot is saved under the test's
-tmp dir; STYLEBOX_SCREENSHOT_TO=docs/screenshot-page.png also writes it there (for README).
+tmp dir; STYLEBOX_SCREENSHOT_TO=path also writes it there (the tiny test model; the README's
+screenshots come from tests/service/test_page_live.py, with the shipped model).
 """
 
 from __future__ import annotations
