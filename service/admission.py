@@ -18,7 +18,7 @@ session lasts minutes, so it cannot hold one of the request slots above (a few c
 starve `/stylize`), and a request deadline means nothing for it. At most `max_live` sessions
 are open; the next handshake is refused with the same 503 problem + `Retry-After`, before it
 is accepted (service/problems.py, `refuse_handshake`). Each live frame then waits for the
-same inference limiter as `/stylize`, so cameras and uploads share the network fairly.
+same inference limiter as `/stylize`, so cameras and uploads share the model fairly.
 
 It is a pure ASGI layer (no router changes). The guarded routes are those marked
 `@mark(admission=True)` where they are declared (service/access.py); the layer asks the

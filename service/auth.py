@@ -16,10 +16,10 @@ the key is refused with that same 401 before it is accepted (service/problems.py
 `refuse_handshake`). Browsers cannot set headers on a WebSocket, and the only header their
 `new WebSocket(url, protocols)` lets a page fill is `Sec-WebSocket-Protocol`, so the key rides
 there; a query parameter would work too but lands in access logs, proxy logs and browser
-history. The server never echoes the key protocol back (it accepts `stylebox.v1`). It is a
-pure ASGI layer
-inside CORS (so preflights, which carry no credentials, still work) and outside admission
-control (so unauthenticated requests never take a slot).
+history. The server never echoes the key protocol back (it accepts `stylebox.v1`).
+
+It is a pure ASGI layer inside CORS (so preflights, which carry no credentials, still work)
+and outside admission control (so unauthenticated requests never take a slot).
 """
 
 from __future__ import annotations
