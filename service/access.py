@@ -11,7 +11,8 @@ as public. FastAPI's own routes (the schema, Swagger UI, ReDoc) are marked by `m
 the docs CSP (service/middleware.py) and the OpenAPI document (service/openapi.py) consult.
 A request is matched as the router matches it: each route's own compiled `path_regex` and
 methods, in route order, the first route that takes the method, else the first that has the
-path (it answers 405).
+path (it answers 405). A WebSocket handshake (scope type `websocket`) is matched against the
+WebSocket routes only, as the router does: it has no method, and no HTTP route takes it.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any, TypeVar
 from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from starlette._utils import get_route_path  # the path the router matches (root_path off)
-from starlette.routing import Mount, Route
+from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.types import Scope
 
 
@@ -51,13 +52,17 @@ class Access(enum.Enum):
 @dataclass(frozen=True)
 class Mark:
     access: Access = Access.KEYED
-    # Runs the network on a client's upload: capped in number and given a deadline.
+    # Runs the network on a client's upload: capped in number and given a deadline (HTTP), or
+    # capped in live sessions (WebSocket; service/admission.py).
     admission: bool = False
     # Swagger UI or ReDoc: HTML that loads its scripts from their CDN (the docs CSP).
     docs_ui: bool = False
 
 
 DEFAULT = Mark()
+# The pseudo-method a WebSocket route "takes": handshakes carry none, and no HTTP method can
+# equal it, so an HTTP request never matches a WebSocket route and vice versa.
+WEBSOCKET = "WEBSOCKET"
 _ATTR = "__stylebox_mark__"
 E = TypeVar("E", bound=Callable[..., Any])
 
@@ -100,13 +105,17 @@ class _Rule:
     inner: RouteRules | None = None  # a Mount: the routes below it decide
 
 
+def _method(scope: Scope) -> str:
+    return WEBSOCKET if scope["type"] == "websocket" else scope.get("method", "")
+
+
 class RouteRules:
     """The marks of an app's routes, matched against requests as the router matches them.
 
     Derived from `routes` on first use (the first request, when Starlette also builds the
     middleware stack), so every route included by then counts; a route added later gets
-    `DEFAULT`. Only HTTP endpoints and mounts are read: a request that another kind of route
-    (a websocket, a host) would take gets `DEFAULT` too.
+    `DEFAULT`. HTTP endpoints, WebSocket endpoints and mounts are read: a request that another
+    kind of route (a host) would take gets `DEFAULT` too.
     """
 
     def __init__(self, app: Any) -> None:
@@ -120,6 +129,9 @@ class RouteRules:
             if isinstance(route.original_route, Mount):
                 rules.append(_Rule(route.path_regex, frozenset(), route.path, DEFAULT,
                                    RouteRules(route)))
+            elif isinstance(route.original_route, WebSocketRoute):
+                rules.append(_Rule(route.path_regex, frozenset({WEBSOCKET}),
+                                   route.path_format, mark_of(route.endpoint)))
             elif route.methods:  # an HTTP endpoint
                 rules.append(_Rule(route.path_regex, frozenset(route.methods),
                                    route.path_format, mark_of(route.endpoint)))
@@ -129,7 +141,7 @@ class RouteRules:
     def _operations(self) -> dict[tuple[str, str], Mark]:
         ops: dict[tuple[str, str], Mark] = {}
         for rule in self._rules:
-            for method in rule.methods:
+            for method in rule.methods - {WEBSOCKET}:  # OpenAPI has no WebSocket operations
                 ops.setdefault((rule.path, method), rule.mark)  # the router takes the first
         return ops
 
@@ -138,6 +150,8 @@ class RouteRules:
         takes the method (False: it answers 405)."""
         partial = None
         for rule in self._rules:
+            if rule.inner is None and (WEBSOCKET in rule.methods) != (method == WEBSOCKET):
+                continue  # the router never hands a handshake to an HTTP route, nor back
             found = rule.regex.match(path)
             if found is None:
                 continue
@@ -166,14 +180,14 @@ class RouteRules:
 
     def answering(self, scope: Scope) -> Mark:
         """The mark of the route that answers this request, a 405 included; else DEFAULT."""
-        found, _ = self._find(get_route_path(scope), scope.get("method", ""))
+        found, _ = self._find(get_route_path(scope), _method(scope))
         return found or DEFAULT
 
     def admitted(self, scope: Scope) -> bool:
         """Whether admission control bounds this request: its route takes the method and is
         marked `admission`. A path the router would redirect for a trailing slash counts as
         the route it redirects to, as before (the check ran ahead of routing)."""
-        path, method = get_route_path(scope), scope.get("method", "")
+        path, method = get_route_path(scope), _method(scope)
         found, takes = self._find(path, method)
         if found is None and self._redirect and path != "/":
             other = path.rstrip("/") if path.endswith("/") else path + "/"

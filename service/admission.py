@@ -13,6 +13,13 @@ its body had not fully arrived (a slow or stalled client) and 503 otherwise. A r
 inference is not interrupted (ONNX Runtime cannot be cancelled from Python); the deadline
 takes effect at the next await after it, and the slot is released either way.
 
+WebSocket routes marked the same way (`WS /live`) are bounded by sessions instead: a live
+session lasts minutes, so it cannot hold one of the request slots above (a few cameras would
+starve `/stylize`), and a request deadline means nothing for it. At most `max_live` sessions
+are open; the next handshake is refused with the same 503 problem + `Retry-After`, before it
+is accepted (service/problems.py, `refuse_handshake`). Each live frame then waits for the
+same inference limiter as `/stylize`, so cameras and uploads share the model fairly.
+
 It is a pure ASGI layer (no router changes). The guarded routes are those marked
 `@mark(admission=True)` where they are declared (service/access.py); the layer asks the
 app's `RouteRules` whether a request is for one of them.
@@ -27,7 +34,7 @@ import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stylebox.service.access import RouteRules
-from stylebox.service.problems import TYPE_PREFIX, problem
+from stylebox.service.problems import TYPE_PREFIX, problem, refuse_handshake
 
 # A rejected request's body is read and dropped (so the client, still uploading, sees the
 # 503 rather than a reset connection), but only this much and for this long.
@@ -42,6 +49,8 @@ class Admission:
     max_concurrency: int
     max_queue: int
     active: int = 0
+    max_live: int = 0  # live WebSocket sessions open at once
+    live: int = 0
 
     @property
     def limit(self) -> int:
@@ -59,6 +68,15 @@ class Admission:
 
     def release(self) -> None:
         self.active -= 1
+
+    def try_acquire_live(self) -> bool:
+        if self.live >= self.max_live:
+            return False
+        self.live += 1
+        return True
+
+    def release_live(self) -> None:
+        self.live -= 1
 
 
 async def _drain(receive: Receive) -> None:
@@ -84,6 +102,9 @@ class AdmissionMiddleware:
         self.retry_after = str(retry_after_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and self.rules.admitted(scope):
+            await self._session(scope, receive, send)
+            return
         if scope["type"] != "http" or not self.rules.admitted(scope):
             await self.app(scope, receive, send)
             return
@@ -121,6 +142,23 @@ class AdmissionMiddleware:
             adm.release()
         if deadline.cancelled_caught and not started:
             await self._timed_out(scope, receive, send, body_done)
+
+    async def _session(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A WebSocket session: counted while it lasts, refused with 503 when all are taken."""
+        adm = self.admission
+        if not adm.try_acquire_live():
+            detail = (f"the server has {adm.max_live} live sessions open, its limit; retry "
+                      f"after {self.retry_after} s" if adm.max_live else
+                      "live sessions are turned off on this server (max_live_sessions=0)")
+            await refuse_handshake(problem(
+                503, detail, title="Service overloaded", type_=TYPE_PREFIX + "overloaded",
+                instance=scope["path"], headers={"Retry-After": self.retry_after},
+                max_live_sessions=adm.max_live), scope, receive, send)
+            return
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            adm.release_live()
 
     async def _timed_out(self, scope: Scope, receive: Receive, send: Send,
                          body_done: bool) -> None:

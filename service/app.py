@@ -24,7 +24,7 @@ from stylebox.service.jobs import VideoJobs
 from stylebox.service.middleware import install_middleware
 from stylebox.service.openapi import install_openapi
 from stylebox.service.problems import install_problem_handlers
-from stylebox.service.routers import admin, health, model, page, styles, stylize, videos
+from stylebox.service.routers import admin, health, live, model, page, styles, stylize, videos
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")
@@ -77,7 +77,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     _limiters(app, settings)
     app.state.videos = VideoJobs(settings)
     install_problem_handlers(app)
-    for module in (stylize, videos, styles, model, health, page, admin):
+    for module in (stylize, videos, live, styles, model, health, page, admin):
         app.include_router(module.router)
     app.include_router(metrics.router)
     # Who may call each route and what admission control bounds, from the routes' own marks

@@ -1,4 +1,5 @@
-"""Optional API key (`STYLEBOX_API_KEY`): `Authorization: Bearer <key>` or `X-API-Key: <key>`.
+"""Optional API key (`STYLEBOX_API_KEY`): `Authorization: Bearer <key>` or `X-API-Key: <key>`;
+on a WebSocket handshake also as the subprotocol `stylebox.key.<base64url of the key>`.
 
 With no key set, this layer is not installed at all. With a key, every request needs it
 except those whose route is marked open where it is declared (service/access.py): the
@@ -10,22 +11,33 @@ route without a mark needs the key, and so does a path no route has.
 
 The key is compared in constant time: both sides are hashed to the same length first, so
 neither the content nor the length of the key leaks through timing. Failures are 401
-problem+json with `WWW-Authenticate: Bearer realm="stylebox"`. It is a pure ASGI layer
-inside CORS (so preflights, which carry no credentials, still work) and outside admission
-control (so unauthenticated requests never take a slot).
+problem+json with `WWW-Authenticate: Bearer realm="stylebox"`; a WebSocket handshake without
+the key is refused with that same 401 before it is accepted (service/problems.py,
+`refuse_handshake`). Browsers cannot set headers on a WebSocket, and the only header their
+`new WebSocket(url, protocols)` lets a page fill is `Sec-WebSocket-Protocol`, so the key rides
+there; a query parameter would work too but lands in access logs, proxy logs and browser
+history. The server never echoes the key protocol back (it accepts `stylebox.v1`).
+
+It is a pure ASGI layer inside CORS (so preflights, which carry no credentials, still work)
+and outside admission control (so unauthenticated requests never take a slot).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from stylebox.service.access import RouteRules
-from stylebox.service.problems import TYPE_PREFIX, problem
+from stylebox.service.problems import TYPE_PREFIX, problem, refuse_handshake
 
 REALM = 'Bearer realm="stylebox"'
+# A WebSocket subprotocol that carries the key: this prefix, then the key's UTF-8 bytes in
+# unpadded base64url (subprotocols are HTTP tokens; a key may hold any character).
+KEY_PROTOCOL = "stylebox.key."
 
 
 def key_digest(value: str | bytes) -> bytes:
@@ -33,8 +45,24 @@ def key_digest(value: str | bytes) -> bytes:
     return hashlib.sha256(raw).digest()
 
 
+def key_protocol(key: str) -> str:
+    """The subprotocol that presents `key` on a WebSocket handshake."""
+    return KEY_PROTOCOL + base64.urlsafe_b64encode(key.encode("utf-8")).rstrip(b"=").decode()
+
+
+def _protocol_key(token: str) -> bytes:
+    """The key a `stylebox.key.` subprotocol carries; undecodable text is presented as it is
+    (so it counts as a wrong key, not as no key)."""
+    text = token[len(KEY_PROTOCOL):]
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        return text.encode("utf-8", "replace")
+
+
 def presented_keys(scope: Scope) -> list[bytes]:
-    """The credentials in `Authorization: Bearer ...` and `X-API-Key`, raw bytes."""
+    """The credentials in `Authorization: Bearer ...` and `X-API-Key`, raw bytes, and on a
+    WebSocket handshake those in `stylebox.key.` subprotocols."""
     keys = []
     for name, value in scope.get("headers", ()):
         if name == b"x-api-key":
@@ -43,6 +71,9 @@ def presented_keys(scope: Scope) -> list[bytes]:
             scheme, _, token = value.strip().partition(b" ")
             if scheme.lower() == b"bearer" and token.strip():
                 keys.append(token.strip())
+    if scope.get("type") == "websocket":  # the server parsed Sec-WebSocket-Protocol already
+        keys += [_protocol_key(p) for p in scope.get("subprotocols", ())
+                 if p.startswith(KEY_PROTOCOL)]
     return keys
 
 
@@ -67,7 +98,7 @@ class APIKeyMiddleware:
                 and self.rules.answering(scope).access.is_open(self.metrics_public))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.is_open(scope):
+        if scope["type"] not in ("http", "websocket") or self.is_open(scope):
             await self.app(scope, receive, send)
             return
         keys = presented_keys(scope)
@@ -80,7 +111,13 @@ class APIKeyMiddleware:
         else:
             detail = ("this server needs an API key: send 'Authorization: Bearer <key>' "
                       "or 'X-API-Key: <key>'")
+            if scope["type"] == "websocket":
+                detail += f" (or, from a browser, the subprotocol '{KEY_PROTOCOL}<base64url>')"
             challenge = REALM
-        await problem(401, detail, title="Unauthorized", type_=TYPE_PREFIX + "unauthorized",
-                      instance=scope["path"], headers={"WWW-Authenticate": challenge}
-                      )(scope, receive, send)
+        response = problem(401, detail, title="Unauthorized",
+                           type_=TYPE_PREFIX + "unauthorized", instance=scope["path"],
+                           headers={"WWW-Authenticate": challenge})
+        if scope["type"] == "websocket":
+            await refuse_handshake(response, scope, receive, send)
+        else:
+            await response(scope, receive, send)

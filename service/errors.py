@@ -183,3 +183,10 @@ class JobInterruptedError(StyleboxError):
     the `error` of a failed job, and submitting the clip again is the remedy."""
 
     status, title, slug = 503, "Video job interrupted", "job-interrupted"
+
+
+class LiveMessageError(StyleboxError):
+    """A WebSocket /live message that cannot be used: control JSON that does not parse or has
+    a bad field, or a frame sent before any style was chosen. The session goes on."""
+
+    status, title, slug = 422, "Invalid live message", "invalid-live-message"

@@ -15,6 +15,8 @@ stylebox_rejections_total{reason}                     4xx/503 answers by problem
 stylebox_http_request_bytes_total{route}              request body bytes read
 stylebox_http_response_bytes_total{route}             response body bytes sent
 stylebox_engine_info{engine,precision,model}           1 for the engine serving now
+stylebox_live_sessions                                WebSocket /live sessions open
+stylebox_live_frames_total{outcome}                   live frames: stylized, dropped, error
 """
 
 from __future__ import annotations
@@ -82,8 +84,14 @@ class Metrics:
                                       "Response body bytes sent", ["route"], registry=r)
         admitted = Gauge("stylebox_admitted_requests",
                          "Guarded (inference) requests running or queued", registry=r)
+        live = Gauge("stylebox_live_sessions", "WebSocket /live sessions open", registry=r)
+        # One outcome per frame a live session receives: stylized, dropped (one was already
+        # in flight), or error (refused with an error message).
+        self.live_frames = Counter("stylebox_live_frames", "Live frames received, by outcome",
+                                   ["outcome"], registry=r)
         if admission is not None:
             admitted.set_function(lambda: admission.active)
+            live.set_function(lambda: admission.live)
         if engine is not None:
             r.register(_EngineInfo(engine))
 

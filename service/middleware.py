@@ -163,11 +163,12 @@ _COMMON = (
     (b"x-frame-options", b"DENY"),
     (b"cross-origin-opener-policy", b"same-origin"),
 )
-# Any HTML but the docs (the web page at /): this origin only; blob: is the result image
-# and the download, data: small inline images.
-PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; style-src 'self'; "
-            b"script-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
-            b"frame-ancestors 'none'")
+# Any HTML but the docs (the web page at /): this origin only; blob: is the result image,
+# the stylized clip (fetched with the API key) and the downloads, data: small inline images;
+# connect-src 'self' covers the same-origin WebSocket of the live camera (CSP level 3).
+PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
+            b"style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
+            b"base-uri 'none'; frame-ancestors 'none'")
 # Swagger UI and ReDoc (routes marked `docs_ui`, service/access.py) load from a CDN with an
 # inline bootstrap.
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
@@ -213,7 +214,8 @@ def install_middleware(app: FastAPI, settings: Settings, rules: RouteRules) -> N
     sits outside admission so unauthenticated requests never take a slot. `rules` (the
     routes' marks) say which routes are open, admission-controlled, and docs pages.
     """
-    admission = Admission(settings.max_concurrency, settings.max_queue)
+    admission = Admission(settings.max_concurrency, settings.max_queue,
+                          max_live=settings.max_live_sessions)
     app.state.admission = admission
     app.state.metrics = Metrics(admission, engine=lambda: getattr(app.state, "engine", None))
     # add_middleware puts each new layer outside the previous ones: innermost first.

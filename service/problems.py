@@ -9,6 +9,7 @@ with a bare 500 that carries no trace, paths or exception text.
 from __future__ import annotations
 
 import http
+import json
 import logging
 from typing import Any
 
@@ -17,6 +18,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import Receive, Scope, Send
 
 from stylebox.service.errors import StyleboxError
 
@@ -88,3 +90,31 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StyleboxError, _stylebox_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+
+
+# The ASGI extension that lets an app answer a WebSocket handshake with a full HTTP response.
+DENIAL = "websocket.http.response"
+
+
+async def refuse_handshake(response: ProblemResponse, scope: Scope, receive: Receive,
+                           send: Send) -> None:
+    """Refuse a WebSocket handshake before it is accepted, with `response` (a problem) as its
+    HTTP answer: 401, 503 + Retry-After, ... reach clients that read the handshake's status.
+    A server without the denial extension answers a close before accept with a bare 403.
+    Counted in `stylebox_rejections_total{reason}` as HTTP rejections are (the access-log
+    layer sees HTTP only)."""
+    metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
+    if metrics is not None:
+        type_ = json.loads(response.body).get("type", "")
+        metrics.rejections.labels(type_.removeprefix(TYPE_PREFIX)[:40]).inc()
+    if DENIAL in (scope.get("extensions") or {}):
+        await response(scope, receive, send)  # Starlette sends it as websocket.http.response.*
+    else:
+        await send({"type": "websocket.close", "code": 1008, "reason": ""})
+
+
+def problem_body(exc: StyleboxError) -> dict[str, Any]:
+    """The problem+json object of `exc`, for channels that are not an HTTP response (the
+    JSON error messages of a WebSocket session)."""
+    return {"type": TYPE_PREFIX + exc.slug, "title": exc.title, "status": exc.status,
+            "detail": exc.detail, **jsonable_encoder(exc.extensions)}

@@ -111,6 +111,17 @@ class Settings(BaseSettings):
     drain_s: float = Field(2.0, ge=0, description=(
         "on SIGTERM: /readyz answers 503 this long before the listener closes"))
     log_format: LogFormat = Field("text", description="access log: text or json")
+    # The live camera over a WebSocket (service/routers/live.py, docs/live.md).
+    max_live_sessions: int = Field(4, ge=0, description=(
+        "WebSocket /live sessions open at once; one more is refused with 503 before the "
+        "handshake completes; 0 = live off"))
+    live_max_frame_bytes: int = Field(2 * 1024 * 1024, gt=0, description=(
+        "largest live frame (JPEG or PNG bytes); a larger one gets an error message and the "
+        "session goes on"))
+    live_max_frame_pixels: int = Field(1920 * 1080, gt=0, description=(
+        "most pixels in one live frame, from its header (an error message above)"))
+    live_idle_timeout_s: float = Field(30.0, gt=0, description=(
+        "a live session that sends nothing for this long is closed (code 4408)"))
     # TensorRT EP only (Jetson / CUDA images; README "Deployment"): ignored on other EPs.
     trt_cache_dir: str = Field("", description=(
         "TensorRT engine and timing cache (a volume: restarts reuse engines); empty = none"))

@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("bench", "main", "time models on every engine against the full peer"),
     "video-bench": ("videobench", "main",
                     "frames per second of a video file (decode + model + encode), memory"),
+    "live-bench": ("livebench", "main",
+                   "live camera FPS and latency over the real WebSocket, per working size"),
     "precision": ("precision", "main",
                   "how far bf16/f16 (OpenVINO, or emulated) moves the pictures vs f32"),
     "train-bench": ("training.stepbench", "main",

@@ -1,9 +1,10 @@
 """The web page (`GET /`), its static files, and the per-style preview images.
 
 Plain HTML/CSS/JS from service/static/ (no build step, no CDN): the page reads the style list
-from GET /styles and the model card from GET /model, so it works with any model. The page's
-upload limit is filled in from the settings, so the browser can refuse an oversized file
-before sending it (the server still enforces it with a 413).
+from GET /styles and the model card from GET /model, so it works with any model. Its three
+modes: a photo (POST /stylize), a video file (the /videos jobs) and the live camera
+(WS /live). The page's upload limits are filled in from the settings, so the browser can
+refuse an oversized file before sending it (the server still enforces them with a 413).
 """
 
 from __future__ import annotations
@@ -36,16 +37,17 @@ class StaticFileMissing(StyleboxError):
 
 
 @cache
-def _index_html(max_upload_bytes: int) -> str:
-    """The page with the upload limit filled in: read from the package once, not per visit."""
+def _index_html(max_upload_bytes: int, video_max_upload_bytes: int) -> str:
+    """The page with the upload limits filled in: read from the package once, not per visit."""
     text = (STATIC / "index.html").read_text(encoding="utf-8")
-    return text.replace("{{max_upload_bytes}}", html.escape(str(max_upload_bytes)))
+    return (text.replace("{{max_upload_bytes}}", html.escape(str(max_upload_bytes)))
+            .replace("{{video_max_upload_bytes}}", html.escape(str(video_max_upload_bytes))))
 
 
 @router.get("/", include_in_schema=False)
 @mark(Access.PAGE)
 def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
-    text = _index_html(settings.max_upload_bytes)
+    text = _index_html(settings.max_upload_bytes, settings.video_max_upload_bytes)
     # Its Content-Security-Policy comes from service/middleware.py (PAGE_CSP), with every
     # other security header.
     return HTMLResponse(text, headers={"Cache-Control": "no-cache"})

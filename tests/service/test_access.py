@@ -34,7 +34,8 @@ def test_the_derived_rules_are_the_lists_they_replace(tiny_onnx):
     rules: RouteRules = app.state.route_rules
     assert rules.open_paths(metrics_public=True) == OPEN_BEFORE | {"/metrics"}
     assert rules.open_paths(metrics_public=False) == OPEN_BEFORE
-    operations = {(r.path_format, m) for r in iter_route_contexts(app.routes) for m in r.methods}
+    operations = {(r.path_format, m) for r in iter_route_contexts(app.routes)
+                  for m in r.methods or ()}  # WebSocket routes have no methods
     assert {op for op in operations if rules.operation(*op).admission} == GUARDED_BEFORE
     assert {p for p, m in operations if rules.operation(p, m).docs_ui} == DOCS_BEFORE
 
@@ -49,6 +50,17 @@ def test_requests_are_matched_by_each_routes_own_regex(tiny_onnx, method, path, 
     that has the path (as before: the open list went by path alone); no route: keyed."""
     rules = make_app(None, tiny_onnx).state.route_rules
     assert rules.answering(scope(method, path)).access.is_open(True) is open_
+
+
+def test_websocket_handshakes_match_websocket_routes_only(tiny_onnx):
+    """WS /live is keyed and admission-bounded; an HTTP GET on its path is neither (the
+    router answers it 404), and a handshake never takes an HTTP route's mark."""
+    rules = make_app(None, tiny_onnx).state.route_rules
+    ws = {"type": "websocket", "path": "/live"}
+    assert rules.admitted(ws) and rules.answering(ws).access is Access.KEYED
+    assert not rules.admitted(scope("GET", "/live"))
+    assert not rules.answering({"type": "websocket", "path": "/healthz"}).access.is_open(True)
+    assert not rules.admitted({"type": "websocket", "path": "/stylize"})
 
 
 def test_an_unmarked_route_needs_the_key_and_is_not_admission_controlled(tiny_onnx, engine):

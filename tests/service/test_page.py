@@ -2,7 +2,8 @@
 
 Skipped only when Chromium or Playwright is missing and STYLEBOX_REQUIRE_BROWSER is not 1
 (.ci/run sets it, so CI fails instead of skipping). The screenshot is saved under the test's
-tmp dir; STYLEBOX_SCREENSHOT_TO=docs/screenshot-page.png also writes it there (for README).
+tmp dir; STYLEBOX_SCREENSHOT_TO=path also writes it there (the tiny test model; the README's
+screenshots come from tests/service/test_page_live.py, with the shipped model).
 """
 
 from __future__ import annotations
@@ -235,7 +236,7 @@ def test_page_fits_a_phone_screen(browser, server, tmp_path):
     assert page.evaluate("document.documentElement.scrollWidth") <= 375
     for label in ("Choose a photo", "Strength", "Keep the photo's colours", "Size", "Format",
                   "Candy weight"):
-        assert page.get_by_label(label).count() == 1, label
+        assert page.get_by_label(label, exact=True).count() == 1, label
     page.screenshot(path=str(tmp_path / "screenshot-phone.png"), full_page=True)
     context.close()
 

@@ -49,6 +49,10 @@ ENV = {
                               ["https://a.example", "https://b.example"]),
     "STYLEBOX_METRICS_PUBLIC": ("false", "metrics_public", False),
     "STYLEBOX_DRAIN_S": ("0.5", "drain_s", 0.5),
+    "STYLEBOX_MAX_LIVE_SESSIONS": ("0", "max_live_sessions", 0),
+    "STYLEBOX_LIVE_MAX_FRAME_BYTES": ("100000", "live_max_frame_bytes", 100_000),
+    "STYLEBOX_LIVE_MAX_FRAME_PIXELS": ("307200", "live_max_frame_pixels", 307_200),
+    "STYLEBOX_LIVE_IDLE_TIMEOUT_S": ("5", "live_idle_timeout_s", 5.0),
     "STYLEBOX_LOG_FORMAT": ("json", "log_format", "json"),
     # TensorRT EP (tests/deploy/test_deploy.py checks the provider options they make).
     "STYLEBOX_TRT_CACHE_DIR": ("/cache/trt", "trt_cache_dir", "/cache/trt"),

@@ -20,7 +20,8 @@ What a test cannot give a command is supplied, and listed here:
   empty), one server for the whole run; curl gets `--fail`, so a 4xx/5xx fails;
 - speed-ups appended to commands that take minutes as written (`SPEED_UPS`): fewer and
   smaller eval photos, 2 add-style steps on a few photos, a small export trace size, fewer
-  load-test requests. They change how much work a command does, never which flags it has.
+  load-test requests, a 1 s live bench at one small size. They change how much work a
+  command does, never which flags it has.
 - one thread per process (OMP_NUM_THREADS=1): on a shared 2-core machine PyTorch's thread
   pool otherwise waits for busy cores and VGG runs 10x slower.
 
@@ -84,6 +85,8 @@ SPEED_UPS: list[tuple[str, list[str]]] = [
                                 "--preview-every", "0", "--no-progress"]),
     (r"^(\.venv/bin/)?stylebox export\b", ["--size", "64"]),
     (r"^\.venv/bin/python deploy/replicas\.py\b", ["--requests", "16"]),
+    (r"^\.venv/bin/stylebox live-bench\b", ["--sizes", "64x48", "--seconds", "1",
+                                            "--warmup", "0.5"]),
 ]
 
 
