@@ -152,7 +152,8 @@ def make_clips(photo: Image.Image, size: Size, frames: int, motions: list[str], 
                seed: int = 0) -> dict[str, Clip]:
     """One clip of `frames` frames per motion, all from the centre of `photo` (RGB)."""
     w, h = size
-    s = stage_scale(photo.width, photo.height, size, frames, motions)
+    # Scaled for every motion, run or not: a clip does not depend on the others chosen.
+    s = stage_scale(photo.width, photo.height, size, frames, list(MOTIONS))
     if s > 1:  # too small for the clips: enlarge once; every frame is then cut from this
         photo = photo.resize((math.ceil(photo.width * s), math.ceil(photo.height * s)),
                              Image.Resampling.LANCZOS)
@@ -521,7 +522,6 @@ def write_section(path: Path, section: str, body: list[str]) -> None:
         text = head + block + tail
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
 
 
@@ -753,6 +753,7 @@ def main(argv: list[str] | None = None) -> int:
     written = []
     if args.report:
         report = Path(args.report)
+        report.parent.mkdir(parents=True, exist_ok=True)
         base = report.with_name(f"{report.stem}-{args.section}")
         write_csv(base.with_suffix(".csv"), CSV_FIELDS, rows)
         written += [str(report), str(base.with_suffix(".csv"))]
