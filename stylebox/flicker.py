@@ -434,8 +434,9 @@ def run(engine: Engine, files: list[Path], styles: list[str], opt: Options,
                     if ref is not None:
                         sl, cl = vgg(out[-1], ref, style)
                         vrows.append(VggRow(path.name, motion, style, carry, sl, cl))
-                    if p == 0 and motion == "pan1" and style == strip_style:
-                        strip[carry] = (clip, out)
+                    if p == 0 and style == strip_style and \
+                            (motion == "pan1" or (motion == "pan4" and carry == 0)):
+                        strip[(motion, carry)] = (clip, out)
             log(f"{path.name} {motion}: {len(styles)} styles x {len(modes)} modes in "
                 f"{time.perf_counter() - t0:.1f} s")
     return rows, vrows, strip
@@ -579,38 +580,36 @@ HEAT_MAX = 48.0  # grey levels that the heat map's brightest colour stands for
 
 
 def strip_image(strip: dict, style: str, crop: Size = (256, 192)) -> Image.Image:
-    """Rows: one per mode. Columns: input t, input t+1, stylized t, stylized t+1 and
-    |warp(S_t) - S_t+1| (0 .. HEAT_MAX grey levels, masked pixels grey), for the last pair
-    of the 1-px pan, cut to `crop` at the frame's centre (full resolution)."""
+    """Rows: the 1-px pan in each mode, then the 4-px pan frame by frame (where run).
+    Columns: input t, input t+1, stylized t, stylized t+1 and |warp(S_t) - S_t+1| (mean
+    over R, G, B; black 0 to white HEAT_MAX grey levels; masked pixels grey), for the last
+    pair of the first photo's clip, cut to `crop` at the frame's centre (full resolution)."""
     from matplotlib import colormaps
 
     cmap = colormaps["inferno"]
     band = 16
-    modes = list(strip)
-    clip = strip[modes[0]][0]
-    h, w = clip.frames[0].shape[:2]
+    keys = list(strip)
+    h, w = strip[keys[0]][0].frames[0].shape[:2]
     cw, ch = min(crop[0], w), min(crop[1], h)
     y0, x0 = (h - ch) // 2, (w - cw) // 2
-    t = len(clip.frames) - 2
-    sheet = Image.new("RGB", (5 * cw, len(modes) * (ch + band) + band), "white")
+    sheet = Image.new("RGB", (5 * cw, len(keys) * (ch + band)), "white")
     draw = ImageDraw.Draw(sheet)
-    labels = [f"input t={t}", f"input t={t + 1}", f"{style} t={t}", f"{style} t={t + 1}",
-              f"|warp(S_t) - S_t+1|, 0-{HEAT_MAX:g}"]
-    for r, carry in enumerate(modes):
-        clip, out = strip[carry]
+    for r, (motion, carry) in enumerate(keys):
+        clip, out = strip[(motion, carry)]
+        t = len(clip.frames) - 2
         d = diff_map(out[t], out[t + 1], clip.warps[t])
         rgb = (cmap(np.clip(np.nan_to_num(d, nan=0) / HEAT_MAX, 0, 1))[..., :3] * 255
                ).astype(np.uint8)
         rgb[np.isnan(d)] = 128
         cells = [clip.frames[t], clip.frames[t + 1], out[t], out[t + 1], rgb]
-        y = band + r * (ch + band)
+        labels = [f"input t={t}, {MOTIONS[motion]}", f"input t={t + 1}",
+                  f"{style} t={t}, {mode_name(carry)}", f"{style} t={t + 1}",
+                  f"|warp(S_t) - S_t+1|: 0-{HEAT_MAX:g}, mean {np.nanmean(d):.1f}"]
+        y = r * (ch + band) + band
         for c, arr in enumerate(cells):
             sheet.paste(Image.fromarray(np.ascontiguousarray(arr[y0:y0 + ch, x0:x0 + cw])),
                         (c * cw, y))
-            text = labels[c] if r == 0 or c >= 2 else ""
-            if c == 2:
-                text = f"{text} ({mode_name(carry)})"
-            draw.text((c * cw + 3, y - band + 2), text, fill=(20, 20, 20))
+            draw.text((c * cw + 3, y - band + 2), labels[c], fill=(20, 20, 20))
     return sheet
 
 
@@ -675,8 +674,8 @@ def main(argv: list[str] | None = None) -> int:
                    "of the file is kept); the CSVs go beside it")
     p.add_argument("--section", default="table", help="marker name of the table in --report")
     p.add_argument("--figure", help="PNG: bars per style per motion, output vs input")
-    p.add_argument("--strip", help="JPEG: input and stylized frames of the 1-px pan and "
-                   "their difference heat map")
+    p.add_argument("--strip", help="JPEG: input and stylized frames of the 1-px pan (and the "
+                   "4-px pan) and their difference heat map")
     p.add_argument("--strip-style", help="style for --strip (default: the first)")
     p.add_argument("--no-vgg", action="store_true", help="skip the VGG style/content losses")
     p.add_argument("--vgg-motions", default="pan1",
@@ -739,8 +738,9 @@ def main(argv: list[str] | None = None) -> int:
                              log=lambda s: print(f"stylebox flicker: {s}", file=sys.stderr))
     seconds = time.perf_counter() - t0
     command = "stylebox flicker " + shlex.join(list(sys.argv[1:] if argv is None else argv))
+    names = ", ".join(f.name for f in files) if len(files) <= 4 else "named in the CSV"
     about = (f"`{Path(args.model).name}` on {engine.backend} {engine.precision}; "
-             f"{len(files)} photos ({', '.join(f.name for f in files)}), {args.frames} frames "
+             f"{len(files)} photos ({names}), {args.frames} frames "
              f"of {size[0]}x{size[1]} per clip, margin {args.margin} px; warping error in grey "
              "levels (mean |warp(S_t) - S_t+1| over the pixels visible in both frames and "
              "over R, G, B; mean over pairs, then photos)"
