@@ -64,11 +64,13 @@ ROTATE_DEG = 0.5  # degrees per frame about the frame's centre
 OBJECT_STEP = (2, 4)  # (dy, dx) px per frame of the pasted patch
 OBJECT_FRACTION = 4  # the patch is W/4 x H/4
 NOISE_SIGMA = 2.0  # grey levels, fresh per frame
-# H.264 round trip. The defaults are the service's video encoding (CRF 18, preset veryfast).
+# H.264 round trip: CRF 18 (visually near lossless) at preset veryfast (fast enough for
+# live video); parameters of h264_round_trip, so another encoding can be measured.
 H264_CRF = 18
 H264_PRESET = "veryfast"
 MARKERS = ("<!-- flicker:{}:begin -->", "<!-- flicker:{}:end -->")
-CSV_FIELDS = ["photo", "motion", "style", "carry", "codec", "output", "input", "pairs"]
+CSV_FIELDS = ["photo", "motion", "style", "carry", "codec", "output", "input", "pairs",
+              "per_pair"]
 VGG_FIELDS = ["photo", "motion", "style", "carry", "style_loss", "content_loss"]
 Size = tuple[int, int]  # (W, H)
 
@@ -264,10 +266,14 @@ def warp_error(prev: np.ndarray, nxt: np.ndarray, warp: Warp) -> float:
     return float(np.abs(sample(prev, ys, xs) - nxt[warp.mask].astype(np.float32)).mean())
 
 
+def pair_errors(frames: list[np.ndarray], warps: list[Warp]) -> list[float]:
+    """The warping error of each pair (t, t+1) of a clip."""
+    return [warp_error(a, b, wp) for a, b, wp in zip(frames, frames[1:], warps, strict=False)]
+
+
 def clip_error(frames: list[np.ndarray], warps: list[Warp]) -> float:
     """The mean warping error over a clip's pairs."""
-    return float(np.mean([warp_error(a, b, wp)
-                          for a, b, wp in zip(frames, frames[1:], warps, strict=False)]))
+    return float(np.mean(pair_errors(frames, warps)))
 
 
 def diff_map(prev: np.ndarray, nxt: np.ndarray, warp: Warp) -> np.ndarray:
@@ -324,6 +330,7 @@ class Row:
     output: float  # warping error of the stylized frames, grey levels
     input: float  # the same for the input frames
     pairs: int
+    per_pair: str = ""  # the output's figure of each pair in order, space-separated
 
 
 @dataclass
@@ -428,9 +435,10 @@ def run(engine: Engine, files: list[Path], styles: list[str], opt: Options,
                     if opt.codec == "h264":
                         outs["h264"] = h264_round_trip(out)
                     for codec, frames in outs.items():
+                        errs = pair_errors(frames, clip.warps)
                         rows.append(Row(path.name, motion, style, carry, codec,
-                                        clip_error(frames, clip.warps), in_err[codec],
-                                        len(clip.warps)))
+                                        float(np.mean(errs)), in_err[codec], len(errs),
+                                        " ".join(f"{e:.3f}" for e in errs)))
                     if ref is not None:
                         sl, cl = vgg(out[-1], ref, style)
                         vrows.append(VggRow(path.name, motion, style, carry, sl, cl))

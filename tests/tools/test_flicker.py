@@ -193,7 +193,9 @@ def test_cli_writes_report_csv_figure_and_strip(photos, tiny_onnx, tmp_path, cap
     for r in rows:
         if r["motion"] in ("pan1", "pan2", "pan4", "object") and r["codec"] == "none":
             assert float(r["input"]) == 0.0
-        assert float(r["output"]) >= 0 and r["pairs"] == "2"
+        per_pair = [float(v) for v in r["per_pair"].split()]
+        assert r["pairs"] == "2" and len(per_pair) == 2
+        assert float(r["output"]) == pytest.approx(np.mean(per_pair), abs=1e-3)
     text = report.read_text()
     assert MARKERS[0].format("table") in text and "| candy | carry 0.9 | h264 |" in text
     assert "| input frames |  | none | 0.00 | 0.00 | 0.00 |" in text
