@@ -272,3 +272,18 @@ def test_missing_photo_folder_and_model_are_one_line_errors(photos, tmp_path, ca
     assert main(["flicker", str(photos), "--model", str(tmp_path / "m.onnx")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "model file" in err
+
+
+def test_frames_run_alone_or_with_carried_statistics(engine):
+    from stylebox.flicker import stylize_clip
+
+    clip = make_clips(_smooth(), SIZE, 3, ["pan1"], margin=0)["pan1"]
+    w = engine.one_hot(1)
+    alone = stylize_clip(engine, clip.frames, w, 0.0)
+    assert all(np.array_equal(a, engine.stylize(f, w)) for a, f in zip(alone, clip.frames,
+                                                                        strict=True))
+    carried = stylize_clip(engine, clip.frames, w, 0.9)
+    assert np.array_equal(carried[0], alone[0])  # the first frame has its own statistics
+    stats = engine.stylize_stats(clip.frames[0], w)[1]  # ... which the second frame uses
+    assert np.array_equal(carried[1], engine.stylize_stats(clip.frames[1], w, stats)[0])
+    assert not np.array_equal(carried[1], alone[1])
