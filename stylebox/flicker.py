@@ -1,10 +1,10 @@
 """`stylebox flicker`: how much a model flickers, on clips made from photos with known motion.
 
     stylebox flicker ../shared/data/eval-photos --model models/stylebox-a0.25.onnx \\
-        --photos 2 --frames 8 --carry 0.9,0.5 --report docs/flicker.md \\
+        --photos 3 --frames 3 --carry 0.9 --report docs/flicker.md \\
         --figure docs/flicker.png --strip docs/flicker-strip.jpg
-    stylebox flicker ../shared/data/eval-photos --styles candy,udnie --carry 0.9 \\
-        --codec h264 --report docs/flicker.md --section codec --no-vgg
+    stylebox flicker ../shared/data/eval-photos --styles candy,udnie --frames 16 \\
+        --motions pan4,object,noise --carry 0.9,0.5 --codec h264 --no-vgg
 
 Every photo becomes one clip per motion, W x H frames (default 512x384) cut from the photo
 (scaled up first where it is too small for the clip; never down): pans of 1, 2 and 4 px per
@@ -24,7 +24,9 @@ grey levels (0-255), where warp samples S_t bilinearly at each pixel's position 
 over photos. The same figure for the input frames is the floor the motion itself sets (0 for
 pans and the patch, the resampling for zoom and rotation, the noise for the still scene).
 With --carry M the frames also run through `StreamStylizer` carrying the conditional-instance-
-norm statistics with momentum M (service/stability.py); frame by frame always runs too. With
+norm statistics with momentum M (service/stability.py); frame by frame always runs too. A
+carried stream needs frames to settle (frame 1 runs on frame 0's statistics as they are):
+--frames 16 shows it; the CSV's per_pair column has each pair's figure. With
 --codec h264 the stylized and the input frames are also encoded with libx264 (yuv420p) and
 decoded before measuring. The VGG style and content losses of training (as `stylebox eval`
 scores them) are computed on the last frame of each --vgg-motions clip, so blurring cannot
