@@ -252,6 +252,8 @@ def test_cli_scores_vgg_style_and_content_on_the_frames(photos, tiny_onnx, tmp_p
     (["--report", "r.txt"], "--report wants a .md file"),
     (["--margin", "40"], "--margin must be in"),
     (["--frames", "40"], "move the patch out of a 64x48 frame"),
+    (["--size", "65x48", "--codec", "h264"], "needs an even frame size, got 65x48"),
+    (["--strip-style", "nope"], "--strip-style 'nope' is not among the styles run"),
 ])
 def test_bad_arguments_exit_2_with_one_line(photos, tiny_onnx, tmp_path, capsys, extra,
                                            message):
