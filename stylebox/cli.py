@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                   "how far bf16/f16 (OpenVINO, or emulated) moves the pictures vs f32"),
     "train-bench": ("training.stepbench", "main",
                     "seconds per training step by crop, batch, precision and layout"),
+    "flicker": ("flicker", "main",
+                "temporal stability on clips with known motion (needs the train extra)"),
     "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),
     "add-style": ("training.add_style", "main", "add a style by training only its γ/β row"),
     "remove-style": ("model.edit", "remove_main", "remove a style from a checkpoint"),
