@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from stylebox.errors import UserError, doc_parser, need_file
+from stylebox.service import video
 from stylebox.service.backends import open_engine
 from stylebox.service.engine import Engine
 from stylebox.service.settings import EngineName, Precision, Settings, choices
@@ -66,10 +67,10 @@ ROTATE_DEG = 0.5  # degrees per frame about the frame's centre
 OBJECT_STEP = (2, 4)  # (dy, dx) px per frame of the pasted patch
 OBJECT_FRACTION = 4  # the patch is W/4 x H/4
 NOISE_SIGMA = 2.0  # grey levels, fresh per frame
-# H.264 round trip: CRF 18 (visually near lossless) at preset veryfast (fast enough for
-# live video); parameters of h264_round_trip, so another encoding can be measured.
-H264_CRF = 18
-H264_PRESET = "veryfast"
+# H.264 round trip: what POST /videos writes (service/video.py's CRF and preset);
+# parameters of h264_round_trip, so another encoding can be measured.
+H264_CRF = video.CRF
+H264_PRESET = video.PRESET
 MARKERS = ("<!-- flicker:{}:begin -->", "<!-- flicker:{}:end -->")
 CSV_FIELDS = ["photo", "motion", "style", "carry", "codec", "output", "input", "pairs",
               "per_pair"]
@@ -299,8 +300,8 @@ def h264_round_trip(frames: list[np.ndarray], crf: int = H264_CRF, preset: str =
         raise FlickerError(f"--codec h264 needs an even frame size, got {w}x{h}")
     buf = io.BytesIO()
     with av.open(buf, "w", format="mp4") as box:
-        stream = box.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream = box.add_stream(video.CODEC, rate=fps)
+        stream.width, stream.height, stream.pix_fmt = w, h, video.PIX_FMT
         stream.options = {"crf": str(crf), "preset": preset}
         for f in frames:
             box.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
