@@ -78,6 +78,9 @@ def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tup
                          f"arch {old.arch}; the config asks for {card.style_names}, alpha "
                          f"{card.alpha}, arch {card.arch}. Use a new --out or --no-resume.")
     gen.load_state_dict(state["model"])
+    for key in ("fine_tuned_from", "style_edits"):  # the lineage of a fine-tuning run
+        if key in old.training:
+            card.training[key] = old.training[key]
     if [len(g["params"]) for g in state["optimizer"]["param_groups"]] == [
             len(g["params"]) for g in opt.param_groups]:
         opt.load_state_dict(state["optimizer"])
@@ -157,6 +160,19 @@ def temporal_step(pair_fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer,
             "temporal_feature": t_feat.detach()}
 
 
+_LINEAGE_KEYS = ("name", "version", "steps_done", "train_seconds", "machine", "precision",
+                 "fine_tuned_from")
+
+
+def record_init(card: ModelCard, base: ModelCard) -> None:
+    """A fine-tuned card keeps where its weights came from: the base's name, steps and
+    machine (and its own base, nested), and how its style rows were made (style_edits)."""
+    card.training["fine_tuned_from"] = {k: base.training[k] for k in _LINEAGE_KEYS
+                                        if k in base.training} | {"name": base.name}
+    if "style_edits" in base.training:
+        card.training["style_edits"] = base.training["style_edits"]
+
+
 def _load_init(cfg: TrainConfig, card: ModelCard, gen: torch.nn.Module) -> None:
     """Start from `cfg.init_from`'s weights (fine-tuning): same styles, same layer shapes."""
     state = read_checkpoint(cfg.init_from)
@@ -170,6 +186,7 @@ def _load_init(cfg: TrainConfig, card: ModelCard, gen: torch.nn.Module) -> None:
     except RuntimeError as e:
         raise TrainError(f"init_from {cfg.init_from} does not fit this network: "
                          f"{str(e).splitlines()[0]}") from None
+    record_init(card, old)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,

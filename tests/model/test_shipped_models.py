@@ -1,5 +1,6 @@
 """The committed models are trained and whole: a guard against ever shipping an untrained,
-truncated or mislabelled `models/stylebox-a*.onnx` (the default α = 0.25 and the α family).
+truncated or mislabelled `models/stylebox-a*.onnx` (the default α = 0.25, the α family and
+the temporally stabilised α = 0.25).
 
 It runs the file through the service's own OrtEngine (what `make serve` serves) on two of the
 shared eval photos and scores every style with `stylebox eval`'s code: each style must sit
@@ -24,7 +25,8 @@ from tests.conftest import ROOT
 
 DATA = ROOT.parent / "shared/data"
 MODELS = {"stylebox-a0.25.onnx": 0.25, "stylebox-a1.onnx": 1.0, "stylebox-a0.5.onnx": 0.5,
-          "stylebox-a0.1.onnx": 0.1}  # file -> the α its card must say
+          "stylebox-a0.1.onnx": 0.1,
+          "stylebox-a0.25-stable.onnx": 0.25}  # file -> the α its card must say
 SIZE = 192  # px: small enough for CI, large enough for relu5_1 to see 12x12
 
 # Bounds on (style loss of the stylized photo) / (style loss of the photo itself). An
@@ -71,7 +73,10 @@ def test_card_lists_the_default_styles_at_its_alpha(engine: OrtEngine):
     added = [e["name"] for e in engine.card.training.get("style_edits", []) if e["op"] == "add"]
     assert engine.style_names[8:] == added  # anything beyond: added by add-style, recorded
     assert all(s.title for s in engine.card.styles)
-    steps = engine.card.training.get("steps_done", 0)
+    steps, training = 0, engine.card.training
+    while training:  # a fine-tuned model counts the steps of the runs it started from
+        steps += training.get("steps_done", 0)
+        training = training.get("fine_tuned_from")
     assert steps >= 1000, f"the shipped model saw only {steps} training steps"
 
 

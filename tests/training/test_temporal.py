@@ -106,6 +106,7 @@ def test_temporal_fine_tuning_from_a_checkpoint(base_run):
     train(tuned_cfg, tmp / "tuned", vgg=vgg, progress=False)
     tuned, card, _ = load_checkpoint(tmp / "tuned" / "last.pt")
     assert card.arch["blur"] == 3 and card.training["temporal_weight"] == 50.0
+    assert card.training["fine_tuned_from"]["steps_done"] == 3  # its lineage
     # It started from the base weights (2 small steps later they are close, not equal).
     pb, pt = base.state_dict(), tuned.state_dict()
     moved = [(pt[k] - pb[k]).abs().max().item() for k in pb]
