@@ -286,6 +286,6 @@ def test_frames_run_alone_or_with_carried_statistics(engine):
                                                                         strict=True))
     carried = stylize_clip(engine, clip.frames, w, 0.9)
     assert np.array_equal(carried[0], alone[0])  # the first frame has its own statistics
-    stats = engine.stylize_stats(clip.frames[0], w)[1]  # ... which the second frame uses
-    assert np.array_equal(carried[1], engine.stylize_stats(clip.frames[1], w, stats)[0])
+    stats = engine.stylize_stats(clip.frames[0], w)[1]  # ... which the second frame blends
+    assert np.array_equal(carried[1], engine.stylize_stats(clip.frames[1], w, stats, use=0.9)[0])
     assert not np.array_equal(carried[1], alone[1])
