@@ -62,8 +62,10 @@ def server(tiny_onnx, browser):  # after `browser`: no server is started for a s
         yield base
 
 
-@pytest.fixture(scope="module")
-def browser():
+@contextlib.contextmanager
+def launch_chromium(*extra_args: str):
+    """Debian's chromium through Playwright (skipped, or failed in CI, when either is
+    missing), with CHROMIUM_ARGS and `extra_args`."""
     if not Path(CHROMIUM).is_file():
         _need_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
     try:
@@ -71,11 +73,17 @@ def browser():
     except ImportError:
         _need_browser("the playwright package is not installed (the dev extra)")
     with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args])
         try:
             yield b
         finally:
             b.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with launch_chromium() as b:
+        yield b
 
 
 @pytest.fixture

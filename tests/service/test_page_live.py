@@ -25,7 +25,7 @@ from stylebox.procs import free_port
 from stylebox.service.routers import live
 from stylebox.service.stability import StreamStylizer
 from tests.conftest import ROOT, make_app, pixels
-from tests.service.test_page import CHROMIUM, CHROMIUM_ARGS, _need_browser, _serve, _wait
+from tests.service.test_page import _serve, _wait, launch_chromium
 
 SHIPPED = ROOT / "models/stylebox-a0.25.onnx"  # real styles: "stylized" is checkable
 
@@ -68,20 +68,9 @@ def write_y4m(path: Path, frames: np.ndarray, fps: int = 15) -> Path:
 @contextlib.contextmanager
 def _camera_browser(clip: Path):
     """Chromium whose camera plays `clip`, permission granted without a prompt."""
-    if not Path(CHROMIUM).is_file():
-        _need_browser(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _need_browser("the playwright package is not installed (the dev extra)")
-    args = [*CHROMIUM_ARGS, "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"]
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=args)
-        try:
-            yield b
-        finally:
-            b.close()
+    with launch_chromium("--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream",
+                         f"--use-file-for-fake-video-capture={clip}") as b:
+        yield b
 
 
 @contextlib.contextmanager
