@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stylebox.service.engine import Engine
-from stylebox.service.imaging import fit_size, resize_rgb
+from stylebox.service.pipeline import stylize_fitted
 from stylebox.service.tiling import TileConfig, plan_tiles, stats_input
 
 THUMB = 32  # side of the grey thumbnail that scene cuts are judged on
@@ -113,7 +113,7 @@ class StreamStylizer:
         ms = self.engine.min_side
         fits = max(h, ms) * max(w, ms) <= self.max_inference_pixels
         if not self.carries:  # an old model without statistics, or carrying turned off
-            return self._plain(rgb, weights, fits)
+            return self._plain(rgb, weights)
         thumb = thumbnail(rgb)
         key = (h, w, np.asarray(weights, np.float32).tobytes())
         cut = self._thumb is not None and \
@@ -138,12 +138,10 @@ class StreamStylizer:
         self.running = np.asarray(computed, np.float32)
         return out
 
-    def _plain(self, rgb: np.ndarray, weights: np.ndarray, fits: bool) -> np.ndarray:
-        if fits:
-            return self.engine.stylize(rgb, weights)
-        h, w = rgb.shape[:2]
-        size = fit_size(w, h, self.max_inference_pixels, self.engine.min_side)
-        return resize_rgb(self.engine.stylize(resize_rgb(rgb, size), weights), (w, h))
+    def _plain(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """Frame by frame: whole, or downscaled to the budget and back, as POST /stylize
+        runs an image without tiling."""
+        return stylize_fitted(self.engine, rgb, weights, self.max_inference_pixels).rgb
 
     def _tiled(self, rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Every tile with the running statistics; the frame's own, pooled from the tiles."""
