@@ -93,3 +93,39 @@ def load_checkpoint(
         why = why if len(why) <= 200 else why[:200] + " ..."
         raise CheckpointError(f"{path}: its weights do not fit its card ({why})") from None
     return generator, card, state
+
+
+def load_generator(path: str | Path) -> tuple[Generator, ModelCard]:
+    """A generator and its card from a checkpoint or from an exported ``.onnx`` file (whose
+    initialisers keep the generator's parameter names and whose card rebuilds the network):
+    a served model can teach (distillation) or be pruned without its training checkpoint."""
+    path = Path(path)
+    if path.suffix.lower() != ".onnx":
+        generator, card, _ = load_checkpoint(path)
+        return generator, card
+    import onnx
+    from onnx import numpy_helper
+
+    from stylebox.model.card import CARD_KEY
+    from stylebox.model.onnxfile import read_onnx
+
+    if not path.is_file():
+        raise CheckpointError(f"model {path} not found")
+    try:
+        card = ModelCard.from_json(read_onnx(path).metadata[CARD_KEY])
+        graph = onnx.load(str(path)).graph
+        generator = build_generator(card)
+    except Exception as e:  # not ONNX, no card, a card it cannot build, a truncated graph
+        raise CheckpointError(f"{path}: not a stylebox ONNX model ({e})") from None
+    names = set(generator.state_dict())
+    state = {}
+    for init in graph.initializer:
+        name = init.name.removeprefix("generator.")
+        if name in names:
+            state[name] = torch.from_numpy(numpy_helper.to_array(init).copy())
+    missing = sorted(names - set(state))
+    if missing:
+        raise CheckpointError(f"{path}: the graph lacks the weights {missing[:3]} (exported by "
+                              "another exporter that renamed them?); use its checkpoint")
+    generator.load_state_dict(state)
+    return generator, card

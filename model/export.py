@@ -258,13 +258,14 @@ def export_onnx(
         "torch": torch.__version__.split("+")[0],
         "export_size": export_size,
         **contract.describe(n, size),  # the ports, as model/contract.py defines them
-        "min_side": contract.MIN_SIDE,
+        "min_side": generator.min_side(),
         # Present only when the graph takes and returns CIN statistics (service/tiling.py).
         **({"norm_stats": {
             "size": size,
             "layout": "per CIN layer in forward order: channel means, then channel variances",
             "channels": generator.norm_channels(),
             "receptive_radius": generator.receptive_radius(),
+            "grid": generator.grid(),  # tile origins sit on this many px (service/tiling.py)
             "stats_max_rel": stats_rel,
         }} if norm_stats else {}),
         "parity": {"max_abs": worst, "frac_differ": frac, "sizes": [c.name for c in cases],

@@ -11,6 +11,24 @@ the photo changes which pixels survive and the network paints new texture (video
 With ``blur`` > 0 a fixed binomial low-pass runs before each stride-2 convolution; a blur
 and a convolution commute, so this is the cheap form of conv -> blur -> subsample.
 
+Cheaper variants (docs/frontier.md), each a config field that the card's ``arch`` records,
+so export and service need nothing else:
+
+- ``separable``: every convolution after the first is depthwise k x k then pointwise 1 x 1
+  (MobileNet); the first keeps its dense 9 x 9, because over 3 RGB channels a depthwise
+  kernel leaves the whole layer only 3 spatial filters.
+- ``resize`` (the resize trick): the photo is halved (2 x 2 mean) on the way in, and the
+  last conv upsamples x2 as it paints: it makes 4 x 3 channels at half resolution that a
+  depth-to-space step lays out as 2 x 2 output pixels each (a sub-pixel convolution, Shi et
+  al. 2016), so no layer runs at full resolution. "all": every layer runs at half its usual
+  resolution (a quarter of the work), so the residual blocks paint strokes twice as large
+  relative to the photo until training teaches them otherwise. "ends": only the two
+  full-resolution ends move: the first stride-2 conv becomes stride 1 and the last
+  upsampling + conv become a 3 x 3 sub-pixel conv, so the residual blocks keep their quarter
+  resolution and a trained network's strokes keep their scale.
+- ``widths``: explicit channel counts per prunable group (``stylebox prune``), instead of
+  base_channels x alpha.
+
 Tiled inference (service/tiling.py) needs every tile to normalise with the same statistics:
 a ``NormStats`` passed through the forward pass collects each CIN layer's own (mean, var)
 and can substitute given ones, so one pass on a downscaled whole image supplies the
@@ -25,6 +43,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from stylebox.model.contract import MIN_SIDE
+
 
 @dataclass
 class GeneratorConfig:
@@ -33,9 +53,19 @@ class GeneratorConfig:
     base_channels: tuple[int, int, int] = (32, 64, 128)
     n_residual: int = 5
     blur: int = 0  # taps of the low-pass before each stride-2 conv: 0 (none), 3 or 5
+    separable: bool = False  # depthwise + pointwise for every conv after the first
+    resize: str = "none"  # "none", "ends" or "all": see the module docstring
+    widths: tuple[int, ...] = ()  # channels per group (see groups()); () = base x alpha
 
     def __post_init__(self) -> None:
         self.base_channels = tuple(int(c) for c in self.base_channels)  # lists from JSON
+        self.widths = tuple(int(c) for c in self.widths)
+        if self.widths and (len(self.widths) != len(self.groups())
+                            or min(self.widths) < 1):
+            raise ValueError(f"widths needs {len(self.groups())} channel counts >= 1 "
+                             f"({', '.join(self.groups())}), got {list(self.widths)}")
+        if self.resize not in RESIZE:
+            raise ValueError(f"resize must be one of {', '.join(RESIZE)}, got {self.resize!r}")
         if self.blur not in BLUR_TAPS:
             raise ValueError(f"blur must be one of {sorted(BLUR_TAPS)}, got {self.blur}")
         if self.n_styles < 1:
@@ -47,18 +77,45 @@ class GeneratorConfig:
         """Channels after the width multiplier; never below 2 so the norm has something."""
         return max(2, int(c * self.alpha + 0.5))
 
+    def groups(self) -> list[str]:
+        """The prunable channel groups, in forward order. "stream" is the residual path
+        (down.2's output and every block's output must agree); "res.i" is block i's inner
+        width."""
+        return (["down.0", "down.1", "stream"] + [f"res.{i}" for i in range(self.n_residual)]
+                + ["up.0", "up.1"])
+
+    def channels(self) -> dict[str, int]:
+        """Each group's channel count: ``widths`` when given, else base_channels x alpha."""
+        if self.widths:
+            return dict(zip(self.groups(), self.widths, strict=True))
+        c1, c2, c3 = (self.ch(c) for c in self.base_channels)
+        return dict(zip(self.groups(), [c1, c2, c3] + [c3] * self.n_residual + [c2, c1],
+                        strict=True))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["base_channels"] = list(self.base_channels)
+        d["widths"] = list(self.widths)
         return d
+
+    def arch(self) -> dict:
+        """The card's ``arch``: the defaults of the variant knobs are left out, so cards of
+        networks that do not use them stay as they were written."""
+        return {"base_channels": list(self.base_channels), "n_residual": self.n_residual,
+                **({"blur": self.blur} if self.blur else {}),
+                **({"separable": True} if self.separable else {}),
+                **({"resize": self.resize} if self.resize != "none" else {}),
+                **({"widths": list(self.widths)} if self.widths else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
-        keys = ("n_styles", "alpha", "base_channels", "n_residual", "blur")
+        keys = ("n_styles", "alpha", "base_channels", "n_residual", "blur", "separable",
+                "resize", "widths")
         return cls(**{k: d[k] for k in keys if k in d})
 
 
 BLUR_TAPS = {0: (), 3: (1, 2, 1), 5: (1, 4, 6, 4, 1)}  # binomial rows
+RESIZE = ("none", "ends", "all")
 
 
 class Blur(nn.Module):
@@ -76,6 +133,37 @@ class Blur(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(self.pad(x), self.kernel.to(x.dtype), groups=x.shape[1])
+
+
+class SeparableConv(nn.Module):
+    """Depthwise k x k (per input channel) then pointwise 1 x 1: (B, Cin, H, W) -> (B, Cout,
+    H', W'). No norm between the two, so a dense kernel factorises into it (model/surgery.py)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__()
+        self.depthwise = nn.Conv2d(cin, cin, k, stride, groups=cin, bias=False)
+        self.pointwise = nn.Conv2d(cin, cout, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pointwise(self.depthwise(x))
+
+
+def conv(cin: int, cout: int, k: int, stride: int = 1, separable: bool = False) -> nn.Module:
+    return SeparableConv(cin, cout, k, stride) if separable and k > 1 else nn.Conv2d(
+        cin, cout, k, stride)
+
+
+class Halve(nn.Module):
+    """The 2 x 2 mean, stride 2 (bilinear x 0.5 on even sizes): (B, 3, H, W) -> (B, 3,
+    ceil(H/2), ceil(W/2)); an odd last row or column is paired with itself."""
+
+    def __init__(self, channels: int = 3):
+        super().__init__()
+        self.register_buffer("kernel", torch.full((channels, 1, 2, 2), 0.25), persistent=False)
+        self.pad = nn.ReplicationPad2d((0, 1, 0, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(self.pad(x), self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
 
 
 class NormStats:
@@ -139,12 +227,13 @@ class ConvCIN(nn.Module):
     """Reflection pad -> conv -> CIN -> (ReLU). ``upsample`` does nearest x2 first; ``blur``
     low-passes the input of a strided conv."""
 
-    def __init__(self, cin, cout, k, n_styles, stride=1, upsample=False, relu=True, blur=0):
+    def __init__(self, cin, cout, k, n_styles, stride=1, upsample=False, relu=True, blur=0,
+                 separable=False):
         super().__init__()
         self.upsample, self.relu = upsample, relu
         self.blur = Blur(cin, blur) if blur and stride > 1 else None
         self.pad = nn.ReflectionPad2d(k // 2)
-        self.conv = nn.Conv2d(cin, cout, k, stride)
+        self.conv = conv(cin, cout, k, stride, separable)
         self.norm = ConditionalInstanceNorm(cout, n_styles)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
@@ -158,10 +247,14 @@ class ConvCIN(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    def __init__(self, c: int, n_styles: int):
+    """x + b(a(x)): a maps the stream's c channels to `inner` (its own, prunable width), b
+    back to c."""
+
+    def __init__(self, c: int, n_styles: int, inner: int | None = None, separable=False):
         super().__init__()
-        self.a = ConvCIN(c, c, 3, n_styles)
-        self.b = ConvCIN(c, c, 3, n_styles, relu=False)
+        inner = inner or c
+        self.a = ConvCIN(c, inner, 3, n_styles, separable=separable)
+        self.b = ConvCIN(inner, c, 3, n_styles, relu=False, separable=separable)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 stats: NormStats | None = None) -> torch.Tensor:
@@ -173,25 +266,33 @@ class Generator(nn.Module):
 
     Any H, W >= 8 (model/contract.py's MIN_SIDE) works: the two stride-2 convs give
     ceil(H/4), the two upsamplings give 4*ceil(H/4) >= H, and the output is cropped back to
-    the input size.
+    the input size. With resize the first conv sees ceil(H/2) and a sub-pixel conv makes the
+    last factor of 2.
     """
 
     def __init__(self, cfg: GeneratorConfig):
         super().__init__()
         self.cfg = cfg
-        n, (c1, c2, c3) = cfg.n_styles, (cfg.ch(c) for c in cfg.base_channels)
+        n, sep, ch = cfg.n_styles, cfg.separable, cfg.channels()
+        c1, c2, c3, u0, u1 = ch["down.0"], ch["down.1"], ch["stream"], ch["up.0"], ch["up.1"]
+        ends = cfg.resize == "ends"
+        self.halve = Halve() if cfg.resize != "none" else None
         self.down = nn.ModuleList([
-            ConvCIN(3, c1, 9, n),
-            ConvCIN(c1, c2, 3, n, stride=2, blur=cfg.blur),
-            ConvCIN(c2, c3, 3, n, stride=2, blur=cfg.blur),
+            ConvCIN(3, c1, 9, n),  # dense: see the module docstring
+            ConvCIN(c1, c2, 3, n, stride=1 if ends else 2, blur=cfg.blur, separable=sep),
+            ConvCIN(c2, c3, 3, n, stride=2, blur=cfg.blur, separable=sep),
         ])
-        self.res = nn.ModuleList([ResidualBlock(c3, n) for _ in range(cfg.n_residual)])
+        self.res = nn.ModuleList([ResidualBlock(c3, n, ch[f"res.{i}"], sep)
+                                  for i in range(cfg.n_residual)])
         self.up = nn.ModuleList([
-            ConvCIN(c3, c2, 3, n, upsample=True),
-            ConvCIN(c2, c1, 3, n, upsample=True),
+            ConvCIN(c3, u0, 3, n, upsample=True, separable=sep),
+            *([] if ends else [ConvCIN(u0, u1, 3, n, upsample=True, separable=sep)]),
         ])
-        self.out_pad = nn.ReflectionPad2d(4)
-        self.out_conv = nn.Conv2d(c1, 3, 9)  # the last conv: no norm
+        k = 3 if ends else 9  # "ends": the last conv works on half-resolution features
+        self.out_pad = nn.ReflectionPad2d(k // 2)
+        r = 1 if self.halve is None else 2  # r * r RGB pixels per position: depth-to-space
+        self.out_conv = conv(u0 if ends else u1, 3 * r * r, k, separable=sep)  # no norm
+        self.shuffle = nn.PixelShuffle(r) if r > 1 else None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 stats: NormStats | None = None) -> torch.Tensor:
@@ -201,9 +302,10 @@ class Generator(nn.Module):
 
     def encode(self, x: torch.Tensor, w: torch.Tensor,
                stats: NormStats | None = None) -> torch.Tensor:
-        """(B, 3, H, W) -> the features after the residual blocks, (B, c3, ceil(H/4),
-        ceil(W/4)): what the feature-level temporal loss compares (training/temporal.py)."""
-        y = x
+        """(B, 3, H, W) -> the features after the residual blocks, (B, c3, ceil(H/g),
+        ceil(W/g)), g = grid(): what the feature-level temporal loss compares
+        (training/temporal.py)."""
+        y = self.halve(x) if self.halve is not None else x
         for layer in self.down:
             y = layer(y, w, stats)
         for block in self.res:
@@ -212,10 +314,14 @@ class Generator(nn.Module):
 
     def decode(self, y: torch.Tensor, w: torch.Tensor,
                stats: NormStats | None = None) -> torch.Tensor:
-        """Features -> (B, 3, 4 * h, 4 * w) in [0, 1], before the crop to the input size."""
+        """Features (B, c3, h, w) -> (B, 3, g * h, g * w) in [0, 1], g = grid(), before the
+        crop to the input size."""
         for layer in self.up:
-            y = layer(y, w, stats)  # (B, c1, 4*ceil(H/4), 4*ceil(W/4))
-        return torch.sigmoid(self.out_conv(self.out_pad(y)))  # squash into [0, 1]
+            y = layer(y, w, stats)  # (B, u1, g/r * h, g/r * w) after the last
+        y = self.out_conv(self.out_pad(y))  # (B, 3 * r * r, g/r * h, g/r * w)
+        if self.shuffle is not None:
+            y = self.shuffle(y)  # (B, 3, g * h, g * w)
+        return torch.sigmoid(y)  # squash into [0, 1]
 
     @torch.no_grad()
     def randomize_styles(self, std: float = 0.5) -> Generator:
@@ -244,13 +350,34 @@ class Generator(nn.Module):
         the reach by up to one coarse pixel, s. A tile whose kept part has at least this
         many real pixels of context on every side computes that part as the whole image
         would (given the same statistics). tests/service/test_tiling.py checks it is not too small.
+        With resize = "all" every layer's pixels are twice as far apart (s = 2), and an output
+        pixel sits up to one pixel from its half-resolution position, as does the 2x2 mean's
+        input: s - 1 more. With "ends" the layers between the two stride-2 steps move.
         """
-        r = 4  # out_conv, 9x9 at spacing 1
-        r += (1 + 2) + (2 + 4)  # up[1], up[0]: a 3x3 conv at spacing 1 / 2 + upsample slack
-        r += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
-        r += 2 + 1 + 4  # down[2] (3x3 at 2), down[1] (3x3 at 1), down[0] (9x9 at 1)
-        r += (self.cfg.blur // 2) * (2 + 1)  # the low-passes before down[2] and down[1]
-        return r
+        if self.cfg.resize == "ends":
+            r = 1 + 2  # depth-to-space slack, out_conv 3x3 at spacing 2
+            r += 2 + 4  # up[0]: 3x3 at spacing 2 + upsample slack (one quarter-res pixel)
+            r += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
+            r += 2 + (self.cfg.blur // 2) * 2  # down[2] and its low-pass, at spacing 2
+            r += 2 + 8 + 1  # down[1] (3x3, stride 1), down[0] (9x9) at spacing 2, the mean
+            return r
+        s = 2 if self.cfg.resize == "all" else 1  # input pixels per pixel of the finest layers
+        body = 4  # out_conv, 9x9 at spacing 1
+        body += (1 + 2) + (2 + 4)  # up[1], up[0]: a 3x3 conv at spacing 1 / 2 + upsample slack
+        body += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
+        body += 2 + 1 + 4  # down[2] (3x3 at 2), down[1] (3x3 at 1), down[0] (9x9 at 1)
+        body += (self.cfg.blur // 2) * (2 + 1)  # the low-passes before down[2] and down[1]
+        return s * body + (s - 1)
+
+    def min_side(self) -> int:
+        """The smallest input side the reflection pads allow (the 9x9 pad needs 5 px), which
+        the service pads smaller images up to: twice the standard when the input is halved."""
+        return MIN_SIDE * (1 if self.halve is None else 2)
+
+    def grid(self) -> int:
+        """Tile origins must sit on this many input pixels (the stride of the coarsest
+        layer): two stride-2 convs, or one and the halving ("ends"), or both and the halving."""
+        return 8 if self.cfg.resize == "all" else 4
 
 
 def to_float_chw(image: torch.Tensor) -> torch.Tensor:

@@ -98,6 +98,7 @@ class Engine:
         try:
             self.stats_size = int(stats.get("size", 0))
             self.receptive_radius = int(stats.get("receptive_radius", 0))
+            self.grid = int(stats.get("grid", contract.DEFAULT_GRID))
             self.min_side = int(self.card.export.get("min_side", contract.MIN_SIDE))
         except (TypeError, ValueError):
             raise ModelLoadError(f"{path}: invalid export section in the model card") from None

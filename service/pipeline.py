@@ -61,8 +61,10 @@ def plan(engine: Engine, height: int, width: int, max_inference_pixels: int,
         return Plan("whole", (width, height), 1, run_cost(height, width, ms))
     if tiling is not None and engine.supports_stats:
         margin = tiling.margin_for(engine)
-        rows = [s1 - s0 for s0, s1, _, _ in tile_spans(height, tiling.tile_size, margin)]
-        cols = [s1 - s0 for s0, s1, _, _ in tile_spans(width, tiling.tile_size, margin)]
+        rows = [s1 - s0 for s0, s1, _, _ in tile_spans(height, tiling.tile_size, margin,
+                                                        engine.grid)]
+        cols = [s1 - s0 for s0, s1, _, _ in tile_spans(width, tiling.tile_size, margin,
+                                                        engine.grid)]
         sw, sh = fit_size(width, height, tiling.stats_pixels, ms)  # the statistics pass
         # Sum over the tile grid of run_cost, which is a product: sum(rows) x sum(cols).
         cost = (sum(_padded(r, ms) for r in rows) * sum(_padded(c, ms) for c in cols)

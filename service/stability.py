@@ -148,7 +148,7 @@ class StreamStylizer:
         out = np.empty_like(rgb)
         parts, areas = [], []
         tiles = plan_tiles(rgb.shape[0], rgb.shape[1], self.tiling.tile_size,
-                           self.tiling.margin_for(self.engine))
+                           self.tiling.margin_for(self.engine), self.engine.grid)
         for t in tiles:
             styled, computed = self.engine.stylize_stats(rgb[t.src], weights, self.running)
             out[t.dst] = styled[t.crop]

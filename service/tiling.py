@@ -11,9 +11,10 @@ of per-layer statistics instead:
 
 A tile's core has ``margin`` pixels of real image context on every side (fewer only at the
 image border, where the whole image has none either). With margin >= the network's receptive
-radius (recorded in the card by the export) and tile origins on the 4-pixel grid of the two
-stride-2 convolutions, the core is computed exactly as the whole image would compute it
-given the same statistics: tiling itself adds no error, only the statistics estimate does
+radius (recorded in the card by the export) and tile origins on the model's grid (4 px for
+the two stride-2 convolutions, 8 when the network runs at half resolution: ``engine.grid``,
+from the card), the core is computed exactly as the whole image would compute it given the
+same statistics: tiling itself adds no error, only the statistics estimate does
 (tests/service/test_tiling.py). Memory is bounded by the tile size, not the image size.
 """
 
@@ -24,11 +25,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stylebox.model.contract import DEFAULT_GRID
 from stylebox.service.engine import Engine
 from stylebox.service.imaging import fit_size, resize_rgb
 from stylebox.service.settings import Settings
 
-GRID = 4  # two stride-2 convolutions: tile origins must sit on this grid
 MIN_CORE = 16  # a tile keeps at least this much, however large the margin
 
 
@@ -47,7 +48,7 @@ class TileConfig:
 
     def margin_for(self, engine: Engine) -> int:
         m = self.margin or engine.receptive_radius
-        return -(-m // GRID) * GRID  # up to the grid, so tile origins stay on it
+        return -(-m // engine.grid) * engine.grid  # up to the grid: tile origins stay on it
 
 
 @dataclass(frozen=True)
@@ -57,23 +58,25 @@ class Tile:
     crop: tuple[slice, slice]  # the core, in the tile's output
 
 
-def core_size(tile_size: int, margin: int) -> int:
+def core_size(tile_size: int, margin: int, grid: int = DEFAULT_GRID) -> int:
     """The side of the part of a tile that is kept: on the grid, at least MIN_CORE."""
-    return max(MIN_CORE, (tile_size - 2 * margin) // GRID * GRID)
+    return max(MIN_CORE, (tile_size - 2 * margin) // grid * grid)
 
 
-def tile_spans(n: int, tile_size: int, margin: int) -> list[tuple[int, int, int, int]]:
+def tile_spans(n: int, tile_size: int, margin: int,
+               grid: int = DEFAULT_GRID) -> list[tuple[int, int, int, int]]:
     """Along one axis of n pixels: (src0, src1, dst0, dst1) of each tile, context included."""
-    core = core_size(tile_size, margin)
+    core = core_size(tile_size, margin, grid)
     return [(max(0, a - margin), min(n, a + core + margin), a, min(n, a + core))
             for a in range(0, n, core)]
 
 
-def plan_tiles(height: int, width: int, tile_size: int, margin: int) -> list[Tile]:
-    """Cores of one size on the 4-pixel grid, covering the image, each with its context."""
+def plan_tiles(height: int, width: int, tile_size: int, margin: int,
+               grid: int = DEFAULT_GRID) -> list[Tile]:
+    """Cores of one size on the model's grid, covering the image, each with its context."""
     tiles = []
-    for sy0, sy1, dy0, dy1 in tile_spans(height, tile_size, margin):
-        for sx0, sx1, dx0, dx1 in tile_spans(width, tile_size, margin):
+    for sy0, sy1, dy0, dy1 in tile_spans(height, tile_size, margin, grid):
+        for sx0, sx1, dx0, dx1 in tile_spans(width, tile_size, margin, grid):
             tiles.append(Tile((slice(sy0, sy1), slice(sx0, sx1)),
                               (slice(dy0, dy1), slice(dx0, dx1)),
                               (slice(dy0 - sy0, dy1 - sy0), slice(dx0 - sx0, dx1 - sx0))))
@@ -95,7 +98,7 @@ def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.nd
     stats=None lets every tile normalise with its own statistics: naive tiling, with seams
     (stylebox/tiledemo.py shows them)."""
     out = np.empty_like(rgb)  # (H, W, 3) uint8: the only full-size buffer besides the input
-    tiles = plan_tiles(rgb.shape[0], rgb.shape[1], tile_size, margin)
+    tiles = plan_tiles(rgb.shape[0], rgb.shape[1], tile_size, margin, engine.grid)
     for t in tiles:
         styled, _ = engine.stylize_stats(rgb[t.src], weights, stats)
         out[t.dst] = styled[t.crop]

@@ -376,7 +376,7 @@ def ov_hints(path: Path, size: tuple[int, int], repeats: int, threads: int,
     return "\n".join(lines)
 
 
-def _machine(peaks: Peaks | None, load_before: float) -> str:
+def machine_text(peaks: Peaks | None, load_before: float) -> str:
     import onnxruntime as ort
 
     cpu = platform.processor() or platform.machine()
@@ -472,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = runners(args.engines, providers, args.precisions)
     load_before = os.getloadavg()[0]
     peaks = None if args.no_roofline else _peaks(chosen)
-    head = _machine(peaks, load_before)
+    head = machine_text(peaks, load_before)
     sections = []
     with tempfile.TemporaryDirectory() as tmp:
         paths = [Path(m) for m in args.model]
@@ -490,7 +490,7 @@ def main(argv: list[str] | None = None) -> int:
             peaks = Peaks(max(peaks.gemm_gflops, again.gemm_gflops),
                           max(peaks.copy_gbs, again.copy_gbs),
                           {p: max(g, again.low[p]) for p, g in peaks.low.items()})
-            head = _machine(peaks, load_before)
+            head = machine_text(peaks, load_before)
             costs = {}
             for r in rows:
                 key = (r.model, r.size)

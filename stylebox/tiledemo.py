@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         from stylebox.service.backends.ort import OrtEngine
         engine = OrtEngine(model)
         margin = TileConfig(args.tile_size).margin_for(engine)
-        core = core_size(args.tile_size, margin)
+        core = core_size(args.tile_size, margin, engine.grid)
     ref = outs.get("full")
     lines = [f"{width}x{height}, α = {args.alpha:g}, {args.styles} styles (random γ/β), "
              f"tiles {args.tile_size} px (core {core}, margin {margin}), statistics pass at "

@@ -19,21 +19,26 @@ TINY_STYLES = [
 ]
 
 
-def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0, blur: int = 0):
+def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0, blur: int = 0,
+                        **variant):
+    """A 2-block generator with random visible styles; `variant`: separable, resize, widths."""
     import torch
 
     from stylebox.model.network import Generator, GeneratorConfig
 
     torch.manual_seed(seed)
-    return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2, blur=blur)
-                     ).eval().randomize_styles()
+    return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2, blur=blur,
+                                     **variant)).eval().randomize_styles()
 
 
-def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25):
+def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25, generator=None):
+    """The tiny model's card; with `generator`, its arch (a variant's knobs included)."""
     from stylebox.model.card import ModelCard
 
+    arch = generator.cfg.arch() if generator is not None else {
+        "n_residual": 2, "base_channels": [32, 64, 128]}
     return ModelCard(name="stylebox-tiny", version="test", alpha=alpha, styles=list(styles),
-                     arch={"n_residual": 2, "base_channels": [32, 64, 128]})
+                     arch=arch)
 
 
 def session_feed(sess, image, weights) -> dict:

@@ -7,8 +7,13 @@
     stylebox train --init-from models/checkpoints/stylebox-a0.25-10styles.pt --out runs/stable \
         --steps 2000 --lr 2e-4 --set temporal_weight=50 --set blur=3
 
+    stylebox train --init-from models/checkpoints/stylebox-a0.25-10styles.pt --out runs/r2 \
+        --set resize=2 --teacher models/stylebox-a1.onnx --teacher models/stylebox-a0.25.onnx
+
 Rerunning the same command resumes from OUT/last.pt (until `steps` is reached). --init-from
 starts from another run's weights (fine-tuning); without --config its own config is used.
+A variant of the network (--set separable=true, resize=2) starts from what fits of them
+(model/surgery.py); --teacher adds distillation (training/distill.py).
 """
 
 from __future__ import annotations
@@ -41,6 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="force bf16 autocast on/off (default: auto, on for CUDA and for CPUs "
                         "with AMX or AVX512-BF16)")
+    p.add_argument("--teacher", action="append", default=[], metavar="MODEL",
+                   help="distil from this trained model (.pt or .onnx), repeatable: each "
+                        "style learns from the first teacher that has it")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key (value parsed as TOML), repeatable")
     p.add_argument("--no-resume", action="store_true", help="ignore an existing OUT/last.pt")
@@ -54,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         values["amp"] = "on" if args.amp else "off"
     if args.init_from:
         values["init_from"] = args.init_from
+    if args.teacher:
+        values["teachers"] = args.teacher
     if args.config:
         cfg = TrainConfig.load(args.config, args.set)
     elif args.init_from:

@@ -19,6 +19,7 @@ from typing import Any
 
 from stylebox.errors import UserError
 from stylebox.model.card import ModelCard, StyleInfo
+from stylebox.model.network import GeneratorConfig
 from stylebox.training.accel import normalise_amp
 
 VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
@@ -30,6 +31,8 @@ _SECTIONS = ("model", "train", "loss", "data")
 # Recorded in the card only when the run used them (old cards stay byte-identical).
 _TEMPORAL_KEYS = ("temporal_weight", "temporal_feature_weight", "motion_shift",
                   "motion_rotate", "motion_zoom", "motion_noise")
+_VARIANT_KEYS = ("separable", "resize", "widths")
+_DISTILL_KEYS = ("teachers", "distill_weight", "distill_feature_weight")
 
 
 class ConfigError(UserError):
@@ -60,6 +63,16 @@ class TrainConfig:
     n_residual: int = 5
     base_channels: tuple[int, int, int] = (32, 64, 128)
     blur: int = 0  # anti-aliasing low-pass before the stride-2 convs: 0, 3 or 5 taps
+    # Cheaper variants (model/network.py, docs/frontier.md): depthwise-separable convs,
+    # the body at half resolution with a sub-pixel last conv, explicit (pruned) widths.
+    separable: bool = False
+    resize: str = "none"  # "none", "ends" (the full-resolution ends at half) or "all"
+    widths: list[int] = field(default_factory=list)  # per channel group; [] = from alpha
+    # distillation (training/distill.py): trained generators (.pt or .onnx) whose outputs the
+    # student learns, besides the perceptual loss; each style from the first that has it
+    teachers: list[str] = field(default_factory=list)
+    distill_weight: float = 5.0  # mean |student - teacher| over pixels in [0, 1]
+    distill_feature_weight: float = 0.5  # relative error of the VGG features (all layers)
     # train
     init_from: str = ""  # a checkpoint whose weights start the run (fine-tuning); same styles
     steps: int = 20_000
@@ -115,10 +128,16 @@ class TrainConfig:
                 raise ConfigError(f"{key} must be >= 1")
         if self.image_size < 16:
             raise ConfigError("image_size must be >= 16")
-        if self.blur not in (0, 3, 5):
-            raise ConfigError("blur must be 0, 3 or 5")
+        try:
+            self.generator_config(1)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        if self.teachers and self.temporal:
+            raise ConfigError("teachers (distillation) and temporal training do not combine; "
+                              "distil first, then fine-tune for stability with --init-from")
         for key in ("temporal_weight", "temporal_feature_weight", "motion_shift",
-                    "motion_rotate", "motion_zoom", "motion_noise"):
+                    "motion_rotate", "motion_zoom", "motion_noise", "distill_weight",
+                    "distill_feature_weight"):
             if getattr(self, key) < 0:
                 raise ConfigError(f"{key} must be >= 0")
 
@@ -126,6 +145,13 @@ class TrainConfig:
     def temporal(self) -> bool:
         """Whether the run trains for temporal stability (a second, moved frame per photo)."""
         return self.temporal_weight > 0 or self.temporal_feature_weight > 0
+
+    def generator_config(self, n_styles: int | None = None) -> GeneratorConfig:
+        """The network this config trains (one definition of its arch: GeneratorConfig)."""
+        return GeneratorConfig(
+            n_styles=len(self.styles) if n_styles is None else n_styles, alpha=self.alpha,
+            base_channels=self.base_channels, n_residual=self.n_residual, blur=self.blur,
+            separable=self.separable, resize=self.resize, widths=tuple(self.widths))
 
     # -- paths -----------------------------------------------------------------------------
     def resolve(self, p: str) -> Path:
@@ -232,11 +258,11 @@ class TrainConfig:
         return ModelCard(
             name=self.name, version=self.version, alpha=self.alpha,
             styles=[StyleInfo(s.name, s.title, s.source) for s in self.styles],
-            # blur only when on: cards of networks without it stay as they were written
-            arch={"base_channels": list(self.base_channels), "n_residual": self.n_residual,
-                  **({"blur": self.blur} if self.blur else {})},
+            arch=self.generator_config().arch(),
             training={k: v for k, v in self.to_dict().items()
                       if k not in ("styles", "data_root", "device", "log_every", "ckpt_every",
                                    "time_limit_min")
-                      and not (k in _TEMPORAL_KEYS and not self.temporal)},
+                      and not (k in _TEMPORAL_KEYS and not self.temporal)
+                      and not (k in _VARIANT_KEYS and k not in self.generator_config().arch())
+                      and not (k in _DISTILL_KEYS and not self.teachers)},
         )

@@ -21,19 +21,26 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from stylebox.errors import UserError
 from stylebox.model.card import ModelCard
-from stylebox.model.checkpoint import build_generator, read_checkpoint, save_checkpoint
+from stylebox.model.checkpoint import (
+    build_generator,
+    load_generator,
+    read_checkpoint,
+    save_checkpoint,
+)
 from stylebox.model.edit import is_style_table
+from stylebox.model.surgery import fit_head, transplant
 from stylebox.training.accel import autocast, machine_summary, use_amp
 from stylebox.training.config import TrainConfig
 from stylebox.training.data import PhotoBank, list_photos, load_style_images
+from stylebox.training.distill import Teachers, distill_loss
 from stylebox.training.losses import LossParts, PerceptualLoss
 from stylebox.training.runner import Dist, RunSettings, any_rank, pick_device, run_steps
 from stylebox.training.temporal import feature_loss, frame_pair, output_loss
 from stylebox.training.vgg import VGGFeatures
 
 CKPT_NAME = "last.pt"
-LOG_FIELDS = ["step", "loss", "content", "style", "tv", "temporal", "temporal_feature", "lr",
-              "steps_per_s", "elapsed_s"]
+LOG_FIELDS = ["step", "loss", "content", "style", "tv", "temporal", "temporal_feature",
+              "distill", "distill_feature", "lr", "steps_per_s", "elapsed_s"]
 
 
 class TrainError(UserError):
@@ -124,6 +131,25 @@ def train_step(fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer, photo: 
     return parts
 
 
+def distill_step(fwd, loss_fn: PerceptualLoss, teachers: Teachers, opt: torch.optim.Optimizer,
+                 photo: torch.Tensor, weights: torch.Tensor, style_idx: torch.Tensor,
+                 precision, cfg: TrainConfig) -> dict[str, torch.Tensor]:
+    """One step of the perceptual loss plus matching the teachers (training/distill.py)."""
+    with precision:
+        target, taught = teachers(photo, style_idx)  # (B, 3, S, S), (B,)
+        styled = fwd(photo, weights)
+        parts, feats = loss_fn.terms(styled, photo, style_idx)
+        with torch.no_grad():
+            target_feats = loss_fn.vgg(target)
+    pixel, feature = distill_loss(styled, target, taught, feats, target_feats)
+    total = parts.total + cfg.distill_weight * pixel + cfg.distill_feature_weight * feature
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+    return {**parts.named(), "loss": total.detach(), "distill": pixel.detach(),
+            "distill_feature": feature.detach()}
+
+
 class PairForward(torch.nn.Module):
     """Frame 1 and frame 2 in one batch: (outputs, encoder features), for the temporal terms.
     A module (not a method call) so DistributedDataParallel sees the whole forward pass."""
@@ -173,20 +199,26 @@ def record_init(card: ModelCard, base: ModelCard) -> None:
         card.training["style_edits"] = base.training["style_edits"]
 
 
-def _load_init(cfg: TrainConfig, card: ModelCard, gen: torch.nn.Module) -> None:
-    """Start from `cfg.init_from`'s weights (fine-tuning): same styles, same layer shapes."""
-    state = read_checkpoint(cfg.init_from)
-    old = ModelCard.from_dict(state["card"])
-    if old.style_names != card.style_names or old.alpha != card.alpha:
-        raise TrainError(f"init_from {cfg.init_from} holds styles {old.style_names} at alpha "
-                         f"{old.alpha}; the config asks for {card.style_names} at alpha "
-                         f"{card.alpha}")
-    try:
-        gen.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise TrainError(f"init_from {cfg.init_from} does not fit this network: "
-                         f"{str(e).splitlines()[0]}") from None
+def _load_init(cfg: TrainConfig, card: ModelCard, gen: torch.nn.Module
+               ) -> tuple[torch.nn.Module, list[str]]:
+    """Start from `cfg.init_from`'s weights (a checkpoint or an .onnx; same styles). Another
+    variant of the same network (separable, resize, widths) starts from what
+    model/surgery.py can carry over; what it cannot keeps its fresh initialisation.
+    Returns the source network and the names of the fresh tensors."""
+    src, old = load_generator(cfg.init_from)
+    if old.style_names != card.style_names:
+        raise TrainError(f"init_from {cfg.init_from} holds styles {old.style_names}; the "
+                         f"config asks for {card.style_names}")
+    fresh = transplant(src, gen)
+    if all(n in fresh for n in gen.state_dict() if n.endswith("weight")):  # no conv fits
+        raise TrainError(f"init_from {cfg.init_from} (alpha {old.alpha}, arch {old.arch}) "
+                         f"shares no layer shape with this network (alpha {card.alpha}, arch "
+                         f"{card.arch}); prune it first (stylebox prune)")
+    if fresh:
+        print(f"stylebox train: {len(fresh)} tensors start fresh (not in {cfg.init_from}): "
+              f"{', '.join(fresh[:6])}{' ...' if len(fresh) > 6 else ''}", file=sys.stderr)
     record_init(card, old)
+    return src, fresh
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
@@ -212,10 +244,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     opt = make_optimizer(gen, cfg)
     step, prior_seconds = 0, 0.0
     ckpt = out / CKPT_NAME
+    init = None
     if resume and ckpt.is_file():
         step, prior_seconds = _load_resume(ckpt, cfg, card, gen, opt)
     elif cfg.init_from:
-        _load_init(cfg, card, gen)
+        init = _load_init(cfg, card, gen)
     amp = use_amp(device, cfg.amp)  # bf16 on CUDA and on CPUs with AMX / AVX512-BF16
     nhwc = cfg.channels_last  # NHWC: faster for oneDNN (CPU, fp32 and bf16) and cuDNN
     if nhwc:
@@ -225,7 +258,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
     loss_fn = build_loss(cfg, styles, device, nhwc, vgg)
     bank = PhotoBank(list_photos(cfg.resolve(cfg.photos), cfg.max_photos), cfg.image_size, device)
-
+    if init and any(n.startswith("out_conv") for n in init[1]):  # a new last conv
+        photos = bank.batch(4, torch.Generator().manual_seed(cfg.seed))[..., :96, :96].float()
+        gen.eval()
+        rms = fit_head(init[0].to(device).float(), gen, photos.contiguous())
+        print(f"stylebox train: the new last conv starts from a least-squares fit to "
+              f"{cfg.init_from}'s output (RMS {rms:.3f} in logits)", file=sys.stderr)
+    teachers = Teachers([os.path.expanduser(p) for p in cfg.teachers], card.style_names,
+                        device, nhwc) if cfg.teachers else None
     model = PairForward(gen) if cfg.temporal else gen
     model = DDP(model, device_ids=[device.index] if cuda else None) if d.world > 1 else model
     fwd = torch.compile(model) if cfg.compile else model
@@ -260,6 +300,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
         batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
         if cfg.temporal:
             return temporal_step(fwd, loss_fn, opt, *batch, precision, cfg, rng)
+        if teachers is not None:
+            return distill_step(fwd, loss_fn, teachers, opt, *batch, precision, cfg)
         return train_step(fwd, loss_fn, opt, *batch, precision).named()
 
     t_start = time.monotonic()

@@ -115,6 +115,11 @@ class PerceptualLoss(nn.Module):
     def forward(self, output: torch.Tensor, photo: torch.Tensor,
                 style_idx: torch.Tensor) -> LossParts:
         """output, photo: (B, 3, H, W) in [0, 1]; style_idx: (B,) long."""
+        return self.terms(output, photo, style_idx)[0]
+
+    def terms(self, output: torch.Tensor, photo: torch.Tensor, style_idx: torch.Tensor
+              ) -> tuple[LossParts, dict[str, torch.Tensor]]:
+        """The loss and the output's VGG features (which distillation compares too)."""
         if not self.targets:
             raise RuntimeError("call set_style_targets() first")
         feats = self.vgg(output)
@@ -124,4 +129,4 @@ class PerceptualLoss(nn.Module):
         style = self.style_loss(feats, style_idx)
         tv = total_variation(output.float()) if self.wtv else output.new_zeros(()).float()
         total = self.wc * content + self.ws * style + self.wtv * tv
-        return LossParts(total, content, style, tv)
+        return LossParts(total, content, style, tv), feats
