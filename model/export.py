@@ -332,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("--size", type=int, default=256, help="example input side used for tracing")
     p.add_argument("--version", help="override the card's version string")
+    p.add_argument("--name", help="override the card's model name (name a variant after what "
+                                  "it is, e.g. the file's stem)")
     p.add_argument("--no-norm-stats", action="store_true",
                    help="leave out the statistics inputs/output (no tiled inference)")
     sample = p.add_mutually_exclusive_group()
@@ -351,6 +353,8 @@ def main(argv: list[str] | None = None) -> int:
     generator, card, _ = load_checkpoint(args.checkpoint)  # CheckpointError: exit 2
     if args.version:
         card.version = args.version
+    if args.name:
+        card.name = args.name
     try:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
                            export_size=args.size, norm_stats=not args.no_norm_stats,

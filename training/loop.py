@@ -187,7 +187,7 @@ def temporal_step(pair_fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer,
 
 
 _LINEAGE_KEYS = ("name", "version", "steps_done", "train_seconds", "machine", "precision",
-                 "fine_tuned_from")
+                 "fine_tuned_from", "pruned_from")
 
 
 def record_init(card: ModelCard, base: ModelCard) -> None:

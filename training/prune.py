@@ -278,7 +278,7 @@ def cut(gen: Generator, card: ModelCard, masked: Masked, bits: np.ndarray
     fresh = transplant(gen, small, keep_indices(masked, bits))
     if fresh:
         raise PruneError(f"cutting left tensors unfilled: {fresh}")
-    new = ModelCard.from_dict({**card.to_dict(), "arch": cfg.arch(),
+    new = ModelCard.from_dict({**card.to_dict(), "arch": cfg.arch(), "export": {},
                                "name": f"{card.name}-pruned"})
     return small, new
 

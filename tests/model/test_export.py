@@ -90,10 +90,11 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     save_checkpoint(tmp_path / "last.pt", make_tiny_generator(), make_tiny_card())
     out = tmp_path / "m.onnx"
     assert main(["export", str(tmp_path / "last.pt"), "-o", str(out), "--size", "48",
-                 "--version", "9.9"]) == 0
+                 "--version", "9.9", "--name", "tiny-ends"]) == 0
     assert "parity vs PyTorch" in capsys.readouterr().out
     card = ModelCard.from_json(_session(out).get_modelmeta().custom_metadata_map[CARD_KEY])
     assert card.version == "9.9" and card.export["export_size"] == 48
+    assert card.name == "tiny-ends"
 
 
 def test_sample_from_carries_another_models_sample_photo(tmp_path, capsys):

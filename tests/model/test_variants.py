@@ -15,7 +15,7 @@ from stylebox.model.network import Generator, GeneratorConfig, NormStats, one_ho
 from stylebox.model.surgery import factorise, transplant
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.tiling import plan_tiles, run_tiles
-from tests.conftest import make_tiny_card, make_tiny_generator
+from tests.conftest import host_engines, make_tiny_card, make_tiny_generator, open_host_engine
 
 VARIANTS = {"separable": {"separable": True}, "resize": {"resize": "all"},
             "ends": {"resize": "ends"}, "ends+separable": {"resize": "ends", "separable": True},
@@ -147,3 +147,20 @@ def test_a_new_last_conv_starts_from_a_least_squares_fit(separable):
         after = (dst(x, w) - src(x, w)).abs().mean()
     # separable: the factorised body is further from src, which no last conv can undo
     assert after < (0.9 if separable else 0.6) * before
+
+
+@pytest.mark.parametrize("kind", host_engines(("f32",)))
+@pytest.mark.parametrize("name", ["ends", "resize+separable"])
+def test_every_engine_serves_the_variant_graphs(name, kind, tmp_path):
+    """Depth-to-space, the replicate pad of the 2x2 mean and grouped convs run on OpenVINO as
+    on ONNX Runtime (f32: the same numbers within rounding)."""
+    g = make_tiny_generator(**VARIANTS[name])
+    path = tmp_path / f"{name}.onnx"
+    export_onnx(g, make_tiny_card(generator=g), path, export_size=32)
+    rng = np.random.default_rng(1)
+    img = rng.integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    candy = np.array([1, 0, 0], np.float32)
+    ref = OrtEngine(path).stylize(img, candy)
+    got = open_host_engine(path, kind).stylize(img, candy)
+    assert got.shape == img.shape
+    assert np.abs(got.astype(np.int16) - ref).max() <= 2

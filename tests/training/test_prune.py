@@ -104,6 +104,7 @@ def test_prune_command_searches_cuts_and_fine_tunes(tmp_path, monkeypatch, capsy
     assert tcard.arch["widths"] == pcard.arch["widths"]
     assert tcard.training["teachers"] == [str(tmp_path / "src.pt")]
     assert tcard.training["fine_tuned_from"]["name"] == pcard.name
+    assert tcard.training["fine_tuned_from"]["pruned_from"]["params"] <= 20000
     # and the uniform baseline at the same budget
     assert main(["--model", str(tmp_path / "src.pt"), "--config", str(cfg_path), "--out",
                  str(tmp_path / "uni"), "--uniform", "--size", "32",
