@@ -29,7 +29,7 @@ STATS, USE_STATS, COMPUTED_STATS = "norm_stats", "use_stats", "computed_stats"
 # pixels per side. The engine edge-pads smaller images up to it and crops back.
 MIN_SIDE = 8
 # Tile origins sit on this many pixels (two stride-2 convs) unless the card's norm_stats
-# says otherwise ("grid": 8 for networks that run at half resolution, resize = 2).
+# says otherwise ("grid": 8 for networks that run wholly at half resolution, resize = "all").
 DEFAULT_GRID = 4
 Dim = int | str | None  # a size, a symbolic name ("batch"), or None (symbolic, unnamed)
 

@@ -8,11 +8,11 @@
         --steps 2000 --lr 2e-4 --set temporal_weight=50 --set blur=3
 
     stylebox train --init-from models/checkpoints/stylebox-a0.25-10styles.pt --out runs/r2 \
-        --set resize=2 --teacher models/stylebox-a1.onnx --teacher models/stylebox-a0.25.onnx
+        --set resize=ends --teacher models/stylebox-a1.onnx --teacher models/stylebox-a0.25.onnx
 
 Rerunning the same command resumes from OUT/last.pt (until `steps` is reached). --init-from
 starts from another run's weights (fine-tuning); without --config its own config is used.
-A variant of the network (--set separable=true, resize=2) starts from what fits of them
+A variant of the network (--set separable=true, resize=ends) starts from what fits of them
 (model/surgery.py); --teacher adds distillation (training/distill.py).
 """
 
