@@ -2,10 +2,10 @@
 
 A feed-forward generator trained from the perceptual loss alone has to discover each style
 from Gram statistics, which takes thousands of steps. A trained teacher's output is a
-per-pixel answer, so a student that matches it (pixels and VGG features, every style)
-converges in a fraction of the steps: that is what makes CPU-trained variants possible
-(docs/frontier.md). The usual perceptual loss stays on, so the student is still judged by
-the style images and can match the styles better than a small teacher does.
+per-pixel answer for every style, a denser signal for a student of another shape (pixels
+and VGG features). The usual perceptual loss stays on, so the student is still judged by the
+style images and can match the styles better than a small teacher does. docs/frontier.md
+records what the variants reached with it on a short CPU budget.
 
 Teachers are any trained generators (a checkpoint or an exported ``.onnx``), frozen; each
 style of the student learns from the first teacher that has a style of that name (a 10-style
