@@ -210,11 +210,17 @@ def test_bad_inputs(tmp_path):
 
 # -- the CLI ---------------------------------------------------------------------------------
 
+def _default_sigint() -> None:
+    # A test run started in the background (`nohup make test &`) inherits SIGINT ignored, and
+    # Python keeps an ignored SIGINT ignored: give the command a terminal's Ctrl-C.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _stylize(args: list[str], tiny_onnx: Path, **kw) -> subprocess.Popen:
     env = service_env({"STYLEBOX_MODEL_PATH": str(tiny_onnx)})
     return subprocess.Popen([sys.executable, "-m", "stylebox", "stylize", *args], env=env,
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, **kw)
+                            text=True, preexec_fn=_default_sigint, **kw)
 
 
 def test_cli_stylizes_a_clip_with_a_progress_line(tmp_path, tiny_onnx):
