@@ -31,6 +31,31 @@ def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0, b
                                      **variant)).eval().randomize_styles()
 
 
+def gradient_reach(g, side: int) -> int:
+    """How far (px) an output pixel's gradient reaches into the input, statistics fixed (the
+    whole image's), over every phase of the generator's grid at the centre of a side x side
+    image: what its analytic receptive_radius must bound."""
+    import numpy as np
+    import torch
+
+    from stylebox.model.network import NormStats
+
+    g = g.double()
+    w = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    x = torch.rand(1, 3, side, side, dtype=torch.float64)
+    collect = NormStats()
+    g(x, w, collect)
+    given = collect.packed().detach()
+    reach = 0
+    for c in range(side // 2, side // 2 + g.grid()):  # every phase of the grid
+        x = x.detach().requires_grad_(True)
+        g(x, w, NormStats(given, torch.ones(1, 1, dtype=torch.float64)))[0, :, c, c].sum() \
+            .backward()
+        ys, xs = np.nonzero(x.grad.abs().sum((0, 1)).numpy())
+        reach = max(reach, np.abs(ys - c).max(), np.abs(xs - c).max())
+    return int(reach)
+
+
 def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25, generator=None):
     """The tiny model's card; with `generator`, its arch (a variant's knobs included)."""
     from stylebox.model.card import ModelCard
@@ -249,6 +274,20 @@ def write_train_config(root: Path, **overrides) -> Path:
     path = root / "config.toml"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture
+def base_run(tmp_path):
+    """A 3-step plain training run whose checkpoint fine-tuning tests start from:
+    (config, VGG, tmp_path with base/last.pt)."""
+    from stylebox.training.config import TrainConfig
+    from stylebox.training.loop import train
+
+    data = make_train_data(tmp_path / "data")
+    cfg = TrainConfig.load(write_train_config(data, steps=3))
+    vgg = random_vgg(cfg.content_layers + cfg.style_layers)
+    train(cfg, tmp_path / "base", vgg=vgg, progress=False)
+    return cfg, vgg, tmp_path
 
 
 @pytest.fixture(autouse=True)

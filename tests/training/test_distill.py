@@ -13,17 +13,6 @@ from stylebox.model.export import export_onnx
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.distill import Teachers, distill_loss
 from stylebox.training.loop import TrainError, train
-from tests.conftest import make_train_data, random_vgg, write_train_config
-
-
-@pytest.fixture
-def base_run(tmp_path):
-    """A 3-step plain run: the teacher and the start of the students."""
-    data = make_train_data(tmp_path / "data")
-    cfg = TrainConfig.load(write_train_config(data, steps=3))
-    vgg = random_vgg(cfg.content_layers + cfg.style_layers)
-    train(cfg, tmp_path / "base", vgg=vgg, progress=False)
-    return cfg, vgg, tmp_path
 
 
 def test_plain_cards_do_not_mention_the_variant_knobs():

@@ -19,7 +19,6 @@ from stylebox.training.temporal import (
     output_loss,
     random_motion,
 )
-from tests.conftest import make_train_data, random_vgg, write_train_config
 
 
 def _shift(dx: float, dy: float, h: int, w: int) -> Motion:
@@ -86,16 +85,6 @@ def test_negative_temporal_settings_are_refused():
         TrainConfig(temporal_weight=-1)
     with pytest.raises(ConfigError):
         TrainConfig(blur=2)
-
-
-@pytest.fixture
-def base_run(tmp_path):
-    """A 3-step plain run whose checkpoint the fine-tuning tests start from."""
-    data = make_train_data(tmp_path / "data")
-    cfg = TrainConfig.load(write_train_config(data, steps=3))
-    vgg = random_vgg(cfg.content_layers + cfg.style_layers)
-    train(cfg, tmp_path / "base", vgg=vgg, progress=False)
-    return cfg, vgg, tmp_path
 
 
 def test_temporal_fine_tuning_from_a_checkpoint(base_run):
