@@ -255,14 +255,15 @@ class TrainConfig:
     def card(self) -> ModelCard:
         if not self.styles:
             raise ConfigError("the config lists no [[styles]]")
+        arch = self.generator_config().arch()
         return ModelCard(
             name=self.name, version=self.version, alpha=self.alpha,
             styles=[StyleInfo(s.name, s.title, s.source) for s in self.styles],
-            arch=self.generator_config().arch(),
+            arch=arch,
             training={k: v for k, v in self.to_dict().items()
                       if k not in ("styles", "data_root", "device", "log_every", "ckpt_every",
                                    "time_limit_min")
                       and not (k in _TEMPORAL_KEYS and not self.temporal)
-                      and not (k in _VARIANT_KEYS and k not in self.generator_config().arch())
+                      and not (k in _VARIANT_KEYS and k not in arch)
                       and not (k in _DISTILL_KEYS and not self.teachers)},
         )

@@ -119,15 +119,20 @@ def draw_batch(bank: PhotoBank, rng: torch.Generator, n: int, n_styles: int,
     return photo, weights, style_idx.to(device)
 
 
+def optimise(opt: torch.optim.Optimizer, total: torch.Tensor) -> None:
+    """Backward from `total` and one optimiser step: the end of every step function."""
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    opt.step()
+
+
 def train_step(fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer, photo: torch.Tensor,
                weights: torch.Tensor, style_idx: torch.Tensor, precision) -> LossParts:
     """One optimiser step; the forward pass under `precision` (autocast or not)."""
     with precision:
         styled = fwd(photo, weights)  # (B, 3, S, S)
         parts = loss_fn(styled, photo, style_idx)
-    opt.zero_grad(set_to_none=True)
-    parts.total.backward()
-    opt.step()
+    optimise(opt, parts.total)
     return parts
 
 
@@ -143,9 +148,7 @@ def distill_step(fwd, loss_fn: PerceptualLoss, teachers: Teachers, opt: torch.op
             target_feats = loss_fn.vgg(target)
     pixel, feature = distill_loss(styled, target, taught, feats, target_feats)
     total = parts.total + cfg.distill_weight * pixel + cfg.distill_feature_weight * feature
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
+    optimise(opt, total)
     return {**parts.named(), "loss": total.detach(), "distill": pixel.detach(),
             "distill_feature": feature.detach()}
 
@@ -179,9 +182,7 @@ def temporal_step(pair_fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer,
     t_out = output_loss(o1, o2, x1, x2, motion)
     t_feat = feature_loss(f1, f2, motion) if cfg.temporal_feature_weight else t_out.new_zeros(())
     total = parts.total + cfg.temporal_weight * t_out + cfg.temporal_feature_weight * t_feat
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
+    optimise(opt, total)
     return {**parts.named(), "loss": total.detach(), "temporal": t_out.detach(),
             "temporal_feature": t_feat.detach()}
 
