@@ -44,7 +44,7 @@ from stylebox.errors import UserError, doc_parser
 from stylebox.model.card import ModelCard
 from stylebox.model.checkpoint import load_generator, save_checkpoint
 from stylebox.model.network import ConvCIN, Generator, GeneratorConfig, one_hot
-from stylebox.model.surgery import transplant
+from stylebox.model.surgery import layer_groups, transplant
 from stylebox.training.config import TrainConfig
 from stylebox.training.data import list_photos
 from stylebox.training.distill import distill_loss
@@ -88,6 +88,16 @@ def macs_per_pixel(cfg: GeneratorConfig, widths: list[int]) -> float:
 
 
 # -- masks --------------------------------------------------------------------------------
+def writers(gen: Generator) -> dict[str, list[ConvCIN]]:
+    """Each channel group's layers, those whose outputs are its channels (model/surgery.py's
+    layer_groups, read the other way)."""
+    out: dict[str, list[ConvCIN]] = {g: [] for g in gen.cfg.groups()}
+    for name, (_, group) in layer_groups(gen).items():
+        if group in out:  # not the RGB output
+            out[group].append(gen.get_submodule(name))
+    return out
+
+
 class Masked:
     """The unpruned generator with a keep mask per channel group, applied by forward hooks
     on the layers whose outputs are the group's channels."""
@@ -96,11 +106,7 @@ class Masked:
         self.gen, cfg = gen, gen.cfg
         self.sizes = [cfg.channels()[g] for g in cfg.groups()]
         self.masks = {g: torch.ones(n) for g, n in zip(cfg.groups(), self.sizes, strict=True)}
-        owners = {"down.0": [gen.down[0]], "down.1": [gen.down[1]],
-                  "stream": [gen.down[2]] + [b.b for b in gen.res],
-                  "up.0": [gen.up[0]], "up.1": [gen.up[1]],
-                  **{f"res.{i}": [b.a] for i, b in enumerate(gen.res)}}
-        for group, layers in owners.items():
+        for group, layers in writers(gen).items():
             for layer in layers:
                 layer.register_forward_hook(self._hook(group))
 
@@ -109,30 +115,27 @@ class Masked:
             return out * self.masks[group][None, :, None, None].to(out.dtype)
         return hook
 
+    def split(self, bits: np.ndarray) -> dict[str, np.ndarray]:
+        """All groups' bits, concatenated -> each group's."""
+        return dict(zip(self.masks, np.split(bits, np.cumsum(self.sizes)[:-1]), strict=True))
+
     def set(self, bits: np.ndarray) -> None:
-        for (g, _), part in zip(self.masks.items(), np.split(bits, np.cumsum(self.sizes)[:-1]),
-                                strict=True):
+        for g, part in self.split(bits).items():
             self.masks[g] = torch.from_numpy(part.astype(np.float32))
 
     def widths(self, bits: np.ndarray) -> list[int]:
-        return [int(p.sum()) for p in np.split(bits, np.cumsum(self.sizes)[:-1])]
+        return [int(p.sum()) for p in self.split(bits).values()]
 
 
 def importance(gen: Generator) -> np.ndarray:
     """Per channel (all groups, concatenated): the mean |γ| over styles of the layers that
     write it (a channel every style scales to almost 0 carries little)."""
-    cfg = gen.cfg
-    per = {"down.0": [gen.down[0]], "down.1": [gen.down[1]],
-           "stream": [gen.down[2]] + [b.b for b in gen.res], "up.0": [gen.up[0]],
-           "up.1": [gen.up[1]], **{f"res.{i}": [b.a] for i, b in enumerate(gen.res)}}
-    return np.concatenate([
-        sum(m.norm.gamma.detach().abs().mean(0) for m in per[g]).numpy() for g in cfg.groups()])
+    return np.concatenate([sum(m.norm.gamma.detach().abs().mean(0) for m in layers).numpy()
+                           for layers in writers(gen).values()])
 
 
 def keep_indices(masked: Masked, bits: np.ndarray) -> dict[str, torch.Tensor]:
-    parts = np.split(bits, np.cumsum(masked.sizes)[:-1])
-    return {g: torch.from_numpy(np.flatnonzero(p)) for g, p in
-            zip(masked.masks, parts, strict=True)}
+    return {g: torch.from_numpy(np.flatnonzero(p)) for g, p in masked.split(bits).items()}
 
 
 # -- the search ---------------------------------------------------------------------------
