@@ -10,13 +10,14 @@ from PIL import Image
 from stylebox.errors import UserError
 from stylebox.frontier import main
 from stylebox.model.export import export_onnx
+from stylebox.training.eval import CSV_FIELDS
 from tests.conftest import TINY_STYLES, make_tiny_card, make_tiny_generator
 
 
 def _eval_csv(folder, losses: dict[str, tuple[float, float]]) -> None:
     """What `stylebox eval` writes, for models whose evaluation is not what is tested."""
     folder.mkdir(parents=True)
-    lines = ["style,title,style_loss,content_loss,photo_style_loss,ratio"]
+    lines = [",".join(CSV_FIELDS)]
     lines += [f"{s},{s},{a},{b},3.0,0.1" for s, (a, b) in losses.items()]
     (folder / "eval.csv").write_text("\n".join(lines) + "\n")
 
