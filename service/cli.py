@@ -7,6 +7,7 @@ Errors are raised as `UserError`s for the `stylebox` entry point to print as one
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import sys
 import time
 from pathlib import Path
@@ -93,6 +94,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     from stylebox.service.lifecycle import configure_logging, serve
 
     configure_logging(args.log_level, settings.log_format)  # STYLEBOX_LOG_FORMAT=text|json
+    # A crash in native code (a runtime, FFmpeg) leaves every thread's Python stack on stderr
+    # instead of a bare exit: what the server was doing is in its log.
+    faulthandler.enable()
     engine = _engine(settings)
 
     from stylebox.service.app import create_app

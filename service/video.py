@@ -274,38 +274,45 @@ def _get(q: queue.Queue, stop: threading.Event) -> tuple:
             continue
 
 
-def _frames_av(path: Path, size: tuple[int, int], limits: VideoLimits
+def _open_av(path: Path) -> Any:
+    try:
+        return av.open(str(path), metadata_errors="ignore")
+    except av.error.FFmpegError as e:
+        raise _as_user_error(e) from None
+
+
+def _frames_av(container: Any, size: tuple[int, int], limits: VideoLimits
                ) -> Iterator[tuple]:
     """("v", rgb (h, w, 3) at `size` cropped to even, pts, time_base) per frame, and
-    ("a", packet) per audio packet, in demux order; the first item is ("open", streams)."""
+    ("a", packet) per audio packet, in demux order; the first item is ("open", frame rate,
+    audio stream or None). `container` stays open: the audio stream is read from it."""
     w, h = size
-    with av.open(str(path), metadata_errors="ignore") as container:
-        vs = container.streams.video[0]
-        vs.thread_type = "AUTO"  # frame threads: decoding keeps up with the model
-        streams = [vs, *list(container.streams.audio)[:1]]
-        yield ("open", vs, streams[1] if len(streams) > 1 else None)
-        errors, last_pts, count = 0, None, 0
-        for packet in container.demux(*streams):
-            if packet.stream.type == "audio":
-                if packet.size:
-                    yield ("a", packet)
-                continue
-            try:
-                frames = packet.decode()
-            except av.error.InvalidDataError:
-                errors += 1
-                if errors > _DECODE_ERRORS:
-                    raise CorruptVideoError(
-                        f"more than {_DECODE_ERRORS} damaged packets in the video stream"
-                    ) from None
-                continue
-            for frame in frames:
-                count += 1
-                _check_running(count, frame, vs, limits)
-                pts = frame.pts if frame.pts is not None else \
-                    (last_pts + 1 if last_pts is not None else 0)
-                last_pts = pts
-                yield ("v", _rgb_av(frame, w, h), pts, vs.time_base)
+    vs = container.streams.video[0]
+    vs.thread_type = "AUTO"  # frame threads: decoding keeps up with the model
+    streams = [vs, *list(container.streams.audio)[:1]]
+    yield ("open", vs.average_rate or vs.guessed_rate, streams[1] if len(streams) > 1 else None)
+    errors, last_pts, count = 0, None, 0
+    for packet in container.demux(*streams):
+        if packet.stream.type == "audio":
+            if packet.size:
+                yield ("a", packet)
+            continue
+        try:
+            frames = packet.decode()
+        except av.error.InvalidDataError:
+            errors += 1
+            if errors > _DECODE_ERRORS:
+                raise CorruptVideoError(
+                    f"more than {_DECODE_ERRORS} damaged packets in the video stream"
+                ) from None
+            continue
+        for frame in frames:
+            count += 1
+            _check_running(count, frame, vs, limits)
+            pts = frame.pts if frame.pts is not None else \
+                (last_pts + 1 if last_pts is not None else 0)
+            last_pts = pts
+            yield ("v", _rgb_av(frame, w, h), pts, vs.time_base)
 
 
 def _check_running(count: int, frame: Any, vs: Any, limits: VideoLimits) -> None:
@@ -353,10 +360,9 @@ def _frames_webp(path: Path, size: tuple[int, int], limits: VideoLimits) -> Iter
 class _Encoder:
     """libx264 MP4 at `path`; audio copied or re-encoded to AAC. Used by one thread."""
 
-    def __init__(self, path: Path, size: tuple[int, int], vs_in: Any, as_in: Any,
+    def __init__(self, path: Path, size: tuple[int, int], rate: Fraction | None, as_in: Any,
                  time_base: Fraction | None) -> None:
         self.out = av.open(str(path), "w", format="mp4", options={"movflags": "+faststart"})
-        rate = (vs_in.average_rate or vs_in.guessed_rate) if vs_in is not None else None
         self.vs = self.out.add_stream(CODEC, rate=rate or Fraction(30),
                                       options={"crf": str(CRF), "preset": PRESET})
         self.vs.width, self.vs.height = size
@@ -459,9 +465,10 @@ def stylize_video(src: Path, dst: Path, engine: Engine, weights: np.ndarray, *,
     t0 = time.perf_counter()
 
     def decode() -> None:
-        reader = _frames_webp if info.reader == "pillow" else _frames_av
+        items = _frames_webp(src, size, limits) if source is None else \
+            _frames_av(source, size, limits)
         try:
-            for item in reader(src, size, limits):
+            for item in items:
                 _put(decoded, item, stop)
             _put(decoded, _END, stop)
         except _Stop:
@@ -470,10 +477,10 @@ def stylize_video(src: Path, dst: Path, engine: Engine, weights: np.ndarray, *,
             failure.append(_as_user_error(e))
             stop.set()
 
-    def encode(vs_in: Any, as_in: Any, tb: Fraction | None) -> None:
+    def encode(rate: Fraction | None, as_in: Any, tb: Fraction | None) -> None:
         enc = None
         try:
-            enc = _Encoder(part, size, vs_in, as_in, tb)
+            enc = _Encoder(part, size, rate, as_in, tb)
             while True:
                 item = _get(styled, stop)
                 if item[0] == "v":
@@ -493,10 +500,14 @@ def stylize_video(src: Path, dst: Path, engine: Engine, weights: np.ndarray, *,
             if enc is not None:
                 enc.abort()
 
+    # The source is opened here and closed once both threads have ended: the encoder thread
+    # reads its audio stream (the template, the decoder), which FFmpeg frees with the
+    # container, and a short clip decodes to the end before the encoder starts.
+    source = None if info.reader == "pillow" else _open_av(src)
     threads = [threading.Thread(target=decode, name="video-decode", daemon=True)]
-    threads[0].start()
     frames = 0
     try:
+        threads[0].start()
         opened = _get(decoded, stop)
         if opened[0] != "open":
             raise CorruptVideoError("the video stream could not be opened")
@@ -540,6 +551,8 @@ def stylize_video(src: Path, dst: Path, engine: Engine, weights: np.ndarray, *,
         for t in threads:
             t.join(timeout=10)
         part.unlink(missing_ok=True)
+        if source is not None and not any(t.is_alive() for t in threads):
+            source.close()  # else the thread's streams keep it until that thread lets go
     return VideoResult(frames, size[0], size[1], time.perf_counter() - t0, stylizer.cuts)
 
 

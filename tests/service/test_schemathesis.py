@@ -27,7 +27,7 @@ from stylebox.procs import ROOT, serving
 ST = Path(sys.executable).with_name("st")
 
 
-def _st_run(base: str, *extra: str) -> str:
+def _st_run(base: str, log: Path, *extra: str) -> str:
     # One worker: with two, Schemathesis builds strategies in two threads, and CPython 3.11's
     # ast module keeps one recursion counter for all threads, so Hypothesis printing a lambda
     # (ast.parse) in both at once fails with "SystemError: AST constructor recursion depth
@@ -42,7 +42,8 @@ def _st_run(base: str, *extra: str) -> str:
            "--max-examples", "40", "--seed", "7", "--workers", "1", *extra]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT)
     out = r.stdout + r.stderr
-    assert r.returncode == 0, out[-6000:]
+    # The server's log too: a server that stopped answering left its reason there.
+    assert r.returncode == 0, f"{out[-6000:]}\n--- server log ---\n{log.read_text()[-4000:]}"
     return out
 
 
@@ -59,8 +60,8 @@ def _videos(tmp_path) -> dict[str, str]:
 
 
 def test_st_run_checks_all_without_a_key(tiny_onnx, tmp_path):
-    with serving(tiny_onnx, _videos(tmp_path)) as base:
-        out = _st_run(base)
+    with serving(tiny_onnx, _videos(tmp_path), log=tmp_path / "serve.log") as base:
+        out = _st_run(base, tmp_path / "serve.log")
     # Passing, with one warning: POST /admin/reload is only ever refused (403) without a key.
     assert "failure" not in out.rsplit("SUMMARY", 1)[-1], out[-3000:]
     assert _generated(out) >= 300, out[-3000:]
@@ -77,8 +78,9 @@ def test_st_run_checks_all_without_a_key(tiny_onnx, tmp_path):
     ("X-API-Key: contract-key", ["--exclude-checks", "ignored_auth,use_after_free"]),
 ])
 def test_st_run_checks_all_with_the_key(tiny_onnx, header, exclude, tmp_path):
-    with serving(tiny_onnx, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)}) as base:
-        out = _st_run(base, "-H", header, *exclude)
+    with serving(tiny_onnx, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)},
+                 log=tmp_path / "serve.log") as base:
+        out = _st_run(base, tmp_path / "serve.log", "-H", header, *exclude)
         metrics = httpx.get(f"{base}/metrics").text  # public by default
     # No failure, no error and no warning, but one: Schemathesis sends POST /videos bytes
     # that are seldom a video (it has no generator for "a clip FFmpeg decodes"), so most of

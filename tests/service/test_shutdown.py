@@ -84,3 +84,19 @@ def test_bad_model_file_stops_start_up_with_one_line(tmp_path):
     lines = (r.stdout + r.stderr).strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in r.stderr, lines
     assert str(bad) in lines[0] and "not a loadable ONNX model" in lines[0]
+
+
+def test_a_native_crash_leaves_the_threads_stacks_in_the_log(tiny_onnx, tmp_path):
+    """A crash in native code (FFmpeg, a runtime) kills the process; its log then says what
+    every thread was running (faulthandler), not nothing. SIGSEGV stands in for the crash."""
+    proc, _ = _start(tiny_onnx, tmp_path / "log.txt")
+    try:
+        proc.send_signal(signal.SIGSEGV)
+        assert proc.wait(timeout=30) == -signal.SIGSEGV
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = (tmp_path / "log.txt").read_text()
+    assert "Fatal Python error: Segmentation fault" in log, log[-2000:]
+    assert 'in serve_main' in log and "uvicorn" in log, log[-2000:]

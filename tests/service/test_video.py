@@ -153,6 +153,43 @@ def test_cancel_stops_within_a_frame_and_leaves_no_file(tmp_path, engine, weight
     assert not (tmp_path / "out.mp4").exists() and not (tmp_path / "out.mp4.part").exists()
 
 
+@pytest.mark.parametrize("audio", ["libopus", "aac"])  # re-encoded, copied
+def test_the_input_outlives_the_encoders_use_of_its_streams(tmp_path, engine, weights,
+                                                            monkeypatch, audio):
+    """The encoder thread reads the source's audio stream (its template, its decoder), which
+    FFmpeg frees with the source container. A short clip decodes to the end before a slow
+    encoder starts: the source must still be open then, and until the encoder ends (it was
+    closed at once, and a server running many short clips crashed on freed memory)."""
+    from stylebox.service import video
+
+    seen: list[str] = []
+
+    class Checked(video._Encoder):
+        def __init__(self, path, size, rate, as_in, time_base):
+            time.sleep(0.5)  # a slow start: the decoder reaches the end meanwhile
+            self._src = as_in.container
+            self._check("init")
+            super().__init__(path, size, rate, as_in, time_base)
+
+        def _check(self, where: str) -> None:
+            self._src.duration  # noqa: B018 - PyAV raises "Container is not open" once closed
+            seen.append(where)
+
+        def audio(self, packet) -> None:
+            self._check("audio")
+            super().audio(packet)
+
+        def close(self) -> None:
+            self._check("close")
+            super().close()
+
+    monkeypatch.setattr(video, "_Encoder", Checked)
+    src = make_clip(tmp_path / "in.mkv", 32, 32, 2, 25, codec="libvpx-vp9", audio=audio)
+    stylize_video(src, tmp_path / "out.mp4", engine, weights)
+    assert seen[0] == "init" and "audio" in seen and seen[-1] == "close"
+    assert read_back(tmp_path / "out.mp4")[2]["audio"] == "aac"
+
+
 def test_bounds_refused_by_the_probe(tmp_path):
     src = make_clip(tmp_path / "in.mp4", 64, 48, 20, 10)  # 2 s, 20 frames, 64x48
     probe(src, VideoLimits(max_duration_s=2.5, max_frames=20, max_pixels=64 * 48))
