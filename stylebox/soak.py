@@ -7,7 +7,9 @@
    peak RSS (VmHWM) shows memory stays bounded.
 2. Mixed: `--clients` threads for `--seconds`, each picking at random: stylize at several
    sizes, styles and blends, bad inputs (text, truncated, unknown style, bad weights, header
-   bombs), health, styles, metrics. Above capacity by design.
+   bombs), video jobs on short clips (GIF, WebM with Opus, MP4 with AAC) and their status,
+   result and cancel, a model reload now and then, health, styles, metrics. Above capacity
+   by design: many jobs end or are cancelled while others decode, encode and reload.
 
 Reports requests served, p50/p99 latency, 503s, and proves 0 5xx, 0 hangs (a client
 timeout), 0 crashes (the process is alive and /healthz answers at the end), and the peak
@@ -142,18 +144,36 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
     sizes = {"stylize-256": photo_jpeg(256, 256), "stylize-640x480": photo_jpeg(640, 480, 1),
              "stylize-1080p": photo_jpeg(1920, 1080, 2)}
     small = sizes["stylize-256"]
+    clips = short_clips()
+    jobs: list[str] = []  # ids of accepted video jobs (list.append is atomic)
     base = server.base
     jpeg = {"Content-Type": "image/jpeg"}
 
     def pick(rng: random.Random) -> tuple[str, str, str, bytes | None, dict]:
         roll = rng.random()
-        if roll < 0.45:
+        if roll < 0.20:  # video: a new job, or the status, result or cancel of one
+            sub = rng.random()
+            job = rng.choice(jobs) if jobs else None
+            if job is None or sub < 0.4:
+                kind = rng.choice(list(clips))
+                body, ctype = clips[kind]
+                return (kind, "POST", f"/videos?style={rng.choice(['candy', 'mosaic'])}"
+                        f"&stabilize={rng.choice(['true', 'false'])}", body,
+                        {"Content-Type": ctype})
+            if sub < 0.7:
+                return "video-status", "GET", f"/videos/{job}", None, {}
+            if sub < 0.85:
+                return "video-result", "GET", f"/videos/{job}/result", None, {}
+            return "video-delete", "DELETE", f"/videos/{job}", None, {}
+        if roll < 0.21:
+            return "reload", "POST", "/admin/reload", None, {}
+        if roll < 0.55:
             kind = rng.choice(["stylize-256", "stylize-256", "stylize-640x480", "stylize-1080p"])
             style = rng.choice(["candy", "mosaic", "udnie", "candy:0.7,mosaic:0.3",
                                 "candy,mosaic,udnie"])
             fmt = rng.choice(["png", "jpeg", "webp"])
             return kind, "POST", f"/stylize?style={style}&format={fmt}", sizes[kind], jpeg
-        if roll < 0.75:
+        if roll < 0.80:
             bad = rng.choice([
                 ("bad-text", "candy", b"not an image at all", jpeg),
                 ("bad-truncated", "candy", small[: len(small) // 3], jpeg),
@@ -187,6 +207,8 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
                 try:
                     r = c.request(method, url, content=body, headers=headers)
                     rec.add(kind, r.status_code, (time.perf_counter() - t0) * 1000)
+                    if kind.startswith("clip-") and r.status_code == 202:
+                        jobs.append(r.json()["id"])
                 except httpx.HTTPError as e:
                     rec.error(kind, e)
 
@@ -215,6 +237,22 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
     }
 
 
+def short_clips() -> dict[str, tuple[bytes, str]]:
+    """A few frames each, so jobs end (or are cancelled) while others start: GIF (no audio),
+    WebM with Opus (re-encoded to AAC), MP4 with AAC (copied)."""
+    from stylebox.videobench import make_clip
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for kind, name, codec, audio, ctype in [
+                ("clip-gif", "c.gif", "gif", None, "image/gif"),
+                ("clip-webm", "c.webm", "libvpx-vp9", "libopus", "video/webm"),
+                ("clip-mp4", "c.mp4", "libx264", "aac", "video/mp4")]:
+            path = make_clip(Path(tmp) / name, 48, 32, 4, 10, codec=codec, audio=audio)
+            out[kind] = (path.read_bytes(), ctype)
+    return out
+
+
 def tiny_model(path: Path) -> Path:
     """The tests' 3-style alpha=0.25 model (random weights: load, not looks, matters here)."""
     from stylebox.model.export import export_onnx
@@ -239,8 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     tmp = tempfile.TemporaryDirectory()
     model = args.model or tiny_model(Path(tmp.name) / "tiny.onnx")
     server = Server(model, {"STYLEBOX_MAX_CONCURRENCY": args.max_concurrency,
-                                 "STYLEBOX_MAX_QUEUE": args.max_queue,
-                                 "STYLEBOX_REQUEST_TIMEOUT_S": args.request_timeout_s})
+                            "STYLEBOX_MAX_QUEUE": args.max_queue,
+                            "STYLEBOX_REQUEST_TIMEOUT_S": args.request_timeout_s,
+                            "STYLEBOX_VIDEO_DIR": str(Path(tmp.name) / "videos"),
+                            "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": "true"})
     try:
         server.wait_ready()
         print(f"server pid {server.proc.pid}, idle RSS {rss_kib(server.proc.pid)[0] // 1024} MiB;"
