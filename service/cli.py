@@ -7,7 +7,9 @@ Errors are raised as `UserError`s for the `stylebox` entry point to print as one
 from __future__ import annotations
 
 import argparse
+import contextlib
 import faulthandler
+import io
 import sys
 import time
 from pathlib import Path
@@ -95,8 +97,11 @@ def serve_main(argv: list[str] | None = None) -> int:
 
     configure_logging(args.log_level, settings.log_format)  # STYLEBOX_LOG_FORMAT=text|json
     # A crash in native code (a runtime, FFmpeg) leaves every thread's Python stack on stderr
-    # instead of a bare exit: what the server was doing is in its log.
-    faulthandler.enable()
+    # instead of a bare exit: what the server was doing is in its log. Not over a handler the
+    # caller set (a test runner's), and not where stderr has no file to write to.
+    if not faulthandler.is_enabled():
+        with contextlib.suppress(io.UnsupportedOperation, ValueError):
+            faulthandler.enable()
     engine = _engine(settings)
 
     from stylebox.service.app import create_app
