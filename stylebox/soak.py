@@ -73,10 +73,13 @@ def rss_kib(pid: int) -> tuple[int, int]:
 
 
 class Server(ServeProcess):
-    """The service under test: other STYLEBOX_* settings of the caller pass through."""
+    """The service under test: other STYLEBOX_* settings of the caller pass through. Admin
+    reload needs no key here: the mixed traffic reloads the model."""
 
     def __init__(self, model: Path, env: dict[str, str]) -> None:
-        super().__init__(model, {"STYLEBOX_DRAIN_S": "0", **env}, inherit_settings=True)
+        super().__init__(model, {"STYLEBOX_DRAIN_S": "0",
+                                 "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": "true", **env},
+                         inherit_settings=True)
 
 
 class Recorder:
@@ -279,8 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     server = Server(model, {"STYLEBOX_MAX_CONCURRENCY": args.max_concurrency,
                             "STYLEBOX_MAX_QUEUE": args.max_queue,
                             "STYLEBOX_REQUEST_TIMEOUT_S": args.request_timeout_s,
-                            "STYLEBOX_VIDEO_DIR": str(Path(tmp.name) / "videos"),
-                            "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": "true"})
+                            "STYLEBOX_VIDEO_DIR": str(Path(tmp.name) / "videos")})
     try:
         server.wait_ready()
         print(f"server pid {server.proc.pid}, idle RSS {rss_kib(server.proc.pid)[0] // 1024} MiB;"

@@ -11,7 +11,6 @@ from stylebox.soak import Server, mixed
 
 def test_mixed_traffic_with_video_jobs_and_reloads_keeps_the_server_up(tiny_onnx, tmp_path):
     server = Server(tiny_onnx, {"STYLEBOX_VIDEO_DIR": str(tmp_path / "videos"),
-                                "STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY": "true",
                                 "STYLEBOX_MAX_CONCURRENCY": "2", "STYLEBOX_MAX_QUEUE": "8"})
     try:
         server.wait_ready()
