@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from stylebox.procs import ServeProcess, service_env
+from stylebox.procs import ServeProcess, service_env, stop
 from tests.conftest import ROOT, png
 
 
@@ -65,9 +65,7 @@ def test_sigterm_drains_then_finishes_in_flight_work(tiny_onnx, tmp_path):
         except httpx.ConnectError:
             pass
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     lines = [ln for ln in (tmp_path / "log.txt").read_text().splitlines() if ln.startswith("{")]
     access = [json.loads(ln) for ln in lines if '"stylebox.access"' in ln]
     assert any(a["route"] == "/stylize" and a["status"] == 200 for a in access)
@@ -94,9 +92,7 @@ def test_a_native_crash_leaves_the_threads_stacks_in_the_log(tiny_onnx, tmp_path
         proc.send_signal(signal.SIGSEGV)
         assert proc.wait(timeout=30) == -signal.SIGSEGV
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop(proc)
     log = (tmp_path / "log.txt").read_text()
     assert "Fatal Python error: Segmentation fault" in log, log[-2000:]
     assert 'in serve_main' in log and "uvicorn" in log, log[-2000:]
