@@ -11,6 +11,15 @@ the photo changes which pixels survive and the network paints new texture (video
 With ``blur`` > 0 a fixed binomial low-pass runs before each stride-2 convolution; a blur
 and a convolution commute, so this is the cheap form of conv -> blur -> subsample.
 
+Smooth upsampling (``up_blur``, the other half of an alias-free generator): a nearest x2
+upsample makes two copies of every coarse feature, so where a feature lands depends on where
+the coarse grid falls, and a sub-pixel move of the photo makes the strokes jump by whole
+coarse pixels. With ``up_blur`` > 0 the same binomial low-pass runs after each nearest
+upsample: nearest x2 then [1, 2, 1] is exactly bilinear x2 (5 taps: a cubic B-spline), so the
+features glide with the content instead. Both are fixed depthwise convolutions: no weights,
+no ONNX operator beyond Conv, and any trained checkpoint loads into the network as it is
+(model/surgery.py).
+
 Cheaper variants (docs/frontier.md), each a config field that the card's ``arch`` records,
 so export and service need nothing else:
 
@@ -53,6 +62,7 @@ class GeneratorConfig:
     base_channels: tuple[int, int, int] = (32, 64, 128)
     n_residual: int = 5
     blur: int = 0  # taps of the low-pass before each stride-2 conv: 0 (none), 3 or 5
+    up_blur: int = 0  # taps of the low-pass after each nearest x2 upsample: 0, 3 or 5
     separable: bool = False  # depthwise + pointwise for every conv after the first
     resize: str = "none"  # "none", "ends" or "all": see the module docstring
     widths: tuple[int, ...] = ()  # channels per group (see groups()); () = base x alpha
@@ -66,8 +76,10 @@ class GeneratorConfig:
                              f"({', '.join(self.groups())}), got {list(self.widths)}")
         if self.resize not in RESIZE:
             raise ValueError(f"resize must be one of {', '.join(RESIZE)}, got {self.resize!r}")
-        if self.blur not in BLUR_TAPS:
-            raise ValueError(f"blur must be one of {sorted(BLUR_TAPS)}, got {self.blur}")
+        for key in ("blur", "up_blur"):
+            if getattr(self, key) not in BLUR_TAPS:
+                raise ValueError(f"{key} must be one of {sorted(BLUR_TAPS)}, "
+                                 f"got {getattr(self, key)}")
         if self.n_styles < 1:
             raise ValueError("n_styles must be >= 1")
         if not 0 < self.alpha <= 4:
@@ -103,14 +115,15 @@ class GeneratorConfig:
         networks that do not use them stay as they were written."""
         return {"base_channels": list(self.base_channels), "n_residual": self.n_residual,
                 **({"blur": self.blur} if self.blur else {}),
+                **({"up_blur": self.up_blur} if self.up_blur else {}),
                 **({"separable": True} if self.separable else {}),
                 **({"resize": self.resize} if self.resize != "none" else {}),
                 **({"widths": list(self.widths)} if self.widths else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> GeneratorConfig:
-        keys = ("n_styles", "alpha", "base_channels", "n_residual", "blur", "separable",
-                "resize", "widths")
+        keys = ("n_styles", "alpha", "base_channels", "n_residual", "blur", "up_blur",
+                "separable", "resize", "widths")
         return cls(**{k: d[k] for k in keys if k in d})
 
 
@@ -224,14 +237,15 @@ class ConditionalInstanceNorm(nn.Module):
 
 
 class ConvCIN(nn.Module):
-    """Reflection pad -> conv -> CIN -> (ReLU). ``upsample`` does nearest x2 first; ``blur``
-    low-passes the input of a strided conv."""
+    """Reflection pad -> conv -> CIN -> (ReLU). ``upsample`` does nearest x2 first (then the
+    ``up_blur`` low-pass); ``blur`` low-passes the input of a strided conv."""
 
     def __init__(self, cin, cout, k, n_styles, stride=1, upsample=False, relu=True, blur=0,
-                 separable=False):
+                 separable=False, up_blur=0):
         super().__init__()
         self.upsample, self.relu = upsample, relu
-        self.blur = Blur(cin, blur) if blur and stride > 1 else None
+        self.blur = (Blur(cin, blur) if blur and stride > 1
+                     else Blur(cin, up_blur) if up_blur and upsample else None)
         self.pad = nn.ReflectionPad2d(k // 2)
         self.conv = conv(cin, cout, k, stride, separable)
         self.norm = ConditionalInstanceNorm(cout, n_styles)
@@ -285,8 +299,9 @@ class Generator(nn.Module):
         self.res = nn.ModuleList([ResidualBlock(c3, n, ch[f"res.{i}"], sep)
                                   for i in range(cfg.n_residual)])
         self.up = nn.ModuleList([
-            ConvCIN(c3, u0, 3, n, upsample=True, separable=sep),
-            *([] if ends else [ConvCIN(u0, u1, 3, n, upsample=True, separable=sep)]),
+            ConvCIN(c3, u0, 3, n, upsample=True, separable=sep, up_blur=cfg.up_blur),
+            *([] if ends else [ConvCIN(u0, u1, 3, n, upsample=True, separable=sep,
+                                       up_blur=cfg.up_blur)]),
         ])
         k = 3 if ends else 9  # "ends": the last conv works on half-resolution features
         self.out_pad = nn.ReflectionPad2d(k // 2)
@@ -357,6 +372,7 @@ class Generator(nn.Module):
         if self.cfg.resize == "ends":
             r = 1 + 2  # depth-to-space slack, out_conv 3x3 at spacing 2
             r += 2 + 4  # up[0]: 3x3 at spacing 2 + upsample slack (one quarter-res pixel)
+            r += (self.cfg.up_blur // 2) * 2  # its low-pass after the upsample, at spacing 2
             r += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
             r += 2 + (self.cfg.blur // 2) * 2  # down[2] and its low-pass, at spacing 2
             r += 2 + 8 + 1  # down[1] (3x3, stride 1), down[0] (9x9) at spacing 2, the mean
@@ -367,6 +383,7 @@ class Generator(nn.Module):
         body += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
         body += 2 + 1 + 4  # down[2] (3x3 at 2), down[1] (3x3 at 1), down[0] (9x9 at 1)
         body += (self.cfg.blur // 2) * (2 + 1)  # the low-passes before down[2] and down[1]
+        body += (self.cfg.up_blur // 2) * (1 + 2)  # the low-passes after the upsamples
         return s * body + (s - 1)
 
     def min_side(self) -> int:

@@ -4,7 +4,9 @@ A variant trained from scratch on a CPU budget loses to one that starts from a t
 network, so `stylebox train --init-from` and `stylebox prune` start every variant from the
 closest trained weights (``transplant``):
 
-- same name, same shape: copied;
+- same name, same shape: copied. This alone starts the alias-free form (``blur`` before the
+  strided convs, ``up_blur`` after the upsamples) from any trained checkpoint: the low-passes
+  are fixed and hold no tensors, so every trained weight carries over as it is;
 - a dense k x k kernel into a separable conv (``separable``): for each input channel i the
   (Cout, k*k) slice W[:, i] is replaced by its best rank-1 approximation u s v^T (SVD), whose
   v is the depthwise kernel and u s the pointwise column: the separable conv is the dense one

@@ -31,7 +31,7 @@ _SECTIONS = ("model", "train", "loss", "data")
 # Recorded in the card only when the run used them (old cards stay byte-identical).
 _TEMPORAL_KEYS = ("temporal_weight", "temporal_feature_weight", "motion_shift",
                   "motion_rotate", "motion_zoom", "motion_noise")
-_VARIANT_KEYS = ("separable", "resize", "widths")
+_VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
 _DISTILL_KEYS = ("teachers", "distill_weight", "distill_feature_weight")
 
 
@@ -63,6 +63,7 @@ class TrainConfig:
     n_residual: int = 5
     base_channels: tuple[int, int, int] = (32, 64, 128)
     blur: int = 0  # anti-aliasing low-pass before the stride-2 convs: 0, 3 or 5 taps
+    up_blur: int = 0  # low-pass after each nearest upsample (smooth upsampling): 0, 3 or 5
     # Cheaper variants (model/network.py, docs/frontier.md): depthwise-separable convs,
     # the body at half resolution with a sub-pixel last conv, explicit (pruned) widths.
     separable: bool = False
@@ -151,7 +152,8 @@ class TrainConfig:
         return GeneratorConfig(
             n_styles=len(self.styles) if n_styles is None else n_styles, alpha=self.alpha,
             base_channels=self.base_channels, n_residual=self.n_residual, blur=self.blur,
-            separable=self.separable, resize=self.resize, widths=tuple(self.widths))
+            up_blur=self.up_blur, separable=self.separable, resize=self.resize,
+            widths=tuple(self.widths))
 
     # -- paths -----------------------------------------------------------------------------
     def resolve(self, p: str) -> Path:

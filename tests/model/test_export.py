@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
 import torch
@@ -185,18 +186,24 @@ def test_export_refuses_a_graph_that_breaks_the_contract(monkeypatch, tmp_path):
     assert not path.exists()
 
 
-def test_blurred_network_exports_and_serves_through_the_same_contract(tmp_path):
-    """The anti-aliasing low-pass is fixed convolutions in the graph: the card records it
-    (arch and the wider receptive radius) and the service needs no special case."""
+@pytest.mark.parametrize("variant, radius", [({"blur": 3}, 39), ({"blur": 3, "up_blur": 3}, 42)])
+def test_blurred_network_exports_and_serves_through_the_same_contract(tmp_path, variant,
+                                                                     radius):
+    """The anti-aliasing low-passes are fixed convolutions in the graph: the card records
+    them (arch and the wider receptive radius) and the service needs no special case."""
     from stylebox.service.backends.ort import OrtEngine
 
     card = make_tiny_card()
-    card.arch["blur"] = 3
-    g = make_tiny_generator(blur=3)
+    card.arch.update(variant)
+    g = make_tiny_generator(**variant)
     path = tmp_path / "blur.onnx"
     export_onnx(g, card, path, export_size=32)
     engine = OrtEngine(path)
-    assert engine.card.arch["blur"] == 3 and engine.receptive_radius == 39
+    assert {k: engine.card.arch[k] for k in variant} == variant
+    assert engine.receptive_radius == radius
+    export_onnx(make_tiny_generator(), make_tiny_card(), tmp_path / "plain.onnx", export_size=32)
+    ops = [{n.op_type for n in onnx.load(p).graph.node} for p in (path, tmp_path / "plain.onnx")]
+    assert ops[0] == ops[1]  # no operator the plain graph lacks: the low-passes are Convs
     x = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
     w = np.eye(3, dtype=np.float32)[1]
     with torch.no_grad():

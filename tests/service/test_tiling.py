@@ -54,12 +54,14 @@ def test_card_records_the_statistics_and_receptive_radius(engine):
     assert engine.card.export["parity"]["sizes"][-1].endswith("+stats")
 
 
-@pytest.mark.parametrize("blur, radius", [(0, 36), (3, 39), (5, 42)])
-def test_receptive_radius_bounds_the_real_one(blur, radius):
+@pytest.mark.parametrize("blur, up_blur, radius", [(0, 0, 36), (3, 0, 39), (5, 0, 42),
+                                                   (0, 3, 39), (3, 3, 42), (3, 5, 45)])
+def test_receptive_radius_bounds_the_real_one(blur, up_blur, radius):
     """The analytic radius is an upper bound of the gradient's reach (statistics fixed),
-    with and without the anti-aliasing low-pass."""
-    g = make_tiny_generator(blur=blur)
-    assert 24 + blur < gradient_reach(g, 160) <= g.receptive_radius() == radius
+    with and without the anti-aliasing low-passes (before the strided convs, after the
+    upsamples)."""
+    g = make_tiny_generator(blur=blur, up_blur=up_blur)
+    assert 24 + blur + up_blur < gradient_reach(g, 160) <= g.receptive_radius() == radius
 
 
 def test_tiles_with_the_full_images_statistics_equal_the_untiled_output(engine):

@@ -85,16 +85,20 @@ def test_negative_temporal_settings_are_refused():
         TrainConfig(temporal_weight=-1)
     with pytest.raises(ConfigError):
         TrainConfig(blur=2)
+    with pytest.raises(ConfigError, match="up_blur"):
+        TrainConfig(up_blur=1)
 
 
 def test_temporal_fine_tuning_from_a_checkpoint(base_run):
     cfg, vgg, tmp = base_run
     base = load_checkpoint(tmp / "base" / "last.pt")[0]
     tuned_cfg = cfg.replace(init_from=str(tmp / "base" / "last.pt"), steps=2, blur=3,
-                            temporal_weight=50.0, temporal_feature_weight=0.5)
+                            up_blur=3, temporal_weight=50.0, temporal_feature_weight=0.5)
     train(tuned_cfg, tmp / "tuned", vgg=vgg, progress=False)
     tuned, card, _ = load_checkpoint(tmp / "tuned" / "last.pt")
-    assert card.arch["blur"] == 3 and card.training["temporal_weight"] == 50.0
+    # The alias-free form (both low-passes) starts from a plain checkpoint's weights.
+    assert card.arch["blur"] == 3 and card.arch["up_blur"] == 3
+    assert card.training["temporal_weight"] == 50.0 and card.training["up_blur"] == 3
     assert card.training["fine_tuned_from"]["steps_done"] == 3  # its lineage
     # It started from the base weights (2 small steps later they are close, not equal).
     pb, pt = base.state_dict(), tuned.state_dict()
