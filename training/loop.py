@@ -292,7 +292,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             card.training["world_size"] = d.world
             # Wall time over every session that trained this checkpoint, and where it ran.
             card.training["train_seconds"] = round(
-                prior_seconds + time.monotonic() - t_start, 1)
+                prior_seconds + time.monotonic() - t_start, 3)
             card.training["machine"] = machine_summary(device)
             save_checkpoint(ckpt, gen, card, optimizer=opt.state_dict(), step=at,
                             config=cfg.to_dict())

@@ -189,11 +189,29 @@ def test_train_cli_reports_missing_data_cleanly(data, tmp_path, capsys):
     assert rc == 2 and "photo folder" in capsys.readouterr().err
 
 
-def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
+class TickingClock:
+    """Stands in for a module's `time`: each monotonic() reading is 12.3 ms after the last,
+    so a run's recorded duration is known exactly however fast or loaded the host is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        self.now += 0.0123
+        return self.now
+
+    def __getattr__(self, name: str):
+        import time
+
+        return getattr(time, name)
+
+
+def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path, monkeypatch):
     """`kill PID` on a background run: it saves, says why it stopped, and resumes later."""
     import os
     import signal
 
+    from stylebox.training import loop
     from stylebox.training.loop import train
     vgg = random_vgg(["relu1_1", "relu1_2", "relu2_1"])
     calls = {"n": 0}
@@ -206,6 +224,8 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
         return plain(x, upto)
 
     vgg.forward = forward
+    # Three fast steps last milliseconds: here one clock tick, 12.3 ms from start to save.
+    monkeypatch.setattr(loop, "time", TickingClock())
     cfg = TrainConfig.load(write_train_config(data, steps=50))
     before = signal.getsignal(signal.SIGTERM)
     summary = train(cfg, tmp_path / "run", vgg=vgg, progress=False)
@@ -214,12 +234,13 @@ def test_sigterm_stops_at_the_next_step_with_a_checkpoint(data, tmp_path):
     state = torch.load(tmp_path / "run/last.pt", weights_only=False)
     assert state["step"] == 3
     training = state["card"]["training"]
-    assert training["steps_done"] == 3 and training["train_seconds"] > 0
+    # Kept to the millisecond (rounded to 0.1 s, this run once recorded 0.0).
+    assert training["steps_done"] == 3 and training["train_seconds"] == 0.012
     assert training["precision"] in ("fp32", "bf16 autocast") and training["machine"]
     summary = train(cfg.replace(steps=5), tmp_path / "run", progress=False)
     assert summary["step"] == 5 and summary["stopped"] == "done"
     again = torch.load(tmp_path / "run/last.pt", weights_only=False)["card"]["training"]
-    assert again["train_seconds"] >= training["train_seconds"]  # summed over sessions
+    assert again["train_seconds"] > training["train_seconds"]  # summed over sessions
 
 
 def test_style_tables_train_at_a_larger_lr(data, tmp_path):
