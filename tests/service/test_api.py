@@ -260,3 +260,10 @@ def test_image_over_inference_budget_keeps_its_size(tiny_onnx, engine):
     iw, ih = map(int, r.headers["x-stylebox-inference-size"].split("x"))
     assert iw * ih <= 1000 and (iw, ih) != (100, 60)
     assert abs(iw / ih - 100 / 60) < 0.1
+
+
+def test_the_test_client_runs_on_httpx2():
+    """Starlette's TestClient on plain httpx is deprecated: it warns at every import."""
+    import starlette.testclient
+
+    assert starlette.testclient.httpx.__name__ == "httpx2"
