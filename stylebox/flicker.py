@@ -380,7 +380,7 @@ class VggScorer:
                             + ["styles"])
         paths = find_style_images(names, cfg, {}, styles_dir, engine.card)
         torch.manual_seed(0)
-        self.loss = PerceptualLoss.from_config(cfg).cpu()
+        self.loss = PerceptualLoss.from_config(cfg, measure=True).cpu()
         self.loss.set_style_targets(load_style_images([paths[n] for n in names],
                                                       cfg.style_size))
         self.names, self._tensor, self._torch = names, _tensor, torch

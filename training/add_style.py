@@ -47,8 +47,9 @@ from stylebox.training.data import (
     load_rgb,
     load_style_images,
 )
-from stylebox.training.loop import build_loss, train_step
+from stylebox.training.loop import build_loss
 from stylebox.training.losses import PerceptualLoss
+from stylebox.training.modes import Batch, Step, perceptual_step
 from stylebox.training.runner import Dist, RunSettings, pick_device, run_steps
 from stylebox.training.vgg import VGGFeatures
 
@@ -170,6 +171,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     weights = one_hot.expand(cfg.batch_size, -1)  # (B, N+1)
     style_idx = torch.full((cfg.batch_size,), target, device=device)
     precision = autocast(device, use_amp(device, cfg.amp))  # bf16 where the hardware has it
+    ctx = Step(forward, loss_fn, opt, precision, cfg)  # the perceptual mode, on one new row
     previews: list[str] = []
 
     def preview(step: int) -> None:
@@ -196,10 +198,10 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
 
     def step_fn(step: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
-        parts = train_step(forward, loss_fn, opt, photo, weights, style_idx, precision)
+        parts = perceptual_step(ctx, Batch(photo, weights, style_idx), rng)
         if preview_every and ((step + 1) % preview_every == 0 or step + 1 == steps):
             preview(step + 1)
-        return parts.named()
+        return parts
 
     if preview_every and start == 0:
         preview(0)  # the initialisation, before any training

@@ -28,11 +28,12 @@ VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
     "relu5_1": 29,
 }
 _SECTIONS = ("model", "train", "loss", "data")
-# Recorded in the card only when the run used them (old cards stay byte-identical).
-_TEMPORAL_KEYS = ("temporal_weight", "temporal_feature_weight", "motion_shift",
-                  "motion_rotate", "motion_zoom", "motion_noise")
+# Recorded in the card only when the run used them (old cards stay byte-identical); a
+# training mode's own keys likewise (training/modes.py).
 _VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
-_DISTILL_KEYS = ("teachers", "distill_weight", "distill_feature_weight")
+_SPEED_KEYS = ("coarse_style_layers",)
+_LOCAL_KEYS = ("styles", "data_root", "device", "log_every", "ckpt_every", "time_limit_min",
+               "content_cache")  # where and how this machine ran it, not what was trained
 
 
 class ConfigError(UserError):
@@ -99,6 +100,7 @@ class TrainConfig:
     # known random motion plus sensor noise; 0 weights = off (no second frame is made).
     temporal_weight: float = 0.0  # output level: stylized frame 2 vs warped stylized frame 1
     temporal_feature_weight: float = 0.0  # feature level: the encoder's output, warped
+    consistency_weight: float = 0.0  # ReReVST: output of the moved noisy frame = moved output
     motion_shift: float = 3.0  # max translation, px (sub-pixel: uniform in [-x, x])
     motion_rotate: float = 1.0  # max rotation, degrees
     motion_zoom: float = 0.02  # max relative zoom
@@ -106,6 +108,11 @@ class TrainConfig:
     content_layers: list[str] = field(default_factory=lambda: ["relu2_2"])
     style_layers: list[str] = field(
         default_factory=lambda: ["relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1"])
+    # Cheaper steps (training/losses.py, featcache.py): these style layers on the output
+    # halved, against targets from the style image halved; the photos' content features
+    # from a cache folder (built on first use, refused when stale).
+    coarse_style_layers: list[str] = field(default_factory=list)
+    content_cache: str = ""
 
     def __post_init__(self) -> None:
         self.styles = [s if isinstance(s, StyleSpec) else StyleSpec(**s) for s in self.styles]
@@ -120,6 +127,11 @@ class TrainConfig:
         bad = [n for n in self.content_layers + self.style_layers if n not in VGG_LAYERS]
         if bad:
             raise ConfigError(f"unknown VGG layers {bad}; choose from {', '.join(VGG_LAYERS)}")
+        bad = [n for n in self.coarse_style_layers
+               if n not in self.style_layers or n in self.content_layers]
+        if bad:
+            raise ConfigError(f"coarse_style_layers {bad} must be style layers "
+                              f"({', '.join(self.style_layers)}) and not content layers")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError("lr_schedule must be 'constant' or 'cosine'")
         if not self.norm_lr_scale > 0:
@@ -133,19 +145,23 @@ class TrainConfig:
             self.generator_config(1)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-        if self.teachers and self.temporal:
-            raise ConfigError("teachers (distillation) and temporal training do not combine; "
-                              "distil first, then fine-tune for stability with --init-from")
-        for key in ("temporal_weight", "temporal_feature_weight", "motion_shift",
-                    "motion_rotate", "motion_zoom", "motion_noise", "distill_weight",
-                    "distill_feature_weight"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0")
+        from stylebox.training import modes  # its step functions need this module
+
+        for mode in modes.MODES:
+            for key in mode.config_keys():
+                if not isinstance(getattr(self, key), list) and getattr(self, key) < 0:
+                    raise ConfigError(f"{key} must be >= 0")
+        try:
+            modes.pick(self)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
 
     @property
-    def temporal(self) -> bool:
-        """Whether the run trains for temporal stability (a second, moved frame per photo)."""
-        return self.temporal_weight > 0 or self.temporal_feature_weight > 0
+    def mode(self):  # -> training.modes.Mode
+        """The training mode this config runs (training/modes.py)."""
+        from stylebox.training import modes
+
+        return modes.pick(self)
 
     def generator_config(self, n_styles: int | None = None) -> GeneratorConfig:
         """The network this config trains (one definition of its arch: GeneratorConfig)."""
@@ -257,15 +273,17 @@ class TrainConfig:
     def card(self) -> ModelCard:
         if not self.styles:
             raise ConfigError("the config lists no [[styles]]")
+        from stylebox.training import modes
+
         arch = self.generator_config().arch()
+        mode = self.mode
+        others = {k for m in modes.MODES if m is not mode for k in m.config_keys()}
         return ModelCard(
             name=self.name, version=self.version, alpha=self.alpha,
             styles=[StyleInfo(s.name, s.title, s.source) for s in self.styles],
             arch=arch,
             training={k: v for k, v in self.to_dict().items()
-                      if k not in ("styles", "data_root", "device", "log_every", "ckpt_every",
-                                   "time_limit_min")
-                      and not (k in _TEMPORAL_KEYS and not self.temporal)
+                      if k not in _LOCAL_KEYS and k not in others - set(mode.config_keys())
                       and not (k in _VARIANT_KEYS and k not in arch)
-                      and not (k in _DISTILL_KEYS and not self.teachers)},
+                      and not (k in _SPEED_KEYS and not v)},
         )

@@ -63,6 +63,9 @@ class PhotoBank:
     def __init__(self, files: list[Path], crop: int, device: torch.device | str = "cpu",
                  workers: int = 8):
         self.crop = crop
+        # Crops start on multiples of `align` and are never mirrored when cached features
+        # must line up with them (training/featcache.py); 1: anywhere, mirrored half the time.
+        self.align = 1
         with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
             photos = list(pool.map(lambda p: load_rgb(p, short_side=crop), files))
         self.photos = [p.to(device) for p in photos]
@@ -73,16 +76,24 @@ class PhotoBank:
 
     def batch(self, n: int, gen: torch.Generator) -> torch.Tensor:
         """(n, 3, crop, crop) float in [0, 1]: random photo, random crop, random h-flip."""
+        return self.draw(n, gen)[0]
+
+    def draw(self, n: int, gen: torch.Generator
+             ) -> tuple[torch.Tensor, tuple[list[int], list[int], list[int]]]:
+        """``batch`` and where each crop came from: (photo numbers, tops, lefts)."""
         picks = torch.randint(len(self.photos), (n,), generator=gen).tolist()
         rand = torch.rand(n, 3, generator=gen).tolist()  # CPU draws: no device sync
-        crops = []
+        crops, tops, lefts, a = [], [], [], self.align
         for i, (ry, rx, rf) in zip(picks, rand, strict=True):
             img = self.photos[i]
             _, h, w = img.shape
-            top, left = int(ry * (h - self.crop + 1)), int(rx * (w - self.crop + 1))
+            top = int(ry * ((h - self.crop) // a + 1)) * a
+            left = int(rx * ((w - self.crop) // a + 1)) * a
             c = img[:, top:top + self.crop, left:left + self.crop]
-            crops.append(c.flip(-1) if rf < 0.5 else c)
-        return torch.stack(crops).float().div_(255.0)  # (n, 3, crop, crop)
+            crops.append(c.flip(-1) if rf < 0.5 and a == 1 else c)
+            tops.append(top)
+            lefts.append(left)
+        return torch.stack(crops).float().div_(255.0), (picks, tops, lefts)  # (n, 3, S, S)
 
 
 def load_style_images(paths: list[Path], long_side: int) -> list[torch.Tensor]:

@@ -249,7 +249,7 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
         raise EvalError(f"--blend-photo {blend_photo} is not one of the {len(files)} photos")
     photos = [load_photo(f, size) for f in files]
     torch.manual_seed(0)  # nothing here is random; this only pins any library default
-    loss_fn = PerceptualLoss.from_config(cfg, vgg).cpu()  # style/content terms, unweighted
+    loss_fn = PerceptualLoss.from_config(cfg, vgg, measure=True).cpu()  # unweighted terms
     loss_fn.set_style_targets(load_style_images([images_for[n] for n in names], cfg.style_size))
     scores, rows, images = score(engine, photos, loss_fn, names)
 

@@ -32,15 +32,14 @@ from stylebox.model.surgery import fit_head, transplant
 from stylebox.training.accel import autocast, machine_summary, use_amp
 from stylebox.training.config import TrainConfig
 from stylebox.training.data import PhotoBank, list_photos, load_style_images
-from stylebox.training.distill import Teachers, distill_loss
-from stylebox.training.losses import LossParts, PerceptualLoss
+from stylebox.training.distill import Teachers
+from stylebox.training.featcache import ContentCache, stride
+from stylebox.training.losses import PerceptualLoss
+from stylebox.training.modes import Batch, Step
 from stylebox.training.runner import Dist, RunSettings, any_rank, pick_device, run_steps
-from stylebox.training.temporal import feature_loss, frame_pair, output_loss
 from stylebox.training.vgg import VGGFeatures
 
 CKPT_NAME = "last.pt"
-LOG_FIELDS = ["step", "loss", "content", "style", "tv", "temporal", "temporal_feature",
-              "distill", "distill_feature", "lr", "steps_per_s", "elapsed_s"]
 
 
 class TrainError(UserError):
@@ -109,82 +108,51 @@ def build_loss(cfg: TrainConfig, styles: list[torch.Tensor], device: torch.devic
 
 
 def draw_batch(bank: PhotoBank, rng: torch.Generator, n: int, n_styles: int,
-               device: torch.device, nhwc: bool):
-    """Photos (n, 3, S, S), one-hot style weights (n, N) and style indices (n,)."""
-    photo = bank.batch(n, rng)  # (n, 3, S, S)
+               device: torch.device, nhwc: bool, cache: ContentCache | None = None) -> Batch:
+    """Photos (n, 3, S, S), one-hot style weights (n, N) and style indices (n,); with a
+    content cache, the photos' content features too."""
+    photo, (picks, tops, lefts) = bank.draw(n, rng)  # (n, 3, S, S)
     style_idx = torch.randint(n_styles, (n,), generator=rng)
     weights = torch.nn.functional.one_hot(style_idx, n_styles).float().to(device)
     if nhwc:
         photo = photo.contiguous(memory_format=torch.channels_last)
-    return photo, weights, style_idx.to(device)
+    ref = cache.crops(picks, tops, lefts, bank.crop, device) if cache else None
+    return Batch(photo, weights, style_idx.to(device), ref)
 
 
-def optimise(opt: torch.optim.Optimizer, total: torch.Tensor) -> None:
-    """Backward from `total` and one optimiser step: the end of every step function."""
-    opt.zero_grad(set_to_none=True)
-    total.backward()
-    opt.step()
+def open_cache(cfg: TrainConfig, bank: PhotoBank, loss_fn: PerceptualLoss, d: Dist,
+               progress: bool) -> ContentCache:
+    """cfg.content_cache for the bank's photos (built by the main process when missing);
+    the bank's crops then line up with the cached features."""
+    args = (cfg.content_cache, bank.files, bank.crop, cfg.content_layers,
+            str(cfg.resolve(cfg.vgg_weights)))
+    if d.main:
+        ContentCache.open(*args, vgg=loss_fn.vgg, progress=progress)
+    if d.world > 1:
+        dist.barrier()
+    bank.align = max(stride(n) for n in cfg.content_layers)
+    return ContentCache.open(*args)
 
 
-def train_step(fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer, photo: torch.Tensor,
-               weights: torch.Tensor, style_idx: torch.Tensor, precision) -> LossParts:
-    """One optimiser step; the forward pass under `precision` (autocast or not)."""
-    with precision:
-        styled = fwd(photo, weights)  # (B, 3, S, S)
-        parts = loss_fn(styled, photo, style_idx)
-    optimise(opt, parts.total)
-    return parts
-
-
-def distill_step(fwd, loss_fn: PerceptualLoss, teachers: Teachers, opt: torch.optim.Optimizer,
-                 photo: torch.Tensor, weights: torch.Tensor, style_idx: torch.Tensor,
-                 precision, cfg: TrainConfig) -> dict[str, torch.Tensor]:
-    """One step of the perceptual loss plus matching the teachers (training/distill.py)."""
-    with precision:
-        target, taught = teachers(photo, style_idx)  # (B, 3, S, S), (B,)
-        styled = fwd(photo, weights)
-        parts, feats = loss_fn.terms(styled, photo, style_idx)
-        with torch.no_grad():
-            target_feats = loss_fn.vgg(target)
-    pixel, feature = distill_loss(styled, target, taught, feats, target_feats)
-    total = parts.total + cfg.distill_weight * pixel + cfg.distill_feature_weight * feature
-    optimise(opt, total)
-    return {**parts.named(), "loss": total.detach(), "distill": pixel.detach(),
-            "distill_feature": feature.detach()}
-
-
-class PairForward(torch.nn.Module):
-    """Frame 1 and frame 2 in one batch: (outputs, encoder features), for the temporal terms.
-    A module (not a method call) so DistributedDataParallel sees the whole forward pass."""
-
-    def __init__(self, gen: torch.nn.Module):
-        super().__init__()
-        self.gen = gen
-
-    def forward(self, x: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = self.gen.encode(x, w)  # (2B, c3, h/4, w/4)
-        out = self.gen.decode(feats, w)[:, :, :x.shape[-2], :x.shape[-1]]  # (2B, 3, H, W)
-        return out, feats
-
-
-def temporal_step(pair_fwd, loss_fn: PerceptualLoss, opt: torch.optim.Optimizer,
-                  photo: torch.Tensor, weights: torch.Tensor, style_idx: torch.Tensor,
-                  precision, cfg: TrainConfig, rng: torch.Generator) -> dict[str, torch.Tensor]:
-    """One step with ReCoNet's temporal terms on a synthetic second frame (training/temporal.py):
-    the perceptual loss on frame 1 against the clean photo, plus the output- and feature-level
-    terms between the two frames."""
-    x1, x2, motion = frame_pair(photo, cfg, rng)
-    with precision:
-        out, feats = pair_fwd(torch.cat([x1, x2]), torch.cat([weights, weights]))
-        o1, o2 = out.chunk(2)
-        parts = loss_fn(o1, photo, style_idx)
-    f1, f2 = feats.chunk(2)
-    t_out = output_loss(o1, o2, x1, x2, motion)
-    t_feat = feature_loss(f1, f2, motion) if cfg.temporal_feature_weight else t_out.new_zeros(())
-    total = parts.total + cfg.temporal_weight * t_out + cfg.temporal_feature_weight * t_feat
-    optimise(opt, total)
-    return {**parts.named(), "loss": total.detach(), "temporal": t_out.detach(),
-            "temporal_feature": t_feat.detach()}
+def open_log(path: Path, fields: list[str], fresh: bool):
+    """log.csv for appending rows of `fields` (the mode's columns); a resumed run whose log
+    has other columns (written by an older version) gets them merged into one header."""
+    if fresh or not path.is_file():
+        f = open(path, "w", newline="")  # noqa: SIM115
+        log = csv.DictWriter(f, fields)
+        log.writeheader()
+        return f, log
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        old, rows = reader.fieldnames or [], list(reader)
+    if old != fields:
+        fields = fields + [c for c in old if c not in fields]
+        with open(path, "w", newline="") as f:
+            w = csv.DictWriter(f, fields, restval="")
+            w.writeheader()
+            w.writerows(rows)
+    f = open(path, "a", newline="")  # noqa: SIM115
+    return f, csv.DictWriter(f, fields, restval="")
 
 
 _LINEAGE_KEYS = ("name", "version", "steps_done", "train_seconds", "machine", "precision",
@@ -267,20 +235,17 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
               f"{cfg.init_from}'s output (RMS {rms:.3f} in logits)", file=sys.stderr)
     teachers = Teachers([os.path.expanduser(p) for p in cfg.teachers], card.style_names,
                         device, nhwc) if cfg.teachers else None
-    model = PairForward(gen) if cfg.temporal else gen
+    mode = cfg.mode
+    model = mode.model(gen)
     model = DDP(model, device_ids=[device.index] if cuda else None) if d.world > 1 else model
     fwd = torch.compile(model) if cfg.compile else model
-    precision = autocast(device, amp)
+    ctx = Step(fwd, loss_fn, opt, autocast(device, amp), cfg, teachers)
     n_styles = card.n_styles
 
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        new_log = not (out / "log.csv").is_file() or step == 0
-        logf = open(out / "log.csv", "w" if new_log else "a", newline="")  # noqa: SIM115
-        log = csv.DictWriter(logf, LOG_FIELDS)
-        if new_log:
-            log.writeheader()
+        logf, log = open_log(out / "log.csv", mode.log_fields(), fresh=step == 0)
 
     def write_log(row: dict) -> None:
         log.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
@@ -297,13 +262,11 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
             save_checkpoint(ckpt, gen, card, optimizer=opt.state_dict(), step=at,
                             config=cfg.to_dict())
 
+    cache = open_cache(cfg, bank, loss_fn, d, progress) if cfg.content_cache else None
+
     def step_fn(_step: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
-        batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc)
-        if cfg.temporal:
-            return temporal_step(fwd, loss_fn, opt, *batch, precision, cfg, rng)
-        if teachers is not None:
-            return distill_step(fwd, loss_fn, teachers, opt, *batch, precision, cfg)
-        return train_step(fwd, loss_fn, opt, *batch, precision).named()
+        batch = draw_batch(bank, rng, local_batch, n_styles, device, nhwc, cache)
+        return mode.step(ctx, batch, rng)
 
     t_start = time.monotonic()
     gen.train()

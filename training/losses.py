@@ -12,11 +12,18 @@ styles), so with raw sums one layer would decide everything; relative, the photo
 about 0.3-1.5 per layer against every style and the weights mean the same for any layer list.
 Grams and errors run in float32 even under bf16 autocast: Gram entries are sums of H*W
 products and lose too much in bf16.
+
+Cheaper training steps (docs/training.md, *Step cost*): the deep style layers see coarse
+structure, so ``coarse_layers`` computes them on the output halved (a 2 x 2 mean) against
+targets from the style image halved the same way: the strokes keep their size relative to
+the style image, and the deep VGG pass, most of a step's cost, runs on a quarter of the
+pixels. The photo's content features can come from a cache (training/featcache.py) instead
+of a reference pass. Scores (`stylebox eval`, `stylebox flicker`) always use every layer at
+full resolution (``measure``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -43,24 +50,17 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 1:, :] - x[..., :-1, :]).abs().mean() + (x[..., 1:] - x[..., :-1]).abs().mean()
 
 
-@dataclass
-class LossParts:
-    total: torch.Tensor
-    content: torch.Tensor
-    style: torch.Tensor
-    tv: torch.Tensor
-
-    def named(self) -> dict[str, torch.Tensor]:
-        """The parts under the names the logs use (log.csv, the add-style curve)."""
-        return {"loss": self.total, "content": self.content, "style": self.style, "tv": self.tv}
-
-
 class PerceptualLoss(nn.Module):
     def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],
-                 content_weight: float = 1.0, style_weight: float = 2.0, tv_weight: float = 0.0):
+                 content_weight: float = 1.0, style_weight: float = 2.0, tv_weight: float = 0.0,
+                 coarse_layers: list[str] = ()):
         super().__init__()
         self.vgg = vgg
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
+        # Style layers computed at half resolution; the rest (content included) at full.
+        self.coarse = [n for n in self.style_layers if n in coarse_layers]
+        self.fine = list(dict.fromkeys(
+            self.content_layers + [n for n in self.style_layers if n not in self.coarse]))
         self.wc, self.ws, self.wtv = content_weight, style_weight, tv_weight
         # The photo's reference pass stops at the deepest content layer; None runs the whole
         # VGG as before (kept for `stylebox train-bench --full-reference`).
@@ -69,8 +69,10 @@ class PerceptualLoss(nn.Module):
         self.scales: dict[str, torch.Tensor] = {}  # layer -> (N,) mean squared target entry
 
     @classmethod
-    def from_config(cls, cfg: TrainConfig, vgg: VGGFeatures | None = None) -> PerceptualLoss:
-        """The loss `cfg` describes (layers, weights), on `vgg` or on cfg's VGG-19 weights."""
+    def from_config(cls, cfg: TrainConfig, vgg: VGGFeatures | None = None,
+                    measure: bool = False) -> PerceptualLoss:
+        """The loss `cfg` describes (layers, weights), on `vgg` or on cfg's VGG-19 weights;
+        ``measure``: every layer at full resolution, as the scores define it."""
         if vgg is None:
             src = (cfg.vgg_weights if cfg.vgg_weights == "torchvision"
                    else cfg.resolve(cfg.vgg_weights))
@@ -83,14 +85,22 @@ class PerceptualLoss(nn.Module):
                                "set vgg_weights to the file")
             vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
         return cls(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
-                   cfg.style_weight, cfg.tv_weight)
+                   cfg.style_weight, cfg.tv_weight, [] if measure else cfg.coarse_style_layers)
+
+    def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, 3, H, W) in [0, 1] -> every loss layer's features: the coarse style layers
+        from x halved, the others from x."""
+        feats = self.vgg(x, self.fine)
+        if self.coarse:
+            feats.update(self.vgg(F.avg_pool2d(x, 2), self.coarse))
+        return feats
 
     @torch.no_grad()
     def set_style_targets(self, style_images: list[torch.Tensor]) -> None:
         """One (1, 3, H, W) image in [0, 1] per style, each at its own size."""
         per_style = []
         for img in style_images:
-            feats = self.vgg(img.float())
+            feats = self.features(img.float())
             per_style.append({n: gram(feats[n])[0] for n in self.style_layers})
         self.targets = {n: torch.stack([s[n] for s in per_style]) for n in self.style_layers}
         self.scales = {n: t.pow(2).mean(dim=(1, 2)).clamp_min(1e-12)
@@ -112,21 +122,24 @@ class PerceptualLoss(nn.Module):
             total = total + F.mse_loss(feats[n].float(), r) / r.pow(2).mean().clamp_min(1e-12)
         return total
 
-    def forward(self, output: torch.Tensor, photo: torch.Tensor,
-                style_idx: torch.Tensor) -> LossParts:
-        """output, photo: (B, 3, H, W) in [0, 1]; style_idx: (B,) long."""
-        return self.terms(output, photo, style_idx)[0]
+    def forward(self, output: torch.Tensor, photo: torch.Tensor, style_idx: torch.Tensor,
+                ref: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """output, photo: (B, 3, H, W) in [0, 1]; style_idx: (B,) long; ref: the photo's
+        content features when cached. The parts: {"loss", "content", "style", "tv"}."""
+        return self.terms(output, photo, style_idx, ref)[0]
 
-    def terms(self, output: torch.Tensor, photo: torch.Tensor, style_idx: torch.Tensor
-              ) -> tuple[LossParts, dict[str, torch.Tensor]]:
-        """The loss and the output's VGG features (which distillation compares too)."""
+    def terms(self, output: torch.Tensor, photo: torch.Tensor, style_idx: torch.Tensor,
+              ref: dict[str, torch.Tensor] | None = None
+              ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The loss parts and the output's VGG features (which distillation compares too)."""
         if not self.targets:
             raise RuntimeError("call set_style_targets() first")
-        feats = self.vgg(output)
-        with torch.no_grad():  # only as deep as the content layers (relu2_2: ~1/8 of the cost)
-            ref = self.vgg(photo, self.ref_layers)
+        feats = self.features(output)
+        if ref is None:
+            with torch.no_grad():  # only as deep as the content layers (relu2_2: ~1/8 the cost)
+                ref = self.vgg(photo, self.ref_layers)
         content = self.content_loss(feats, ref)
         style = self.style_loss(feats, style_idx)
         tv = total_variation(output.float()) if self.wtv else output.new_zeros(()).float()
         total = self.wc * content + self.ws * style + self.wtv * tv
-        return LossParts(total, content, style, tv), feats
+        return {"loss": total, "content": content, "style": style, "tv": tv}, feats

@@ -108,6 +108,16 @@ def output_loss(out1: torch.Tensor, out2: torch.Tensor, in1: torch.Tensor, in2: 
     return (mask * change.square()).sum() / (3 * mask.sum()).clamp_min(1)
 
 
+def consistency_loss(out1: torch.Tensor, out2: torch.Tensor, motion: Motion) -> torch.Tensor:
+    """ReReVST's compound regularisation (Wang et al. 2020): the output of the moved, noisy
+    frame should be the moved output, whatever the noise: mean visible (O2 - warp(O1))^2.
+    Unlike the output term it passes no change of the input through, so the noise that
+    ReCoNet's term lets into the output is penalised too."""
+    out1, out2 = out1.float(), out2.float()
+    mask = motion.mask(out2)  # (B, 1, H, W)
+    return (mask * (out2 - motion.warp(out1)).square()).sum() / (3 * mask.sum()).clamp_min(1)
+
+
 def feature_loss(f1: torch.Tensor, f2: torch.Tensor, motion: Motion) -> torch.Tensor:
     """ReCoNet's feature term, relative: mean visible (F2 - warp(F1))^2 / mean F1^2."""
     f1, f2 = f1.float(), f2.float()

@@ -31,7 +31,7 @@ def _loss_and_grads(amp: bool, channels_last: bool = False):
         loss_fn.vgg.to(memory_format=torch.channels_last)
     with accel.autocast(CPU, amp):
         parts = loss_fn(gen(photo, w), photo, idx)
-    parts.total.backward()
+    parts["loss"].backward()
     grads = torch.cat([p.grad.flatten() for p in gen.parameters() if p.grad is not None])
     return parts, grads
 
@@ -39,9 +39,9 @@ def _loss_and_grads(amp: bool, channels_last: bool = False):
 def test_bf16_cpu_step_matches_fp32_step():
     ref, g_ref = _loss_and_grads(amp=False)
     bf, g_bf = _loss_and_grads(amp=True, channels_last=True)
-    assert bf.total.dtype == torch.float32  # the loss itself is accumulated in fp32
-    for name in ("total", "content", "style"):
-        a, b = getattr(ref, name).item(), getattr(bf, name).item()
+    assert bf["loss"].dtype == torch.float32  # the loss itself is accumulated in fp32
+    for name in ("loss", "content", "style"):
+        a, b = ref[name].item(), bf[name].item()
         assert abs(a - b) <= 0.03 * abs(a), f"{name}: fp32 {a:.5g} vs bf16 {b:.5g}"
     cos = torch.nn.functional.cosine_similarity(g_ref, g_bf, dim=0).item()
     assert cos > 0.95, f"bf16 gradients point elsewhere (cosine {cos:.3f})"
@@ -50,7 +50,7 @@ def test_bf16_cpu_step_matches_fp32_step():
 def test_channels_last_changes_nothing_in_fp32():
     a, ga = _loss_and_grads(amp=False)
     b, gb = _loss_and_grads(amp=False, channels_last=True)
-    assert torch.allclose(a.total, b.total, rtol=1e-4)
+    assert torch.allclose(a["loss"], b["loss"], rtol=1e-4)
     # The same arithmetic in another summation order: oneDNN's NHWC kernels block the sums
     # differently on AVX2, AVX-512 and AMX CPUs, so small gradient elements move by float
     # noise (2e-4 of the gradient's norm on an AMX Xeon); a layout bug moves them by O(1).
@@ -134,7 +134,7 @@ def test_train_bench_times_each_setting_and_writes_its_table(tmp_path, capsys):
             line.startswith("| 48²")]
     assert len(rows) == 6  # 2 shapes x (2 layouts + the full-reference row)
     assert sum("relu5_1 (before)" in r for r in rows) == 2
-    assert all(float(r.split("|")[6]) > 0 for r in rows)  # s/step
+    assert all(float(r.split("|")[7]) > 0 for r in rows)  # s/step
     assert main(args) == 0  # a rerun replaces the block, keeps the rest
     again = report.read_text()
     assert again.count("train-bench:begin") == 1 and "kept above" in again

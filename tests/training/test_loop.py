@@ -106,9 +106,9 @@ def test_style_loss_indexes_each_images_own_style_target():
     x = torch.cat([a, b])
     exact = loss(x, x, torch.tensor([0, 1]))  # each image is its own style: zero loss
     swapped = loss(x, x, torch.tensor([1, 0]))
-    assert exact.style.item() < 1e-6 and exact.content.item() == 0
-    assert swapped.style.item() > 1e-3
-    assert torch.isclose(swapped.total, swapped.style * 2.0)  # default weights: content 1, style 2
+    assert exact["style"].item() < 1e-6 and exact["content"].item() == 0
+    assert swapped["style"].item() > 1e-3
+    assert torch.isclose(swapped["loss"], swapped["style"] * 2.0)  # weights: content 1, style 2
 
 
 def test_content_loss_is_relative_and_tv_is_counted():
@@ -117,9 +117,9 @@ def test_content_loss_is_relative_and_tv_is_counted():
     photo = torch.rand(2, 3, 16, 16)
     loss.set_style_targets([photo[:1]])
     parts = loss(torch.zeros_like(photo), photo, torch.tensor([0, 0]))
-    assert 0.1 < parts.content.item() < 10  # a black output is "100 % wrong", give or take
+    assert 0.1 < parts["content"].item() < 10  # a black output is "100 % wrong", give or take
     noisy = loss(photo, photo, torch.tensor([0, 0]))
-    assert noisy.tv.item() > 0 and parts.tv.item() == 0
+    assert noisy["tv"].item() > 0 and parts["tv"].item() == 0
 
 
 # -- data --------------------------------------------------------------------------------------
