@@ -146,15 +146,19 @@ async def run_size(url: str, width: int, height: int, *, style: str, seconds: fl
 
 
 def _runtime(http_base: str, key: str | None) -> str:
-    import httpx
+    """The engine and precision serving, from GET /model; "unknown" if it cannot be read.
+    The standard library's client: live-bench runs on the runtime install (no httpx)."""
+    import http.client
+    import urllib.request
 
     headers = {"X-API-Key": key} if key else {}
     try:
-        body = httpx.get(f"{http_base}/model", headers=headers, timeout=10).json()
-        rt = body.get("runtime", {})
+        request = urllib.request.Request(f"{http_base}/model", headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as r:
+            rt = json.load(r).get("runtime", {})
         return f"{rt.get('engine', '?')} {rt.get('precision', '?')}"
-    except (httpx.HTTPError, ValueError):
-        return "unknown"
+    except (OSError, http.client.HTTPException, ValueError, AttributeError):
+        return "unknown"  # unreachable, an error status, or not stylebox's JSON
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.url:
         http_base = args.url.replace("ws", "http", 1).rsplit("/live", 1)[0]
-        results, engine = measure(args.url), _runtime(http_base, args.key)
+        engine = _runtime(http_base, args.key)  # before measuring, as when it serves itself
+        results = measure(args.url)
     else:
         from pathlib import Path
 

@@ -2,22 +2,28 @@
 
 One implementation for everything that needs a real server rather than the in-process test
 client: the benchmark's HTTP load run, the soak tool, deploy/replicas.py and the tests that
-drive uvicorn over a socket. Needs httpx (the dev extra), imported only when waiting.
+drive uvicorn over a socket. The standard library's HTTP client only, so the runtime install
+(`pip install -e '.[openvino]'`, no dev extra) runs the tools that start a server.
 """
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# Loopback only: an http_proxy set in the environment must not carry these requests away.
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def free_port() -> int:
@@ -52,8 +58,6 @@ def _output(proc: subprocess.Popen, log: Path | None) -> str:
 def wait_ready(url: str, procs: Sequence[subprocess.Popen] = (), timeout_s: float = 60.0,
                log: Path | None = None) -> None:
     """Poll `url` until it answers 200; fail at once if one of `procs` exits meanwhile."""
-    import httpx
-
     deadline = time.monotonic() + timeout_s
     while True:
         for p in procs:
@@ -61,9 +65,10 @@ def wait_ready(url: str, procs: Sequence[subprocess.Popen] = (), timeout_s: floa
                 raise RuntimeError(f"{Path(str(p.args[0])).name} exited with {p.returncode}: "
                                    f"{_output(p, log)}")
         try:
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
+            with _DIRECT.open(url, timeout=2) as r:  # 4xx/5xx raise HTTPError (an OSError)
+                if r.status == 200:
+                    return
+        except (OSError, http.client.HTTPException):  # refused, reset, not ready, timed out
             pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"{url} not ready after {timeout_s:.0f} s")

@@ -204,6 +204,22 @@ def pixels(data: bytes):
         return np.asarray(im)
 
 
+def env_without(tmp: Path, *packages: str) -> dict[str, str]:
+    """This environment as an install without `packages` (e.g. torch: no train extra), for a
+    subprocess: a stand-in for each, first on PYTHONPATH, whose import raises what a missing
+    package raises. Children of the subprocess inherit it. STYLEBOX_* settings are dropped."""
+    import os
+
+    stubs = tmp / "not-installed"
+    for name in packages:
+        (stubs / name).mkdir(parents=True, exist_ok=True)
+        (stubs / name / "__init__.py").write_text(
+            f"raise ModuleNotFoundError(\"No module named '{name}'\", name={name!r})\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STYLEBOX_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(stubs), env.get("PYTHONPATH")) if p)
+    return env
+
+
 # -- training fixtures: tiny photos, style images and a fake VGG file made on the spot ---------
 
 TINY_TRAIN_LAYERS = {"content_layers": ["relu1_2"], "style_layers": ["relu1_1", "relu2_1"]}
