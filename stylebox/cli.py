@@ -1,9 +1,10 @@
 """`stylebox COMMAND ...`: one entry point, each command imported only when used.
 
-Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch. Commands raise
-`UserError`s (stylebox/errors.py) for what the user can fix; `main` prints each as one line,
-`stylebox COMMAND: message` on stderr, and returns its exit code. Anything else is a bug and
-keeps its traceback.
+Lazy imports keep `stylebox serve` and `stylebox stylize` free of torch. Without the train
+extra, a torch command says which extra it needs, and its `--help` still prints its options
+(stylebox/helponly.py). Commands raise `UserError`s (stylebox/errors.py) for what the user
+can fix; `main` prints each as one line, `stylebox COMMAND: message` on stderr, and returns
+its exit code. Anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ import sys
 from collections.abc import Callable
 
 from stylebox.errors import UserError, report
+
+# The `train` extra's packages (pyproject.toml): a command whose import misses one needs it.
+TRAIN_EXTRA = ("torch", "torchvision", "onnx", "onnxscript", "tqdm")
 
 # command -> (module under `stylebox.`, function, one-line help). Modules under training/ and
 # model/export need the `train` extra (torch); the rest run on the service dependencies alone.
@@ -60,10 +64,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stylebox: unknown command {cmd!r}\n\n{_usage()}", file=sys.stderr)
         return 2
     try:
-        return int(_command(cmd)(rest) or 0)
+        run = _command(cmd)
+    except NeedsTrainExtra as e:
+        if _asks_help(rest):  # the options are readable before installing torch
+            from stylebox.helponly import print_help
+
+            if print_help(*COMMANDS[cmd][:2], TRAIN_EXTRA):
+                print(f"\nstylebox {cmd} {e}")
+                return 0
+        report(f"stylebox {cmd}", e)
+        return e.exit_code
+    try:
+        return int(run(rest) or 0)
     except UserError as e:
         report(f"stylebox {cmd}", e)
         return e.exit_code
+
+
+class NeedsTrainExtra(UserError):
+    """A torch command where the `train` extra is not installed."""
 
 
 def _command(cmd: str) -> Callable[[list[str]], int | None]:
@@ -71,7 +90,13 @@ def _command(cmd: str) -> Callable[[list[str]], int | None]:
     try:
         return getattr(importlib.import_module(f"stylebox.{module}"), func)
     except ModuleNotFoundError as e:
-        if e.name in ("torch", "torchvision", "onnx", "onnxscript", "tqdm"):
-            raise UserError(f"needs the `train` extra ({e.name} is missing): "
-                            "pip install -e '.[train]'") from None
+        if e.name in TRAIN_EXTRA:
+            raise NeedsTrainExtra(f"needs the `train` extra ({e.name} is missing): "
+                                  "pip install -e '.[train]'") from None
         raise
+
+
+def _asks_help(argv: list[str]) -> bool:
+    """-h or --help among the options (after `--` it would be an argument)."""
+    options = argv[:argv.index("--")] if "--" in argv else argv
+    return "-h" in options or "--help" in options
