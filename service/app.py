@@ -13,11 +13,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from stylebox.service import __version__, metrics
 from stylebox.service.access import RouteRules, mark_docs
 from stylebox.service.backends import load_engine
+from stylebox.service.deps import no_unknown_query
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.jobs import VideoJobs
@@ -69,6 +70,8 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         version=__version__,
         summary="Multi-style neural style transfer: one model, many styles and their blends.",
         lifespan=_lifespan,
+        # Every route, WebSocket included: a query parameter it does not declare is a 422.
+        dependencies=[Depends(no_unknown_query)],
     )
     mark_docs(app)  # /openapi.json, /docs, /redoc: FastAPI's own routes, open pages
     app.state.settings = settings

@@ -7,6 +7,7 @@ Keeping the status on the error (not in the router) means every entry point agre
 
 from __future__ import annotations
 
+import difflib
 from typing import Any
 
 from stylebox.errors import UserError
@@ -50,6 +51,26 @@ class StyleSpecError(StyleboxError):
             f"(valid styles: {', '.join(valid)})",
             valid_styles=valid,
         )
+
+
+class UnknownQueryParameterError(StyleboxError):
+    """A query parameter the route does not take. Refused, not ignored: a misspelt one
+    (`strenght=0.2`, `preserve_colour=true`) would otherwise leave its default in force
+    without a word. `detail` names the unknown ones and lists those the route takes."""
+
+    status, title, slug = 422, "Unknown query parameter", "unknown-query-parameter"
+
+    def __init__(self, unknown: list[str], accepted: list[str], where: str) -> None:
+        names = ", ".join(repr(n) + _did_you_mean(n, accepted) for n in unknown)
+        takes = f"takes: {', '.join(accepted)}" if accepted else "takes no query parameters"
+        plural = "s" if len(unknown) > 1 else ""
+        super().__init__(f"unknown query parameter{plural} {names}; {where} {takes}",
+                         unknown_parameters=unknown, valid_parameters=accepted)
+
+
+def _did_you_mean(name: str, accepted: list[str]) -> str:
+    close = difflib.get_close_matches(name, accepted, n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class MissingImageError(StyleboxError):

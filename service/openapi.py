@@ -2,7 +2,8 @@
 
 FastAPI documents what route functions declare. Part of the contract lives in layers it does
 not read: every error is problem+json (service/problems.py), the API key (service/auth.py),
-admission control's 503 + Retry-After and 408 (service/admission.py). This module adds
+admission control's 503 + Retry-After and 408 (service/admission.py), the 422 for a query
+parameter an operation does not take (service/deps.py, every route). This module adds
 them (routes that need the model declare its 503 themselves: NOT_READY in service/deps.py),
 so each operation lists every status it can answer, with body schema and headers. Which
 operations are keyed or admission-controlled comes from the routes' marks (service/access.py),
@@ -17,7 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from stylebox.service.access import RouteRules
+from stylebox.service.access import Access, RouteRules
 from stylebox.service.problems import MEDIA_TYPE
 from stylebox.service.settings import Settings
 from stylebox.service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
@@ -36,6 +37,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "instance": {"type": "string"},
         "valid_styles": {"type": "array", "items": {"type": "string"}},
         "unknown_styles": {"type": "array", "items": {"type": "string"}},
+        "unknown_parameters": {"type": "array", "items": {"type": "string"}},
+        "valid_parameters": {"type": "array", "items": {"type": "string"},
+                             "description": "the query parameters the operation takes"},
         "errors": {"type": "array", "items": {"type": "object"},
                    "description": "request validation errors: loc, msg, type"},
     },
@@ -63,6 +67,9 @@ def complete(schema: dict[str, Any], rules: RouteRules, settings: Settings) -> d
         for method, op in ops.items():
             responses = op.setdefault("responses", {})
             mark = rules.operation(path, method)
+            if mark.access is not Access.PAGE:  # service/deps.py: no_unknown_query
+                _add(responses, 422, "a query parameter the operation does not take (the "
+                                     "detail names it and lists those it takes)")
             if mark.admission:
                 _add(responses, 503, "at capacity, or past request_timeout_s")
                 _add(responses, 408, "the request body did not arrive within "

@@ -1,6 +1,7 @@
 """RFC 9457 problem details (`application/problem+json`) for every error the API returns.
 
-Handlers cover our own `StyleboxError`s, FastAPI's request validation (422), Starlette's
+Handlers cover our own `StyleboxError`s (raised before a WebSocket is accepted, they refuse
+its handshake with the problem), FastAPI's request validation (422), Starlette's
 HTTPException (404 for unknown routes, 405, ...), and - in `ProblemMiddleware`, the
 outermost app layer - anything unexpected: logged with its traceback server-side, answered
 with a bare 500 that carries no trace, paths or exception text.
@@ -18,7 +19,9 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket, WebSocketState
 
 from stylebox.service.errors import StyleboxError
 
@@ -55,10 +58,18 @@ def _phrase(status: int) -> str:
         return "Error"
 
 
-async def _stylebox_error(request: Request, exc: Exception) -> ProblemResponse:
+async def _stylebox_error(conn: HTTPConnection, exc: Exception) -> ProblemResponse | None:
     assert isinstance(exc, StyleboxError)
-    return problem(exc.status, exc.detail, title=exc.title, type_=TYPE_PREFIX + exc.slug,
-                   instance=request.url.path, headers=exc.headers, **exc.extensions)
+    response = problem(exc.status, exc.detail, title=exc.title, type_=TYPE_PREFIX + exc.slug,
+                       instance=conn.url.path, headers=exc.headers, **exc.extensions)
+    if not isinstance(conn, WebSocket):
+        return response
+    # Raised by a WebSocket route's dependency (an unknown query parameter) or its endpoint.
+    if conn.client_state is WebSocketState.CONNECTING:
+        await refuse_handshake(response, conn.scope, conn.receive, conn.send)
+    else:  # accepted: too late for an HTTP answer; 1008 = policy violation
+        await conn.close(1008, exc.title)
+    return None
 
 
 async def _validation_error(request: Request, exc: Exception) -> ProblemResponse:

@@ -172,12 +172,11 @@ def test_many_valid_styles_blend(client):
     assert r.headers["x-stylebox-style"] == "candy:0.166667,mosaic:0.333333,udnie:0.5"
 
 
-def test_unknown_query_fields_are_ignored(client):
-    """Forward compatible, like any HTTP API: extra fields change nothing."""
-    plain = post(client, PNG)
-    extra = post(client, PNG, debug="1", admin="true", __proto__="x")
-    assert_image(extra, (24, 16))
-    assert extra.content == plain.content
+def test_unknown_query_fields_are_refused(client):
+    """Named in a 422 (tests/service/test_query.py): ignored, a misspelt option would leave
+    its default in force without a word."""
+    body = assert_problem(post(client, PNG, debug="1", admin="true", __proto__="x"), 422)
+    assert body["unknown_parameters"] == ["__proto__", "admin", "debug"]
 
 
 def test_missing_file_field(client):
