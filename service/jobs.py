@@ -7,16 +7,23 @@ A job is a folder `VIDEO_DIR/<id>/` (the id is `secrets.token_urlsafe`, unguessa
                     so a reader on any replica sees the old state or the new, never half
     result.mp4      the stylized clip: encoded as result.mp4.part and renamed only when
                     complete, so no replica (and no restart) ever serves half a file
-    cancel          present once DELETE was asked, by any replica: the running job stops at
-                    its next frame, and the job reads as cancelled whatever status.json says
+    cancel          present once POST /videos/{id}/cancel was asked, by any replica: the
+                    running job stops at its next frame, and the job reads as cancelled
+                    whatever status.json says
+
+DELETE /videos/{id} removes the folder: it is first renamed out of the way (`.gone-<id>-...`,
+one atomic rename, so a second DELETE, a status read or the running replica's next write
+finds nothing from then on), then deleted. A job whose folder is gone counts as cancelled
+to the replica running it, which stops at its next frame.
 
 The replica that took the upload runs the job (its own queue, VIDEO_WORKERS at a time) and
 rewrites status.json at least every VIDEO_HEARTBEAT_S. Every replica answers for every job
-from the files alone, so a load balancer may send the status polls, the download and the
-cancel anywhere. A job whose status has not been refreshed for STALE_BEATS heartbeats
-belongs to a replica that died: it reads as failed ("interrupted"), never "running" for
-ever. Each replica sweeps the folder: jobs past their expiry (VIDEO_RESULT_TTL_S after they
-ended) are deleted, interrupted ones are written down as failed.
+from the files alone, so a load balancer may send the status polls, the download, the
+cancel and the delete anywhere. A job whose status has not been refreshed for STALE_BEATS
+heartbeats belongs to a replica that died: it reads as failed ("interrupted"), never
+"running" for ever. Each replica sweeps the folder: jobs past their expiry
+(VIDEO_RESULT_TTL_S after they ended) are deleted, interrupted ones are written down as
+failed.
 docs/video.md says why this design and not routing each job's requests to its replica.
 """
 
@@ -51,9 +58,11 @@ from stylebox.service.errors import (
     NotReadyError,
     QueueFullError,
     StyleboxError,
+    UnknownStyleError,
 )
 from stylebox.service.problems import TYPE_PREFIX
 from stylebox.service.settings import Settings
+from stylebox.service.styles import StyleMix
 from stylebox.service.tiling import TileConfig
 from stylebox.service.video import Cancelled, VideoInfo, VideoLimits, stylize_video
 
@@ -65,6 +74,7 @@ STALE_BEATS = 6  # heartbeats missed before a job's replica counts as gone
 _ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SAVE_EVERY_S = 0.5  # progress is written at most this often (plus every heartbeat)
 _ORPHAN_S = 3600.0  # a folder with no status (an upload that never finished) is swept after
+_GONE = ".gone-"  # a deleted job's folder, renamed out of the way before it is removed
 
 
 def iso(t: float | None) -> str | None:
@@ -134,10 +144,22 @@ class JobStore:
             raise
 
     def cancelled(self, job_id: str) -> bool:
-        return self.cancel_marker(job_id).exists()
+        """Cancel was asked (the marker), or the job was deleted (its folder is gone)."""
+        return self.cancel_marker(job_id).exists() or not self.folder(job_id).is_dir()
 
-    def remove(self, job_id: str) -> None:
-        shutil.rmtree(self.folder(job_id), ignore_errors=True)
+    def remove(self, job_id: str) -> bool:
+        """Delete the job's folder; False if it was not there (already deleted, by any
+        replica). The folder is renamed away first, atomically: from then on nothing can
+        read the job, and a write into it (its replica's status, its encoder's rename of
+        the result) fails instead of bringing it back."""
+        folder = self.folder(job_id)
+        grave = self.root / f"{_GONE}{job_id}-{secrets.token_hex(4)}"
+        try:
+            os.rename(folder, grave)
+        except FileNotFoundError:
+            return False
+        shutil.rmtree(grave, ignore_errors=True)
+        return True
 
     def drop_files(self, job_id: str, partial: bool = True) -> None:
         """The upload and any result: a job that ended without one to keep. `partial=False`
@@ -183,6 +205,9 @@ class JobStore:
         except FileNotFoundError:
             return 0
         for name in names:
+            if name.startswith(_GONE):  # a delete that stopped half-way (its server died)
+                shutil.rmtree(self.root / name, ignore_errors=True)
+                continue
             if not _ID.fullmatch(name):
                 continue
             status = self.read(name)
@@ -214,6 +239,10 @@ class JobStore:
         return removed
 
 
+_SERVER_ERROR = {"type": "about:blank", "title": "Internal Server Error", "status": 500,
+                 "detail": "the video could not be stylized (a server error, logged)"}
+
+
 def interrupted(status: dict[str, Any]) -> dict[str, Any]:
     return problem_of(JobInterruptedError(
         "the server running this job stopped before it finished; submit the clip again",
@@ -222,13 +251,31 @@ def interrupted(status: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class JobRequest:
-    """What POST /videos asked for, resolved."""
+    """What POST /videos asked for, resolved. The style stays a blend of names: a queued job
+    may run on another model than the one it was checked against (POST /admin/reload), so
+    the names are looked up in the model that runs it (`weights`)."""
 
-    style: str  # the canonical spec (StyleMix.spec)
-    weights: np.ndarray  # float32 (N,)
+    mix: StyleMix
     controls: Controls
     stabilize: bool
     info: VideoInfo
+
+    @property
+    def style(self) -> str:
+        return self.mix.spec  # the canonical spec
+
+    def weights(self, style_names: list[str]) -> np.ndarray:
+        """The blend as `style_weights` (float32 (N,)) for a model with these styles;
+        UnknownStyleError when one of the blend's styles is not among them (the model was
+        reloaded without it since the job was submitted)."""
+        used = StyleMix(tuple((name, w) for name, w in self.mix.parts if w > 0))
+        gone = [name for name, _ in used.parts if name not in style_names]
+        if gone:
+            e = UnknownStyleError(gone, list(style_names))
+            e.detail = (f"the model was reloaded after this job was submitted, and the new one "
+                        f"has no {e.detail.removeprefix('unknown ')}; submit the clip again")
+            raise e
+        return used.vector(style_names)
 
 
 @dataclass
@@ -247,7 +294,7 @@ class VideoJobs:
     """This server's video jobs: admission, the queue, the workers, heartbeat and sweep.
 
     Start it with `async with jobs.running(app):` (the app's lifespan does); requests use
-    `reserve`, `submit`, `status`, `result_path` and `delete`.
+    `reserve`, `submit`, `status`, `cancel` and `delete`.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -320,23 +367,41 @@ class VideoJobs:
             raise JobNotFoundError(f"video job {job_id!r} has expired")
         return shown
 
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        """Stop a queued or running job (its replica stops at the next frame; its upload and
+        any partial result go) and return its status, `cancelled` from then on until it
+        expires. A job that has already ended is left as it is (done, failed or cancelled):
+        cancelling is idempotent."""
+        shown = self.status(job_id)  # 404 first
+        if shown["state"] not in ACTIVE:
+            return shown
+        try:
+            self.store.cancel_marker(job_id).touch()
+        except FileNotFoundError:  # deleted meanwhile
+            raise JobNotFoundError(f"no video job {job_id!r} (deleted)") from None
+        job = self.local.get(job_id)
+        if job is not None:
+            job.cancel.set()
+        status = self.store.read(job_id)
+        if status is not None:
+            with contextlib.suppress(OSError):
+                self.store.write(job_id, {**status, "state": "cancelled", "eta_s": None,
+                                          "expires": time.time() + self.store.ttl_s})
+        with contextlib.suppress(OSError):
+            self.store.drop_files(job_id, partial=False)
+        return self.status(job_id)
+
     def delete(self, job_id: str) -> None:
-        """Cancel an active job (its replica stops at the next frame) or delete a finished
-        one; either way its files go."""
+        """Delete a job, whatever its state: an active one is stopped first (its replica
+        stops at the next frame), then its folder goes. From then on the job is unknown
+        (404), on every replica."""
         shown = self.status(job_id)  # 404 first
         if shown["state"] in ACTIVE:
-            self.store.cancel_marker(job_id).touch()
             job = self.local.get(job_id)
             if job is not None:
                 job.cancel.set()
-            status = self.store.read(job_id) or {}
-            now = time.time()
-            with contextlib.suppress(OSError):
-                self.store.write(job_id, {**status, "state": "cancelled", "eta_s": None,
-                                          "expires": now + self.store.ttl_s})
-            self.store.drop_files(job_id, partial=False)
-        else:
-            self.store.remove(job_id)
+        if not self.store.remove(job_id):  # another DELETE, on any replica, was first
+            raise JobNotFoundError(f"no video job {job_id!r} (deleted)")
 
     # -- this replica's workers ----------------------------------------------------------------
 
@@ -371,7 +436,11 @@ class VideoJobs:
                 if job.cancel.is_set() or self.store.cancelled(job_id):
                     self._cancelled(job)
                     continue
-                await self._run(job)
+                try:
+                    await self._run(job)
+                except Exception:  # a bug: it fails this job, not the worker (nor the app)
+                    log.exception("video job %s failed", job.id)
+                    self._finish(job, "failed", error=_SERVER_ERROR)
 
     async def _beat(self) -> None:
         every = self.settings.video_heartbeat_s
@@ -393,7 +462,7 @@ class VideoJobs:
             if not force and now - job.saved < _SAVE_EVERY_S:
                 return
             if job.status["state"] in ACTIVE and self.store.cancelled(job.id):
-                return  # DELETE wrote the cancelled state; do not overwrite it
+                return  # cancel wrote the cancelled state, or DELETE removed the job
             job.status["heartbeat"] = job.saved = now
             with contextlib.suppress(OSError):  # e.g. the folder was deleted meanwhile
                 self.store.write(job.id, dict(job.status))
@@ -416,15 +485,21 @@ class VideoJobs:
 
     async def _run(self, job: _Local) -> None:
         app = self._app
-        engine: Engine | None = app.state.engine
+        engine: Engine | None = app.state.engine  # the job runs on this one to its end
         if engine is None:
             self._finish(job, "failed", error=interrupted(job.status))
+            return
+        try:  # by name: the model may have been reloaded since the job was queued
+            weights = job.request.weights(engine.style_names)
+        except StyleboxError as e:
+            self._finish(job, "failed", error=problem_of(e))
             return
         with job.lock:
             job.status.update(state="running", started=time.time())
         self._save(job, force=True)
         try:
-            result = await to_thread.run_sync(self._process, job, engine, app.state.limiter)
+            result = await to_thread.run_sync(self._process, job, engine, weights,
+                                              app.state.limiter)
         except Cancelled:
             if self.store.cancelled(job.id) or self._send is not None:
                 self._cancelled(job)
@@ -439,16 +514,15 @@ class VideoJobs:
                 self._cancelled(job)
                 return
             log.exception("video job %s failed", job.id)
-            self._finish(job, "failed", error={
-                "type": "about:blank", "title": "Internal Server Error", "status": 500,
-                "detail": "the video could not be stylized (a server error, logged)"})
+            self._finish(job, "failed", error=_SERVER_ERROR)
             return
         self._finish(job, "done", frames_done=result.frames, frames_total=result.frames,
                      fps=round(result.fps, 2))
         log.info("video job %s done: %d frames %dx%d in %.1f s (%.1f FPS)", job.id,
                  result.frames, result.width, result.height, result.seconds, result.fps)
 
-    def _process(self, job: _Local, engine: Engine, limiter: CapacityLimiter) -> Any:
+    def _process(self, job: _Local, engine: Engine, weights: np.ndarray,
+                 limiter: CapacityLimiter) -> Any:
         """In a worker thread: the whole clip; each model call holds an inference slot."""
         req, settings = job.request, self.settings
         t0 = time.perf_counter()
@@ -472,12 +546,12 @@ class VideoJobs:
                                   if fps and done >= 3 else None)
             self._save(job)
 
-        marker = self.store.cancel_marker(job.id)
         return stylize_video(
-            self.store.input(job.id), self.store.result(job.id), engine, req.weights,
+            self.store.input(job.id), self.store.result(job.id), engine, weights,
             controls=req.controls,
             momentum=settings.video_momentum if req.stabilize else 0.0,
             limits=self.limits, info=req.info,
             max_inference_pixels=settings.max_inference_pixels,
             tiling=TileConfig.from_settings(settings), progress=progress,
-            cancelled=lambda: job.cancel.is_set() or marker.exists(), infer=infer)
+            cancelled=lambda: job.cancel.is_set() or self.store.cancelled(job.id),
+            infer=infer)

@@ -8,7 +8,7 @@
 2. Mixed: `--clients` threads for `--seconds`, each picking at random: stylize at several
    sizes, styles and blends, bad inputs (text, truncated, unknown style, bad weights, header
    bombs), video jobs on short clips (GIF, WebM with Opus, MP4 with AAC) and their status,
-   result and cancel, a model reload now and then, health, styles, metrics. Above capacity
+   result, cancel and delete, a model reload now and then, health, styles, metrics. Above capacity
    by design: many jobs end or are cancelled while others decode, encode and reload.
 
 Reports requests served, p50/p99 latency, 503s, and proves 0 5xx, 0 hangs (a client
@@ -154,7 +154,7 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
 
     def pick(rng: random.Random) -> tuple[str, str, str, bytes | None, dict]:
         roll = rng.random()
-        if roll < 0.20:  # video: a new job, or the status, result or cancel of one
+        if roll < 0.20:  # video: a new job, or the status, result, cancel or delete of one
             sub = rng.random()
             job = rng.choice(jobs) if jobs else None
             if job is None or sub < 0.4:
@@ -167,6 +167,8 @@ def mixed(server: Server, seconds: float, clients: int, client_timeout: float,
                 return "video-status", "GET", f"/videos/{job}", None, {}
             if sub < 0.85:
                 return "video-result", "GET", f"/videos/{job}/result", None, {}
+            if sub < 0.93:
+                return "video-cancel", "POST", f"/videos/{job}/cancel", None, {}
             return "video-delete", "DELETE", f"/videos/{job}", None, {}
         if roll < 0.21:
             return "reload", "POST", "/admin/reload", None, {}

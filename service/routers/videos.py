@@ -1,18 +1,23 @@
 """`/videos`: stylize a video file as a job. POST the clip (202 + Location), poll
 GET /videos/{id}, download GET /videos/{id}/result (an H.264 MP4; Range requests work),
-DELETE /videos/{id} to cancel or delete. service/jobs.py runs the jobs; docs/video.md has
-the API with curl examples.
+POST /videos/{id}/cancel to stop it (it stays readable, `cancelled`), DELETE /videos/{id} to
+delete it (stopped first if it runs; 404 from then on). service/jobs.py runs the jobs;
+docs/video.md has the API with curl examples.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import contextlib
+import os
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, BinaryIO, Literal
 
 import anyio
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse, JSONResponse
 from pydantic import BaseModel, Field
+from starlette.types import Receive, Scope, Send
 
 from stylebox.service.access import mark
 from stylebox.service.controls import MAX_MAX_SIDE, MIN_MAX_SIDE, Controls
@@ -28,17 +33,29 @@ from stylebox.service.video import probe
 router = APIRouter(tags=["videos"])
 
 _PROBLEM = {"content": {"application/problem+json": {}}}
+# What a multipart upload's `video` part may be: a clip, or an animated GIF or WebP.
+VIDEO_MEDIA = "video/*, image/gif, image/webp"
 _FILE = {"type": "string", "format": "binary", "minLength": 1}
+# An example clip the route accepts: two 8x8 frames of YUV4MPEG2, the one container FFmpeg
+# reads whose bytes can all be text (a JSON string carries no other bytes intact), so a
+# client or a contract tester sending the documented example sends a real video, not only
+# bytes that fit `format: binary` (which are seldom a video: 415).
+EXAMPLE_CLIP = ("YUV4MPEG2 W8 H8 F10:1 Ip A1:1 C420jpeg\n"
+                + ("FRAME\n" + "P" * 64 + "d" * 32) * 2)
+_CLIP = {"clip": {"summary": "a 2-frame 8x8 clip (YUV4MPEG2)", "value": EXAMPLE_CLIP}}
 _BODY = {
     "required": True,
     "content": {
-        "multipart/form-data": {"schema": {"type": "object", "required": [VIDEO_FIELD],
-                                           "properties": {VIDEO_FIELD: _FILE}}},
+        "multipart/form-data": {
+            "schema": {"type": "object", "required": [VIDEO_FIELD],
+                       "properties": {VIDEO_FIELD: _FILE}},
+            "encoding": {VIDEO_FIELD: {"contentType": VIDEO_MEDIA}},
+            "examples": {"clip": {**_CLIP["clip"], "value": {VIDEO_FIELD: EXAMPLE_CLIP}}}},
         "video/*": {"schema": _FILE},
         # Animated GIF and WebP arrive with their image types (a still one is a 415).
         "image/gif": {"schema": _FILE},
         "image/webp": {"schema": _FILE},
-        "application/octet-stream": {"schema": _FILE},
+        "application/octet-stream": {"schema": _FILE, "examples": _CLIP},
     },
 }
 
@@ -91,7 +108,8 @@ def get_jobs(request: Request) -> VideoJobs:
                                        "schema": {"type": "string"}}},
               "links": {name: {"operationId": name,
                                "parameters": {"job_id": "$response.body#/id"}}
-                        for name in ("get_video", "get_video_result", "delete_video")}},
+                        for name in ("get_video", "get_video_result", "cancel_video",
+                                     "delete_video")}},
         400: {"description": "malformed multipart body", **_PROBLEM},
         404: {"description": "unknown style (the body lists the valid ones)", **_PROBLEM},
         408: {"description": "the upload did not arrive within video_upload_timeout_s",
@@ -143,8 +161,7 @@ async def submit_video(
     except BaseException:
         await to_thread.run_sync(jobs.release, job_id)
         raise
-    status = jobs.submit(job_id, JobRequest(mix.spec, mix.vector(engine.style_names),
-                                            controls, stabilize, info))
+    status = jobs.submit(job_id, JobRequest(mix, controls, stabilize, info))
     return JSONResponse(status, status_code=202, headers={"Location": f"/videos/{job_id}"})
 
 
@@ -156,6 +173,34 @@ _JOB_404 = {404: {"description": "no such job (never made, deleted or expired)",
 @mark()
 async def get_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> Any:
     return JSONResponse(await to_thread.run_sync(jobs.status, job_id))
+
+
+class OpenFileResponse(FileResponse):
+    """FileResponse on a file the route has already opened: every byte is read from that
+    open file, never from its path again, so a file deleted (DELETE, on any replica) after
+    the route found it is still sent whole (POSIX keeps an unlinked file's data while it is
+    open). Starlette's Range handling (206, multipart/byteranges, 416, If-Range) and headers
+    (Content-Length, ETag and Last-Modified from the open file's fstat) are kept."""
+
+    def __init__(self, file: BinaryIO, **kwargs: Any) -> None:
+        self.file = file
+        super().__init__(file.name, stat_result=os.fstat(file.fileno()), **kwargs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # A server offering "pathsend" would be handed the path to open: not this file.
+        extensions = scope.get("extensions") or {}
+        if "http.response.pathsend" in extensions:
+            scope = {**scope, "extensions": {k: v for k, v in extensions.items()
+                                             if k != "http.response.pathsend"}}
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.file.close()
+
+    @contextlib.asynccontextmanager
+    async def _open_file(self) -> AsyncIterator[anyio.AsyncFile[bytes]]:
+        # Starlette opens the path here for each response body; this one has its file.
+        yield anyio.wrap_file(self.file)
 
 
 @router.get(
@@ -179,15 +224,31 @@ async def get_video_result(job_id: str, jobs: Annotated[VideoJobs, Depends(get_j
         raise JobNotDoneError(f"video job {job_id!r} is {status['state']}; its result is "
                               "there once the state is done", state=status["state"])
     path = jobs.store.result(job_id)
-    if not await to_thread.run_sync(path.is_file):
-        raise JobNotFoundError(f"the result of video job {job_id!r} is gone (deleted)")
-    return FileResponse(path, media_type="video/mp4", filename=f"stylebox-{job_id[:8]}.mp4",
-                        content_disposition_type="inline")
+    try:  # opened now: what is sent is this file, even if the job is deleted meanwhile
+        file = await to_thread.run_sync(open, path, "rb")
+    except (FileNotFoundError, NotADirectoryError):
+        raise JobNotFoundError(f"the result of video job {job_id!r} is gone (deleted)") \
+            from None
+    return OpenFileResponse(file, media_type="video/mp4",
+                            filename=f"stylebox-{job_id[:8]}.mp4",
+                            content_disposition_type="inline")
 
 
-@router.delete("/videos/{job_id}", summary="Cancel a video job, or delete its result",
+@router.post(
+    "/videos/{job_id}/cancel", summary="Stop a video job (it stays readable, cancelled)",
+    response_model=VideoJob, operation_id="cancel_video",
+    responses={200: {"description": "the job's status: `cancelled` if it was queued or "
+                                    "running; a job that had already ended is left as it "
+                                    "was (done, failed or cancelled)"}, **_JOB_404})
+@mark()
+async def cancel_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> Any:
+    return JSONResponse(await to_thread.run_sync(jobs.cancel, job_id))
+
+
+@router.delete("/videos/{job_id}", summary="Delete a video job (stopped first if it runs)",
                status_code=204, response_class=Response, operation_id="delete_video",
-               responses={204: {"description": "cancelled (or deleted)"}, **_JOB_404})
+               responses={204: {"description": "deleted: the job and its files are gone "
+                                               "(404 from then on)"}, **_JOB_404})
 @mark()
 async def delete_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]
                        ) -> Response:

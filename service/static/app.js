@@ -323,7 +323,9 @@ const VIDEO_FRIENDLY = {
   422: "The clip or a setting could not be used.",
   503: "stylebox is busy (its video queue is full) or not ready; try again in a moment.",
 };
-const clip = { file: null, xhr: null, job: null, timer: 0, resultUrl: null, spec: "" };
+// job: the job being followed; kept: the id of the page's last job, which stays on the server
+// (its result, or its cancelled status) until the next clip replaces it (forgetJob).
+const clip = { file: null, xhr: null, job: null, kept: null, timer: 0, resultUrl: null, spec: "" };
 
 function videoMessage(status, body) {
   const detail = (body && (body.detail || body.title)) || "";
@@ -366,6 +368,14 @@ function videoBusy(busy) {
   $("video-start").disabled = busy || !clip.file;
 }
 
+// DELETE /videos/{id} of the page's last job once nothing shows it any more: its result
+// would otherwise hold the server's disk until it expires. Best effort.
+function forgetJob() {
+  const id = clip.kept;
+  clip.kept = null;
+  if (id) api(`/videos/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(() => {});
+}
+
 function startVideo() {
   if (!clip.file) return;
   const spec = styleSpec();
@@ -374,6 +384,7 @@ function startVideo() {
     return;
   }
   clearVideoResult();
+  forgetJob();
   showError("", "video");
   clip.spec = spec;
   clip.job = null;
@@ -425,6 +436,7 @@ function startVideo() {
 
 function showJob(job) {
   clip.job = job;
+  clip.kept = job.id;
   const bar = $("video-job-bar");
   bar.value = job.progress || 0;
   bar.dataset.state = job.state;
@@ -489,20 +501,29 @@ async function showVideoResult(job) {
   dl.hidden = false;
 }
 
+// POST /videos/{id}/cancel: the job stops and reads "cancelled"; one that had just ended
+// answers as it is, so a result (or a failure) that arrived meanwhile is shown.
 async function cancelVideo() {
   clearTimeout(clip.timer);
+  let ended = null;
   if (clip.xhr) {  // still uploading: no job yet
     clip.xhr.abort();
     clip.xhr = null;
   } else if (clip.job) {
     const id = clip.job.id;
+    clip.job = null;  // a poll still under way drops its answer
     try {
-      await api(`/videos/${encodeURIComponent(id)}`, { method: "DELETE" });
+      const resp = await api(`/videos/${encodeURIComponent(id)}/cancel`, { method: "POST" });
+      if (resp.ok) ended = await resp.json();
     } catch {
-      // the job expires on the server anyway
+      // unreachable: the job ends and expires on the server anyway
     }
   }
   clip.job = null;
+  if (ended && (ended.state === "done" || ended.state === "failed")) {
+    showJob(ended);
+    return;
+  }
   videoBusy(false);
   $("video-status").textContent = "Cancelled.";
 }

@@ -301,10 +301,12 @@ def test_video_tab_uploads_follows_the_job_and_plays_the_result(tmp_path, tiny_o
 
 
 def test_video_tab_cancel(tmp_path, tiny_onnx, camera_clip):
-    """Cancel while the job runs: DELETE /videos/{id}, and the page says so."""
+    """Cancel while the job runs: POST /videos/{id}/cancel, and the page says so. The next
+    clip deletes the cancelled job, which nothing on the page shows any more (DELETE)."""
     clip = write_mp4(tmp_path / "long.mp4", moving_rgb(240, 240, 320), fps=24)
+    jobs = tmp_path / "jobs"
     with _camera_browser(camera_clip) as browser, \
-            _serve(tiny_onnx, video_dir=str(tmp_path / "jobs")) as base, \
+            _serve(tiny_onnx, video_dir=str(jobs)) as base, \
             _page(browser, base) as page:
         page.get_by_label("Video").check()
         page.set_input_files("#video-file", str(clip))
@@ -312,12 +314,24 @@ def test_video_tab_cancel(tmp_path, tiny_onnx, camera_clip):
         _wait(page, "Number(document.getElementById('video-job-bar').value) > 0", timeout_s=60)
         text = page.locator("#video-job-text").inner_text()
         assert "/ 240 frames" in text, text
-        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+        with page.expect_response(lambda r: r.url.endswith("/cancel")) as cancelled:
             page.get_by_role("button", name="Cancel").click()
-        assert deleted.value.status == 204
+        assert cancelled.value.request.method == "POST" and cancelled.value.status == 200
+        job = cancelled.value.json()
+        assert job["state"] == "cancelled"
         assert page.locator("#video-status").inner_text() == "Cancelled."
         assert page.locator("#video-out").is_hidden()
         assert page.get_by_role("button", name="Stylize the clip").is_enabled()
+        assert (jobs / job["id"]).is_dir()  # kept (cancelled) while the page may show it
+        short = write_mp4(tmp_path / "short.mp4", moving_rgb(6, 48, 64))
+        page.set_input_files("#video-file", str(short))
+        with page.expect_response(lambda r: r.request.method == "DELETE") as deleted:
+            page.get_by_role("button", name="Stylize the clip").click()
+        assert deleted.value.status == 204
+        assert deleted.value.url.endswith(f"/videos/{job['id']}")
+        _wait(page, "document.getElementById('video-status').textContent.startsWith('Done')",
+              timeout_s=120)
+        assert not (jobs / job["id"]).exists()
 
 
 EVAL_PHOTO = ROOT.parent / "shared/data/eval-photos/jcjohnson_chicago.jpg"

@@ -1,18 +1,26 @@
-"""POST/GET/DELETE /videos: the job lifecycle, cancel, expiry, a stale heartbeat, the full
-queue, every bound, bad uploads, the API key; in-process (TestClient, lifespan running,
-jobs in tmp_path). Two real replicas sharing one folder: test_video_replicas.py."""
+"""POST/GET/DELETE /videos and POST /videos/{id}/cancel: the job lifecycle, cancel and
+delete, downloads (Range, a delete racing one), expiry, a stale heartbeat, the full queue,
+a model reload under queued jobs, every bound, bad uploads, the API key; in-process
+(TestClient, lifespan running, jobs in tmp_path). Two real replicas sharing one folder:
+test_video_replicas.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import time
 from pathlib import Path
 
+import anyio
 import av
+import numpy as np
 import pytest
 
+from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.video import stylize_video
 from stylebox.videobench import make_clip
-from tests.conftest import make_client, png
+from tests.conftest import make_client, make_tiny_card, make_tiny_generator, png
 from tests.service.test_video import _audio_only, read_back
 
 KEYS = {"id", "state", "frames_done", "frames_total", "progress", "fps", "eta_s", "error",
@@ -61,17 +69,47 @@ def test_submit_poll_download(tiny_onnx, engine, tmp_path, clips):
         out.write_bytes(r.content)
         _, frames, facts = read_back(out)
         assert len(frames) == 12 and frames[0].shape == (30, 40, 3) and facts["audio"] == "aac"
+        size = len(r.content)
+        assert r.headers["content-length"] == str(size) and r.headers["accept-ranges"] == "bytes"
+        assert r.headers["content-disposition"] == (
+            f'inline; filename="stylebox-{first["id"][:8]}.mp4"')
+        assert r.headers["etag"] and r.headers["last-modified"]
         part = c.get(done["result"], headers={"Range": "bytes=10-109"})
         assert part.status_code == 206 and part.content == r.content[10:110]
+        assert part.headers["content-range"] == f"bytes 10-109/{size}"
+        assert part.headers["content-length"] == "100"
+        tail = c.get(done["result"], headers={"Range": "bytes=-50"})
+        assert tail.status_code == 206 and tail.content == r.content[-50:]
+        both = c.get(done["result"], headers={"Range": "bytes=0-9,20-29"})
+        assert both.status_code == 206 and both.headers["content-type"].startswith(
+            "multipart/byteranges")
+        assert r.content[:10] in both.content and r.content[20:30] in both.content
+        past = c.get(done["result"], headers={"Range": f"bytes={size}-"})
+        assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{size}"
+        stale = c.get(done["result"], headers={"Range": "bytes=0-9", "If-Range": '"other"'})
+        assert stale.status_code == 200 and stale.content == r.content  # If-Range: whole file
         assert not (tmp_path / done["id"] / "input").exists()  # the upload is not kept
         # multipart, field `video`
         r = c.post("/videos?style=udnie&stabilize=false",
                    files={"video": ("clip.mp4", clips["short"], "video/mp4")})
         assert r.status_code == 202, r.text
         assert wait_for(c, r.headers["location"], {"done", "failed"})["state"] == "done"
-        # a finished job deleted: 204, then gone
+        # cancelling a finished job leaves it as it is: done, the result still there
+        r = c.post(loc + "/cancel")
+        assert r.status_code == 200 and r.json()["state"] == "done", r.text
+        assert c.get(loc + "/result").status_code == 200
+        # a finished job deleted: 204, then gone for every verb
         assert c.delete(loc).status_code == 204
-        assert c.get(loc).status_code == 404 and c.get(loc + "/result").status_code == 404
+        assert_gone(c, loc)
+        assert not (tmp_path / first["id"]).exists()
+
+
+def assert_gone(c, loc: str) -> None:
+    """A deleted job: 404 problem+json for every operation on it."""
+    for r in (c.get(loc), c.get(loc + "/result"), c.delete(loc), c.post(loc + "/cancel")):
+        assert r.status_code == 404, (r.request.method, r.request.url, r.text)
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["type"] == "urn:stylebox:problem:unknown-job"
 
 
 def test_cancel_a_running_job(tiny_onnx, engine, tmp_path, clips):
@@ -83,7 +121,9 @@ def test_cancel_a_running_job(tiny_onnx, engine, tmp_path, clips):
             time.sleep(0.02)
         assert running["state"] == "running"
         assert c.get(loc + "/result").status_code == 409  # not done yet
-        assert c.delete(loc).status_code == 204
+        r = c.post(loc + "/cancel")
+        assert r.status_code == 200 and set(r.json()) == KEYS, r.text
+        assert r.json()["state"] == "cancelled" and r.json()["expires_at"]
         s = c.get(loc).json()
         assert s["state"] == "cancelled" and s["result"] is None
         r = c.get(loc + "/result")
@@ -94,6 +134,120 @@ def test_cancel_a_running_job(tiny_onnx, engine, tmp_path, clips):
         frames = c.get(loc).json()["frames_done"]
         time.sleep(0.3)
         assert c.get(loc).json()["frames_done"] == frames < 900
+        assert not c.app.state.videos.local  # its place in the queue is free
+        again = c.post(loc + "/cancel")  # idempotent
+        assert again.status_code == 200 and again.json()["state"] == "cancelled"
+        # ... and a cancelled job can be deleted: then it is gone
+        assert c.delete(loc).status_code == 204
+        assert_gone(c, loc)
+        assert not (tmp_path / job).exists()
+
+
+def test_delete_a_running_job_stops_it_and_it_is_gone(tiny_onnx, engine, tmp_path, clips):
+    with make_client(engine, tiny_onnx, video_dir=str(tmp_path), video_workers=1,
+                     video_max_queue=1) as c:
+        r = c.post("/videos?style=candy", content=clips["long"], headers=MP4)
+        loc, job = r.headers["location"], r.json()["id"]
+        wait_for(c, loc, {"running"})
+        while c.get(loc).json()["frames_done"] < 2:
+            time.sleep(0.02)
+        queued = c.post("/videos?style=mosaic", content=clips["short"], headers=MP4)
+        assert c.get(queued.headers["location"]).json()["state"] == "queued"
+        assert c.delete(loc).status_code == 204
+        assert_gone(c, loc)  # at once, not "cancelled"
+        time.sleep(0.5)  # the frame loop stops and writes nothing back
+        assert not (tmp_path / job).exists()
+        assert_gone(c, loc)
+        assert [p.name for p in tmp_path.iterdir()] == [queued.json()["id"]]  # no leftovers
+        # a queued job deleted: gone too; the worker skips it
+        assert wait_for(c, queued.headers["location"], {"done", "failed"})["state"] == "done"
+        r = c.post("/videos?style=candy", content=clips["long"], headers=MP4)
+        waiting = c.post("/videos?style=udnie", content=clips["short"], headers=MP4)
+        assert c.delete(waiting.headers["location"]).status_code == 204
+        assert_gone(c, waiting.headers["location"])
+        assert c.delete(r.headers["location"]).status_code == 204
+        deadline = time.monotonic() + 10
+        while c.app.state.videos.local:  # both places free again
+            assert time.monotonic() < deadline, c.app.state.videos.local
+            time.sleep(0.05)
+        assert list(tmp_path.iterdir()) == [tmp_path / queued.json()["id"]]
+
+
+def _get_deleting_meanwhile(c, url: str, delete, headers: dict[str, str] | None = None
+                            ) -> tuple[int, dict[str, str], bytes]:
+    """GET `url` from the app (as ASGI, on the TestClient's event loop) calling `delete` (in
+    a thread) the moment the response starts, before a byte of its body is read: the window
+    in which a file served by path could vanish. Returns (status, headers, body)."""
+    async def run() -> tuple[int, dict[str, str], bytes]:
+        start: dict = {}
+        body = bytearray()
+        asked = False
+
+        async def receive() -> dict:
+            nonlocal asked
+            if not asked:
+                asked = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await anyio.sleep_forever()  # the client stays connected
+            raise AssertionError
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                start.update(message)
+                await anyio.to_thread.run_sync(delete)
+            elif message["type"] == "http.response.body":
+                body.extend(message.get("body", b""))
+
+        scope = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
+                 "http_version": "1.1", "method": "GET", "scheme": "http", "path": url,
+                 "raw_path": url.encode(), "query_string": b"", "root_path": "",
+                 "headers": [(b"host", b"testserver"),
+                             *((k.lower().encode(), v.encode())
+                               for k, v in (headers or {}).items())],
+                 "client": ("127.0.0.1", 50000), "server": ("testserver", 80),
+                 "state": c.app_state.copy()}
+        await c.app(scope, receive, send)
+        return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, \
+            bytes(body)
+
+    return c.portal.call(run)
+
+
+def test_a_download_is_whole_when_its_job_is_deleted_meanwhile(tiny_onnx, engine, tmp_path,
+                                                               clips):
+    with make_client(engine, tiny_onnx, video_dir=str(tmp_path)) as c:
+        locs = []
+        for _ in range(3):
+            r = c.post("/videos?style=candy", content=clips["short"], headers=MP4)
+            locs.append(r.headers["location"])
+        results = []
+        for loc in locs:
+            assert wait_for(c, loc, {"done", "failed"})["state"] == "done"
+            results.append(c.get(loc + "/result").content)
+
+        def delete(loc: str):
+            def run() -> None:
+                assert c.delete(loc).status_code == 204  # the real DELETE, meanwhile
+                assert c.get(loc).status_code == 404
+            return run
+
+        status, headers, body = _get_deleting_meanwhile(c, locs[0] + "/result", delete(locs[0]))
+        assert status == 200 and headers["content-type"] == "video/mp4"
+        assert int(headers["content-length"]) == len(body) == len(results[0])
+        assert body == results[0]
+        # a Range request too
+        status, headers, body = _get_deleting_meanwhile(
+            c, locs[1] + "/result", delete(locs[1]), {"Range": "bytes=100-"})
+        assert status == 206 and body == results[1][100:]
+        assert headers["content-range"] == f"bytes 100-{len(results[1]) - 1}/{len(results[1])}"
+        # the file alone removed (as a replica's sweep of an expired job does)
+        job = locs[2].rsplit("/", 1)[1]
+        status, _, body = _get_deleting_meanwhile(
+            c, locs[2] + "/result", lambda: os.unlink(tmp_path / job / "result.mp4"))
+        assert status == 200 and body == results[2]
+        r = c.get(locs[2] + "/result")  # once gone, it is a 404
+        assert r.status_code == 404 and r.json()["type"] == "urn:stylebox:problem:unknown-job"
+        assert not [p for p in tmp_path.iterdir() if p.name != job]  # nothing else left
 
 
 def test_full_queue_is_503_with_retry_after(tiny_onnx, engine, tmp_path, clips):
@@ -207,6 +361,7 @@ def test_api_key_guards_videos(tiny_onnx, engine, tmp_path, clips):
         assert r.status_code == 202
         assert c.get(r.headers["location"]).status_code == 401
         assert c.delete(r.headers["location"]).status_code == 401
+        assert c.post(r.headers["location"] + "/cancel").status_code == 401
         headers = {"X-API-Key": "k"}
         deadline = time.monotonic() + 60
         while c.get(r.headers["location"], headers=headers).json()["state"] != "done":
@@ -242,3 +397,78 @@ def test_a_stalled_upload_is_408_and_frees_its_place(tiny_onnx, engine, tmp_path
         assert list(tmp_path.iterdir()) == []
         assert c.post("/videos?style=candy", content=clips["short"],
                       headers=MP4).status_code == 202  # its place was given back
+
+
+@pytest.fixture(scope="module")
+def restyled_onnx(tmp_path_factory) -> Path:
+    """The tiny model's successor: its styles reordered (mosaic first), udnie gone, two new
+    ones (four styles where it had three)."""
+    from stylebox.model.export import export_onnx
+
+    styles = [{"name": "mosaic", "title": "Mosaic"}, {"name": "candy", "title": "Candy"},
+              {"name": "wave", "title": "Wave"}, {"name": "scream", "title": "Scream"}]
+    card = make_tiny_card(styles)
+    card.version = "restyled"
+    path = tmp_path_factory.mktemp("restyled") / "restyled.onnx"
+    export_onnx(make_tiny_generator(n_styles=4, seed=1), card, path, export_size=32)
+    return path
+
+
+def _mean_diff(a: list[np.ndarray], b: list[np.ndarray]) -> float:
+    return float(np.mean([np.abs(x.astype(np.int16) - y).mean()
+                          for x, y in zip(a, b, strict=True)]))
+
+
+def test_queued_jobs_survive_a_reload_that_changes_the_styles(tiny_onnx, restyled_onnx,
+                                                              tmp_path, clips):
+    """Jobs queued against the old style list run on the new model by style name; a job
+    whose style the new model lacks ends as failed, saying so (never a 500)."""
+    served = tmp_path / "served.onnx"
+    shutil.copy(tiny_onnx, served)
+    jobs = tmp_path / "jobs"
+    with make_client(OrtEngine(served), served, video_dir=str(jobs), video_workers=1,
+                     video_max_queue=3, allow_admin_without_key=True) as c:
+        long = c.post("/videos?style=candy", content=clips["long"], headers=MP4)
+        wait_for(c, long.headers["location"], {"running"})  # the one worker is busy
+        queued = {spec: c.post(f"/videos?style={spec}&stabilize=false", content=clips["short"],
+                               headers=MP4) for spec in ("mosaic", "udnie", "candy:1,udnie:0")}
+        for r in queued.values():
+            assert r.status_code == 202 and r.json()["state"] == "queued", r.text
+        tmp = served.with_name("served.onnx.new")
+        shutil.copy(restyled_onnx, tmp)
+        os.replace(tmp, served)
+        r = c.post("/admin/reload")
+        assert r.status_code == 200 and r.json()["model"]["styles"] == [
+            "mosaic", "candy", "wave", "scream"], r.text
+        assert c.delete(long.headers["location"]).status_code == 204  # the queue moves on
+        ended = {spec: wait_for(c, r.headers["location"], {"done", "failed"})
+                 for spec, r in queued.items()}
+        gone = ended["udnie"]
+        assert gone["state"] == "failed", gone
+        assert gone["error"]["type"] == "urn:stylebox:problem:unknown-style"
+        assert gone["error"]["status"] < 500 and gone["error"]["unknown_styles"] == ["udnie"]
+        assert gone["error"]["valid_styles"] == ["mosaic", "candy", "wave", "scream"]
+        assert "reloaded" in gone["error"]["detail"], gone["error"]
+        assert c.get(queued["udnie"].headers["location"] + "/result").status_code == 409
+        for spec in ("mosaic", "candy:1,udnie:0"):  # a zero weight on a gone style is no use
+            assert ended[spec]["state"] == "done", ended[spec]
+        got = {}
+        for spec in ("mosaic", "candy:1,udnie:0"):
+            out = tmp_path / f"{spec}.mp4"
+            out.write_bytes(c.get(queued[spec].headers["location"] + "/result").content)
+            got[spec] = read_back(out)[1]
+        # By name: each result is its style in the new model, not the style now at the
+        # index the name had in the old one.
+        engine = c.app.state.engine
+        assert engine.card.version == "restyled"
+        src = tmp_path / "short.mp4"
+        src.write_bytes(clips["short"])
+        want = {}
+        for i, name in enumerate(engine.style_names[:2]):
+            dst = tmp_path / f"want-{name}.mp4"
+            stylize_video(src, dst, engine, engine.one_hot(i), momentum=0.0)
+            want[name] = read_back(dst)[1]
+        for spec, name, other in (("mosaic", "mosaic", "candy"),
+                                  ("candy:1,udnie:0", "candy", "mosaic")):
+            near, far = _mean_diff(got[spec], want[name]), _mean_diff(got[spec], want[other])
+            assert near < 2 and far > 4 * near, (spec, near, far)

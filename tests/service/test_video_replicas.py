@@ -1,7 +1,8 @@
 """Two `stylebox serve` replicas sharing one video folder, as compose's `scale` profile runs
-them (one named volume in every replica): a job submitted to one is polled, downloaded and
-cancelled through the other, and through deploy/lb.py's round robin; a replica killed mid-job
-leaves a job that reads as failed (interrupted) on the other, never running for ever."""
+them (one named volume in every replica): a job submitted to one is polled, downloaded,
+cancelled and deleted through the other, and through deploy/lb.py's round robin; a replica
+killed mid-job leaves a job that reads as failed (interrupted) on the other, never running
+for ever."""
 
 from __future__ import annotations
 
@@ -66,7 +67,8 @@ def test_submit_on_one_replica_poll_download_cancel_on_the_other(replicas, tmp_p
     _wait(b, loc, {"running"})
     while httpx.get(b + loc).json()["frames_done"] < 2:
         time.sleep(0.05)
-    assert httpx.delete(b + loc).status_code == 204
+    cancelled = httpx.post(f"{b}{loc}/cancel")
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
     assert httpx.get(a + loc).json()["state"] == "cancelled"
     time.sleep(1.0)
     frames = httpx.get(a + loc).json()["frames_done"]
@@ -74,6 +76,27 @@ def test_submit_on_one_replica_poll_download_cancel_on_the_other(replicas, tmp_p
     assert httpx.get(b + loc).json()["frames_done"] == frames < 900  # it stopped
     job = tmp_path / "videos" / r.json()["id"]
     assert {p.name for p in job.iterdir()} <= {"status.json", "cancel"}
+    # Delete on B a job running on A: gone on both at once, and A, which finds its folder
+    # gone, stops and writes nothing back.
+    r = httpx.post(f"{a}/videos?style=candy", content=long, headers=MP4, timeout=60)
+    loc = r.headers["location"]
+    _wait(b, loc, {"running"})
+    while httpx.get(b + loc).json()["frames_done"] < 2:
+        time.sleep(0.05)
+    assert httpx.delete(b + loc).status_code == 204
+    for base in (a, b):
+        for method, path in (("GET", loc), ("GET", loc + "/result"), ("DELETE", loc),
+                             ("POST", loc + "/cancel")):
+            assert httpx.request(method, base + path).status_code == 404, (base, method, path)
+    time.sleep(1.5)  # three of A's heartbeats: none brings the job back
+    assert not (tmp_path / "videos" / r.json()["id"]).exists()
+    assert httpx.get(a + loc).status_code == 404
+    assert {p.name for p in (tmp_path / "videos").iterdir()} == {
+        done["id"], cancelled.json()["id"]}
+    # A's worker goes on to the next job; nothing went wrong on A's side of the delete
+    short = httpx.post(f"{a}/videos?style=candy", content=clip, headers=MP4, timeout=60)
+    assert _wait(b, short.headers["location"], {"done", "failed"})["state"] == "done"
+    assert "Traceback" not in replicas[0].output(), replicas[0].output()[-3000:]
 
 
 def test_through_the_round_robin_proxy(replicas, tmp_path):
