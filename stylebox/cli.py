@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "temporal stability on clips with known motion (needs the train extra)"),
     "prune": ("training.prune", "main",
               "evolutionary channel pruning of a trained generator, then fine-tuning"),
+    "steady-frontier": ("steady", "main",
+                        "stability against style for candidate models: table and plot"),
     "frontier": ("frontier", "main",
                  "candidate networks side by side: size, ms per engine, eval losses, pictures"),
     "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),

@@ -1,0 +1,176 @@
+"""`stylebox steady-frontier`: stability against style, every candidate model on one plot.
+
+    stylebox steady-frontier ../shared/data/eval-photos \\
+        --model 'default=models/stylebox-a0.25.onnx' \\
+        --model 'steady=models/stylebox-a0.25-steady.onnx::stylebox train ... (how it was made)' \\
+        --csv docs/flicker-frontier.csv --figure docs/flicker-frontier.png \\
+        --report docs/flicker.md
+
+Each --model is NAME=PATH, optionally followed by ``::`` and the command that made it. For
+each model it runs `stylebox eval` (--eval-photos photos at --size, content at relu4_1: the
+project's quality scores) and `stylebox flicker` (frame by frame on ONNX Runtime f32, the 1-px
+pan, 1 % zoom, 0.5° rotation and the still scene with noise, on --flicker-photos photos), and
+keeps one row per model in --csv: the means over --styles (default: the config's jointly
+trained styles), the added styles' own means, and the command. A row whose model file
+(sha256) and settings are unchanged is reused, so adding a candidate measures only it. The
+plot puts the 1-px pan against the style loss, one labelled point per model; the table goes
+between the `steady-frontier` markers of --report.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from stylebox.errors import UserError, doc_parser
+from stylebox.report import write_between
+
+MOTIONS = ("pan1", "zoom", "rotate", "noise")
+FIELDS = ["name", "model", "sha256", "settings", "style", "content", "added_style",
+          "added_content", *MOTIONS, "noise_input", "command"]
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def parse_model(item: str) -> tuple[str, Path, str]:
+    spec, _, command = item.partition("::")
+    name, sep, path = spec.partition("=")
+    if not sep or not name or not Path(path).is_file():
+        raise UserError(f"--model {item!r}: want NAME=PATH[::COMMAND] with an existing .onnx")
+    return name.strip(), Path(path.strip()), command.strip()
+
+
+def means(rows: list[dict], key: str, styles: list[str]) -> float:
+    vals = [float(r[key]) for r in rows if r["style"] in styles]
+    return float(np.mean(vals)) if vals else float("nan")
+
+
+def measure(name: str, model: Path, photo_dir: str, joint: list[str], args) -> dict:
+    """eval and flicker of one model, through their own commands, in a scratch folder."""
+    from stylebox.flicker import main as flicker_main
+    from stylebox.training.eval import main as eval_main
+
+    common = ["--engine", "onnxruntime", "--precision", "f32", "--config", args.config]
+    common += ["--data-root", args.data_root] if args.data_root else []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        if eval_main(["--model", str(model), "--photos", photo_dir, "--size", str(args.size),
+                      "--max-photos", str(args.eval_photos), "--out", str(out / "eval"),
+                      "--set", f'content_layers=["{args.content_layer}"]', *common]):
+            raise UserError(f"stylebox eval failed on {model}")
+        if flicker_main([photo_dir, "--model", str(model), "--photos", str(args.flicker_photos),
+                         "--frames", "3", "--motions", ",".join(MOTIONS), "--no-vgg",
+                         "--report", str(out / "flicker.md"), *common]):
+            raise UserError(f"stylebox flicker failed on {model}")
+        with open(out / "eval" / "eval.csv") as f:
+            ev = list(csv.DictReader(f))
+        with open(out / "flicker-table.csv") as f:
+            fl = [r for r in csv.DictReader(f) if float(r["carry"]) == 0 and r["codec"] == "none"]
+    added = [r["style"] for r in ev if r["style"] not in joint]
+    row = {"name": name, "model": str(model), "style": means(ev, "style_loss", joint),
+           "content": means(ev, "content_loss", joint),
+           "added_style": means(ev, "style_loss", added),
+           "added_content": means(ev, "content_loss", added)}
+    for m in MOTIONS:
+        row[m] = float(np.mean([float(r["output"]) for r in fl if r["motion"] == m]))
+    row["noise_input"] = float(np.mean([float(r["input"]) for r in fl if r["motion"] == "noise"]))
+    print(f"{name}: style {row['style']:.4f} content {row['content']:.4f} "
+          f"pan1 {row['pan1']:.2f} noise {row['noise']:.2f}", flush=True)
+    return row
+
+
+def table(rows: list[dict], base: dict | None) -> str:
+    head = ("| model | style | content | added styles: style | 1-px pan | zoom 1 % | "
+            "rotate 0.5° | still + noise (input) |\n"
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+
+    def rel(r: dict, k: str) -> str:
+        if not base or r is base:
+            return f"{r[k]:.3f}"
+        return f"{r[k]:.3f} ({100 * (r[k] / base[k] - 1):+.1f} %)"
+
+    lines = [head] + [
+        f"| {r['name']} | {rel(r, 'style')} | {rel(r, 'content')} | {rel(r, 'added_style')} | "
+        f"{r['pan1']:.2f} | {r['zoom']:.2f} | {r['rotate']:.2f} | "
+        f"{r['noise']:.2f} ({r['noise_input']:.2f}) |" for r in rows]
+    cmds = [f"- **{r['name']}** (`{r['model']}`): `{r['command']}`" for r in rows if r["command"]]
+    return "\n".join(lines + ([""] + cmds if cmds else []))
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=110)
+    for r in rows:
+        ax.scatter(r["style"], r["pan1"], s=36)
+        ax.annotate(r["name"], (r["style"], r["pan1"]), textcoords="offset points",
+                    xytext=(5, 4), fontsize=8)
+    ax.set_xlabel("style loss (stylebox eval, lower = closer to the painting)")
+    ax.set_ylabel("1-px pan warping error (grey levels, lower = steadier)")
+    ax.set_title("Steadiness against style: every candidate", fontsize=10)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = doc_parser("stylebox steady-frontier", __doc__)
+    p.add_argument("photo_dir", help="folder of evaluation photos")
+    p.add_argument("--model", action="append", required=True, metavar="NAME=PATH[::COMMAND]")
+    p.add_argument("--csv", required=True, help="rows kept here (reused when unchanged)")
+    p.add_argument("--figure", help="PNG: 1-px pan against style loss")
+    p.add_argument("--report", help="markdown file for the table (between markers)")
+    p.add_argument("--baseline", help="NAME the table's percentages compare to (default: first)")
+    p.add_argument("--eval-photos", type=int, default=20)
+    p.add_argument("--flicker-photos", type=int, default=3)
+    p.add_argument("--size", type=int, default=384, help="eval size (square)")
+    p.add_argument("--content-layer", default="relu4_1", help="eval's content layer")
+    p.add_argument("--config", default="configs/default.toml",
+                   help="training config: style images, VGG file and the joint styles")
+    p.add_argument("--data-root", help="override the config's data_root")
+    args = p.parse_args(argv)
+    from stylebox.training.config import TrainConfig
+
+    joint = [s.name for s in TrainConfig.load(args.config).styles]
+    settings = json.dumps({"eval_photos": args.eval_photos, "size": args.size,
+                           "content_layer": args.content_layer,
+                           "flicker_photos": args.flicker_photos, "joint": joint})
+    old: dict[str, dict] = {}
+    if Path(args.csv).is_file():
+        with open(args.csv) as f:
+            old = {r["name"]: r for r in csv.DictReader(f)}
+    rows = []
+    for item in args.model:
+        name, model, command = parse_model(item)
+        digest = sha256(model)
+        prev = old.get(name)
+        if prev and prev["sha256"] == digest and prev["settings"] == settings:
+            row = {k: (v if k in ("name", "model", "sha256", "settings", "command") else float(v))
+                   for k, v in prev.items()}
+        else:
+            row = measure(name, model, args.photo_dir, joint, args)
+        rows.append({**row, "sha256": digest, "settings": settings, "command": command})
+    with open(args.csv, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in rows)
+    base = next((r for r in rows if r["name"] == args.baseline), rows[0])
+    text = table(rows, base)
+    print(text)
+    if args.figure:
+        plot(rows, Path(args.figure))
+    if args.report:
+        write_between(args.report, "steady-frontier", text)
+    return 0

@@ -1,0 +1,65 @@
+"""`stylebox steady-frontier`: eval + flicker per model, one row each, reused when unchanged."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import TINY_TRAIN_LAYERS, make_train_data
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """A config whose joint styles are candy and mosaic; udnie (the tiny model's third)
+    is found by name in the data root's styles/, as an added style's painting is."""
+    root = make_train_data(tmp_path_factory.mktemp("steady"))
+    lines = [f"{k} = {json.dumps(v)}" for k, v in {
+        "data_root": str(root), "vgg_weights": "vgg.pth", "style_size": 48,
+        **TINY_TRAIN_LAYERS}.items()]
+    for name, file in (("candy", "stripes.png"), ("mosaic", "checker.png")):
+        lines += ["[[styles]]", f'name = "{name}"', f'path = "styles/{file}"']
+    (root / "steady.toml").write_text("\n".join(lines) + "\n")
+    shutil.copy(root / "styles/stripes.png", root / "styles/udnie.png")
+    return root
+
+
+def test_frontier_rows_table_plot_and_reuse(data, tiny_onnx, tmp_path, monkeypatch, capsys):
+    from stylebox import steady
+    from stylebox.cli import main
+
+    other = tmp_path / "other.onnx"
+    shutil.copy(tiny_onnx, other)
+    report = tmp_path / "flicker.md"
+    report.write_text("# Flicker\n\nprose kept\n")
+    argv = ["steady-frontier", str(data / "photos"), "--config", str(data / "steady.toml"),
+            "--model", f"a={tiny_onnx}", "--model", f"b={other}::stylebox train --how",
+            "--csv", str(tmp_path / "f.csv"), "--figure", str(tmp_path / "f.png"),
+            "--report", str(report), "--eval-photos", "2", "--flicker-photos", "1",
+            "--size", "48", "--content-layer", "relu1_2"]
+    assert main(argv) == 0
+    with open(tmp_path / "f.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["name"] for r in rows] == ["a", "b"] and rows[1]["command"] == "stylebox train --how"
+    for r in rows:
+        vals = [float(r[k]) for k in ("style", "content", "added_style", "pan1", "zoom",
+                                      "rotate", "noise", "noise_input")]
+        assert all(math.isfinite(v) and v >= 0 for v in vals), r
+        assert float(r["pan1"]) > 0 and float(r["noise_input"]) > 0
+    assert rows[0]["style"] == rows[1]["style"]  # the same network measured twice
+    assert (tmp_path / "f.png").stat().st_size > 1000
+    text = report.read_text()
+    assert "prose kept" in text and "<!-- steady-frontier:begin -->" in text
+    assert "| b | " in text and "`stylebox train --how`" in text
+
+    def fail(*a, **k):
+        raise AssertionError("an unchanged model was measured again")
+
+    monkeypatch.setattr(steady, "measure", fail)
+    capsys.readouterr()
+    assert main(argv) == 0  # both rows come from the CSV
+    assert "| a | " in capsys.readouterr().out
