@@ -1,6 +1,7 @@
 """The package's shape: everything installs as `stylebox.*`, and imports only point down.
 
-Layers, lowest first (docs/architecture.md): stylebox.errors (the one user-error type) <-
+Layers, lowest first (docs/architecture.md): stylebox.errors (the one user-error type) and
+stylebox.report (generated blocks in markdown) <-
 stylebox.model <- stylebox.service <- stylebox.training <- the tools and the CLI (the other
 stylebox.* modules). The service must never import training (torch); training may use the
 service's engine (eval scores an ONNX file as the service runs it).
@@ -17,7 +18,9 @@ from tests.conftest import ROOT
 
 FOLDERS = {"model": "stylebox.model", "service": "stylebox.service",
            "training": "stylebox.training", "stylebox": "stylebox"}
-BASE = {"stylebox", "stylebox.errors"}  # importable from every layer
+# Importable from every layer: the user-error type, the marker-block writer of reports
+# (stylebox.report, used by train-bench too); neither imports anything of stylebox.
+BASE = {"stylebox", "stylebox.errors", "stylebox.report"}
 RANK = {"stylebox.model": 1, "stylebox.service": 2, "stylebox.training": 3}
 TOOLS = 4
 
