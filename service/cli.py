@@ -55,7 +55,8 @@ def missing_model_message(path: str) -> str:
             f"-o {path}`")
 
 
-def _settings(**overrides: object) -> Settings:
+def settings_for_cli(**overrides: object) -> Settings:
+    """Settings from flags (None: not given), a bad value as one UserError line."""
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as e:
@@ -63,7 +64,7 @@ def _settings(**overrides: object) -> Settings:
         raise UserError(f"invalid setting: {errs}") from None
 
 
-def _engine(settings: Settings) -> Engine:
+def engine_for_cli(settings: Settings) -> Engine:
     """The engine, loaded up front, so a bad file is one line (exit 1), not a traceback."""
     if not Path(settings.model_path).exists():  # a folder or a bad file: the engine says which
         raise ModelLoadError(missing_model_message(settings.model_path))
@@ -90,9 +91,9 @@ def serve_main(argv: list[str] | None = None) -> int:
     p.add_argument("--log-level", default="info",
                    choices=["critical", "error", "warning", "info", "debug"])
     args = p.parse_args(argv)
-    settings = _settings(model_path=args.model, host=args.host, port=args.port,
-                         providers=args.providers, engine=args.engine,
-                         precision=args.precision)
+    settings = settings_for_cli(model_path=args.model, host=args.host, port=args.port,
+                                providers=args.providers, engine=args.engine,
+                                precision=args.precision)
     from stylebox.service.lifecycle import configure_logging, serve
 
     configure_logging(args.log_level, settings.log_format)  # STYLEBOX_LOG_FORMAT=text|json
@@ -102,7 +103,7 @@ def serve_main(argv: list[str] | None = None) -> int:
     if not faulthandler.is_enabled():
         with contextlib.suppress(io.UnsupportedOperation, ValueError):
             faulthandler.enable()
-    engine = _engine(settings)
+    engine = engine_for_cli(settings)
 
     from stylebox.service.app import create_app
 
@@ -229,13 +230,13 @@ def stylize_main(argv: list[str] | None = None) -> int:
         controls = Controls(args.strength, args.preserve_color, args.max_side)
     except ControlError as e:
         p.error(e.detail)
-    settings = _settings(model_path=args.model)
+    settings = settings_for_cli(model_path=args.model)
     set_pixel_limit(settings.max_pixels)
     fmt = "jpeg" if args.format == "jpg" else args.format
     videos = [is_video_file(src) for src in args.inputs]
     outputs = _outputs(args.inputs, args.out, fmt, settings.default_format,
                        videos)  # before any work
-    engine = _engine(settings)
+    engine = engine_for_cli(settings)
     try:
         mix = parse_style_spec(args.style, engine.style_names)
     except StyleSpecError as e:  # its detail shows the API's syntax (style=...): show -s

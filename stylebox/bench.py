@@ -36,15 +36,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from stylebox.loadtest import percentile
+from stylebox.report import write_between
 from stylebox.roofline import Cost, Peaks, graph_cost, machine_peaks, openvino_gemm_gflops
+from stylebox.samples import photo_jpeg, synthetic_photo
 from stylebox.service.session_options import CPU, SessionConfig
 from stylebox.service.settings import parse_size
 
 DEFAULT_SIZES = "256,512,1024,1920x1080"
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 PEER = "peer-johnson-a1-n1"
 ORT_CPU = "ORT CPU"
 _SKIP_PROVIDERS = {"AzureExecutionProvider"}  # remote endpoints, not local inference
@@ -83,7 +82,7 @@ def _peaks(chosen: list[Runner]) -> Peaks:
     return peaks
 
 
-def _parse_sizes(text: str) -> list[tuple[int, int]]:
+def parse_sizes(text: str) -> list[tuple[int, int]]:
     return [parse_size(part) for part in text.split(",") if part.strip()]  # (H, W)
 
 
@@ -169,7 +168,7 @@ def time_models(paths: list[Path], sizes, repeats: int, threads: int,
     engines = [runner.make(p, threads) for p in paths]
     rows = []
     for h, wd in sizes:
-        img = np.random.default_rng(0).integers(0, 256, (h, wd, 3), dtype=np.uint8)
+        img = synthetic_photo(wd, h, scene="noise")
         fns = [partial(e.stylize, img, e.one_hot(0)) for e in engines]
         for path, e, (med, p90) in zip(paths, engines, _interleaved(fns, repeats), strict=True):
             label = f"α={e.card.alpha:g}, {e.card.n_styles} style(s)"
@@ -213,7 +212,7 @@ def latency_table(rows: list[Row], peaks: Peaks | None) -> str:
 def sweep(path: Path, size: tuple[int, int], repeats: int, threads: int) -> str:
     """Each session option against the defaults, one at a time, at one size on the CPU."""
     h, wd = size
-    img = np.random.default_rng(0).integers(0, 256, (h, wd, 3), dtype=np.uint8)
+    img = synthetic_photo(wd, h, scene="noise")
     base = SessionConfig()
     variants: list[tuple[str, SessionConfig, int]] = [("defaults", base, threads)]
     variants += [(f"graph_optimization={lvl}", replace(base, graph_optimization=lvl), threads)
@@ -255,10 +254,10 @@ def _startup(path: Path, threads: int, repeats: int = 5) -> str:
 
 def load_section(model: Path, size: tuple[int, int], levels: list[int], requests: int,
                  variants: list[str]) -> tuple[str, list]:
-    from stylebox.loadtest import load_run, sample_jpeg, serving
+    from stylebox.loadtest import load_run, serving
 
     h, wd = size
-    body = sample_jpeg(h, wd)
+    body = photo_jpeg(wd, h, grain=12)
     lines = ["| server settings | size | concurrent | ok | 503 | images/s | p50 ms | p90 ms "
              "| inference ms | not inference (incl. queue wait): share of request "
              "| vs inference |",
@@ -358,7 +357,7 @@ def ov_hints(path: Path, size: tuple[int, int], repeats: int, threads: int,
              precision: str) -> str:
     """OpenVINO's latency vs throughput hint, one and two requests at once: images/s."""
     h, wd = size
-    img = np.random.default_rng(0).integers(0, 256, (h, wd, 3), dtype=np.uint8)
+    img = synthetic_photo(wd, h, scene="noise")
     lines = [f"| OpenVINO {precision} ({wd}x{h}) | streams | at once | images/s | ms per image "
              "wall |", "|---|---:|---:|---:|---:|"]
     for hint in ("latency", "throughput"):
@@ -410,18 +409,6 @@ def _openvino_version() -> str:
     return f"OpenVINO {ov.get_version().split('-')[0]} ({_low_precision_note()})"
 
 
-def write_report(md: Path, body: str) -> None:
-    """Replace the text between the bench markers (or append a marked block)."""
-    text = md.read_text() if md.is_file() else "# Performance\n"
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
-    if BEGIN in text and END in text:
-        text = text[:text.index(BEGIN)] + block + text[text.index(END) + len(END):]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    md.parent.mkdir(parents=True, exist_ok=True)
-    md.write_text(text)
-
-
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="stylebox bench", description=__doc__.split("\n")[0])
     p.add_argument("--model", action="append", default=[], help=".onnx file (repeatable)")
@@ -462,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylebox.errors import UserError
 
     try:  # every size and level up front: a typo stops the run before minutes of timing
-        sizes = _parse_sizes(args.sizes)
+        sizes = parse_sizes(args.sizes)
         load_size, sweep_size = parse_size(args.load_size), parse_size(args.sweep_size)
         levels = [int(c) for c in args.concurrency.split(",")] if args.concurrency.strip() else []
     except ValueError as e:
@@ -525,6 +512,7 @@ def main(argv: list[str] | None = None) -> int:
         png.parent.mkdir(parents=True, exist_ok=True)
         plot(rows, png)
         rel = os.path.relpath(png, md.parent)
-        write_report(md, body + f"\n\n![median ms per image vs megapixels]({rel})\n")
+        write_between(md, "bench", body + f"\n\n![median ms per image vs megapixels]({rel})\n",
+                      title="Performance")
         print(f"\nwrote {md} and {png}")
     return 0

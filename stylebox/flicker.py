@@ -49,6 +49,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageOps
 
 from stylebox.errors import UserError, doc_parser, need_file
+from stylebox.report import write_between
 from stylebox.service import video
 from stylebox.service.backends import open_engine
 from stylebox.service.engine import Engine
@@ -71,7 +72,6 @@ NOISE_SIGMA = 2.0  # grey levels, fresh per frame
 # parameters of h264_round_trip, so another encoding can be measured.
 H264_CRF = video.CRF
 H264_PRESET = video.PRESET
-MARKERS = ("<!-- flicker:{}:begin -->", "<!-- flicker:{}:end -->")
 CSV_FIELDS = ["photo", "motion", "style", "carry", "codec", "output", "input", "pairs",
               "per_pair"]
 VGG_FIELDS = ["photo", "motion", "style", "carry", "style_loss", "content_loss"]
@@ -522,21 +522,6 @@ def table(rows: list[Row], vrows: list[VggRow], styles: list[str]) -> list[str]:
     return lines
 
 
-def write_section(path: Path, section: str, body: list[str]) -> None:
-    """Put `body` between this section's markers in `path` (replacing what was there), or
-    append it (with markers) to the end; the rest of the file is kept as written."""
-    begin, end = (m.format(section) for m in MARKERS)
-    block = "\n".join([begin, *body, end])
-    text = path.read_text() if path.exists() else "# Flicker\n\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    path.write_text(text)
-
-
 def write_csv(path: Path, fields: list[str], rows: list) -> None:
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fields)
@@ -772,8 +757,8 @@ def main(argv: list[str] | None = None) -> int:
             vpath = base.with_name(base.name + "-vgg.csv")
             write_csv(vpath, VGG_FIELDS, vrows)
             written.append(str(vpath))
-        write_section(report, args.section,
-                      [f"Made by `{command}`: {about}", "", *lines])
+        write_between(report, f"flicker:{args.section}",
+                      "\n".join([f"Made by `{command}`: {about}", "", *lines]), title="Flicker")
     if args.figure:
         figure(rows, styles, Path(args.figure),
                f"{Path(args.model).name}: warping error per motion "

@@ -26,10 +26,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from stylebox.bench import ORT_CPU, Row, _parse_sizes, machine_text, runners, time_models
+from stylebox.bench import ORT_CPU, Row, machine_text, parse_sizes, runners, time_models
 from stylebox.errors import UserError, doc_parser
-
-BEGIN, END = "<!-- frontier:begin -->", "<!-- frontier:end -->"
+from stylebox.report import write_between
 
 
 def parse_models(items: list[str]) -> dict[str, Path]:
@@ -143,15 +142,6 @@ def table(names: list[str], info: dict, rows: list[Row], losses: dict, baseline:
     return "\n".join(lines)
 
 
-def write_report(md: Path, body: str) -> None:
-    text = md.read_text() if md.is_file() else f"# Frontier\n\n{BEGIN}\n{END}\n"
-    if BEGIN not in text or END not in text:
-        text = text.rstrip() + f"\n\n{BEGIN}\n{END}\n"
-    head, rest = text.split(BEGIN, 1)
-    tail = rest.split(END, 1)[1]
-    md.write_text(f"{head}{BEGIN}\n{body}\n{END}{tail}")
-
-
 def main(argv: list[str] | None = None) -> int:
     p = doc_parser("stylebox frontier", __doc__)
     p.add_argument("--model", action="append", default=[], metavar="NAME=PATH",
@@ -176,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     if baseline not in models:
         raise UserError(f"--baseline {baseline} is not one of the --model names")
     try:
-        sizes = _parse_sizes(args.sizes)
+        sizes = parse_sizes(args.sizes)
     except ValueError as e:
         raise UserError(f"--sizes: {e}") from None
 
@@ -227,6 +217,6 @@ def main(argv: list[str] | None = None) -> int:
                                                                                quality=88)
             body += (f"\n\n![each model: the photo, then {', '.join(styles)}]"
                      f"({os.path.relpath(row_png, md.parent)})")
-        write_report(md, body)
+        write_between(md, "frontier", body, title="Frontier")
         print(f"\nwrote {md} and {png}")
     return 0

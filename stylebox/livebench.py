@@ -35,8 +35,8 @@ import time
 from typing import Any
 
 from stylebox.errors import UserError
-from stylebox.videobench import _cpu as cpu_model
-from stylebox.videobench import clip_frame
+from stylebox.samples import synthetic_photo
+from stylebox.videobench import cpu_model
 
 CLIP_FRAMES = 60  # the clip loops; enough frames that consecutive ones always differ
 QUALITY = 80  # what the page's canvas.toBlob sends
@@ -51,7 +51,8 @@ def clip_jpegs(width: int, height: int, n: int = CLIP_FRAMES) -> list[bytes]:
     out = []
     for i in range(n):
         buf = io.BytesIO()
-        Image.fromarray(clip_frame(i, width, height)).save(buf, "JPEG", quality=QUALITY)
+        rgb = synthetic_photo(width, height, frame=i, square=True)  # video-bench's clips
+        Image.fromarray(rgb).save(buf, "JPEG", quality=QUALITY)
         out.append(buf.getvalue())
     return out
 

@@ -10,7 +10,6 @@ encode, HTTP; an upper bound, since the client shares the machine).
 
 from __future__ import annotations
 
-import io
 import statistics
 import threading
 import time
@@ -18,8 +17,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
 
 from stylebox import procs
 
@@ -61,18 +58,6 @@ def run_threads(target: Callable[..., None], n: int, *, pass_index: bool = False
         t.start()
     for t in threads:
         t.join()
-
-
-def sample_jpeg(height: int, width: int, quality: int = 90) -> bytes:
-    """A photo-like JPEG (smooth gradients + grain): realistic decode/encode cost."""
-    from PIL import Image
-
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    rgb = np.stack([xx / width * 255, yy / height * 255, (xx + yy) / (width + height) * 255], -1)
-    rgb += np.random.default_rng(0).normal(0, 12, rgb.shape)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 @contextmanager

@@ -2,8 +2,10 @@
 
 One implementation for everything that needs a real server rather than the in-process test
 client: the benchmark's HTTP load run, the soak tool, deploy/replicas.py and the tests that
-drive uvicorn over a socket. The standard library's HTTP client only, so the runtime install
-(`pip install -e '.[openvino]'`, no dev extra) runs the tools that start a server.
+drive uvicorn over a socket; and `rss_kib`, the one reading of a process's resident memory
+(the soak's server, video-bench's and the tiling demo's own). The standard library's HTTP
+client only, so the runtime install (`pip install -e '.[openvino]'`, no dev extra) runs the
+tools that start a server.
 """
 
 from __future__ import annotations
@@ -31,6 +33,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def rss_kib(pid: int | None = None) -> tuple[int, int]:
+    """(current, peak) resident memory in KiB of process `pid`, this one when None: VmRSS
+    and VmHWM from /proc/PID/status. VmHWM, not ru_maxrss: on Linux ru_maxrss survives
+    execve, so a child started by a parent holding torch would report the parent's peak.
+    Without /proc (not Linux) this process reads (0, ru_maxrss); another process raises."""
+    fields: dict[str, int] = {}
+    try:
+        with open(f"/proc/{'self' if pid is None else pid}/status") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    fields[key] = int(value.split()[0])
+    except OSError:
+        if pid is not None:
+            raise
+        import resource  # Unix only
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # bytes on macOS, else KiB
+        return 0, peak // 1024 if sys.platform == "darwin" else peak
+    return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
 
 
 def service_env(settings: dict[str, str] | None = None, *, inherit_settings: bool = False

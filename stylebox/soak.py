@@ -19,7 +19,6 @@ RSS. Loopback only; bounded in time and count. Linux (reads /proc for RSS).
 from __future__ import annotations
 
 import argparse
-import io
 import random
 import struct
 import sys
@@ -30,25 +29,11 @@ import zlib
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 from stylebox.loadtest import percentile, run_threads
-from stylebox.procs import ServeProcess
+from stylebox.procs import ServeProcess, rss_kib
+from stylebox.samples import export_tiny_model, photo_jpeg
 
 UHD = (3840, 2160)
-
-
-def photo_jpeg(width: int, height: int, seed: int = 0, quality: int = 90) -> bytes:
-    """Smooth gradients + grain: a photo-like JPEG (a 4K one is ~1-3 MB)."""
-    from PIL import Image
-
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)  # (H, W) each
-    rgb = np.stack([xx / width * 255, yy / height * 255,
-                    (xx + yy + 97 * seed) % 256], -1)  # (H, W, 3)
-    rgb += np.random.default_rng(seed).normal(0, 10, rgb.shape).astype(np.float32)
-    buf = io.BytesIO()
-    Image.fromarray(np.clip(rgb, 0, 255).astype(np.uint8)).save(buf, "JPEG", quality=quality)
-    return buf.getvalue()
 
 
 def header_bomb(width: int, height: int) -> bytes:
@@ -59,17 +44,6 @@ def header_bomb(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
             + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
-
-
-def rss_kib(pid: int) -> tuple[int, int]:
-    """(current RSS, peak RSS) of a process in KiB, from /proc/PID/status."""
-    fields = {}
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                fields[key] = int(value.split()[0])
-    return fields.get("VmRSS", 0), fields.get("VmHWM", 0)
 
 
 class Server(ServeProcess):
@@ -258,15 +232,6 @@ def short_clips() -> dict[str, tuple[bytes, str]]:
     return out
 
 
-def tiny_model(path: Path) -> Path:
-    """The tests' 3-style alpha=0.25 model (random weights: load, not looks, matters here)."""
-    from stylebox.model.export import export_onnx
-    from tests.conftest import make_tiny_card, make_tiny_generator
-
-    export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
-    return path
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m stylebox.soak", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path,
@@ -280,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     client_timeout = float(args.request_timeout_s) + 60  # past it, a request "hung"
     tmp = tempfile.TemporaryDirectory()
-    model = args.model or tiny_model(Path(tmp.name) / "tiny.onnx")
+    model = args.model or export_tiny_model(Path(tmp.name) / "tiny.onnx")
     server = Server(model, {"STYLEBOX_MAX_CONCURRENCY": args.max_concurrency,
                             "STYLEBOX_MAX_QUEUE": args.max_queue,
                             "STYLEBOX_REQUEST_TIMEOUT_S": args.request_timeout_s,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -29,47 +28,12 @@ from pathlib import Path
 import numpy as np
 
 from stylebox.bench import build_random_model
+from stylebox.procs import rss_kib
+from stylebox.samples import synthetic_photo
 from stylebox.service.settings import parse_size
 from stylebox.service.tiling import TileConfig, core_size, run_tiles
 
 MODES = ("full", "tiled", "downscale", "naive")
-
-
-def synthetic_photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    """A sky gradient, a horizon, discs and boxes in many colours, mild noise: (H, W, 3)."""
-    from PIL import Image, ImageDraw
-
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    t = yy / height
-    sky = np.stack([90 + 120 * t, 140 + 80 * t, 230 - 60 * t], -1)
-    ground = np.stack([60 + 40 * np.sin(xx / 97.0), 110 + 30 * t, 40 + 0 * t], -1)
-    base = np.where((yy > height * (0.55 + 0.05 * np.sin(xx / 400.0)))[..., None], ground, sky)
-    im = Image.fromarray(base.clip(0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(im)
-    s = min(height, width)
-    for _ in range(60):
-        x, y, r = rng.uniform(0, width), rng.uniform(0, height), rng.uniform(0.01, 0.08) * s
-        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
-        if rng.random() < 0.5:
-            draw.ellipse((x - r, y - r, x + r, y + r), fill=colour)
-        else:
-            draw.rectangle((x - r, y - r / 2, x + r, y + r / 2), fill=colour,
-                           outline=(20, 20, 20), width=max(1, s // 400))
-    arr = np.asarray(im).astype(np.float32) + rng.normal(0, 3, (height, width, 3))
-    return arr.clip(0, 255).astype(np.uint8)
-
-
-def _peak_mb() -> float:
-    """This process's peak RSS. VmHWM, not ru_maxrss: on Linux ru_maxrss survives execve,
-    so a child started by a parent holding torch would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024  # kB
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # not Linux: KiB
 
 
 def worker(args: argparse.Namespace) -> int:
@@ -80,7 +44,7 @@ def worker(args: argparse.Namespace) -> int:
     img = np.load(args.image)
     engine = OrtEngine(args.model)
     w = engine.one_hot(args.style)
-    loaded = _peak_mb()
+    loaded = rss_kib()[1] / 1024
     cfg = TileConfig(args.tile_size, 0, args.stats_pixels)
     tiles = 0
 
@@ -97,7 +61,8 @@ def worker(args: argparse.Namespace) -> int:
             out, tiles = res.rgb, res.tiles
         ms.append((time.perf_counter() - t0) * 1000)
     np.save(args.result, out)
-    print(json.dumps({"ms": ms, "peak_mb": _peak_mb(), "loaded_mb": loaded, "tiles": tiles}))
+    peak_mb = rss_kib()[1] / 1024  # VmHWM: this process's own, not its parent's
+    print(json.dumps({"ms": ms, "peak_mb": peak_mb, "loaded_mb": loaded, "tiles": tiles}))
     return 0
 
 
@@ -143,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         model = Path(args.model) if args.model else build_random_model(
             Path(tmp) / "model.onnx", args.alpha, args.styles)
         image = Path(tmp) / "image.npy"
-        np.save(image, synthetic_photo(height, width))
+        np.save(image, synthetic_photo(width, height, scene="landscape", shapes=60, grain=3))
         results, outs = {}, {}
         for mode in modes:
             result = Path(tmp) / f"{mode}.npy"

@@ -27,28 +27,16 @@ import av
 import numpy as np
 
 from stylebox.errors import UserError, doc_parser
-
-
-def clip_frame(i: int, width: int, height: int) -> np.ndarray:
-    """uint8 (height, width, 3): frame i of a synthetic scene (a drifting gradient and a
-    square moving across it), deterministic."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    r = (xx / max(1, width) * 255 + 3 * i) % 256
-    g = (yy / max(1, height) * 255 + 2 * i) % 256
-    b = ((xx + yy) / max(1, width + height) * 255) % 256
-    rgb = np.stack([r, g, b], -1).astype(np.uint8)
-    side = max(2, min(width, height) // 4)
-    x0 = (i * 7) % max(1, width - side)
-    y0 = (i * 3) % max(1, height - side)
-    rgb[y0:y0 + side, x0:x0 + side] = (240, 240, 30)
-    return rgb
+from stylebox.procs import rss_kib
+from stylebox.samples import synthetic_photo
 
 
 def make_clip(path: Path, width: int = 64, height: int = 48, frames: int = 10,
               fps: int = 10, *, codec: str = "libx264", container: str | None = None,
               audio: str | None = None, pts: list[int] | None = None,
               time_base: Fraction | None = None, faststart: bool = False) -> Path:
-    """Write a clip: `frames` frames of `clip_frame`, `codec` video in `container` (from the
+    """Write a clip: `frames` frames of a drifting gradient with a moving square
+    (`synthetic_photo` with `frame` and `square`), `codec` video in `container` (from the
     suffix when None), optional `audio` (aac, mp3, libopus, libvorbis ...) with a 440 Hz
     tone as long as the video, optional explicit `pts` in `time_base` (variable rate)."""
     options = {"movflags": "+faststart"} if faststart else {}
@@ -66,7 +54,8 @@ def make_clip(path: Path, width: int = 64, height: int = 48, frames: int = 10,
             a = out.add_stream(audio, rate=rate)
             a.layout = "stereo"
         for i in range(frames):
-            frame = av.VideoFrame.from_ndarray(clip_frame(i, width, height), format="rgb24")
+            rgb = synthetic_photo(width, height, frame=i, square=True)
+            frame = av.VideoFrame.from_ndarray(rgb, format="rgb24")
             frame.pts = pts[i] if pts is not None else i
             frame.time_base = tb
             out.mux(vs.encode(frame))
@@ -101,20 +90,12 @@ def _tone(out: av.container.OutputContainer, stream: av.AudioStream, seconds: fl
     out.mux(stream.encode(None))
 
 
-def _rss_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def _sample(samples: list[float], done: threading.Event) -> None:
     while not done.wait(0.2):
-        samples.append(_rss_mb())
+        samples.append(rss_kib()[0] / 1024)
 
 
-def _cpu() -> str:
+def cpu_model() -> str:
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -126,7 +107,7 @@ def _cpu() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from stylebox.service.cli import _engine, _settings
+    from stylebox.service.cli import engine_for_cli, settings_for_cli
     from stylebox.service.settings import parse_size
     from stylebox.service.styles import parse_style_spec
     from stylebox.service.tiling import TileConfig
@@ -143,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.frames < 1:
         p.error("--frames must be at least 1")
-    settings = _settings(model_path=args.model)
-    engine = _engine(settings)
+    settings = settings_for_cli(model_path=args.model)
+    engine = engine_for_cli(settings)
     mix = parse_style_spec(args.style or engine.style_names[0], engine.style_names)
     limits = VideoLimits(max_duration_s=1e9, max_frames=10**9, max_pixels=10**9,
                          max_source_pixels=settings.max_pixels)
@@ -160,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             done = threading.Event()
 
             sampler = threading.Thread(target=_sample, args=(samples, done), daemon=True)
-            rss0 = _rss_mb()
+            rss0 = rss_kib()[0] / 1024
             if args.rss:
                 sampler.start()
             model_s: list[float] = []
@@ -186,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                    # encoding and colour conversion not hidden behind it by the threads.
                    "model_ms_per_frame": round(1000 * sum(model_s) / max(1, len(model_s)), 1),
                    "load_avg_1min": round(os.getloadavg()[0], 2), "model": engine.card.name,
-                   "engine": f"{engine.backend} {engine.precision}", "cpu": _cpu(),
+                   "engine": f"{engine.backend} {engine.precision}", "cpu": cpu_model(),
                    "cores": os.cpu_count(), "stabilize": not args.no_stabilize}
             if args.rss:
                 sampler.join()

@@ -10,25 +10,16 @@ from pathlib import Path
 
 import pytest
 
+# The tiny model is the tools' too (the soak exports it): defined there, the tests import
+# it from here as before.
+from stylebox.samples import (  # noqa: F401
+    TINY_STYLES,
+    export_tiny_model,
+    make_tiny_card,
+    make_tiny_generator,
+)
+
 ROOT = Path(__file__).resolve().parents[1]  # the repository
-
-TINY_STYLES = [
-    {"name": "candy", "title": "Candy", "source": "test style A"},
-    {"name": "mosaic", "title": "Mosaic", "source": "test style B"},
-    {"name": "udnie", "title": "Udnie", "source": "test style C"},
-]
-
-
-def make_tiny_generator(n_styles: int = 3, alpha: float = 0.25, seed: int = 0, blur: int = 0,
-                        **variant):
-    """A 2-block generator with random visible styles; `variant`: separable, resize, widths."""
-    import torch
-
-    from stylebox.model.network import Generator, GeneratorConfig
-
-    torch.manual_seed(seed)
-    return Generator(GeneratorConfig(n_styles=n_styles, alpha=alpha, n_residual=2, blur=blur,
-                                     **variant)).eval().randomize_styles()
 
 
 def gradient_reach(g, side: int) -> int:
@@ -56,16 +47,6 @@ def gradient_reach(g, side: int) -> int:
     return int(reach)
 
 
-def make_tiny_card(styles=TINY_STYLES, alpha: float = 0.25, generator=None):
-    """The tiny model's card; with `generator`, its arch (a variant's knobs included)."""
-    from stylebox.model.card import ModelCard
-
-    arch = generator.cfg.arch() if generator is not None else {
-        "n_residual": 2, "base_channels": [32, 64, 128]}
-    return ModelCard(name="stylebox-tiny", version="test", alpha=alpha, styles=list(styles),
-                     arch=arch)
-
-
 def session_feed(sess, image, weights) -> dict:
     """A raw ORT session's feed: zero statistics and use_stats = 0 (plain instance norm)
     where the graph takes them (model/export.py), nothing more for older graphs."""
@@ -83,11 +64,7 @@ def session_feed(sess, image, weights) -> dict:
 @pytest.fixture(scope="session")
 def tiny_onnx(tmp_path_factory) -> Path:
     """A 3-style α=0.25 ONNX model with its card, exported (and parity-checked) once."""
-    from stylebox.model.export import export_onnx
-
-    path = tmp_path_factory.mktemp("model") / "tiny.onnx"
-    export_onnx(make_tiny_generator(), make_tiny_card(), path, export_size=32)
-    return path
+    return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
 # -- engines: the ones this host runs, for what must hold on every engine ---------------------

@@ -61,6 +61,8 @@ def test_imports_only_point_down_and_name_the_namespace():
             where = f"{path.relative_to(ROOT)}:{line} imports {target}"
             if top in ("model", "service", "training"):
                 wrong.append(f"{where} (outside the stylebox namespace)")
+            elif top == "tests":
+                wrong.append(f"{where} (the test suite: not installed, not for the package)")
             elif top == "stylebox" and _rank(target) > _rank(name):
                 wrong.append(f"{where} (a higher layer)")
     assert not wrong, "\n".join(wrong)

@@ -27,14 +27,13 @@ import torch
 
 from stylebox.errors import doc_parser
 from stylebox.model.checkpoint import build_generator
+from stylebox.report import write_between
 from stylebox.training.accel import autocast, cpu_has_bf16, machine_summary, use_amp
 from stylebox.training.config import ConfigError, TrainConfig
 from stylebox.training.data import PhotoBank, list_photos, load_style_images
 from stylebox.training.loop import build_loss, draw_batch, make_optimizer, open_cache
 from stylebox.training.modes import Step
 from stylebox.training.runner import Dist, pick_device
-
-BEGIN, END = "<!-- train-bench:begin -->", "<!-- train-bench:end -->"
 
 
 def parse_shapes(text: str) -> list[tuple[int, int]]:
@@ -91,17 +90,6 @@ def table(rows: list[dict], meta: str) -> str:
                      f"{r['s_per_step']:.2f} | {r['steps_per_s']:.3f} | "
                      f"{r['images_per_s']:.2f} | {r['images_per_s'] / first:.2f}x |")
     return "\n".join(lines) + "\n"
-
-
-def write_report(path: Path, text: str) -> None:
-    block = f"{BEGIN}\n{text}{END}\n"
-    old = path.read_text() if path.is_file() else ""
-    if BEGIN in old and END in old:
-        head, rest = old.split(BEGIN, 1)
-        new = head + block + "\n" + rest.split(END, 1)[1].lstrip("\n")
-    else:
-        new = old + ("\n" if old else "") + block
-    path.write_text(new)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -161,5 +149,5 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, meta)
     print(text)
     if args.report:
-        write_report(Path(args.report), text)
+        write_between(Path(args.report), "train-bench", text)
     return 0

@@ -34,7 +34,8 @@ import pytest
 
 from stylebox.loadtest import run_threads
 from stylebox.procs import free_port
-from stylebox.soak import UHD, photo_jpeg
+from stylebox.samples import photo_jpeg
+from stylebox.soak import UHD
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.container

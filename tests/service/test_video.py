@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from stylebox.procs import ROOT, service_env
+from stylebox.samples import synthetic_photo
 from stylebox.service.controls import Controls
 from stylebox.service.errors import (
     CorruptVideoError,
@@ -34,7 +35,7 @@ from stylebox.service.video import (
     probe,
     stylize_video,
 )
-from stylebox.videobench import clip_frame, make_clip
+from stylebox.videobench import make_clip
 from tests.conftest import png
 
 
@@ -101,7 +102,7 @@ def test_variable_frame_rate_keeps_each_timestamp(tmp_path, engine, weights):
 
 @pytest.mark.parametrize("fmt", ["GIF", "WEBP"])
 def test_animated_gif_and_webp(tmp_path, engine, weights, fmt):
-    frames = [Image.fromarray(clip_frame(i, 40, 30)) for i in range(5)]
+    frames = [Image.fromarray(synthetic_photo(40, 30, frame=i, square=True)) for i in range(5)]
     src = tmp_path / f"a.{fmt.lower()}"
     frames[0].save(src, fmt, save_all=True, append_images=frames[1:], duration=100, loop=0)
     assert is_video_file(src)
@@ -239,7 +240,7 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(UnsupportedVideoError, match="no video stream"):
         probe(_audio_only(tmp_path / "audio.m4a"))
     still = tmp_path / "still.webp"
-    Image.fromarray(clip_frame(0, 20, 20)).save(still, "WEBP")
+    Image.fromarray(synthetic_photo(20, 20, square=True)).save(still, "WEBP")
     with pytest.raises(UnsupportedVideoError, match="still"):
         probe(still)
     assert not is_video_file(still) and is_video_file(tmp_path / "good.mp4")

@@ -72,19 +72,6 @@ def test_interleaved_reports_median_and_p90():
     assert len(out) == 2 and all(0 <= med <= p90 for med, p90 in out)
 
 
-def test_write_report_keeps_the_prose(tmp_path):
-    md = tmp_path / "perf.md"
-    bench.write_report(md, "first")
-    assert md.read_text().startswith("# Performance") and "first" in md.read_text()
-    md.write_text(md.read_text().replace("# Performance", "# Performance\n\nprose above")
-                  + "\nprose below\n")
-    bench.write_report(md, "second")
-    text = md.read_text()
-    assert "prose above" in text and "prose below" in text
-    assert "second" in text and "first" not in text
-    assert text.count(bench.BEGIN) == text.count(bench.END) == 1
-
-
 def _table(text: str, header: str) -> list[list[str]]:
     """Rows (cells) of the markdown table whose header line starts with `header`."""
     lines = text[text.index(header):].splitlines()
@@ -114,6 +101,8 @@ def test_small_full_run_writes_tables_and_plot(tiny_onnx, tmp_path, capsys):
     assert rc == 0
     text = md.read_text()
     assert text == md.read_text() and "Command: `stylebox bench" in capsys.readouterr().out
+    assert text.startswith("# Performance\n\n<!-- bench:begin -->\nCommand: `stylebox bench")
+    assert text.endswith("](performance.png)\n<!-- bench:end -->\n")  # the markers docs use
     assert re.search(r"float32 GEMM \d+ GFLOP/s", text)
 
     lat = _table(text, "| model | engine | size |")

@@ -12,7 +12,6 @@ import pytest
 from PIL import Image
 
 from stylebox.flicker import (
-    MARKERS,
     MOTIONS,
     PAN,
     ROTATE_DEG,
@@ -24,8 +23,8 @@ from stylebox.flicker import (
     make_clips,
     pick_photos,
     warp_error,
-    write_section,
 )
+from stylebox.report import write_between
 from tests.conftest import TINY_TRAIN_LAYERS, make_train_data
 
 SIZE = (64, 48)  # (W, H)
@@ -153,13 +152,13 @@ def test_photos_are_spread_over_the_folder_and_sections_are_replaced(tmp_path):
     assert pick_photos(files, 20) == files
     report = tmp_path / "r.md"
     report.write_text("# Mine\n\nprose before\n")
-    write_section(report, "a", ["one"])
-    write_section(report, "b", ["two"])
-    write_section(report, "a", ["three"])
+    write_between(report, "flicker:a", "one")  # as the command writes its --section
+    write_between(report, "flicker:b", "two")
+    write_between(report, "flicker:a", "three")
     text = report.read_text()
     assert text.startswith("# Mine\n\nprose before\n")
     assert "one" not in text and text.index("three") < text.index("two")
-    assert text.count(MARKERS[0].format("a")) == 1
+    assert text.count("<!-- flicker:a:begin -->") == 1
 
 
 # -- the command -------------------------------------------------------------------------------
@@ -197,7 +196,7 @@ def test_cli_writes_report_csv_figure_and_strip(photos, tiny_onnx, tmp_path, cap
         assert r["pairs"] == "2" and len(per_pair) == 2
         assert float(r["output"]) == pytest.approx(np.mean(per_pair), abs=1e-3)
     text = report.read_text()
-    assert MARKERS[0].format("table") in text and "| candy | carry 0.9 | h264 |" in text
+    assert "<!-- flicker:table:begin -->" in text and "| candy | carry 0.9 | h264 |" in text
     assert "| input frames |  | none | 0.00 | 0.00 | 0.00 |" in text
     assert "stylebox flicker " in text and "--carry 0.9" in text  # the command that made it
     assert "| candy | frame by frame | none |" in out
@@ -216,7 +215,7 @@ def test_cli_writes_report_csv_figure_and_strip(photos, tiny_onnx, tmp_path, cap
     assert len(again) == 2 * 2 and all(
         first[(r["photo"], r["motion"], "udnie")] == r["output"] for r in again)
     text = report.read_text()
-    assert MARKERS[0].format("table") in text and MARKERS[0].format("again") in text
+    assert "<!-- flicker:table:begin -->" in text and "<!-- flicker:again:end -->" in text
 
 
 def test_cli_scores_vgg_style_and_content_on_the_frames(photos, tiny_onnx, tmp_path):

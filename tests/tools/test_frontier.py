@@ -38,7 +38,8 @@ def test_frontier_tables_times_plots_and_pictures_every_candidate(tiny_onnx, tmp
                  "onnxruntime", "--report", str(report), "--photo", str(photo),
                  "--row-styles", names[0], "--row-size", "32"]) == 0
     text = report.read_text()
-    assert text.startswith("# Frontier\n\nprose kept\n")
+    assert text.startswith("# Frontier\n\nprose kept\n\n<!-- frontier:begin -->\nCommand: ")
+    assert text.endswith("(frontier-row.jpg)\n<!-- frontier:end -->\n")  # the docs' markers
     rows = [line for line in text.splitlines() if line.startswith("| ")]
     base, var = rows[1], rows[2]
     assert "**base**" in base and "1.00x" in base
