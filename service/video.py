@@ -26,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypedDict
 
 import av
 import numpy as np
@@ -74,6 +74,25 @@ class VideoLimits:
     def from_settings(cls, settings: Any) -> VideoLimits:
         return cls(settings.video_max_duration_s, settings.video_max_frames,
                    settings.video_max_pixels, settings.max_pixels)
+
+
+class RunOptions(TypedDict):
+    """`stylize_video`'s arguments that come from the service's settings."""
+
+    momentum: float
+    limits: VideoLimits
+    max_inference_pixels: int
+    tiling: TileConfig | None
+
+
+def run_options(settings: Any, *, stabilize: bool = True) -> RunOptions:
+    """The settings as `stylize_video`'s arguments (`stylize_video(..., **run_options(s))`),
+    so the API's jobs and the command line map them the one way; `stabilize=False`
+    stylizes every frame on its own."""
+    return RunOptions(momentum=settings.video_momentum if stabilize else 0.0,
+                      limits=VideoLimits.from_settings(settings),
+                      max_inference_pixels=settings.max_inference_pixels,
+                      tiling=TileConfig.from_settings(settings))
 
 
 @dataclass(frozen=True)
@@ -246,14 +265,37 @@ class Cancelled(Exception):
     """The job was cancelled between two frames."""
 
 
-_END = ("end",)
+# What the threads pass each other, in stream order: the decoder's first item is `_Opened`,
+# then `_Frame`s and `_Audio` packets as the demuxer meets them, then `_END`; the model
+# thread hands the encoder the same, each frame's `rgb` stylized.
+class _Opened(NamedTuple):
+    rate: Fraction | None  # the video stream's average frame rate, if the container says
+    audio: Any  # the source's audio stream (the encoder's template and decoder), or None
+
+
+class _Frame(NamedTuple):
+    rgb: np.ndarray  # (h, w, 3) uint8 at the output size
+    pts: int  # the source timestamp, in `time_base` units
+    time_base: Fraction | None
+
+
+class _Audio(NamedTuple):
+    packet: Any  # a demuxed audio packet, copied or re-encoded by the encoder
+
+
+class _End(NamedTuple):
+    pass
+
+
+_END = _End()
+_Item = _Opened | _Frame | _Audio | _End
 
 
 class _Stop(Exception):
     """Another stage failed or the job stopped: this one leaves quietly."""
 
 
-def _put(q: queue.Queue, item: tuple, stop: threading.Event) -> None:
+def _put(q: queue.Queue, item: _Item, stop: threading.Event) -> None:
     while True:
         if stop.is_set():
             raise _Stop
@@ -264,7 +306,7 @@ def _put(q: queue.Queue, item: tuple, stop: threading.Event) -> None:
             continue
 
 
-def _get(q: queue.Queue, stop: threading.Event) -> tuple:
+def _get(q: queue.Queue, stop: threading.Event) -> _Item:
     while True:
         if stop.is_set():
             raise _Stop
@@ -282,20 +324,20 @@ def _open_av(path: Path) -> Any:
 
 
 def _frames_av(container: Any, size: tuple[int, int], limits: VideoLimits
-               ) -> Iterator[tuple]:
-    """("v", rgb (h, w, 3) at `size` cropped to even, pts, time_base) per frame, and
-    ("a", packet) per audio packet, in demux order; the first item is ("open", frame rate,
-    audio stream or None). `container` stays open: the audio stream is read from it."""
+               ) -> Iterator[_Item]:
+    """`_Opened` first, then a `_Frame` (rgb at `size`, cropped to even) per frame and an
+    `_Audio` per audio packet, in demux order. `container` stays open: the audio stream is
+    read from it."""
     w, h = size
     vs = container.streams.video[0]
     vs.thread_type = "AUTO"  # frame threads: decoding keeps up with the model
     streams = [vs, *list(container.streams.audio)[:1]]
-    yield ("open", vs.average_rate or vs.guessed_rate, streams[1] if len(streams) > 1 else None)
+    yield _Opened(vs.average_rate or vs.guessed_rate, streams[1] if len(streams) > 1 else None)
     errors, last_pts, count = 0, None, 0
     for packet in container.demux(*streams):
         if packet.stream.type == "audio":
             if packet.size:
-                yield ("a", packet)
+                yield _Audio(packet)
             continue
         try:
             frames = packet.decode()
@@ -312,7 +354,7 @@ def _frames_av(container: Any, size: tuple[int, int], limits: VideoLimits
             pts = frame.pts if frame.pts is not None else \
                 (last_pts + 1 if last_pts is not None else 0)
             last_pts = pts
-            yield ("v", _rgb_av(frame, w, h), pts, vs.time_base)
+            yield _Frame(_rgb_av(frame, w, h), pts, vs.time_base)
 
 
 def _check_running(count: int, frame: Any, vs: Any, limits: VideoLimits) -> None:
@@ -339,10 +381,11 @@ def _rgb_av(frame: Any, w: int, h: int) -> np.ndarray:
     return np.ascontiguousarray(rgb[:h, :w])  # (h, w, 3)
 
 
-def _frames_webp(path: Path, size: tuple[int, int], limits: VideoLimits) -> Iterator[tuple]:
+def _frames_webp(path: Path, size: tuple[int, int], limits: VideoLimits
+                 ) -> Iterator[_Item]:
     w, h = size
     tb = Fraction(1, 1000)  # Pillow gives each frame's duration in ms
-    yield ("open", None, None)
+    yield _Opened(None, None)
     with Image.open(path) as im:
         pts = 0
         for i in range(getattr(im, "n_frames", 1)):
@@ -353,7 +396,7 @@ def _frames_webp(path: Path, size: tuple[int, int], limits: VideoLimits) -> Iter
             rgb = im.convert("RGB")
             if rgb.size[0] // 2 * 2 != w or rgb.size[1] // 2 * 2 != h:
                 rgb = rgb.resize((w, h), Image.Resampling.LANCZOS)
-            yield ("v", np.ascontiguousarray(np.asarray(rgb)[:h, :w]), pts, tb)
+            yield _Frame(np.ascontiguousarray(np.asarray(rgb)[:h, :w]), pts, tb)
             pts += int(im.info.get("duration") or 100)
 
 
@@ -483,10 +526,10 @@ def stylize_video(src: Path, dst: Path, engine: Engine, weights: np.ndarray, *,
             enc = _Encoder(part, size, rate, as_in, tb)
             while True:
                 item = _get(styled, stop)
-                if item[0] == "v":
-                    enc.video(item[1], item[2])
-                elif item[0] == "a":
-                    enc.audio(item[1])
+                if isinstance(item, _Frame):
+                    enc.video(item.rgb, item.pts)
+                elif isinstance(item, _Audio):
+                    enc.audio(item.packet)
                 else:
                     enc.close()
                     enc = None
@@ -509,29 +552,30 @@ def stylize_video(src: Path, dst: Path, engine: Engine, weights: np.ndarray, *,
     try:
         threads[0].start()
         opened = _get(decoded, stop)
-        if opened[0] != "open":
+        if not isinstance(opened, _Opened):
             raise CorruptVideoError("the video stream could not be opened")
-        pending: list[tuple] = []  # audio before the first frame: its time base is needed
+        pending: list[_Audio] = []  # audio before the first frame: its time base is needed
         item = _get(decoded, stop)
-        while item[0] == "a":
+        while isinstance(item, _Audio):
             pending.append(item)
             item = _get(decoded, stop)
-        if item[0] != "v":
+        if not isinstance(item, _Frame):
             raise CorruptVideoError("no frame of the video stream decodes")
-        threads.append(threading.Thread(target=encode, args=(opened[1], opened[2], item[3]),
+        threads.append(threading.Thread(target=encode,
+                                        args=(opened.rate, opened.audio, item.time_base),
                                         name="video-encode", daemon=True))
         threads[1].start()
         for a in pending:
             _put(styled, a, stop)
-        while item[0] != "end":
-            if item[0] == "v":
+        while not isinstance(item, _End):
+            if isinstance(item, _Frame):
                 if cancelled is not None and cancelled():
                     raise Cancelled
-                rgb = item[1]
+                rgb = item.rgb
                 out = infer(lambda rgb=rgb: stylizer(rgb, weights))
                 if controls.changes_pixels:
                     out = apply_controls(rgb, out, controls)
-                _put(styled, ("v", out, item[2]), stop)
+                _put(styled, item._replace(rgb=out), stop)
                 frames += 1
                 if progress is not None:
                     progress(frames)
