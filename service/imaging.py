@@ -28,6 +28,7 @@ from stylebox.service.errors import (
     OutputFormatError,
     UnsupportedImageError,
 )
+from stylebox.service.sniff import IMAGES, sniff
 
 log = logging.getLogger("stylebox.imaging")
 
@@ -35,16 +36,6 @@ MEDIA_TYPES = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 EXTENSIONS = {"png": ".png", "jpeg": ".jpg", "webp": ".webp"}
 # JPEG covers MPO (many phones' .jpg); AVIF only if this Pillow build has it.
 _FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "ICO", "AVIF")
-# Pillow reports a file it cannot parse as "unidentified" even when it starts like a PNG;
-# those are damaged images (422), not other media types (415).
-_MAGIC = {b"\x89PNG\r\n\x1a\n": "PNG", b"\xff\xd8\xff": "JPEG", b"GIF8": "GIF",
-          b"II*\0": "TIFF", b"MM\0*": "TIFF", b"BM": "BMP"}
-
-
-def _sniff(data: bytes) -> str | None:
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return "WEBP"
-    return next((fmt for magic, fmt in _MAGIC.items() if data.startswith(magic)), None)
 _WEBP_MAX_SIDE = 16383
 _JPEG_MAX_SIDE = 65535
 
@@ -115,7 +106,9 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     try:
         im = Image.open(io.BytesIO(data), formats=allowed_formats())
     except UnidentifiedImageError:
-        if sniffed := _sniff(data):
+        # Pillow reports a file it cannot parse as "unidentified" even when it starts like a
+        # PNG; those are damaged images (422), not other media types (415).
+        if (sniffed := sniff(data)) in IMAGES:
             raise CorruptImageError(f"the {sniffed} image is truncated or corrupt") from None
         raise UnsupportedImageError(
             "not an image in a supported format ("
