@@ -14,6 +14,11 @@ which flattens the image. So both controls are pixel maths on (photo, stylized) 
   neural artistic style transfer", done in Oklab instead of YIQ).
 - `max_side` downscales the photo (Lanczos) before stylizing; the result has that size.
 
+Each control's bounds are one `Bound` here (`STRENGTH`, `MAX_SIDE`, and the encoder's
+`QUALITY`): `Controls` checks them, the routes' `Query` parameters (and so the OpenAPI
+schema) take theirs from `Bound.query`, `WS /live` checks its control messages and
+`stylebox stylize` its flags with the same ones.
+
 Work is done in bands of rows so memory stays at a few float32 bands, not the whole image.
 """
 
@@ -27,7 +32,6 @@ import numpy as np
 from stylebox.service.errors import StyleboxError
 from stylebox.service.imaging import DecodedImage, resize_rgb
 
-MIN_MAX_SIDE, MAX_MAX_SIDE = 16, 16384
 _BAND_PIXELS = 1 << 18  # rows per band so that a band holds about 262k pixels
 
 # Linear sRGB -> LMS, and cube-rooted LMS -> Lab (Ottosson's Oklab matrices, D65).
@@ -57,19 +61,53 @@ class ControlError(StyleboxError):
 
 
 @dataclass(frozen=True)
+class Bound:
+    """A numeric control's closed range: an integer one, or a finite number (never a bool)."""
+
+    name: str
+    low: int | float
+    high: int | float
+    integer: bool = False
+
+    def ok(self, value: object) -> bool:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        if self.integer and not isinstance(value, int):
+            return False
+        return math.isfinite(value) and self.low <= value <= self.high
+
+    def problem(self, value: object) -> str:
+        """What is wrong with a value that is not `ok`, naming the control."""
+        kind = "an integer" if self.integer else "a number"
+        return f"{self.name} must be {kind} in [{self.low}, {self.high}], got {str(value)[:40]}"
+
+    def check(self, value: object) -> None:
+        """ControlError (422) naming the control when `value` is out of bounds."""
+        if not self.ok(value):
+            raise ControlError(self.problem(value), parameter=self.name)
+
+    def query(self) -> dict[str, object]:
+        """The bounds as FastAPI `Query` arguments: enforced and in the OpenAPI schema."""
+        return {"ge": self.low, "le": self.high,
+                **({} if self.integer else {"allow_inf_nan": False})}
+
+
+STRENGTH = Bound("strength", 0, 1)  # 0 = the photo, 1 = the network's output
+MAX_SIDE = Bound("max_side", 16, 16384, integer=True)  # px, the longer side first
+QUALITY = Bound("quality", 1, 100, integer=True)  # JPEG/WebP quality of the encoder
+MIN_MAX_SIDE, MAX_MAX_SIDE = MAX_SIDE.low, MAX_SIDE.high
+
+
+@dataclass(frozen=True)
 class Controls:
     strength: float = 1.0
     preserve_color: bool = False
     max_side: int | None = None
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.strength, int | float) and math.isfinite(self.strength)
-                and 0.0 <= self.strength <= 1.0):
-            raise ControlError(f"strength must be a number in [0, 1], got {self.strength!r}",
-                               parameter="strength")
-        if self.max_side is not None and not MIN_MAX_SIDE <= self.max_side <= MAX_MAX_SIDE:
-            raise ControlError(f"max_side must be in [{MIN_MAX_SIDE}, {MAX_MAX_SIDE}], got "
-                               f"{self.max_side}", parameter="max_side")
+        STRENGTH.check(self.strength)
+        if self.max_side is not None:
+            MAX_SIDE.check(self.max_side)
 
     @property
     def changes_pixels(self) -> bool:
