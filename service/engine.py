@@ -94,14 +94,21 @@ class Engine:
         path = Path(model_path)
         self.card = read_card(path)  # before any runtime parses the file
         # Statistics in and out (tiled inference) when the card says so; else the old graph.
+        # The card's norm_stats section is read here only; the rest of the service asks the
+        # engine.
         stats = self.card.export.get("norm_stats") or {}
         try:
             self.stats_size = int(stats.get("size", 0))
             self.receptive_radius = int(stats.get("receptive_radius", 0))
             self.grid = int(stats.get("grid", contract.DEFAULT_GRID))
             self.min_side = int(self.card.export.get("min_side", contract.MIN_SIDE))
+            channels = [int(c) for c in stats.get("channels") or []]
         except (TypeError, ValueError):
             raise ModelLoadError(f"{path}: invalid export section in the model card") from None
+        # Each CIN layer's width, in the order its (means, variances) sit in the statistics;
+        # None when the card does not give a layout that adds up (pooling then averages).
+        self.stats_channels: list[int] | None = \
+            channels if channels and 2 * sum(channels) == self.stats_size else None
         opened = open_model(path)
         try:
             contract.check(opened.inputs, opened.outputs, self.card.n_styles, self.stats_size)

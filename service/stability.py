@@ -21,6 +21,8 @@ frame whose small grey thumbnail differs from the previous one by more than `cut
 grey levels on average), a new frame size or new style weights start afresh: the old
 statistics describe another picture. Frames above the inference budget run in tiles that
 all use the running statistics, so a tiled video frame needs no separate statistics pass.
+Whether a frame fits the budget, and how it is tiled, is service/pipeline.py's `plan` and
+service/tiling.py's tile loop, the ones a single image takes.
 
 This removes the normalisation's share of flicker only; a network that answers a one-pixel
 shift with new texture needs a temporal term in training (training/losses.py) or
@@ -29,13 +31,14 @@ anti-aliased downsampling (model/network.py) — docs/flicker.md measures each.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
 from stylebox.service.engine import Engine
-from stylebox.service.pipeline import stylize_fitted
-from stylebox.service.tiling import TileConfig, plan_tiles, stats_input
+from stylebox.service.pipeline import Plan, Stylized, plan, run_plan
+from stylebox.service.tiling import TileConfig, pool_stats, stats_input, tile_pass
 
 THUMB = 32  # side of the grey thumbnail that scene cuts are judged on
 
@@ -67,21 +70,6 @@ def thumbnail(rgb: np.ndarray) -> np.ndarray:
     return grey.reshape(THUMB, 2, THUMB, 2).mean(axis=(1, 3))  # (THUMB, THUMB)
 
 
-def _pool_stats(parts: list[np.ndarray], areas: list[int], channels: list[int]) -> np.ndarray:
-    """Per-layer (mean, var) of the union of tiles from each tile's own (mean, var):
-    var = E[var_i] + Var[mean_i], weighted by the tile areas."""
-    a = np.asarray(areas, np.float64)[:, None] / sum(areas)  # (T, 1)
-    s = np.stack(parts).astype(np.float64)  # (T, S)
-    out, lo = np.empty(s.shape[1], np.float64), 0
-    for c in channels:
-        mean, var = s[:, lo:lo + c], s[:, lo + c:lo + 2 * c]
-        m = (a * mean).sum(0)
-        out[lo:lo + c] = m
-        out[lo + c:lo + 2 * c] = (a * (var + (mean - m) ** 2)).sum(0)
-        lo += 2 * c
-    return out.astype(np.float32)
-
-
 class StreamStylizer:
     """Stylizes the frames of ONE stream in order, carrying statistics across them.
 
@@ -107,13 +95,25 @@ class StreamStylizer:
     def carries(self) -> bool:
         return self.config.enabled and self.engine.supports_stats
 
+    def plan(self, height: int, width: int) -> Plan:
+        """How a frame of this size runs: whole, or above the budget in tiles (carrying) or
+        downscaled (frame by frame, as POST /stylize runs an image without tiling)."""
+        return plan(self.engine, height, width, self.max_inference_pixels,
+                    self.tiling if self.carries else None)
+
     def __call__(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """uint8 (H, W, 3) frame + float32 (N,) weights -> the stylized uint8 (H, W, 3)."""
+        return self.run(rgb, weights).rgb
+
+    def run(self, rgb: np.ndarray, weights: np.ndarray, p: Plan | None = None) -> Stylized:
+        """The next frame, as `p` (this stylizer's `plan` for it; made here when None) says."""
         h, w = rgb.shape[:2]
-        ms = self.engine.min_side
-        fits = max(h, ms) * max(w, ms) <= self.max_inference_pixels
+        p = p or self.plan(h, w)
         if not self.carries:  # an old model without statistics, or carrying turned off
-            return self._plain(rgb, weights)
+            return run_plan(self.engine, rgb, weights, p)
+        if p.how == "downscale" or p.image != (w, h):
+            raise ValueError(f"a frame that carries statistics runs whole or in tiles, not as "
+                             f"{p.how} {p.image}")
         thumb = thumbnail(rgb)
         key = (h, w, np.asarray(weights, np.float32).tobytes())
         cut = self._thumb is not None and \
@@ -122,41 +122,23 @@ class StreamStylizer:
         if cut or key != self._key:
             self.running = None
         self._key, self._thumb = key, thumb
-        m = self.config.momentum
-        if fits:
+        m, tiles = self.config.momentum, 0
+        t0 = time.perf_counter()
+        if p.how == "whole":
             out, computed = self.engine.stylize_stats(rgb, weights, self.running, use=m)
             if self.running is not None:  # what each layer used: the blend
                 computed = m * self.running + (1 - m) * computed
         else:
             if self.running is None:  # the first frame: statistics from a downscaled pass
-                small = stats_input(rgb, self.tiling.stats_pixels, ms)
+                small = stats_input(rgb, self.tiling.stats_pixels, self.engine.min_side)
                 self.running = self.engine.stylize_stats(small, weights)[1]
             # Tiles must share one set of statistics (no seams): every tile takes `running`
             # as it is, and the frame's own, pooled from the tiles, join the average after.
-            out, own = self._tiled(rgb, weights)
-            computed = m * self.running + (1 - m) * own
+            out, parts, areas = tile_pass(self.engine, rgb, weights, self.running,
+                                          self.tiling.tile_size,
+                                          self.tiling.margin_for(self.engine))
+            computed = m * self.running + (1 - m) * pool_stats(self.engine, parts, areas)
+            tiles = len(parts)
+        ms = (time.perf_counter() - t0) * 1000
         self.running = np.asarray(computed, np.float32)
-        return out
-
-    def _plain(self, rgb: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """Frame by frame: whole, or downscaled to the budget and back, as POST /stylize
-        runs an image without tiling."""
-        return stylize_fitted(self.engine, rgb, weights, self.max_inference_pixels).rgb
-
-    def _tiled(self, rgb: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Every tile with the running statistics; the frame's own, pooled from the tiles."""
-        out = np.empty_like(rgb)
-        parts, areas = [], []
-        tiles = plan_tiles(rgb.shape[0], rgb.shape[1], self.tiling.tile_size,
-                           self.tiling.margin_for(self.engine), self.engine.grid)
-        for t in tiles:
-            styled, computed = self.engine.stylize_stats(rgb[t.src], weights, self.running)
-            out[t.dst] = styled[t.crop]
-            parts.append(computed)
-            areas.append((t.src[0].stop - t.src[0].start) * (t.src[1].stop - t.src[1].start))
-        channels = [int(c) for c in
-                    self.engine.card.export.get("norm_stats", {}).get("channels") or []]
-        if 2 * sum(channels) != self.engine.stats_size:  # a card without the layout
-            a = np.asarray(areas, np.float32)[:, None] / sum(areas)
-            return out, (a * np.stack(parts)).sum(0).astype(np.float32)
-        return out, _pool_stats(parts, areas, channels)
+        return Stylized(out, (w, h), ms, tiles=tiles)

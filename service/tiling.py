@@ -91,18 +91,46 @@ def stats_input(rgb: np.ndarray, stats_pixels: int, min_side: int = 1) -> np.nda
     return rgb if size == (width, height) else resize_rgb(rgb, size)
 
 
+def tile_pass(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.ndarray | None,
+              tile_size: int, margin: int) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
+    """The tile loop: rgb (H, W, 3) stylized tile by tile, every tile normalised with
+    `stats`; (image, the statistics each tile computed, each tile's area in pixels)."""
+    out = np.empty_like(rgb)  # (H, W, 3) uint8: the only full-size buffer besides the input
+    parts, areas = [], []
+    for t in plan_tiles(rgb.shape[0], rgb.shape[1], tile_size, margin, engine.grid):
+        styled, computed = engine.stylize_stats(rgb[t.src], weights, stats)
+        out[t.dst] = styled[t.crop]
+        parts.append(computed)
+        areas.append((t.src[0].stop - t.src[0].start) * (t.src[1].stop - t.src[1].start))
+    return out, parts, areas
+
+
 def run_tiles(engine: Engine, rgb: np.ndarray, weights: np.ndarray, stats: np.ndarray | None,
               tile_size: int, margin: int) -> tuple[np.ndarray, int]:
     """Stylize rgb (H, W, 3) tile by tile with the given statistics; (image, tile count).
 
     stats=None lets every tile normalise with its own statistics: naive tiling, with seams
     (stylebox/tiledemo.py shows them)."""
-    out = np.empty_like(rgb)  # (H, W, 3) uint8: the only full-size buffer besides the input
-    tiles = plan_tiles(rgb.shape[0], rgb.shape[1], tile_size, margin, engine.grid)
-    for t in tiles:
-        styled, _ = engine.stylize_stats(rgb[t.src], weights, stats)
-        out[t.dst] = styled[t.crop]
-    return out, len(tiles)
+    out, parts, _ = tile_pass(engine, rgb, weights, stats, tile_size, margin)
+    return out, len(parts)
+
+
+def pool_stats(engine: Engine, parts: list[np.ndarray], areas: list[int]) -> np.ndarray:
+    """The whole image's per-layer (mean, var) from each tile's own, weighted by the tile
+    areas: var = E[var_i] + Var[mean_i]. A card without the layers' widths
+    (`engine.stats_channels` None) gets the area-weighted average of everything."""
+    a = np.asarray(areas, np.float64)[:, None] / sum(areas)  # (T, 1)
+    s = np.stack(parts).astype(np.float64)  # (T, S)
+    if engine.stats_channels is None:
+        return (a * s).sum(0).astype(np.float32)
+    out, lo = np.empty(s.shape[1], np.float64), 0
+    for c in engine.stats_channels:
+        mean, var = s[:, lo:lo + c], s[:, lo + c:lo + 2 * c]
+        m = (a * mean).sum(0)
+        out[lo:lo + c] = m
+        out[lo + c:lo + 2 * c] = (a * (var + (mean - m) ** 2)).sum(0)
+        lo += 2 * c
+    return out.astype(np.float32)
 
 
 def stylize_tiled(engine: Engine, rgb: np.ndarray, weights: np.ndarray,

@@ -142,10 +142,10 @@ class SlowStylizer(StreamStylizer):
     delay = 0.0
     calls = 0
 
-    def __call__(self, rgb, weights):
+    def run(self, rgb, weights, p=None):
         type(self).calls += 1
         time.sleep(self.delay)
-        return super().__call__(rgb, weights)
+        return super().run(rgb, weights, p)
 
 
 def test_frames_arriving_while_one_is_stylized_are_dropped_not_queued(client, monkeypatch):

@@ -167,9 +167,9 @@ def test_live_camera_streams_stylized_frames(camera_clip, tmp_path):
 class _SlowStylizer(StreamStylizer):
     """A real stylizer on a host that manages about 4 frames a second."""
 
-    def __call__(self, rgb, weights):
+    def run(self, rgb, weights, p=None):
         time.sleep(0.25)
-        return super().__call__(rgb, weights)
+        return super().run(rgb, weights, p)
 
 
 @contextlib.contextmanager
