@@ -19,11 +19,11 @@ from pydantic import ValidationError
 
 from stylebox.errors import UserError, report
 from stylebox.service.backends import open_engine
-from stylebox.service.controls import ControlError, Controls, apply_controls, shrink_decoded
+from stylebox.service.controls import QUALITY, ControlError, Controls
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.errors import StyleboxError, StyleSpecError
-from stylebox.service.imaging import EXTENSIONS, decode_image, encode_image, set_pixel_limit
-from stylebox.service.pipeline import check_cost, stylize_fitted
+from stylebox.service.imaging import EXTENSIONS, set_pixel_limit
+from stylebox.service.pipeline import OneImage, image_path, run_steps
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.tiling import TileConfig
@@ -212,7 +212,8 @@ def stylize_main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=[*choices(OutputFormat), "jpg"],
                    help=f"output format (default: from OUT's suffix, {_WRITES}; for a folder "
                         "or no suffix STYLEBOX_DEFAULT_FORMAT, png)")
-    p.add_argument("--quality", type=int, default=90, help="JPEG/WebP quality, 1-100")
+    p.add_argument("--quality", type=int, default=90,
+                   help=f"JPEG/WebP quality, {QUALITY.low}-{QUALITY.high}")
     p.add_argument("--strength", type=float, default=1.0,
                    help="how much style, 0 (the photo) to 1 (full style; default)")
     p.add_argument("--preserve-color", action="store_true",
@@ -224,9 +225,8 @@ def stylize_main(argv: list[str] | None = None) -> int:
                         "statistics are carried from frame to frame, which flickers less)")
     p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
     args = p.parse_args(argv)
-    if not 1 <= args.quality <= 100:
-        p.error("--quality must be between 1 and 100")
-    try:
+    try:  # the API's bounds and messages
+        QUALITY.check(args.quality)
         controls = Controls(args.strength, args.preserve_color, args.max_side)
     except ControlError as e:
         p.error(e.detail)
@@ -264,13 +264,10 @@ def stylize_main(argv: list[str] | None = None) -> int:
                 failed += 1
             continue
         try:
-            decoded = shrink_decoded(decode_image(src.read_bytes(), settings.max_pixels),
-                                     controls.max_side)
-            check_cost(engine, *decoded.rgb.shape[:2], settings)
-            res = stylize_fitted(engine, decoded.rgb, mix.vector(engine.style_names),
-                                 settings.max_inference_pixels, TileConfig.from_settings(settings))
-            res.rgb = apply_controls(decoded.rgb, res.rgb, controls)
-            dst.write_bytes(encode_image(res.rgb, decoded.alpha, out_fmt, args.quality))
+            made = run_steps(image_path(src.read_bytes(), OneImage(engine, settings),
+                                        mix.vector(engine.style_names), controls,
+                                        settings=settings, fmt=out_fmt, quality=args.quality))
+            dst.write_bytes(made.body)
         except OSError as e:
             report(prog, f"cannot read or write {e.filename or src}: {e.strerror or e}")
             failed += 1
@@ -279,7 +276,8 @@ def stylize_main(argv: list[str] | None = None) -> int:
             report(prog, f"{src}: {e.detail}")
             failed += 1
             continue
-        w, h = decoded.size
+        w, h = made.size
+        res = made.stylized
         tiled = f", {res.tiles} tiles" if res.tiles else ""
         print(f"{src} -> {dst} ({w}x{h}, {mix.spec}, {res.inference_ms:.0f} ms{tiled})")
     return UserError.exit_code if failed else 0

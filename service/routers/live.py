@@ -19,10 +19,11 @@ stylized; a frame that arrives meanwhile is dropped and counted, never queued, s
 faster than the server gets the newest frames with the server's latency, not a growing
 backlog. The client learns how many were dropped from every reply.
 
-Frames are stylized by a `StreamStylizer` (service/stability.py), one per session, which
-carries the conditional-instance-norm statistics from frame to frame (less flicker) and
-starts afresh on a new style, frame size or scene cut. Decoding, inference and encoding run
-in worker threads under the app's limiters: inference shares `max_concurrency` with
+A frame takes the path an uploaded image takes (service/pipeline.py: decode, price,
+stylize, controls, encode), stylized by a `StreamStylizer` (service/stability.py), one per
+session, which carries the conditional-instance-norm statistics from frame to frame (less
+flicker) and starts afresh on a new style, frame size or scene cut. Every step runs in a
+worker thread under the app's limiters: inference shares `max_concurrency` with
 `POST /stylize`, and the event loop never waits on the network.
 
 The API key and the live-session cap are checked before the handshake completes
@@ -34,19 +35,17 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
-from anyio import to_thread
 from anyio.abc import TaskGroup
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from stylebox.service.access import mark
-from stylebox.service.controls import Controls, apply_controls
+from stylebox.service.controls import QUALITY, STRENGTH, Bound, Controls
 from stylebox.service.engine import Engine
 from stylebox.service.errors import (
     LiveMessageError,
@@ -54,9 +53,10 @@ from stylebox.service.errors import (
     StyleboxError,
     UnsupportedImageError,
 )
-from stylebox.service.imaging import decode_image, encode_image
+from stylebox.service.pipeline import arun_steps, image_path
 from stylebox.service.problems import TYPE_PREFIX, problem, problem_body, refuse_handshake
 from stylebox.service.settings import Settings
+from stylebox.service.sniff import FRAMES, sniff
 from stylebox.service.stability import StreamStylizer
 from stylebox.service.styles import StyleMix, parse_style_spec
 from stylebox.service.tiling import TileConfig
@@ -68,11 +68,6 @@ PROTOCOL = "stylebox.v1"
 IDLE_CLOSE = 4408  # an application close code (4000-4999): the session sent nothing too long
 MAX_CONTROL_CHARS = 16 * 1024  # a control message is a few dozen bytes; 400 styles fit
 DEFAULT_QUALITY = 80  # JPEG quality of the stylized frames: small and fast to encode
-_FRAME_MAGIC = (b"\xff\xd8\xff", b"\x89PNG\r\n\x1a\n")  # JPEG, PNG: what canvas.toBlob makes
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 class LiveSession:
@@ -175,23 +170,19 @@ class LiveSession:
                 raise LiveMessageError("style must be a string such as 'candy:0.7,mosaic:0.3'",
                                        field="style")
             mix = parse_style_spec(body["style"], self.engine.style_names)
-        strength, keep = controls.strength, controls.preserve_color
-        if "strength" in body:
-            strength = body["strength"]
-            if not (_number(strength) and math.isfinite(strength) and 0 <= strength <= 1):
-                raise LiveMessageError(f"strength must be a number in [0, 1], got "
-                                       f"{str(strength)[:40]}", field="strength")
-        if "preserve_color" in body:
-            keep = body["preserve_color"]
-            if not isinstance(keep, bool):
-                raise LiveMessageError("preserve_color must be true or false",
-                                       field="preserve_color")
-        if "quality" in body:
-            quality = body["quality"]
-            if not (isinstance(quality, int) and not isinstance(quality, bool)
-                    and 1 <= quality <= 100):
-                raise LiveMessageError(f"quality must be an integer in [1, 100], got "
-                                       f"{str(quality)[:40]}", field="quality")
+
+        def bounded(bound: Bound, now: Any) -> Any:  # POST /stylize's bounds, in JSON
+            value = body.get(bound.name, now)
+            if not bound.ok(value):
+                raise LiveMessageError(bound.problem(value), field=bound.name)
+            return value
+
+        strength = bounded(STRENGTH, controls.strength)
+        keep = body.get("preserve_color", controls.preserve_color)
+        if not isinstance(keep, bool):
+            raise LiveMessageError("preserve_color must be true or false",
+                                   field="preserve_color")
+        quality = bounded(QUALITY, quality)
         self.mix, self.controls = mix, Controls(float(strength), keep)
         self.quality = quality
 
@@ -210,7 +201,7 @@ class LiveSession:
             if len(data) > limit:
                 raise PayloadTooLargeError(f"a frame may have at most {limit} bytes, got "
                                            f"{len(data)}", max_frame_bytes=limit)
-            if not data.startswith(_FRAME_MAGIC):
+            if sniff(data) not in FRAMES:  # what canvas.toBlob makes
                 raise UnsupportedImageError("a live frame must be a JPEG or PNG image",
                                             supported=["JPEG", "PNG"])
             if self.mix is None:
@@ -233,20 +224,13 @@ class LiveSession:
             self._follow_reload()
             mix, controls, quality = self.mix, self.controls, self.quality
             assert mix is not None  # _frame checked it; a reload that lost it raised
-            decoded = await to_thread.run_sync(decode_image, data,
-                                               settings.live_max_frame_pixels,
-                                               limiter=state.codec_limiter)
-            del data
-            rgb = decoded.rgb  # (H, W, 3); a PNG's alpha is not kept
-            weights = mix.vector(self.engine.style_names)
-            t1 = time.perf_counter()
-            out = await to_thread.run_sync(self.stylizer, rgb, weights, limiter=state.limiter)
-            inference_ms = (time.perf_counter() - t1) * 1000
-            if controls.changes_pixels:
-                out = await to_thread.run_sync(apply_controls, rgb, out, controls,
-                                               limiter=state.codec_limiter)
-            jpeg = await to_thread.run_sync(encode_image, out, None, "jpeg", quality,
-                                            limiter=state.codec_limiter)
+            # A PNG frame's alpha is not kept: the answer is a JPEG.
+            steps = image_path(data, self.stylizer, mix.vector(self.engine.style_names),
+                               controls, settings=settings, fmt="jpeg", quality=quality,
+                               max_pixels=settings.live_max_frame_pixels)
+            del data  # the path holds it until it is decoded
+            made = await arun_steps(steps, {"codec": state.codec_limiter,
+                                            "network": state.limiter})
         except StyleboxError as e:
             await self._error(e, seq)
             return
@@ -254,16 +238,17 @@ class LiveSession:
             self.busy = False  # the next frame may start while this one is being sent
         self.stylized += 1
         self._count("stylized")
+        inference_ms = made.stylized.inference_ms
         if self.metrics is not None:
             self.metrics.inference_seconds.observe(inference_ms / 1000)
-        h, w = out.shape[:2]
+        h, w = made.stylized.rgb.shape[:2]
         stats = {"type": "frame", "seq": seq, "width": w, "height": h,
                  "server_ms": round((time.perf_counter() - t0) * 1000, 1),
                  "inference_ms": round(inference_ms, 1), "received": self.received,
                  "stylized": self.stylized, "dropped": self.dropped, "style": mix.spec}
         async with self.send_lock:
             await self.ws.send_text(json.dumps(stats))
-            await self.ws.send_bytes(jpeg)
+            await self.ws.send_bytes(made.body)
 
     def _follow_reload(self) -> None:
         """After `POST /admin/reload`, go on with the new model (and fresh statistics)."""

@@ -1,8 +1,9 @@
 """`POST /stylize`: one image in, the same-sized stylized image out.
 
-Decode, inference and encode each run in worker threads (never on the event loop);
-inference is additionally bounded by `max_concurrency` so a burst queues instead of
-oversubscribing the CPU/GPU, and codec work by a wider limiter that bounds memory.
+The image takes service/pipeline.py's one path (decode, max_side, price, stylize, controls,
+encode), each step in a worker thread (never on the event loop); inference is additionally
+bounded by `max_concurrency` so a burst queues instead of oversubscribing the CPU/GPU, and
+codec work by a wider limiter that bounds memory.
 """
 
 from __future__ import annotations
@@ -10,24 +11,16 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from stylebox.service.access import mark
-from stylebox.service.controls import (
-    MAX_MAX_SIDE,
-    MIN_MAX_SIDE,
-    Controls,
-    apply_controls,
-    shrink_decoded,
-)
+from stylebox.service.controls import MAX_SIDE, QUALITY, STRENGTH, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.imaging import MEDIA_TYPES, decode_image, encode_image
-from stylebox.service.pipeline import check_cost, stylize_fitted
+from stylebox.service.imaging import MEDIA_TYPES
+from stylebox.service.pipeline import OneImage, arun_steps, image_path
 from stylebox.service.settings import Settings
 from stylebox.service.styles import parse_style_spec
-from stylebox.service.tiling import TileConfig
 from stylebox.service.upload import FIELD, read_image_upload
 
 router = APIRouter(tags=["stylize"])
@@ -107,15 +100,16 @@ async def stylize(
     format: Annotated[Literal["png", "jpeg", "jpg", "webp"] | None, Query(
         description="output format; when absent it is negotiated from Accept, "
                     "then the server default")] = None,
-    quality: Annotated[int, Query(ge=1, le=100, description="JPEG/WebP quality")] = 90,
+    quality: Annotated[int, Query(**QUALITY.query(),
+                                  description="JPEG/WebP quality")] = 90,
     strength: Annotated[float, Query(
-        ge=0, le=1, allow_inf_nan=False,
+        **STRENGTH.query(),
         description="how much style: 0 = the photo, 1 = the full style (a blend of photo "
                     "and stylized image in Oklab)")] = 1.0,
     preserve_color: Annotated[bool, Query(
         description="keep the photo's colours, take only the style's lightness")] = False,
     max_side: Annotated[int | None, Query(
-        ge=MIN_MAX_SIDE, le=MAX_MAX_SIDE,
+        **MAX_SIDE.query(),
         description="downscale so the longer side is at most this many pixels first; "
                     "the result has that size")] = None,
 ) -> Response:
@@ -123,29 +117,16 @@ async def stylize(
     mix = parse_style_spec(style, engine.style_names)
     controls = Controls(strength, preserve_color, max_side)
     fmt = choose_format(format, request.headers.get("accept"), settings.default_format)
-    data = await read_image_upload(request, settings.max_upload_bytes)
     state = request.app.state
-    decoded = await to_thread.run_sync(decode_image, data, settings.max_pixels,
-                                       limiter=state.codec_limiter)
-    del data  # the compressed bytes are not needed past this point
-    if max_side is not None:
-        decoded = await to_thread.run_sync(shrink_decoded, decoded, max_side,
-                                           limiter=state.codec_limiter)
-    # Priced before it queues for the network: a thin strip's padding is refused here (413).
-    await to_thread.run_sync(check_cost, engine, *decoded.rgb.shape[:2], settings,
-                             limiter=state.codec_limiter)
-    result = await to_thread.run_sync(stylize_fitted, engine, decoded.rgb,
-                                      mix.vector(engine.style_names),
-                                      settings.max_inference_pixels,
-                                      TileConfig.from_settings(settings), limiter=state.limiter)
-    if controls.changes_pixels:  # strength < 1 or preserve_color: blend with the photo
-        result.rgb = await to_thread.run_sync(apply_controls, decoded.rgb, result.rgb,
-                                              controls, limiter=state.codec_limiter)
-    body = await to_thread.run_sync(encode_image, result.rgb, decoded.alpha, fmt, quality,
-                                    limiter=state.codec_limiter)
+    made = await arun_steps(
+        image_path(await read_image_upload(request, settings.max_upload_bytes),
+                   OneImage(engine, settings), mix.vector(engine.style_names), controls,
+                   settings=settings, fmt=fmt, quality=quality),
+        {"codec": state.codec_limiter, "network": state.limiter})
+    result = made.stylized
     iw, ih = result.inference_size
     tiles = {"X-Stylebox-Tiles": str(result.tiles)} if result.tiles else {}
-    return Response(body, media_type=MEDIA_TYPES[fmt], headers={
+    return Response(made.body, media_type=MEDIA_TYPES[fmt], headers={
         "X-Stylebox-Style": mix.spec,
         "X-Stylebox-Inference-Ms": f"{result.inference_ms:.1f}",
         # Differs from the image size when the image was over max_inference_pixels and
