@@ -1,5 +1,7 @@
 """Optional API key (`STYLEBOX_API_KEY`): `Authorization: Bearer <key>` or `X-API-Key: <key>`;
 on a WebSocket handshake also as the subprotocol `stylebox.key.<base64url of the key>`.
+A header's value is compared as the raw bytes sent: a key beyond ASCII goes as its UTF-8
+bytes (the web page sends it so; `fetch` cannot take it as text).
 
 With no key set, this layer is not installed at all. With a key, every request needs it
 except those whose route is marked open where it is declared (service/access.py): the

@@ -32,10 +32,26 @@ const state = {
 };
 const ERROR_IDS = { photo: "error", video: "video-error", live: "live-error" };
 
+// The key as a header value. A header carries bytes, and fetch() and XHR take a header as
+// a string of code points 0-255, one per byte: so the key's UTF-8 bytes, one character each,
+// which is what the server compares (service/auth.py hashes the raw bytes). Passed as it
+// is, a key with a character past Latin-1 ("€") makes fetch() throw, and one within it ("é")
+// goes as one Latin-1 byte that matches nothing.
+function keyHeader(key) {
+  return String.fromCharCode(...new TextEncoder().encode(key));
+}
+
+// Why a key cannot be sent in a header at all ("" when it can): no header holds these.
+function keyProblem(key) {
+  return /[\0\r\n]/.test(key)
+    ? "An API key cannot contain line breaks or NUL characters: check what was pasted."
+    : "";
+}
+
 // fetch() with the API key, when the user gave one (see the key form).
 function api(url, options = {}) {
   const headers = new Headers(options.headers || {});
-  if (state.apiKey) headers.set("X-API-Key", state.apiKey);
+  if (state.apiKey) headers.set("X-API-Key", keyHeader(state.apiKey));
   return fetch(url, { ...options, headers });
 }
 
@@ -396,7 +412,7 @@ function startVideo() {
   if ($("video-side").value) params.set("max_side", $("video-side").value);
   const xhr = (clip.xhr = new XMLHttpRequest());
   xhr.open("POST", `/videos?${params}`);
-  if (state.apiKey) xhr.setRequestHeader("X-API-Key", state.apiKey);
+  if (state.apiKey) xhr.setRequestHeader("X-API-Key", keyHeader(state.apiKey));
   xhr.setRequestHeader("Content-Type", clip.file.type || "application/octet-stream");
   xhr.upload.addEventListener("progress", (e) => {
     if (!e.lengthComputable) return;
@@ -547,8 +563,7 @@ const live = {
 function liveProtocols() {
   const protocols = ["stylebox.v1"];
   if (state.apiKey) {  // a browser cannot set headers on a WebSocket: the key rides here
-    const bytes = new TextEncoder().encode(state.apiKey);
-    const b64 = btoa(String.fromCharCode(...bytes));
+    const b64 = btoa(keyHeader(state.apiKey));  // base64 of the key's UTF-8 bytes
     protocols.push(`stylebox.key.${b64.replace(/\+/g, "-").replace(/\//g, "_")
       .replace(/=+$/, "")}`);
   }
@@ -773,7 +788,14 @@ function init() {
   $("file").addEventListener("change", (e) => setPhoto(e.target.files[0]));
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
-    state.apiKey = $("api-key").value.trim();
+    const key = $("api-key").value.trim();
+    const why = keyProblem(key);
+    if (why) {
+      showError(why);
+      $("api-key").focus();
+      return;
+    }
+    state.apiKey = key;
     sessionStorage.setItem("stylebox-api-key", state.apiKey);
     $("key-form").hidden = true;
     showError("");

@@ -270,3 +270,33 @@ def test_page_asks_for_the_api_key_when_the_server_needs_one(browser, tiny_onnx,
         _, shown = _stylize(page, lambda: page.set_input_files("#file", str(photo)))
         assert shown.shape == (48, 48, 3)
         context.close()
+
+
+def test_page_sends_a_key_a_header_cannot_hold_as_text(browser, tiny_onnx, tmp_path):
+    """A key past Latin-1 (fetch() throws on it as a header) or with Latin-1 letters (sent as
+    one byte each, it matches nothing) goes as its UTF-8 bytes, which the server compares;
+    one no header can carry (a NUL) is refused in the key field with a message."""
+    key = "k€y-café-ключ"
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(sample_image(48)))
+    with _serve(tiny_onnx, api_key=key) as base:
+        context = browser.new_context()
+        page = context.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(base + "/")
+        field = page.get_by_label("API key")
+        field.wait_for()
+        field.fill("bad\x00key")
+        page.get_by_role("button", name="Use key").click()
+        _wait(page, "document.getElementById('error').textContent.includes('NUL')")
+        assert field.is_visible()
+        field.fill(key)
+        page.get_by_role("button", name="Use key").click()
+        _wait(page, "[...document.querySelectorAll('#styles img')]"
+                    ".filter(i => i.complete && i.naturalWidth === 128).length === 3")
+        assert field.is_hidden()
+        _, shown = _stylize(page, lambda: page.set_input_files("#file", str(photo)))
+        assert shown.shape == (48, 48, 3)
+        assert not errors, errors
+        context.close()
