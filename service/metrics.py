@@ -17,11 +17,19 @@ stylebox_http_response_bytes_total{route}             response body bytes sent
 stylebox_engine_info{engine,precision,model}           1 for the engine serving now
 stylebox_live_sessions                                WebSocket /live sessions open
 stylebox_live_frames_total{outcome}                   live frames: stylized, dropped, error
+                                                      (their sum: the frames received)
+stylebox_video_jobs{state}                            this server's video jobs: queued, running
+stylebox_video_jobs_finished_total{outcome}           video jobs this server ended: done,
+                                                      failed, cancelled (deleted included)
+stylebox_video_frames_total                           video frames stylized by this server
+
+The live series are counted by service/routers/live.py (sessions: admission's count), the
+video ones by service/jobs.py (VideoJobs); every outcome is there from the start, at 0.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -38,6 +46,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from stylebox.service.access import Access, mark
 from stylebox.service.admission import Admission
+from stylebox.service.jobs import ACTIVE, OUTCOMES
 
 # The `*_created` timestamp series double the output and no dashboard uses them.
 disable_created_metrics()
@@ -45,6 +54,7 @@ _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"
 # Seconds: a 16 px icon on a warm CPU up to a 40 MP photo queued behind others.
 _REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _INFERENCE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+LIVE_OUTCOMES = ("stylized", "dropped", "error")  # what becomes of each live frame received
 
 
 class _EngineInfo:
@@ -89,11 +99,30 @@ class Metrics:
         # in flight), or error (refused with an error message).
         self.live_frames = Counter("stylebox_live_frames", "Live frames received, by outcome",
                                    ["outcome"], registry=r)
+        for outcome in LIVE_OUTCOMES:
+            self.live_frames.labels(outcome)
+        # Video jobs: this server's (a job is counted by the replica that runs it).
+        self.video_jobs = Gauge("stylebox_video_jobs", "Video jobs on this server, by state",
+                                ["state"], registry=r)
+        self.video_jobs_finished = Counter(
+            "stylebox_video_jobs_finished", "Video jobs this server ended, by outcome",
+            ["outcome"], registry=r)
+        for outcome in OUTCOMES:
+            self.video_jobs_finished.labels(outcome)
+        self.video_frames = Counter("stylebox_video_frames", "Video frames stylized",
+                                    registry=r)
+        self.watch_videos(dict)
         if admission is not None:
             admitted.set_function(lambda: admission.active)
             live.set_function(lambda: admission.live)
         if engine is not None:
             r.register(_EngineInfo(engine))
+
+    def watch_videos(self, counts: Callable[[], Mapping[str, int]]) -> None:
+        """Read `stylebox_video_jobs` from `counts()` (jobs by state) at scrape time."""
+        for state in sorted(ACTIVE):
+            self.video_jobs.labels(state).set_function(
+                lambda state=state: counts().get(state, 0))
 
     def observe(self, *, method: str, route: str, status: int, seconds: float,
                 bytes_in: int, bytes_out: int, reason: str | None,

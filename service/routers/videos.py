@@ -1,7 +1,8 @@
 """`/videos`: stylize a video file as a job. POST the clip (202 + Location), poll
 GET /videos/{id}, download GET /videos/{id}/result (an H.264 MP4; Range requests work),
 POST /videos/{id}/cancel to stop it (it stays readable, `cancelled`), DELETE /videos/{id} to
-delete it (stopped first if it runs; 404 from then on). service/jobs.py runs the jobs;
+delete it (stopped first if it runs; 404 from then on). service/jobs.py runs the jobs and
+defines their status (`VideoJob`, the response model of every route that answers one);
 docs/video.md has the API with curl examples.
 """
 
@@ -10,13 +11,12 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import AsyncIterator
-from typing import Annotated, Any, BinaryIO, Literal
+from typing import Annotated, Any, BinaryIO
 
 import anyio
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.responses import FileResponse, JSONResponse
-from pydantic import BaseModel, Field
+from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from stylebox.service.access import mark
@@ -24,7 +24,7 @@ from stylebox.service.controls import MAX_MAX_SIDE, MIN_MAX_SIDE, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
 from stylebox.service.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
-from stylebox.service.jobs import JobRequest, VideoJobs
+from stylebox.service.jobs import JobRequest, VideoJob, VideoJobs
 from stylebox.service.settings import Settings
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.upload import VIDEO_FIELD, save_video_upload
@@ -58,38 +58,6 @@ _BODY = {
         "application/octet-stream": {"schema": _FILE, "examples": _CLIP},
     },
 }
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem object (a failed job's `error`). service/openapi.py puts the one
-    Problem schema every error response uses in its place."""
-
-    model_config = {"extra": "allow"}
-    type: str
-    title: str
-    status: int
-    detail: str
-
-
-class VideoJob(BaseModel):
-    """A video job's status (GET /videos/{id})."""
-
-    id: str = Field(description="the job id, unguessable")
-    state: Literal["queued", "running", "done", "failed", "cancelled"]
-    frames_done: int = Field(ge=0)
-    frames_total: int = Field(ge=0, description="an estimate until the job is done")
-    progress: float = Field(ge=0, le=1)
-    fps: float | None = Field(description="frames stylized per second so far")
-    eta_s: float | None = Field(description="seconds left; null until known")
-    error: Problem | None = Field(description="why the job failed (state failed)")
-    result: str | None = Field(description="/videos/{id}/result once done")
-    style: str = Field(description="the canonical style spec")
-    width: int = Field(description="the result's width")
-    height: int = Field(description="the result's height")
-    duration_s: float | None = Field(description="the clip's duration, if the file says")
-    created_at: str | None = Field(description="ISO 8601, UTC")
-    expires_at: str | None = Field(description="when the job and its result are deleted "
-                                                "(ISO 8601, UTC); null while it runs")
 
 
 def get_jobs(request: Request) -> VideoJobs:
@@ -127,6 +95,7 @@ def get_jobs(request: Request) -> VideoJobs:
 @mark()  # keyed, as /stylize; not admission-controlled: the job queue bounds the work
 async def submit_video(
     request: Request,
+    response: Response,
     engine: Annotated[Engine, Depends(get_engine)],
     settings: Annotated[Settings, Depends(get_settings)],
     jobs: Annotated[VideoJobs, Depends(get_jobs)],
@@ -145,7 +114,7 @@ async def submit_video(
     stabilize: Annotated[bool, Query(
         description="carry the normalisation statistics from frame to frame (less "
                     "flicker); false stylizes every frame on its own")] = True,
-) -> Response:
+) -> VideoJob:
     mix = parse_style_spec(style, engine.style_names)  # before the upload is read
     controls = Controls(strength, preserve_color, max_side)
     job_id = jobs.reserve()  # 503 when full, before the body is read
@@ -162,7 +131,8 @@ async def submit_video(
         await to_thread.run_sync(jobs.release, job_id)
         raise
     status = jobs.submit(job_id, JobRequest(mix, controls, stabilize, info))
-    return JSONResponse(status, status_code=202, headers={"Location": f"/videos/{job_id}"})
+    response.headers["Location"] = f"/videos/{job_id}"
+    return status
 
 
 _JOB_404 = {404: {"description": "no such job (never made, deleted or expired)", **_PROBLEM}}
@@ -171,8 +141,8 @@ _JOB_404 = {404: {"description": "no such job (never made, deleted or expired)",
 @router.get("/videos/{job_id}", summary="A video job's status", response_model=VideoJob,
             responses=_JOB_404, operation_id="get_video")
 @mark()
-async def get_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> Any:
-    return JSONResponse(await to_thread.run_sync(jobs.status, job_id))
+async def get_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> VideoJob:
+    return await to_thread.run_sync(jobs.status, job_id)
 
 
 class OpenFileResponse(FileResponse):
@@ -220,9 +190,9 @@ class OpenFileResponse(FileResponse):
 async def get_video_result(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]
                            ) -> Response:
     status = await to_thread.run_sync(jobs.status, job_id)
-    if status["state"] != "done":
-        raise JobNotDoneError(f"video job {job_id!r} is {status['state']}; its result is "
-                              "there once the state is done", state=status["state"])
+    if status.state != "done":
+        raise JobNotDoneError(f"video job {job_id!r} is {status.state}; its result is "
+                              "there once the state is done", state=status.state)
     path = jobs.store.result(job_id)
     try:  # opened now: what is sent is this file, even if the job is deleted meanwhile
         file = await to_thread.run_sync(open, path, "rb")
@@ -241,8 +211,9 @@ async def get_video_result(job_id: str, jobs: Annotated[VideoJobs, Depends(get_j
                                     "running; a job that had already ended is left as it "
                                     "was (done, failed or cancelled)"}, **_JOB_404})
 @mark()
-async def cancel_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> Any:
-    return JSONResponse(await to_thread.run_sync(jobs.cancel, job_id))
+async def cancel_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]
+                       ) -> VideoJob:
+    return await to_thread.run_sync(jobs.cancel, job_id)
 
 
 @router.delete("/videos/{job_id}", summary="Delete a video job (stopped first if it runs)",

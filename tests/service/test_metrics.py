@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -119,3 +121,79 @@ def test_metrics_registries_are_per_app(tiny_onnx, engine):
         key = ("stylebox_http_requests_total",
                (("method", "GET"), ("route", "/healthz"), ("status", "200")))
         assert samples(ca)[key] == 1 and key not in samples(cb)
+
+
+def test_video_jobs_and_live_series(tiny_onnx, engine, tmp_path, monkeypatch):
+    """Video jobs by state (this server's queued and running), ended by outcome, frames
+    stylized; the live series. Every outcome is there from the start, at 0."""
+    from stylebox.service import jobs
+    from stylebox.service.errors import CorruptVideoError
+    from stylebox.videobench import make_clip
+
+    clip = make_clip(tmp_path / "c.mp4", 32, 24, 6, 10).read_bytes()
+    with make_client(engine, tiny_onnx, video_dir=str(tmp_path / "jobs"), video_workers=1,
+                     video_max_queue=2) as c:
+        m = samples(c)
+        for outcome in ("done", "failed", "cancelled"):
+            assert m[("stylebox_video_jobs_finished_total", (("outcome", outcome),))] == 0
+        for state in ("queued", "running"):
+            assert m[("stylebox_video_jobs", (("state", state),))] == 0
+        assert m[("stylebox_video_frames_total", ())] == 0
+        assert m[("stylebox_live_sessions", ())] == 0
+        for outcome in ("stylized", "dropped", "error"):
+            assert m[("stylebox_live_frames_total", (("outcome", outcome),))] == 0
+
+        def submit() -> str:
+            r = c.post("/videos?style=candy", content=clip,
+                       headers={"Content-Type": "video/mp4"})
+            assert r.status_code == 202, r.text
+            return r.headers["location"]
+
+        def ended(loc: str) -> str:
+            for _ in range(600):
+                state = c.get(loc).json()["state"]
+                if state in ("done", "failed", "cancelled"):
+                    return state
+                time.sleep(0.05)
+            raise AssertionError(loc)
+
+        assert ended(submit()) == "done"
+        m = samples(c)
+        assert m[("stylebox_video_jobs_finished_total", (("outcome", "done"),))] == 1
+        assert m[("stylebox_video_frames_total", ())] == 6
+        # a job held running (its frames counted as they go) and one queued behind it
+        gate = threading.Event()
+
+        def held(src, dst, engine, weights, *, progress, cancelled, **_):
+            progress(1)
+            progress(2)
+            while not cancelled():
+                gate.set()
+                time.sleep(0.01)
+            raise jobs.Cancelled
+
+        monkeypatch.setattr(jobs, "stylize_video", held)
+        running, queued = submit(), submit()
+        assert gate.wait(30)
+        m = samples(c)
+        assert m[("stylebox_video_jobs", (("state", "running"),))] == 1
+        assert m[("stylebox_video_jobs", (("state", "queued"),))] == 1
+        assert m[("stylebox_video_frames_total", ())] == 8
+        assert c.post(queued + "/cancel").json()["state"] == "cancelled"
+        assert c.delete(running).status_code == 204  # deleted: counted as cancelled
+        for _ in range(600):
+            if not c.app.state.videos.local:
+                break
+            time.sleep(0.05)
+
+        def corrupt(*args, **kwargs):
+            raise CorruptVideoError("damaged past the first frames")
+
+        monkeypatch.setattr(jobs, "stylize_video", corrupt)
+        assert ended(submit()) == "failed"
+        m = samples(c)
+        assert m[("stylebox_video_jobs_finished_total", (("outcome", "cancelled"),))] == 2
+        assert m[("stylebox_video_jobs_finished_total", (("outcome", "failed"),))] == 1
+        assert m[("stylebox_video_jobs_finished_total", (("outcome", "done"),))] == 1
+        for state in ("queued", "running"):
+            assert m[("stylebox_video_jobs", (("state", state),))] == 0

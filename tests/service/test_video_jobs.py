@@ -1,7 +1,9 @@
 """POST/GET/DELETE /videos and POST /videos/{id}/cancel: the job lifecycle, cancel and
-delete, downloads (Range, a delete racing one), expiry, a stale heartbeat, the full queue,
+delete, downloads (Range, a delete racing one), expiry, a stale heartbeat, queued jobs taken
+over from a dead replica or one shutting down (and claimed by exactly one), the full queue,
 a model reload under queued jobs, every bound, bad uploads, the API key; in-process
-(TestClient, lifespan running, jobs in tmp_path). Two real replicas sharing one folder:
+(TestClient, lifespan running, jobs in tmp_path). Time passes on a fake clock (`Clock`)
+where a test needs a TTL or a heartbeat behind it. Two real replicas sharing one folder:
 test_video_replicas.py."""
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +21,19 @@ import numpy as np
 import pytest
 
 from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.video import stylize_video
+from stylebox.service.controls import Controls
+from stylebox.service.jobs import (
+    RELEASED,
+    STALE_BEATS,
+    TRANSITIONS,
+    JobRequest,
+    JobStatus,
+    JobStore,
+    VideoJobs,
+    iso,
+)
+from stylebox.service.styles import StyleMix
+from stylebox.service.video import probe, stylize_video
 from stylebox.videobench import make_clip
 from tests.conftest import make_client, make_tiny_card, make_tiny_generator, png
 from tests.service.test_video import _audio_only, read_back
@@ -34,6 +49,36 @@ def clips(tmp_path_factory) -> dict[str, bytes]:
     return {"short": make_clip(d / "short.mp4", 64, 48, 12, 10, audio="aac").read_bytes(),
             # ~10 s of work for the tiny model on 2 cores: long enough to catch it running
             "long": make_clip(d / "long.mp4", 320, 240, 900, 30).read_bytes()}
+
+
+class Clock:
+    """A fake `time.time` for JobStore/VideoJobs: it moves only when `advance`d."""
+
+    def __init__(self, t: float | None = None) -> None:
+        self.t = time.time() if t is None else t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def clocked_client(engine, model_path, clock: Clock, **settings):
+    """make_client whose video jobs read `clock` (its lifespan not yet started)."""
+    c = make_client(engine, model_path, **settings)
+    c.app.state.videos = VideoJobs(c.app.state.settings, clock)
+    return c
+
+
+def tick(c) -> None:
+    """One heartbeat of the client's video jobs (save, take over, sweep when due), now."""
+    c.portal.call(c.app.state.videos.tick)
+
+
+def job_files(folder: Path) -> set[str]:
+    """A job folder's files, less the claims (one per owner; they go with the folder)."""
+    return {p.name for p in folder.iterdir() if not p.name.startswith("claim-")}
 
 
 def wait_for(c, loc: str, states: set[str], timeout_s: float = 60) -> dict:
@@ -129,7 +174,7 @@ def test_cancel_a_running_job(tiny_onnx, engine, tmp_path, clips):
         r = c.get(loc + "/result")
         assert r.status_code == 409 and r.headers["content-type"] == "application/problem+json"
         time.sleep(0.5)  # the frame loop has stopped and removed its partial file
-        files = {p.name for p in (tmp_path / job).iterdir()}
+        files = job_files(tmp_path / job)
         assert files <= {"status.json", "cancel"}, files
         frames = c.get(loc).json()["frames_done"]
         time.sleep(0.3)
@@ -269,37 +314,190 @@ def test_full_queue_is_503_with_retry_after(tiny_onnx, engine, tmp_path, clips):
 
 
 def test_expired_jobs_are_gone_and_swept(tiny_onnx, engine, tmp_path, clips):
-    with make_client(engine, tiny_onnx, video_dir=str(tmp_path), video_result_ttl_s=1) as c:
+    clock = Clock()
+    with clocked_client(engine, tiny_onnx, clock, video_dir=str(tmp_path),
+                        video_result_ttl_s=60) as c:
         r = c.post("/videos?style=candy", content=clips["short"], headers=MP4)
         loc, job = r.headers["location"], r.json()["id"]
-        assert wait_for(c, loc, {"done"})["expires_at"]
-        time.sleep(1.2)
+        done = wait_for(c, loc, {"done"})
+        assert done["expires_at"] == iso(clock() + 60)  # ended now, on the clock
+        clock.advance(59)
+        assert c.get(loc).status_code == 200 and c.get(loc + "/result").status_code == 200
+        clock.advance(2)
         assert c.get(loc).status_code == 404 and c.get(loc + "/result").status_code == 404
-        deadline = time.monotonic() + 10  # the sweep runs every ttl/4, at least every 1 s
-        while (tmp_path / job).exists():
-            assert time.monotonic() < deadline
-            time.sleep(0.1)
+        assert c.post(loc + "/cancel").status_code == 404
+        tick(c)  # the sweep is due (every TTL/4 on the clock): the folder goes
+        assert not (tmp_path / job).exists()
+
+
+def _status(job: str, state: str, clock: Clock, **more) -> dict:
+    """A status.json as a replica writes it."""
+    return {"id": job, "state": state, "frames_done": 5, "frames_total": 50, "fps": 3.0,
+            "eta_s": 15.0, "error": None, "style": "candy", "width": 64, "height": 48,
+            "duration_s": 2.0, "created": clock(), "heartbeat": clock(), "expires": None,
+            "owner": "gone:1:x", **more}
 
 
 def test_a_stale_heartbeat_reads_as_interrupted(tiny_onnx, engine, tmp_path):
-    """A job whose replica died: its status says running, but nobody refreshes it."""
-    job = "A" * 24
-    (tmp_path / job).mkdir()
-    (tmp_path / job / "input").write_bytes(b"x")
-    old = time.time() - 600
-    status = {"id": job, "state": "running", "frames_done": 5, "frames_total": 50,
-              "fps": 3.0, "eta_s": 15.0, "error": None, "style": "candy", "width": 64,
-              "height": 48, "duration_s": 2.0, "created": old, "heartbeat": old,
-              "expires": None, "owner": "gone:1:x"}
-    (tmp_path / job / "status.json").write_text(json.dumps(status))
-    with make_client(engine, tiny_onnx, video_dir=str(tmp_path), video_heartbeat_s=1) as c:
-        s = c.get(f"/videos/{job}").json()
-        assert s["state"] == "failed" and s["eta_s"] is None and s["frames_done"] == 5
+    """A running job whose replica died: its status says running, but nobody refreshes it
+    (nor a queued one written by an older version, which no replica can take over)."""
+    clock = Clock()
+    jobs = {"A" * 24: "running", "B" * 24: "queued"}
+    for job, state in jobs.items():
+        (tmp_path / job).mkdir()
+        (tmp_path / job / "input").write_bytes(b"x")
+        (tmp_path / job / "status.json").write_text(json.dumps(_status(job, state, clock)))
+    with clocked_client(engine, tiny_onnx, clock, video_dir=str(tmp_path),
+                        video_heartbeat_s=1, video_result_ttl_s=100) as c:
+        assert c.get(f"/videos/{'A' * 24}").json()["state"] == "running"
+        beat = clock()
+        clock.advance(STALE_BEATS * 1 + 0.5)  # six heartbeats missed
+        for job in jobs:
+            s = c.get(f"/videos/{job}").json()
+            assert s["state"] == "failed" and s["eta_s"] is None and s["frames_done"] == 5
+            assert s["error"]["type"] == "urn:stylebox:problem:job-interrupted"
+            assert s["expires_at"] == iso(beat + STALE_BEATS + 100)  # from when it died
+            assert c.get(f"/videos/{job}/result").status_code == 409
+            tick(c)
+            assert json.loads((tmp_path / job / "status.json").read_text())["state"] == "failed"
+            assert not (tmp_path / job / "input").exists()
+        clock.advance(100)
+        tick(c)
+        assert list(tmp_path.iterdir()) == []
+
+
+def _write_job(store: JobStore, clip: bytes, owner: str, clock: Clock,
+               state: str = "queued") -> str:
+    """A job as replica `owner` leaves it on the shared folder: its upload and its status
+    (with what to run, as VideoJobs.submit writes it)."""
+    job = store.new_id()
+    store.create(job)
+    store.input(job).write_bytes(clip)
+    info = probe(store.input(job))
+    request = JobRequest(StyleMix((("candy", 1.0),)), Controls(max_side=32), True, info)
+    w, h = info.out_size(32)
+    status = JobStatus(id=job, state="queued", frames_total=info.frames, style="candy",
+                       width=w, height=h, created=clock(), heartbeat=clock(), owner=owner,
+                       request=request)
+    if state == "running":
+        assert store.claim(job, owner, owner)  # as its worker does when it starts a job
+        status = status.to("running", started=clock(), frames_done=3)
+    store.write(job, status)
+    return job
+
+
+def test_a_dead_replicas_queued_jobs_are_taken_over(tiny_onnx, engine, tmp_path, clips):
+    """Replica A (its files written through its own JobStore) stops refreshing its jobs;
+    B, whose clock says A's heartbeats are STALE_BEATS old, takes its queued jobs over and
+    runs them; A's running job reads as failed (interrupted), never taken over."""
+    clock = Clock()
+    a = JobStore(tmp_path, 60, 1, clock)
+    queued = [_write_job(a, clips["short"], "a:1:x", clock) for _ in range(2)]
+    running = _write_job(a, clips["short"], "a:1:x", clock, state="running")
+    with clocked_client(engine, tiny_onnx, clock, video_dir=str(tmp_path), video_workers=1,
+                        video_heartbeat_s=1, video_result_ttl_s=60) as c:
+        b = c.app.state.videos
+        tick(c)  # A is alive for all B knows: nothing is taken
+        assert not b.local and c.get(f"/videos/{running}").json()["state"] == "running"
+        assert c.get(f"/videos/{queued[0]}").json()["state"] == "queued"
+        clock.advance(STALE_BEATS + 0.5)  # A is dead
+        for job in queued:  # still queued, not failed: a live replica takes it
+            assert c.get(f"/videos/{job}").json()["state"] == "queued"
+        s = c.get(f"/videos/{running}").json()
+        assert s["state"] == "failed", s
         assert s["error"]["type"] == "urn:stylebox:problem:job-interrupted"
-        assert c.get(f"/videos/{job}/result").status_code == 409
-        c.app.state.videos.store.sweep()
-        assert json.loads((tmp_path / job / "status.json").read_text())["state"] == "failed"
-        assert not (tmp_path / job / "input").exists()
+        tick(c)
+        for job in queued:
+            assert a.read(job).owner == b.owner  # B's now (it may be running or done)
+        for job in queued:
+            s = wait_for(c, f"/videos/{job}", {"done", "failed"})
+            assert s["state"] == "done" and s["frames_done"] == 12 and s["width"] == 32, s
+            assert c.get(s["result"]).status_code == 200
+            assert not a.claim(job, "a:1:x", "a:1:x")  # A, were it alive, could not start it
+        b.store.sweep()  # (due every TTL/4): it writes the interrupted job down as failed
+        assert a.read(running).state == "failed"
+        assert not a.input(running).exists()
+        metrics = c.get("/metrics").text
+        assert 'stylebox_video_jobs_finished_total{outcome="done"} 2.0' in metrics
+        assert "stylebox_video_frames_total 24.0" in metrics
+
+
+def test_each_orphan_is_claimed_by_exactly_one_replica(tmp_path, clips):
+    """Eight replicas' stores race to take the same dead replica's queued jobs over: each
+    job goes to exactly one, and a job its owner has started is never taken."""
+    clock = Clock()
+    dead = JobStore(tmp_path, 60, 1, clock)
+    jobs = []
+    for _ in range(6):
+        jobs.append(_write_job(dead, clips["short"], "dead:1:x", clock))
+        clock.advance(0.01)
+    started = jobs.pop()
+    assert dead.claim(started, "dead:1:x", "dead:1:x")  # its worker's claim, before "running"
+    clock.advance(STALE_BEATS + 1)
+    stores = [JobStore(tmp_path, 60, 1, clock) for _ in range(8)]
+    orphans = stores[0].orphans("r0")
+    assert [o.id for o in orphans] == jobs  # the oldest first; not the one being started
+    orphans.append(dead.read(started))  # as a replica that read it a moment earlier has it
+    won: dict[str, list[str]] = {o.id: [] for o in orphans}
+    barrier = threading.Barrier(len(stores))
+
+    def race(i: int) -> None:
+        barrier.wait()
+        for o in orphans:
+            if stores[i].take(o, f"r{i}") is not None:
+                won[o.id].append(f"r{i}")
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(len(stores))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for job in jobs:
+        assert len(won[job]) == 1, won
+        assert dead.read(job).owner == won[job][0] and dead.read(job).state == "queued"
+    assert won[started] == []
+    assert stores[0].orphans("r0") == []  # the new owners are alive (fresh heartbeats)
+    # a started job whose owner died before writing "running" cannot be claimed again: it
+    # reads as failed (interrupted) once the claim is STALE_BEATS old
+    assert dead.effective(dead.read(started)).state == "failed"
+
+
+def test_a_replica_shutting_down_hands_its_queued_jobs_over(tiny_onnx, engine, tmp_path,
+                                                             clips):
+    with make_client(engine, tiny_onnx, video_dir=str(tmp_path), video_workers=1) as a:
+        long = a.post("/videos?style=candy", content=clips["long"], headers=MP4)
+        wait_for(a, long.headers["location"], {"running"})
+        short = a.post("/videos?style=mosaic", content=clips["short"], headers=MP4)
+        assert a.get(short.headers["location"]).json()["state"] == "queued"
+    # A has stopped: its running job failed at once, its queued one waits for a replica
+    store = JobStore(tmp_path, 60, 5)
+    assert store.read(long.json()["id"]).state == "failed"
+    handed = store.read(short.json()["id"])
+    assert handed.state == "queued" and handed.owner.startswith(RELEASED)
+    with make_client(engine, tiny_onnx, video_dir=str(tmp_path)) as b:
+        tick(b)  # no heartbeat to wait for: a released job is taken at once
+        s = wait_for(b, short.headers["location"], {"done", "failed"})
+        assert s["state"] == "done", s
+        s = b.get(long.headers["location"]).json()
+        assert s["state"] == "failed"
+        assert s["error"]["type"] == "urn:stylebox:problem:job-interrupted"
+
+
+def test_a_status_moves_only_as_transitions_say(tmp_path):
+    clock = Clock()
+    status = JobStatus(id="C" * 24, state="queued", style="candy", width=2, height=2,
+                       created=clock(), heartbeat=clock(), owner="me")
+    with pytest.raises(ValueError):
+        status.to("done")  # it has to run first
+    running = status.to("running")
+    done = JobStore(tmp_path, 10, 1, clock).end(running, "done", clock() + 5)
+    assert done.expires == clock() + 15 and done.eta_s is None
+    for state in TRANSITIONS:
+        with pytest.raises(ValueError):
+            done.to(state)
+    with pytest.raises(ValueError):
+        status.update(state="done")
+    assert JobStatus.model_validate_json(done.model_dump_json()) == done
 
 
 def test_every_bound(tiny_onnx, engine, tmp_path, clips):

@@ -1,11 +1,13 @@
 """Two `stylebox serve` replicas sharing one video folder, as compose's `scale` profile runs
 them (one named volume in every replica): a job submitted to one is polled, downloaded,
 cancelled and deleted through the other, and through deploy/lb.py's round robin; a replica
-killed mid-job leaves a job that reads as failed (interrupted) on the other, never running
-for ever."""
+killed mid-job leaves its running job failed (interrupted) on the other, never running for
+ever, and its queued job is taken over and run by the other. (The same with a fake clock,
+in-process: test_video_jobs.py.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -75,7 +77,8 @@ def test_submit_on_one_replica_poll_download_cancel_on_the_other(replicas, tmp_p
     time.sleep(0.5)
     assert httpx.get(b + loc).json()["frames_done"] == frames < 900  # it stopped
     job = tmp_path / "videos" / r.json()["id"]
-    assert {p.name for p in job.iterdir()} <= {"status.json", "cancel"}
+    assert {p.name for p in job.iterdir() if not p.name.startswith("claim-")} <= {
+        "status.json", "cancel"}
     # Delete on B a job running on A: gone on both at once, and A, which finds its folder
     # gone, stops and writes nothing back.
     r = httpx.post(f"{a}/videos?style=candy", content=long, headers=MP4, timeout=60)
@@ -129,9 +132,20 @@ def test_a_killed_replica_leaves_an_interrupted_job(replicas, tmp_path):
     r = httpx.post(f"{a.base}/videos?style=candy", content=long, headers=MP4, timeout=60)
     loc = r.headers["location"]
     _wait(b.base, loc, {"running"})
+    clip = make_clip(tmp_path / "c.mp4", 64, 48, 15, 10).read_bytes()
+    queued = httpx.post(f"{a.base}/videos?style=mosaic", content=clip, headers=MP4,
+                        timeout=60)  # behind the long one: A has one worker
+    assert queued.json()["state"] == "queued", queued.text
+    status = tmp_path / "videos" / queued.json()["id"] / "status.json"
+    owner_a = json.loads(status.read_text())["owner"]
     os.kill(a.proc.pid, signal.SIGKILL)  # no shutdown: its status is simply never refreshed
     a.proc.wait()
     s = _wait(b.base, loc, {"failed"}, timeout_s=30)  # 6 heartbeats of 0.5 s
     assert s["error"]["type"] == "urn:stylebox:problem:job-interrupted"
     assert httpx.get(f"{b.base}{loc}/result").status_code == 409
     assert not Path(tmp_path / "videos" / r.json()["id"] / "result.mp4").exists()
+    # the queued one was never started: B takes it over and runs it
+    s = _wait(b.base, queued.headers["location"], {"done", "failed"}, timeout_s=60)
+    assert s["state"] == "done" and s["frames_done"] == 15, s
+    assert httpx.get(b.base + s["result"], timeout=60).status_code == 200
+    assert json.loads(status.read_text())["owner"] not in (owner_a, None)  # B's
