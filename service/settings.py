@@ -151,7 +151,8 @@ class Settings(BaseSettings):
     video_result_ttl_s: float = Field(3600.0, gt=0, description=(
         "how long a finished job and its result are kept"))
     video_heartbeat_s: float = Field(5.0, gt=0, description=(
-        "how often a server refreshes its jobs' status; 6 missed beats read as interrupted"))
+        "how often a server refreshes its jobs' status; after 6 missed beats its running "
+        "jobs read as interrupted and its queued ones are taken over by another server"))
     video_momentum: float = Field(0.9, ge=0, lt=1, description=(
         "stabilize: weight of the carried normalisation statistics (service/stability.py)"))
 
