@@ -15,7 +15,7 @@ reference ran VGG to relu5_1, plus one row per --with (config overrides on top o
 joined by ";" for several in one row: the cheaper-step settings).
 bf16 on a CPU without AMX/AVX512-BF16 is emulated by oneDNN and very slow: expect minutes.
 With --report FILE the markdown table replaces the part of FILE between the
-`train-bench:begin` / `train-bench:end` markers (or is appended).
+`train-bench:begin` / `train-bench:end` markers, or those of --section NAME (or is appended).
 """
 
 from __future__ import annotations
@@ -112,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--steps", type=int, default=5, help="timed steps per row")
     p.add_argument("--report", help="markdown file to write the table into")
+    p.add_argument("--section", default="train-bench",
+                   help="marker name of the table's block in --report")
     args = p.parse_args(argv)
     cfg = TrainConfig.load(args.config, args.set)
     if args.data_root:
@@ -149,5 +151,5 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, meta)
     print(text)
     if args.report:
-        write_between(Path(args.report), "train-bench", text)
+        write_between(Path(args.report), args.section, text)
     return 0
