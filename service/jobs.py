@@ -520,7 +520,7 @@ class VideoJobs:
     def capacity(self) -> int:
         return self.settings.video_workers + self.settings.video_max_queue
 
-    def _taken(self) -> int:
+    def _places_used(self) -> int:
         return len(self.local) + len(self.reserved) + self._claiming
 
     def counts(self) -> dict[str, int]:
@@ -536,9 +536,9 @@ class VideoJobs:
         if self._send is None:
             raise NotReadyError("video jobs are not running yet",
                                 self.settings.retry_after_s)
-        if self._taken() >= self.capacity:
+        if self._places_used() >= self.capacity:
             raise QueueFullError(
-                f"{self._taken()} video jobs are running or queued on "
+                f"{self._places_used()} video jobs are running or queued on "
                 f"this server (at most {self.capacity}); retry later",
                 self._retry_after(), max_queue=self.settings.video_max_queue)
         job_id = self.store.new_id()
@@ -694,10 +694,10 @@ class VideoJobs:
                 log.info("swept %d expired video job(s)", n)
 
     async def _adopt(self) -> None:
-        if self._send is None or self._taken() >= self.capacity:
+        if self._send is None or self._places_used() >= self.capacity:
             return
         for found in await to_thread.run_sync(self.store.orphans, self.owner):
-            if self._send is None or self._taken() >= self.capacity:
+            if self._send is None or self._places_used() >= self.capacity:
                 return
             self._claiming += 1  # its place, while the claim is made
             try:
