@@ -40,6 +40,7 @@ from stylebox.service.errors import (
     UnsupportedVideoError,
     VideoTooLargeError,
 )
+from stylebox.service.sniff import CONTAINERS, VIDEOS, sniff_file
 from stylebox.service.stability import StabilityConfig, StreamStylizer
 from stylebox.service.tiling import TileConfig
 
@@ -122,20 +123,6 @@ def output_size(width: int, height: int, max_side: int | None) -> tuple[int, int
     return max(2, w // 2 * 2), max(2, h // 2 * 2)
 
 
-def _is_webp(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(12)
-    return head[:4] == b"RIFF" and head[8:12] == b"WEBP"
-
-
-def _looks_like_video(path: Path) -> bool:
-    """Starts like a container we read (so a failure is damage, 422, not another type, 415)."""
-    with open(path, "rb") as f:
-        head = f.read(16)
-    return (head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3" or head[:4] == b"GIF8"
-            or (head[:4] == b"RIFF" and head[8:12] in (b"AVI ", b"WEBP")))
-
-
 def probe(path: Path, limits: VideoLimits | None = None,
           max_side: int | None = None) -> VideoInfo:
     """Read the container's header and the first frame; refuse what cannot run.
@@ -143,7 +130,7 @@ def probe(path: Path, limits: VideoLimits | None = None,
     415: not a video (random bytes, a still image, no video stream); 422: damaged (opens as
     a container but no frame decodes, an MP4 cut before its index); 413: over `limits`.
     """
-    info = _probe_webp(path) if _is_webp(path) else _probe_av(path)
+    info = _probe_webp(path) if sniff_file(path) == "WEBP" else _probe_av(path)
     if limits is not None:
         check_limits(info, limits, max_side)
     return info
@@ -172,7 +159,7 @@ def check_limits(info: VideoInfo, limits: VideoLimits, max_side: int | None) -> 
 
 
 def _not_video(path: Path, why: str) -> Exception:
-    if _looks_like_video(path):
+    if sniff_file(path) in VIDEOS:  # starts like a clip we read: damage (422), not 415
         return CorruptVideoError(f"the video cannot be read: {why}")
     return UnsupportedVideoError(
         "not a video in a format this server reads (MP4, MOV, WebM, MKV, animated GIF or "
@@ -612,7 +599,7 @@ def is_video_file(path: Path) -> bool:
     """A clip for `stylebox stylize`: a video container by extension or by its first bytes,
     or an animated GIF/WebP (a still GIF/WebP is an image)."""
     suffix = path.suffix.lower()
-    if suffix in (".gif", ".webp") or (path.is_file() and _sniff_animated(path)):
+    if suffix in (".gif", ".webp") or (path.is_file() and sniff_file(path) in ("GIF", "WEBP")):
         try:
             with Image.open(path) as im:
                 return getattr(im, "n_frames", 1) > 1
@@ -622,13 +609,4 @@ def is_video_file(path: Path) -> bool:
         return True
     if not path.is_file():
         return False
-    with open(path, "rb") as f:
-        head = f.read(16)
-    return head[4:8] == b"ftyp" or head[:4] == b"\x1a\x45\xdf\xa3" or \
-        (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
-
-
-def _sniff_animated(path: Path) -> bool:
-    with open(path, "rb") as f:
-        head = f.read(12)
-    return head[:4] == b"GIF8" or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
+    return sniff_file(path) in CONTAINERS
