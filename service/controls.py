@@ -95,7 +95,6 @@ class Bound:
 STRENGTH = Bound("strength", 0, 1)  # 0 = the photo, 1 = the network's output
 MAX_SIDE = Bound("max_side", 16, 16384, integer=True)  # px, the longer side first
 QUALITY = Bound("quality", 1, 100, integer=True)  # JPEG/WebP quality of the encoder
-MIN_MAX_SIDE, MAX_MAX_SIDE = MAX_SIDE.low, MAX_SIDE.high
 
 
 @dataclass(frozen=True)

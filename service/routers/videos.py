@@ -20,7 +20,7 @@ from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from stylebox.service.access import mark
-from stylebox.service.controls import MAX_MAX_SIDE, MIN_MAX_SIDE, Controls
+from stylebox.service.controls import MAX_SIDE, STRENGTH, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
 from stylebox.service.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
@@ -103,12 +103,12 @@ async def submit_video(
         description="a style name (`candy`) or a blend (`candy:0.7,mosaic:0.3`), as for "
                     "POST /stylize")] = None,
     strength: Annotated[float, Query(
-        ge=0, le=1, allow_inf_nan=False,
+        **STRENGTH.query(),
         description="how much style: 0 = the clip, 1 = the full style")] = 1.0,
     preserve_color: Annotated[bool, Query(
         description="keep the clip's colours, take only the style's lightness")] = False,
     max_side: Annotated[int | None, Query(
-        ge=MIN_MAX_SIDE, le=MAX_MAX_SIDE,
+        **MAX_SIDE.query(),
         description="downscale so the longer side is at most this many pixels; the "
                     "result has that size (rounded down to even)")] = None,
     stabilize: Annotated[bool, Query(
