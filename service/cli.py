@@ -26,7 +26,6 @@ from stylebox.service.imaging import EXTENSIONS, set_pixel_limit
 from stylebox.service.pipeline import OneImage, image_path, run_steps
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
 from stylebox.service.styles import parse_style_spec
-from stylebox.service.tiling import TileConfig
 from stylebox.service.video import is_video_file
 
 _SUFFIX_FORMATS = {".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg", ".webp": "webp"}
@@ -186,15 +185,13 @@ class _ProgressLine:
 def _stylize_clip(engine: Engine, settings: Settings, src: Path, dst: Path,
                   weights: np.ndarray, controls: Controls, stabilize: bool) -> str:
     """One clip to `dst` with a progress line; returns the summary for stdout."""
-    from stylebox.service.video import VideoLimits, probe, stylize_video
+    from stylebox.service.video import probe, run_options, stylize_video
 
-    limits = VideoLimits.from_settings(settings)
-    info = probe(src, limits, controls.max_side)
+    options = run_options(settings, stabilize=stabilize)  # as the API's jobs run
+    info = probe(src, options["limits"], controls.max_side)
     line = _ProgressLine(str(src), info.frames)
     res = stylize_video(src, dst, engine, weights, controls=controls, info=info,
-                        momentum=settings.video_momentum if stabilize else 0.0, limits=limits,
-                        max_inference_pixels=settings.max_inference_pixels,
-                        tiling=TileConfig.from_settings(settings), progress=line)
+                        progress=line, **options)
     line(res.frames, final=True)
     return (f"{src} -> {dst} ({res.width}x{res.height}, {res.frames} frames, "
             f"{res.fps:.1f} FPS)")

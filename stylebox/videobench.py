@@ -110,8 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from stylebox.service.cli import engine_for_cli, settings_for_cli
     from stylebox.service.settings import parse_size
     from stylebox.service.styles import parse_style_spec
-    from stylebox.service.tiling import TileConfig
-    from stylebox.service.video import VideoLimits, stylize_video
+    from stylebox.service.video import VideoLimits, run_options, stylize_video
 
     p = doc_parser("stylebox video-bench", __doc__)
     p.add_argument("--model", help="ONNX model file (STYLEBOX_MODEL_PATH)")
@@ -127,8 +126,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = settings_for_cli(model_path=args.model)
     engine = engine_for_cli(settings)
     mix = parse_style_spec(args.style or engine.style_names[0], engine.style_names)
-    limits = VideoLimits(max_duration_s=1e9, max_frames=10**9, max_pixels=10**9,
-                         max_source_pixels=settings.max_pixels)
+    # The service's settings, as a job runs them, without the job bounds (any size is timed).
+    options = run_options(settings, stabilize=not args.no_stabilize)
+    options["limits"] = VideoLimits(max_duration_s=1e9, max_frames=10**9, max_pixels=10**9,
+                                    max_source_pixels=settings.max_pixels)
     try:
         sizes = [parse_size(s) for s in args.sizes.split(",") if s.strip()]
     except ValueError as e:
@@ -154,11 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.perf_counter()
             res = stylize_video(src, Path(tmp) / "out.mp4", engine,
-                                mix.vector(engine.style_names),
-                                momentum=0.0 if args.no_stabilize else settings.video_momentum,
-                                limits=limits,
-                                max_inference_pixels=settings.max_inference_pixels,
-                                tiling=TileConfig.from_settings(settings), infer=timed)
+                                mix.vector(engine.style_names), infer=timed, **options)
             seconds = time.perf_counter() - t0
             done.set()
             row = {"size": f"{w}x{h}", "frames": res.frames, "seconds": round(seconds, 2),
