@@ -369,7 +369,7 @@ class VggScorer:
 
         from stylebox.training.config import TrainConfig
         from stylebox.training.data import load_style_images
-        from stylebox.training.eval import _tensor, find_style_images
+        from stylebox.training.eval import find_style_images, to_tensor
         from stylebox.training.losses import PerceptualLoss
 
         need_file(config, "config")
@@ -383,15 +383,15 @@ class VggScorer:
         self.loss = PerceptualLoss.from_config(cfg, measure=True).cpu()
         self.loss.set_style_targets(load_style_images([paths[n] for n in names],
                                                       cfg.style_size))
-        self.names, self._tensor, self._torch = names, _tensor, torch
+        self.names, self._to_tensor, self._torch = names, to_tensor, torch
 
     def reference(self, rgb: np.ndarray) -> dict:
         with self._torch.no_grad():
-            return self.loss.vgg(self._tensor(rgb))
+            return self.loss.vgg(self._to_tensor(rgb))
 
     def __call__(self, out: np.ndarray, ref: dict, style: str) -> tuple[float, float]:
         with self._torch.no_grad():
-            feats = self.loss.vgg(self._tensor(out))
+            feats = self.loss.vgg(self._to_tensor(out))
             idx = self._torch.tensor([self.names.index(style)])
             return (self.loss.style_loss(feats, idx).item(),
                     self.loss.content_loss(feats, ref).item())

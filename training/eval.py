@@ -94,7 +94,8 @@ def find_style_images(names: list[str], cfg: TrainConfig, extra: dict[str, str],
     return out
 
 
-def _tensor(rgb: np.ndarray) -> torch.Tensor:
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W, 3) RGB -> float (1, 3, H, W) in [0, 1], as the VGG loss takes images."""
     # A copy: ORT's and Pillow's arrays may be read-only, which torch.from_numpy warns about.
     return torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float() / 255  # (1, 3, H, W)
 
@@ -111,12 +112,12 @@ def score(engine: Engine, photos: list[np.ndarray], loss_fn: PerceptualLoss,
     rows: list[dict] = []
     images: dict[str, list[np.ndarray]] = {s: [] for s in names}
     for p, rgb in enumerate(photos):
-        ref = loss_fn.vgg(_tensor(rgb))
+        ref = loss_fn.vgg(to_tensor(rgb))
         for i, name in enumerate(names):
             idx = torch.tensor([i])
             out = engine.stylize(rgb, engine.one_hot(engine.style_names.index(name)))
             images[name].append(out)
-            feats = loss_fn.vgg(_tensor(out))
+            feats = loss_fn.vgg(to_tensor(out))
             vals = (loss_fn.style_loss(feats, idx).item(), loss_fn.content_loss(feats, ref).item(),
                     loss_fn.style_loss(ref, idx).item())
             sums[i] += vals

@@ -97,7 +97,7 @@ def test_each_stylized_photo_keeps_its_own_content(engine: OrtEngine, scores):
     that paints the same picture whatever the input, or noise, fails)."""
     import torch
 
-    from stylebox.training.eval import _tensor
+    from stylebox.training.eval import to_tensor
 
     _, images, photos, loss_fn = scores
     # α = 0.1 keeps less of the photo (its mosaic scored 0.905 of the other photo's
@@ -105,9 +105,9 @@ def test_each_stylized_photo_keeps_its_own_content(engine: OrtEngine, scores):
     margin = 0.95 if engine.card.alpha == 0.1 else 0.9
     with torch.no_grad():
         for name, outs in images.items():
-            feats = [loss_fn.vgg(_tensor(o)) for o in outs]
+            feats = [loss_fn.vgg(to_tensor(o)) for o in outs]
             for i, photo in enumerate(photos):
-                ref = loss_fn.vgg(_tensor(photo))
+                ref = loss_fn.vgg(to_tensor(photo))
                 own = loss_fn.content_loss(feats[i], ref).item()
                 other = loss_fn.content_loss(feats[1 - i], ref).item()
                 assert own < margin * other, (
