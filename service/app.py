@@ -15,16 +15,17 @@ from contextlib import asynccontextmanager
 from anyio import CapacityLimiter, to_thread
 from fastapi import Depends, FastAPI
 
-from stylebox.service import __version__, metrics
-from stylebox.service.access import RouteRules, mark_docs
+from stylebox.service import __version__
 from stylebox.service.backends import load_engine
 from stylebox.service.deps import no_unknown_query
 from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.http import metrics
+from stylebox.service.http.access import RouteRules, mark_docs
+from stylebox.service.http.middleware import install_middleware
+from stylebox.service.http.openapi import install_openapi
+from stylebox.service.http.problems import install_problem_handlers
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.jobs import VideoJobs
-from stylebox.service.middleware import install_middleware
-from stylebox.service.openapi import install_openapi
-from stylebox.service.problems import install_problem_handlers
 from stylebox.service.routers import admin, health, live, model, page, styles, stylize, videos
 from stylebox.service.settings import Settings
 
@@ -84,9 +85,9 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         app.include_router(module.router)
     app.include_router(metrics.router)
     # Who may call each route and what admission control bounds, from the routes' own marks
-    # (service/access.py); read when the app first serves, with every route in.
+    # (service/http/access.py); read when the app first serves, with every route in.
     rules = app.state.route_rules = RouteRules(app)
-    # Security headers, access log + metrics, CORS, API key, admission (service/middleware.py).
+    # Security headers, access log + metrics, CORS, API key, admission (service/http/middleware.py).
     install_middleware(app, settings, rules)
     # The statuses those layers add, in the schema (problem+json bodies, 401, 503, 408).
     install_openapi(app, rules, settings)

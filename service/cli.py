@@ -21,7 +21,7 @@ from stylebox.errors import UserError, report
 from stylebox.service.backends import open_engine
 from stylebox.service.controls import QUALITY, ControlError, Controls
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
-from stylebox.service.errors import StyleboxError, StyleSpecError
+from stylebox.service.http.errors import StyleboxError, StyleSpecError
 from stylebox.service.imaging import EXTENSIONS, set_pixel_limit
 from stylebox.service.pipeline import OneImage, image_path, run_steps
 from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices

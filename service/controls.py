@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from stylebox.service.errors import StyleboxError
+from stylebox.service.http.errors import StyleboxError
 from stylebox.service.imaging import DecodedImage, resize_rgb
 
 _BAND_PIXELS = 1 << 18  # rows per band so that a band holds about 262k pixels

@@ -9,12 +9,12 @@ from fastapi.routing import APIRoute, APIWebSocketRoute
 from pydantic import BaseModel
 from starlette.requests import HTTPConnection
 
-from stylebox.service.access import Access, mark_of
 from stylebox.service.engine import Engine
-from stylebox.service.errors import NotReadyError, UnknownQueryParameterError
+from stylebox.service.http.access import Access, mark_of
+from stylebox.service.http.errors import NotReadyError, UnknownQueryParameterError
 from stylebox.service.settings import Settings
 
-# For the `responses` of every route that depends on get_engine (service/openapi.py adds the
+# For the `responses` of every route that depends on get_engine (service/http/openapi.py adds the
 # problem+json body and the Retry-After header to every 503).
 NOT_READY: dict[int | str, dict] = {503: {"description": "the model is not loaded yet"}}
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from stylebox.service.errors import (
+from stylebox.service.http.errors import (
     CorruptImageError,
     ImageTooLargeError,
     MissingImageError,

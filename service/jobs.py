@@ -63,7 +63,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from stylebox.service.controls import Controls
 from stylebox.service.engine import Engine
-from stylebox.service.errors import (
+from stylebox.service.http.errors import (
     JobInterruptedError,
     JobNotFoundError,
     NotReadyError,
@@ -71,13 +71,13 @@ from stylebox.service.errors import (
     StyleboxError,
     UnknownStyleError,
 )
-from stylebox.service.problems import TYPE_PREFIX
+from stylebox.service.http.problems import TYPE_PREFIX
 from stylebox.service.settings import Settings
 from stylebox.service.styles import StyleMix
 from stylebox.service.video import Cancelled, VideoInfo, VideoLimits, run_options, stylize_video
 
 if TYPE_CHECKING:
-    from stylebox.service.metrics import Metrics
+    from stylebox.service.http.metrics import Metrics
 
 log = logging.getLogger("stylebox.jobs")
 
@@ -110,7 +110,7 @@ def iso(t: float | None) -> str | None:
 
 
 class Problem(BaseModel):
-    """An RFC 9457 problem object (a failed job's `error`). service/openapi.py puts the one
+    """An RFC 9457 problem object (a failed job's `error`). service/http/openapi.py puts the one
     Problem schema every error response uses in its place."""
 
     model_config = {"extra": "allow"}

@@ -18,7 +18,7 @@ from types import FrameType
 import uvicorn
 from fastapi import FastAPI
 
-from stylebox.service.middleware import JsonFormatter
+from stylebox.service.http.middleware import JsonFormatter
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.service")

@@ -31,7 +31,7 @@ from anyio import CapacityLimiter, to_thread
 
 from stylebox.service.controls import Controls, apply_controls, shrink_decoded
 from stylebox.service.engine import Engine
-from stylebox.service.errors import ImageTooLargeError
+from stylebox.service.http.errors import ImageTooLargeError
 from stylebox.service.imaging import decode_image, encode_image, fit_size, resize_rgb
 from stylebox.service.settings import Settings
 from stylebox.service.tiling import TileConfig, stylize_tiled, tile_spans

@@ -98,7 +98,7 @@ class Settings(BaseSettings):
                                                       "CUDA")
     warmup_sizes: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
         "e.g. 512,1920x1080: run once at start-up (cuDNN and OpenVINO plan per size)"))
-    # Hardening (see service/admission.py, service/auth.py, README "Operations and security").
+    # Hardening (service/http/admission.py and auth.py, README "Operations and security").
     max_queue: int = Field(8, ge=0, description=(
         "stylize requests waiting beyond MAX_CONCURRENCY; more get 503"))
     request_timeout_s: float = Field(60.0, gt=0, description="deadline per admitted request")

@@ -15,7 +15,7 @@ from decimal import Decimal
 
 import numpy as np
 
-from stylebox.service.errors import StyleSpecError, UnknownStyleError
+from stylebox.service.http.errors import StyleSpecError, UnknownStyleError
 
 MAX_SPEC_CHARS = 2000
 # The grammar, published as the `style` parameter's `pattern` in OpenAPI so that generated

@@ -17,7 +17,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
-from stylebox.service.errors import (
+from stylebox.service.http.errors import (
     MalformedBodyError,
     MissingImageError,
     MissingVideoError,

@@ -34,7 +34,7 @@ from PIL import Image
 
 from stylebox.service.controls import Controls, apply_controls
 from stylebox.service.engine import Engine
-from stylebox.service.errors import (
+from stylebox.service.http.errors import (
     CorruptVideoError,
     ImageTooLargeError,
     UnsupportedVideoError,

@@ -4,7 +4,8 @@ Each layer raises `UserError` subclasses for its own bad inputs (a malformed car
 photo folder, a setting this host cannot run, an upload that is not an image); the
 `stylebox` entry point (stylebox/cli.py) prints any of them once, as `stylebox COMMAND:
 message` on stderr, and exits with the error's `exit_code`; the service turns the HTTP ones
-(service/errors.py) into problem+json. Imports nothing from stylebox, so every layer can use it.
+(service/http/errors.py) into problem+json. Imports nothing from stylebox, so every layer can
+use it.
 """
 
 from __future__ import annotations

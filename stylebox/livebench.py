@@ -58,7 +58,7 @@ def clip_jpegs(width: int, height: int, n: int = CLIP_FRAMES) -> list[bytes]:
 
 
 def _protocols(key: str | None) -> list[str]:
-    from stylebox.service.auth import key_protocol
+    from stylebox.service.http.auth import key_protocol
 
     return ["stylebox.v1"] + ([key_protocol(key)] if key else [])
 

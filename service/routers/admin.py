@@ -23,10 +23,10 @@ from anyio import Lock, to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from stylebox.service.auth import REALM, key_digest, key_matches, presented_keys
 from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
-from stylebox.service.errors import AdminDisabledError, ModelReloadError
+from stylebox.service.http.auth import REALM, key_digest, key_matches, presented_keys
+from stylebox.service.http.errors import AdminDisabledError, ModelReloadError
 
 log = logging.getLogger("stylebox.service")
 router = APIRouter(tags=["admin"])
@@ -42,7 +42,7 @@ def require_admin(request: Request) -> None:
                 "admin endpoints need an API key: set STYLEBOX_API_KEY (or, on a trusted "
                 "network only, STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true)")
         return
-    # The API-key layer (service/auth.py) has already turned away a missing or wrong key;
+    # The API-key layer (service/http/auth.py) has already turned away a missing or wrong key;
     # checking again here keeps admin closed even if this route were ever marked open.
     if not key_matches(presented_keys(request.scope), key_digest(key.get_secret_value())):
         raise HTTPException(401, "this endpoint needs the API key",

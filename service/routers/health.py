@@ -6,9 +6,9 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from stylebox.service.access import Access, mark
 from stylebox.service.deps import get_engine
-from stylebox.service.errors import NotReadyError
+from stylebox.service.http.access import Access, mark
+from stylebox.service.http.errors import NotReadyError
 
 router = APIRouter(tags=["health"])
 

@@ -27,7 +27,7 @@ worker thread under the app's limiters: inference shares `max_concurrency` with
 `POST /stylize`, and the event loop never waits on the network.
 
 The API key and the live-session cap are checked before the handshake completes
-(service/auth.py, service/admission.py), then the page's Origin (`origin_allowed`); a
+(service/http/auth.py, service/http/admission.py), then the page's Origin (`origin_allowed`); a
 refused handshake is an HTTP 401, 503 or 403 problem.
 """
 
@@ -44,17 +44,17 @@ from anyio.abc import TaskGroup
 from fastapi import APIRouter, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
-from stylebox.service.access import mark
 from stylebox.service.controls import QUALITY, STRENGTH, Bound, Controls
 from stylebox.service.engine import Engine
-from stylebox.service.errors import (
+from stylebox.service.http.access import mark
+from stylebox.service.http.errors import (
     LiveMessageError,
     PayloadTooLargeError,
     StyleboxError,
     UnsupportedImageError,
 )
+from stylebox.service.http.problems import TYPE_PREFIX, problem, problem_body, refuse_handshake
 from stylebox.service.pipeline import arun_steps, image_path
-from stylebox.service.problems import TYPE_PREFIX, problem, problem_body, refuse_handshake
 from stylebox.service.settings import Settings
 from stylebox.service.sniff import FRAMES, sniff
 from stylebox.service.stability import StreamStylizer
@@ -297,7 +297,7 @@ def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
 
 
 @router.websocket("/live")
-@mark(admission=True)  # keyed; at most max_live_sessions at once (service/admission.py)
+@mark(admission=True)  # keyed; at most max_live_sessions at once (service/http/admission.py)
 async def live(websocket: WebSocket) -> None:
     state = websocket.app.state
     if not origin_allowed(websocket, state.settings.cors_origins):

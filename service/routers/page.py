@@ -18,10 +18,10 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
-from stylebox.service.access import Access, mark
 from stylebox.service.deps import NOT_READY, get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.errors import StyleboxError, UnknownStyleError
+from stylebox.service.http.access import Access, mark
+from stylebox.service.http.errors import StyleboxError, UnknownStyleError
 from stylebox.service.previews import PREVIEW_SIZE, PreviewCache
 from stylebox.service.settings import Settings
 
@@ -48,7 +48,7 @@ def _index_html(max_upload_bytes: int, video_max_upload_bytes: int) -> str:
 @mark(Access.PAGE)
 def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
     text = _index_html(settings.max_upload_bytes, settings.video_max_upload_bytes)
-    # Its Content-Security-Policy comes from service/middleware.py (PAGE_CSP), with every
+    # Its Content-Security-Policy comes from service/http/middleware.py (PAGE_CSP), with every
     # other security header.
     return HTMLResponse(text, headers={"Cache-Control": "no-cache"})
 

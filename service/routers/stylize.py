@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from stylebox.service.access import mark
 from stylebox.service.controls import MAX_SIDE, QUALITY, STRENGTH, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
+from stylebox.service.http.access import mark
 from stylebox.service.imaging import MEDIA_TYPES
 from stylebox.service.pipeline import OneImage, arun_steps, image_path
 from stylebox.service.settings import Settings
@@ -84,7 +84,7 @@ _BODY = {
         422: {"description": "bad style spec, missing/corrupt image, bad parameters",
               **_PROBLEM},
         408: {"description": "the upload did not arrive within request_timeout_s", **_PROBLEM},
-        # Admission control (service/admission.py) answers these before the handler runs.
+        # Admission control (service/http/admission.py) answers these before the handler runs.
         503: {"description": "model not loaded yet, or overloaded / past request_timeout_s "
                              "(with Retry-After)", **_PROBLEM},
     },

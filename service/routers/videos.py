@@ -19,11 +19,11 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
-from stylebox.service.access import mark
 from stylebox.service.controls import MAX_SIDE, STRENGTH, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
+from stylebox.service.http.access import mark
+from stylebox.service.http.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
 from stylebox.service.jobs import JobRequest, VideoJob, VideoJobs
 from stylebox.service.settings import Settings
 from stylebox.service.styles import parse_style_spec

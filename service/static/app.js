@@ -34,7 +34,7 @@ const ERROR_IDS = { photo: "error", video: "video-error", live: "live-error" };
 
 // The key as a header value. A header carries bytes, and fetch() and XHR take a header as
 // a string of code points 0-255, one per byte: so the key's UTF-8 bytes, one character each,
-// which is what the server compares (service/auth.py hashes the raw bytes). Passed as it
+// which is what the server compares (service/http/auth.py hashes the raw bytes). Passed as it
 // is, a key with a character past Latin-1 ("€") makes fetch() throw, and one within it ("é")
 // goes as one Latin-1 byte that matches nothing.
 function keyHeader(key) {

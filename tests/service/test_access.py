@@ -1,4 +1,4 @@
-"""Route marks (service/access.py): each route says at its declaration who may call it and
+"""Route marks (service/http/access.py): each route says at its declaration who may call it and
 whether admission control bounds it, and every layer reads the rules derived from the app's
 routes. An unmarked route is keyed and not admission-controlled; a mark travels with its
 route; for the real app the derived rules are the lists that were written out by hand."""
@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
-from stylebox.service.access import Access, Mark, RouteRules, mark
+from stylebox.service.http.access import Access, Mark, RouteRules, mark
 from stylebox.service.routers import stylize
 from tests.conftest import ROOT, make_app, png
 

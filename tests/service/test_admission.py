@@ -16,8 +16,8 @@ import anyio
 import httpx
 import pytest
 
-from stylebox.service.admission import Admission
 from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.http.admission import Admission
 from stylebox.service.settings import Settings
 from tests.conftest import make_app, png
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stylebox.service.auth import APIKeyMiddleware, key_matches, presented_keys
+from stylebox.service.http.auth import APIKeyMiddleware, key_matches, presented_keys
 from stylebox.service.settings import Settings
 from tests.conftest import make_client, png
 

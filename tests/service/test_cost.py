@@ -13,7 +13,7 @@ from fastapi.testclient import TestClient
 from stylebox.service.app import create_app
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.cli import stylize_main
-from stylebox.service.errors import ImageTooLargeError
+from stylebox.service.http.errors import ImageTooLargeError
 from stylebox.service.imaging import fit_size
 from stylebox.service.pipeline import check_cost, cost_limit, plan
 from stylebox.service.settings import Settings

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from stylebox.service.errors import StyleboxError
+from stylebox.service.http.errors import StyleboxError
 from stylebox.service.imaging import decode_image, set_pixel_limit
 from tests.conftest import encode, noise
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from stylebox.service.errors import (
+from stylebox.service.http.errors import (
     CorruptImageError,
     ImageTooLargeError,
     MissingImageError,

@@ -21,7 +21,7 @@ from PIL import Image
 from starlette.testclient import WebSocketDenialResponse
 from starlette.websockets import WebSocketDisconnect
 
-from stylebox.service.auth import key_protocol
+from stylebox.service.http.auth import key_protocol
 from stylebox.service.routers import live
 from stylebox.service.stability import StreamStylizer
 from tests.conftest import encode, make_client, noise, pixels

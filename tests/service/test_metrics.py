@@ -10,7 +10,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stylebox.service.middleware import JsonFormatter
+from stylebox.service.http.middleware import JsonFormatter
 from tests.conftest import make_client, png
 
 
@@ -127,7 +127,7 @@ def test_video_jobs_and_live_series(tiny_onnx, engine, tmp_path, monkeypatch):
     """Video jobs by state (this server's queued and running), ended by outcome, frames
     stylized; the live series. Every outcome is there from the start, at 0."""
     from stylebox.service import jobs
-    from stylebox.service.errors import CorruptVideoError
+    from stylebox.service.http.errors import CorruptVideoError
     from stylebox.videobench import make_clip
 
     clip = make_clip(tmp_path / "c.mp4", 32, 24, 6, 10).read_bytes()

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stylebox.service.errors import StyleSpecError, UnknownStyleError
+from stylebox.service.http.errors import StyleSpecError, UnknownStyleError
 from stylebox.service.styles import STYLE_SPEC_PATTERN, parse_style_spec
 
 NAMES = ["candy", "mosaic", "udnie"]

@@ -20,7 +20,7 @@ from PIL import Image
 from stylebox.procs import ROOT, service_env
 from stylebox.samples import synthetic_photo
 from stylebox.service.controls import Controls
-from stylebox.service.errors import (
+from stylebox.service.http.errors import (
     CorruptVideoError,
     UnsupportedVideoError,
     VideoTooLargeError,

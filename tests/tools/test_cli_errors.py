@@ -128,7 +128,7 @@ def test_every_error_type_is_a_user_error():
     from stylebox.model.export import ExportError
     from stylebox.service.controls import ControlError
     from stylebox.service.engine import EngineConfigError, ModelLoadError
-    from stylebox.service.errors import StyleboxError
+    from stylebox.service.http.errors import StyleboxError
     from stylebox.training.add_style import AddStyleError
     from stylebox.training.config import ConfigError
     from stylebox.training.data import DataError

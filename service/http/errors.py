@@ -1,6 +1,6 @@
 """Errors the service and the CLI raise on bad input, each with its HTTP status.
 
-`service.problems` turns them into RFC 9457 bodies; they are `UserError`s, so the `stylebox`
+`service.http.problems` turns them into RFC 9457 bodies; they are `UserError`s, so the `stylebox`
 command prints `detail` in its one error line and exits 2.
 Keeping the status on the error (not in the router) means every entry point agrees.
 """

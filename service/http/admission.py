@@ -17,11 +17,11 @@ WebSocket routes marked the same way (`WS /live`) are bounded by sessions instea
 session lasts minutes, so it cannot hold one of the request slots above (a few cameras would
 starve `/stylize`), and a request deadline means nothing for it. At most `max_live` sessions
 are open; the next handshake is refused with the same 503 problem + `Retry-After`, before it
-is accepted (service/problems.py, `refuse_handshake`). Each live frame then waits for the
+is accepted (service/http/problems.py, `refuse_handshake`). Each live frame then waits for the
 same inference limiter as `/stylize`, so cameras and uploads share the model fairly.
 
 It is a pure ASGI layer (no router changes). The guarded routes are those marked
-`@mark(admission=True)` where they are declared (service/access.py); the layer asks the
+`@mark(admission=True)` where they are declared (service/http/access.py); the layer asks the
 app's `RouteRules` whether a request is for one of them.
 """
 
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 import anyio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stylebox.service.access import RouteRules
-from stylebox.service.problems import TYPE_PREFIX, problem, refuse_handshake
+from stylebox.service.http.access import RouteRules
+from stylebox.service.http.problems import TYPE_PREFIX, problem, refuse_handshake
 
 # A rejected request's body is read and dropped (so the client, still uploading, sees the
 # 503 rather than a reset connection), but only this much and for this long.

@@ -7,8 +7,8 @@ endpoint goes: a router included under a prefix, a mounted sub-app. A route with
 gets `Mark()`: it needs the API key and admission control leaves it alone; nothing treats it
 as public. FastAPI's own routes (the schema, Swagger UI, ReDoc) are marked by `mark_docs`.
 
-`RouteRules` is what the API key (service/auth.py), admission control (service/admission.py),
-the docs CSP (service/middleware.py) and the OpenAPI document (service/openapi.py) consult.
+`RouteRules` is what the API key (auth.py), admission control (admission.py), the docs CSP
+(middleware.py) and the OpenAPI document (openapi.py), all in this package, consult.
 A request is matched as the router matches it: each route's own compiled `path_regex` and
 methods, in route order, the first route that takes the method, else the first that has the
 path (it answers 405). A WebSocket handshake (scope type `websocket`) is matched against the
@@ -53,7 +53,7 @@ class Access(enum.Enum):
 class Mark:
     access: Access = Access.KEYED
     # Runs the network on a client's upload: capped in number and given a deadline (HTTP), or
-    # capped in live sessions (WebSocket; service/admission.py).
+    # capped in live sessions (WebSocket; service/http/admission.py).
     admission: bool = False
     # Swagger UI or ReDoc: HTML that loads its scripts from their CDN (the docs CSP).
     docs_ui: bool = False

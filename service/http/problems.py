@@ -23,7 +23,7 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
-from stylebox.service.errors import StyleboxError
+from stylebox.service.http.errors import StyleboxError
 
 log = logging.getLogger("stylebox.service")
 

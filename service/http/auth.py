@@ -4,7 +4,7 @@ A header's value is compared as the raw bytes sent: a key beyond ASCII goes as i
 bytes (the web page sends it so; `fetch` cannot take it as text).
 
 With no key set, this layer is not installed at all. With a key, every request needs it
-except those whose route is marked open where it is declared (service/access.py): the
+except those whose route is marked open where it is declared (service/http/access.py): the
 probes (`/healthz`, `/readyz`), the fixed pages that run no model (the web page shell, its
 static files, the sample picture, the API docs and schema) and `/metrics` while
 `metrics_public` (the default). Everything those pages *fetch* from the API (styles, model
@@ -14,7 +14,7 @@ route without a mark needs the key, and so does a path no route has.
 The key is compared in constant time: both sides are hashed to the same length first, so
 neither the content nor the length of the key leaks through timing. Failures are 401
 problem+json with `WWW-Authenticate: Bearer realm="stylebox"`; a WebSocket handshake without
-the key is refused with that same 401 before it is accepted (service/problems.py,
+the key is refused with that same 401 before it is accepted (service/http/problems.py,
 `refuse_handshake`). Browsers cannot set headers on a WebSocket, and the only header their
 `new WebSocket(url, protocols)` lets a page fill is `Sec-WebSocket-Protocol`, so the key rides
 there; a query parameter would work too but lands in access logs, proxy logs and browser
@@ -33,8 +33,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from stylebox.service.access import RouteRules
-from stylebox.service.problems import TYPE_PREFIX, problem, refuse_handshake
+from stylebox.service.http.access import RouteRules
+from stylebox.service.http.problems import TYPE_PREFIX, problem, refuse_handshake
 
 REALM = 'Bearer realm="stylebox"'
 # A WebSocket subprotocol that carries the key: this prefix, then the key's UTF-8 bytes in

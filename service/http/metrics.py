@@ -44,8 +44,8 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from stylebox.service.access import Access, mark
-from stylebox.service.admission import Admission
+from stylebox.service.http.access import Access, mark
+from stylebox.service.http.admission import Admission
 from stylebox.service.jobs import ACTIVE, OUTCOMES
 
 # The `*_created` timestamp series double the output and no dashboard uses them.

@@ -21,11 +21,11 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stylebox.service.access import RouteRules
-from stylebox.service.admission import Admission, AdmissionMiddleware
-from stylebox.service.auth import APIKeyMiddleware
-from stylebox.service.metrics import Metrics
-from stylebox.service.problems import MEDIA_TYPE, TYPE_PREFIX, problem
+from stylebox.service.http.access import RouteRules
+from stylebox.service.http.admission import Admission, AdmissionMiddleware
+from stylebox.service.http.auth import APIKeyMiddleware
+from stylebox.service.http.metrics import Metrics
+from stylebox.service.http.problems import MEDIA_TYPE, TYPE_PREFIX, problem
 from stylebox.service.settings import Settings
 
 log = logging.getLogger("stylebox.access")
@@ -169,7 +169,7 @@ _COMMON = (
 PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
             b"style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
             b"base-uri 'none'; frame-ancestors 'none'")
-# Swagger UI and ReDoc (routes marked `docs_ui`, service/access.py) load from a CDN with an
+# Swagger UI and ReDoc (routes marked `docs_ui`, service/http/access.py) load from a CDN with an
 # inline bootstrap.
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis"

@@ -1,13 +1,13 @@
 """The OpenAPI document, completed where FastAPI's generator cannot see.
 
 FastAPI documents what route functions declare. Part of the contract lives in layers it does
-not read: every error is problem+json (service/problems.py), the API key (service/auth.py),
-admission control's 503 + Retry-After and 408 (service/admission.py), the 422 for a query
+not read: every error is problem+json (problems.py), the API key (auth.py), admission
+control's 503 + Retry-After and 408 (admission.py), the 422 for a query
 parameter an operation does not take (service/deps.py, every route). This module adds
 them (routes that need the model declare its 503 themselves: NOT_READY in service/deps.py),
 so each operation lists every status it can answer, with body schema and headers. Which
-operations are keyed or admission-controlled comes from the routes' marks (service/access.py),
-as for the layers themselves.
+operations are keyed or admission-controlled comes from the routes' marks (access.py), as
+for the layers themselves.
 tests/service/test_schemathesis.py holds the server to that with every Schemathesis check (`st run
 --checks all`), tests/service/test_openapi.py by hand.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from stylebox.service.access import Access, RouteRules
-from stylebox.service.problems import MEDIA_TYPE
+from stylebox.service.http.access import Access, RouteRules
+from stylebox.service.http.problems import MEDIA_TYPE
 from stylebox.service.settings import Settings
 from stylebox.service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
 
