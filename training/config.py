@@ -31,7 +31,7 @@ _SECTIONS = ("model", "train", "loss", "data")
 # Recorded in the card only when the run used them (old cards stay byte-identical); a
 # training mode's own keys likewise (training/modes.py).
 _VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
-_SPEED_KEYS = ("coarse_style_layers",)
+_SPEED_KEYS = ("coarse_style_layers", "bf16_gram")
 _LOCAL_KEYS = ("styles", "data_root", "device", "log_every", "ckpt_every", "time_limit_min",
                "content_cache")  # where and how this machine ran it, not what was trained
 
@@ -113,6 +113,7 @@ class TrainConfig:
     # from a cache folder (built on first use, refused when stale).
     coarse_style_layers: list[str] = field(default_factory=list)
     content_cache: str = ""
+    bf16_gram: bool = False  # the output's Gram products from bf16 features (fp32 sums)
 
     def __post_init__(self) -> None:
         self.styles = [s if isinstance(s, StyleSpec) else StyleSpec(**s) for s in self.styles]

@@ -37,11 +37,19 @@ if TYPE_CHECKING:
     from stylebox.training.config import TrainConfig
 
 
-def gram(f: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W) -> (B, C, C), normalised by C*H*W so layers and sizes compare."""
+def gram(f: torch.Tensor, bf16: bool = False) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, C), normalised by C*H*W so layers and sizes compare.
+
+    ``bf16``: the product from bf16 features; the matmul still sums in float32 (AMX, AVX512
+    and CUDA all accumulate bf16 products in fp32), only each finished entry is rounded to
+    bf16 (8 bits of mantissa) before it returns as float32. An option of training
+    (``bf16_gram``), never of the scores."""
     b, c, h, w = f.shape
     # Autocast would run the product in bf16 again, whatever f's dtype: switch it off here.
     with torch.autocast(f.device.type, enabled=False):
+        if bf16:
+            f = f.to(torch.bfloat16).reshape(b, c, h * w)
+            return (f @ f.transpose(1, 2)).float() / (c * h * w)
         f = f.float().reshape(b, c, h * w)
         return f @ f.transpose(1, 2) / (c * h * w)
 
@@ -53,12 +61,13 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 class PerceptualLoss(nn.Module):
     def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],
                  content_weight: float = 1.0, style_weight: float = 2.0, tv_weight: float = 0.0,
-                 coarse_layers: list[str] = ()):
+                 coarse_layers: list[str] = (), bf16_gram: bool = False):
         super().__init__()
         self.vgg = vgg
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
         # Style layers computed at half resolution; the rest (content included) at full.
         self.coarse = [n for n in self.style_layers if n in coarse_layers]
+        self.bf16_gram = bf16_gram  # the output's Grams only; the targets stay float32
         self.fine = list(dict.fromkeys(
             self.content_layers + [n for n in self.style_layers if n not in self.coarse]))
         self.wc, self.ws, self.wtv = content_weight, style_weight, tv_weight
@@ -85,7 +94,8 @@ class PerceptualLoss(nn.Module):
                                "set vgg_weights to the file")
             vgg = load_vgg(src, cfg.content_layers + cfg.style_layers)
         return cls(vgg, cfg.content_layers, cfg.style_layers, cfg.content_weight,
-                   cfg.style_weight, cfg.tv_weight, [] if measure else cfg.coarse_style_layers)
+                   cfg.style_weight, cfg.tv_weight, [] if measure else cfg.coarse_style_layers,
+                   cfg.bf16_gram and not measure)
 
     def features(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """(B, 3, H, W) in [0, 1] -> every loss layer's features: the coarse style layers
@@ -110,7 +120,8 @@ class PerceptualLoss(nn.Module):
         """Sum over layers of the relative Gram error, each image against its own style."""
         total = 0.0
         for n in self.style_layers:
-            err = (gram(feats[n]) - self.targets[n][style_idx]).pow(2).mean(dim=(1, 2))  # (B,)
+            err = (gram(feats[n], self.bf16_gram)
+                   - self.targets[n][style_idx]).pow(2).mean(dim=(1, 2))  # (B,)
             total = total + (err / self.scales[n][style_idx]).mean()
         return total
 

@@ -59,7 +59,8 @@ def test_the_card_records_only_the_running_modes_keys():
     assert not set(modes.DISTILL.config_keys()) & set(temporal)
     assert "coarse_style_layers" not in plain and "content_cache" not in plain
     coarse = cfg.replace(coarse_style_layers=["relu4_1"]).card().training
-    assert coarse["coarse_style_layers"] == ["relu4_1"]
+    assert coarse["coarse_style_layers"] == ["relu4_1"] and "bf16_gram" not in coarse
+    assert cfg.replace(bf16_gram=True).card().training["bf16_gram"] is True
 
 
 def test_temporal_run_logs_its_terms_and_the_consistency_term_counts(data, tmp_path):
@@ -113,6 +114,27 @@ def test_coarse_style_layers_see_the_image_halved():
     assert measured.coarse == []  # the scores keep every layer at full resolution
     with pytest.raises(ConfigError, match="coarse_style_layers"):
         TrainConfig(coarse_style_layers=["relu2_2"])  # the content layer
+
+
+def test_bf16_grams_sum_in_float32_and_keep_the_loss():
+    from stylebox.training.losses import gram
+
+    torch.manual_seed(0)
+    f = torch.relu(torch.randn(2, 16, 96, 96))  # 9,216 products per entry
+    exact, fast = gram(f.double()).float(), gram(f, bf16=True)
+    assert fast.dtype == torch.float32
+    assert ((fast - exact).abs() / exact.abs()).max() < 2e-2  # inputs and result rounded
+    vgg = random_vgg(LAYERS)
+    x = torch.rand(2, 3, 32, 32)
+    plain = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"])
+    quick = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"], bf16_gram=True)
+    for loss in (plain, quick):
+        loss.set_style_targets([x[1:], x[:1]])
+    assert quick.targets["relu1_1"].dtype == torch.float32  # targets: float32 always
+    a, b = plain(x, x, torch.tensor([0, 1]))["style"], quick(x, x, torch.tensor([0, 1]))["style"]
+    assert abs(a.item() - b.item()) < 0.01 * a.item()
+    assert not PerceptualLoss.from_config(TrainConfig(bf16_gram=True), random_vgg(["relu5_1"]),
+                                          measure=True).bf16_gram
 
 
 # -- cached content features ---------------------------------------------------------------
