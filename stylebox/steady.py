@@ -81,9 +81,16 @@ def measure(name: str, model: Path, photo_dir: str, joint: list[str], args) -> d
     for m in MOTIONS:
         row[m] = float(np.mean([float(r["output"]) for r in fl if r["motion"] == m]))
     row["noise_input"] = float(np.mean([float(r["input"]) for r in fl if r["motion"] == "noise"]))
-    print(f"{name}: style {row['style']:.4f} content {row['content']:.4f} "
-          f"pan1 {row['pan1']:.2f} noise {row['noise']:.2f}", flush=True)
+    print(f"{name}: " + ", ".join(f"{k} {row[k]:.4g}" for k in FIELDS[4:-1]), flush=True)
     return row
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        w.writeheader()
+        w.writerows({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()}
+                    for r in rows)
 
 
 def table(rows: list[dict], base: dict | None) -> str:
@@ -150,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     if Path(args.csv).is_file():
         with open(args.csv) as f:
             old = {r["name"]: r for r in csv.DictReader(f)}
-    rows = []
+    rows: list[dict] = []
     for item in args.model:
         name, model, command = parse_model(item)
         digest = sha256(model)
@@ -161,11 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         else:
             row = measure(name, model, args.photo_dir, joint, args)
         rows.append({**row, "sha256": digest, "settings": settings, "command": command})
-    with open(args.csv, "w", newline="") as f:
-        w = csv.DictWriter(f, FIELDS)
-        w.writeheader()
-        w.writerows({k: (f"{v:.5g}" if isinstance(v, float) else v) for k, v in r.items()}
-                    for r in rows)
+        # Saved after every model (with the old rows not remeasured yet), so a long run
+        # that is stopped keeps what it measured.
+        write_rows(Path(args.csv), rows + [r for n, r in old.items()
+                                           if n not in {x["name"] for x in rows}])
+    write_rows(Path(args.csv), rows)
     base = next((r for r in rows if r["name"] == args.baseline), rows[0])
     text = table(rows, base)
     print(text)
