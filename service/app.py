@@ -13,19 +13,20 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from anyio import CapacityLimiter, to_thread
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
 from stylebox.service import __version__
 from stylebox.service.backends import load_engine
-from stylebox.service.deps import no_unknown_query
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.http import metrics
-from stylebox.service.http.access import RouteRules, mark_docs
+from stylebox.service.http.access import check_routes, docs_pages, open_paths
+from stylebox.service.http.admission import Admission
 from stylebox.service.http.middleware import install_middleware
 from stylebox.service.http.openapi import install_openapi
 from stylebox.service.http.problems import install_problem_handlers
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.jobs import VideoJobs
+from stylebox.service.previews import PreviewCache
 from stylebox.service.routers import admin, health, live, model, page, styles, stylize, videos
 from stylebox.service.settings import Settings
 
@@ -49,8 +50,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
             log.error("cannot load the model: %s", e)
             raise  # the server refuses to start
     _limiters(app, settings)  # bound to this event loop
+    check_routes(app)  # routes added after create_app declare their access too
     if settings.api_key is not None:  # say which routes the key does not guard
-        open_ = app.state.route_rules.open_paths(settings.metrics_public)
+        open_ = open_paths(app, settings.metrics_public)
         log.info("API key required except on %s", ", ".join(sorted(open_)))
     try:
         # Video jobs: their workers, heartbeat and sweep run while the app serves; on the
@@ -71,24 +73,26 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
         version=__version__,
         summary="Multi-style neural style transfer: one model, many styles and their blends.",
         lifespan=_lifespan,
-        # Every route, WebSocket included: a query parameter it does not declare is a 422.
-        dependencies=[Depends(no_unknown_query)],
     )
-    mark_docs(app)  # /openapi.json, /docs, /redoc: FastAPI's own routes, open pages
     app.state.settings = settings
     app.state.engine = engine
     app.state.draining = False  # True once shutdown starts: /readyz answers 503 from then on
     _limiters(app, settings)
     app.state.videos = VideoJobs(settings)
+    app.state.previews = PreviewCache()  # the style previews and the sample, per engine
+    app.state.admission = admission = Admission(settings.max_concurrency, settings.max_queue,
+                                                max_live=settings.max_live_sessions)
+    app.state.metrics = metrics.Metrics(
+        admission, engine=lambda: getattr(app.state, "engine", None))
     install_problem_handlers(app)
-    for module in (stylize, videos, live, styles, model, health, page, admin):
+    # Each router declares who may call it (its guard: the API key, or open) and each route
+    # whether admission control bounds it (service/http/access.py, admission.py).
+    for module in (stylize, videos, live, styles, model, health, page, admin, metrics):
         app.include_router(module.router)
-    app.include_router(metrics.router)
-    # Who may call each route and what admission control bounds, from the routes' own marks
-    # (service/http/access.py); read when the app first serves, with every route in.
-    rules = app.state.route_rules = RouteRules(app)
-    # Security headers, access log + metrics, CORS, API key, admission (service/http/middleware.py).
-    install_middleware(app, settings, rules)
-    # The statuses those layers add, in the schema (problem+json bodies, 401, 503, 408).
-    install_openapi(app, rules, settings)
+    check_routes(app)  # a route that declares no access is an error, not an open route
+    # Security headers, access log + metrics, CORS (service/http/middleware.py).
+    install_middleware(app, settings, app.state.metrics, docs_pages(app))
+    # The statuses the guards, admission control and problem handlers add, in the schema
+    # (problem+json bodies, 401, 503, 408).
+    install_openapi(app, settings)
     return app

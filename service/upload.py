@@ -42,6 +42,13 @@ async def _limited(request: Request, limit: int) -> AsyncIterator[bytes]:
         if size > limit:
             raise _too_large(limit)
         yield chunk
+    request.state.upload_received = True
+
+
+def upload_received(request: Request) -> bool:
+    """Whether the request's whole body has been read (admission control's deadline answers
+    408 when it had not, 503 when it had)."""
+    return getattr(request.state, "upload_received", False)
 
 
 async def read_image_upload(request: Request, limit: int) -> bytes:

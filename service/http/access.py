@@ -1,40 +1,46 @@
-"""Who may call each route, and which routes admission control bounds: one mark per route,
-put where the route is declared, and `RouteRules`, derived from `app.routes`, for the layers.
+"""Who may call each route: one access dependency per router, declared where it is made.
 
-A route's endpoint carries its mark (`@mark(Access.PROBE)` right above the `def`, under the
-route decorator). The mark is read back through the app's routes, so it goes wherever the
-endpoint goes: a router included under a prefix, a mounted sub-app. A route without a mark
-gets `Mark()`: it needs the API key and admission control leaves it alone; nothing treats it
-as public. FastAPI's own routes (the schema, Swagger UI, ReDoc) are marked by `mark_docs`.
+    router = APIRouter(tags=["styles"], dependencies=[guard(Access.KEYED)])
 
-`RouteRules` is what the API key (auth.py), admission control (admission.py), the docs CSP
-(middleware.py) and the OpenAPI document (openapi.py), all in this package, consult.
-A request is matched as the router matches it: each route's own compiled `path_regex` and
-methods, in route order, the first route that takes the method, else the first that has the
-path (it answers 405). A WebSocket handshake (scope type `websocket`) is matched against the
-WebSocket routes only, as the router does: it has no method, and no HTTP route takes it.
+`guard(access)` is FastAPI's own way to guard a router: a dependency that every route of the
+router runs first, after routing has chosen the route, so nothing here matches paths: the
+API key where the access needs one (service/http/auth.py), then no query parameter the
+route does not declare (pages excepted). Route-level dependencies come after it: admission
+control's (service/http/admission.py), then the route's own, so a request without the key is
+refused before it takes a slot or its body is read.
+
+Fail closed: an API route with no guard (or two) is refused when the app is made and when it
+starts (`check_routes`), and so is any other kind of route but FastAPI's own docs (the
+schema, Swagger UI, ReDoc: fixed pages, open). A path no route has needs the key: its 404 is
+a 401 without it, and a 405 is answered as the path's first route says (`path_access`,
+asked by service/http/problems.py).
+
+What the OpenAPI document (service/http/openapi.py) and the start-up log say about a route is
+read from its guard (`access_of`): the same declaration the requests meet.
 """
 
 from __future__ import annotations
 
 import enum
-import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
-from fastapi import FastAPI
-from fastapi.routing import iter_route_contexts
-from starlette._utils import get_route_path  # the path the router matches (root_path off)
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.types import Scope
+from fastapi import Depends, FastAPI
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute, APIWebSocketRoute, RouteContext, iter_route_contexts
+from pydantic import BaseModel
+from starlette.requests import HTTPConnection
+from starlette.routing import Match, Route
+
+from stylebox.service.http.auth import check_key
+from stylebox.service.http.errors import UnknownQueryParameterError
 
 
 class Access(enum.Enum):
     """Who may call a route when `STYLEBOX_API_KEY` is set."""
 
-    KEYED = "keyed"  # the default: the key
+    KEYED = "keyed"  # the key
     # Orchestrators and load balancers probe without credentials.
     PROBE = "probe"
     # Fixed content that runs no model and holds no data (the page shell, its files, the API
@@ -50,156 +56,142 @@ class Access(enum.Enum):
 
 
 @dataclass(frozen=True)
-class Mark:
-    access: Access = Access.KEYED
-    # Runs the network on a client's upload: capped in number and given a deadline (HTTP), or
-    # capped in live sessions (WebSocket; service/http/admission.py).
-    admission: bool = False
-    # Swagger UI or ReDoc: HTML that loads its scripts from their CDN (the docs CSP).
-    docs_ui: bool = False
+class Guard:
+    """A router's access dependency (`guard` makes it): the API key unless `access` is open,
+    then the route's declared query parameters unless it is a page."""
+
+    access: Access
+
+    async def __call__(self, connection: HTTPConnection) -> None:
+        settings = connection.app.state.settings
+        if not self.access.is_open(settings.metrics_public):
+            check_key(connection, settings.api_key)
+        if self.access is not Access.PAGE:
+            no_unknown_query(connection)
 
 
-DEFAULT = Mark()
-# The pseudo-method a WebSocket route "takes": handshakes carry none, and no HTTP method can
-# equal it, so an HTTP request never matches a WebSocket route and vice versa.
-WEBSOCKET = "WEBSOCKET"
-_ATTR = "__stylebox_mark__"
-E = TypeVar("E", bound=Callable[..., Any])
+def guard(access: Access) -> Any:
+    """The dependency that declares a router's access: `APIRouter(dependencies=[guard(...)])`."""
+    return Depends(Guard(access))
 
 
-def mark(access: Access = Access.KEYED, *, admission: bool = False,
-         docs_ui: bool = False) -> Callable[[E], E]:
-    """Mark an endpoint (returned unchanged). A second, different mark is an error: a route
-    would silently change who may call it."""
-    new = Mark(access, admission, docs_ui)
+# -- the query parameters a route declares -----------------------------------------------------
 
-    def apply(endpoint: E) -> E:
-        old = getattr(endpoint, _ATTR, new)
-        if old != new:
-            raise ValueError(f"{endpoint.__qualname__} is already marked {old}")
-        setattr(endpoint, _ATTR, new)
-        return endpoint
-
-    return apply
-
-
-def mark_of(endpoint: Callable[..., Any] | None) -> Mark:
-    return getattr(endpoint, _ATTR, DEFAULT)
+def declared_query(dependant: Dependant) -> set[str]:
+    """The query parameters a route declares, as a URL names them (aliases), its
+    dependencies' included; a Pydantic model parameter declares each of its fields."""
+    names: set[str] = set()
+    for field in dependant.query_params:
+        model = field.field_info.annotation
+        if isinstance(model, type) and issubclass(model, BaseModel):
+            names |= {f.alias or name for name, f in model.model_fields.items()}
+        else:
+            names.add(field.alias)
+    for sub in dependant.dependencies:
+        names |= declared_query(sub)
+    return names
 
 
-def mark_docs(app: FastAPI) -> None:
-    """Mark the routes FastAPI() adds itself: the schema a page, Swagger UI and ReDoc pages
-    with the docs CSP. Their endpoints are closures made per app, so marking them is local."""
-    ui = {app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
-    for route in app.routes:
-        if isinstance(route, Route) and route.path in ui | {app.openapi_url}:
-            mark(Access.PAGE, docs_ui=route.path in ui)(route.endpoint)
+def no_unknown_query(connection: HTTPConnection) -> None:
+    """Refuse (422) a query parameter the matched route does not declare, WebSocket routes
+    included (FastAPI knows them from the route's dependant). Pages (`Access.PAGE`) are not
+    asked: browsers open them from links that may carry parameters for others (campaign
+    tags, cache busters), and they take none whose default could hide."""
+    route = connection.scope.get("route")
+    if not connection.query_params or not isinstance(route, APIRoute | APIWebSocketRoute):
+        return
+    accepted = declared_query(route.dependant)
+    unknown = sorted(set(connection.query_params) - accepted)
+    if unknown:
+        method = connection.scope.get("method", "WebSocket")
+        raise UnknownQueryParameterError(unknown, sorted(accepted),
+                                         f"{method} {connection.url.path}")
 
 
-@dataclass(frozen=True)
-class _Rule:
-    regex: re.Pattern[str]
-    methods: frozenset[str]
-    path: str  # the template, as the OpenAPI document names it
-    mark: Mark
-    inner: RouteRules | None = None  # a Mount: the routes below it decide
+# -- reading the declarations back ---------------------------------------------------------------
+
+def dependency_calls(dependant: Dependant | None) -> Iterator[Callable[..., Any]]:
+    """Every callable a route depends on, its dependencies' dependencies included."""
+    for sub in dependant.dependencies if dependant is not None else ():
+        if sub.call is not None:
+            yield sub.call
+        yield from dependency_calls(sub)
 
 
-def _method(scope: Scope) -> str:
-    return WEBSOCKET if scope["type"] == "websocket" else scope.get("method", "")
+def _guards(route: RouteContext) -> list[Guard]:
+    dependant = getattr(route, "dependant", None)
+    return [call for call in dependency_calls(dependant) if isinstance(call, Guard)]
 
 
-class RouteRules:
-    """The marks of an app's routes, matched against requests as the router matches them.
+def _docs_paths(app: FastAPI) -> set[str | None]:
+    return {app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url}
 
-    Derived from `routes` on first use (the first request, when Starlette also builds the
-    middleware stack), so every route included by then counts; a route added later gets
-    `DEFAULT`. HTTP endpoints, WebSocket endpoints and mounts are read: a request that another
-    kind of route (a host) would take gets `DEFAULT` too.
-    """
 
-    def __init__(self, app: Any) -> None:
-        self._app = app  # anything with `.routes`: an app, a router, a Mount
-        self._redirect = getattr(getattr(app, "router", app), "redirect_slashes", False)
+def _is_docs(app: FastAPI, route: RouteContext) -> bool:
+    """One of the routes FastAPI() adds itself (the schema, Swagger UI, ReDoc)."""
+    return isinstance(route.original_route, Route) and not isinstance(
+        route.original_route, APIRoute) and route.path in _docs_paths(app)
 
-    @cached_property
-    def _rules(self) -> tuple[_Rule, ...]:
-        rules: list[_Rule] = []
-        for route in iter_route_contexts(self._app.routes):  # included routers, prefixed
-            if isinstance(route.original_route, Mount):
-                rules.append(_Rule(route.path_regex, frozenset(), route.path, DEFAULT,
-                                   RouteRules(route)))
-            elif isinstance(route.original_route, WebSocketRoute):
-                rules.append(_Rule(route.path_regex, frozenset({WEBSOCKET}),
-                                   route.path_format, mark_of(route.endpoint)))
-            elif route.methods:  # an HTTP endpoint
-                rules.append(_Rule(route.path_regex, frozenset(route.methods),
-                                   route.path_format, mark_of(route.endpoint)))
-        return tuple(rules)
 
-    @cached_property
-    def _operations(self) -> dict[tuple[str, str], Mark]:
-        ops: dict[tuple[str, str], Mark] = {}
-        for rule in self._rules:
-            for method in rule.methods - {WEBSOCKET}:  # OpenAPI has no WebSocket operations
-                ops.setdefault((rule.path, method), rule.mark)  # the router takes the first
-        return ops
+def docs_pages(app: FastAPI) -> frozenset[Callable[..., Any]]:
+    """The endpoints of Swagger UI and ReDoc: HTML that loads its scripts from their CDN (the
+    docs CSP, service/http/middleware.py)."""
+    ui = _docs_paths(app) - {app.openapi_url}
+    return frozenset(r.endpoint for r in iter_route_contexts(app.routes)
+                     if _is_docs(app, r) and r.path in ui)
 
-    def _find(self, path: str, method: str) -> tuple[Mark | None, bool]:
-        """The mark of the route that answers (None: no route has the path), and whether it
-        takes the method (False: it answers 405)."""
-        partial = None
-        for rule in self._rules:
-            if rule.inner is None and (WEBSOCKET in rule.methods) != (method == WEBSOCKET):
-                continue  # the router never hands a handshake to an HTTP route, nor back
-            found = rule.regex.match(path)
-            if found is None:
-                continue
-            if rule.inner is not None:  # the mount takes the request, whatever is below it
-                return rule.inner._find("/" + found["path"], method)
-            if method in rule.methods:
-                return rule.mark, True
-            if partial is None:
-                partial = rule.mark
-        return partial, False
 
-    def allowed(self, scope: Scope) -> frozenset[str]:
-        """Every method some route takes on this request's path (a 405's Allow header: the
-        router names only the first route's, and GET and DELETE /videos/{id} are two)."""
-        path = get_route_path(scope)
-        methods: set[str] = set()
-        for rule in self._rules:
-            found = rule.regex.match(path)
-            if found is None:
-                continue
-            if rule.inner is not None:
-                return rule.inner.allowed({**scope, "path": "/" + found["path"],
-                                           "root_path": ""})
-            methods |= rule.methods
-        return frozenset(methods)
+def access_of(app: FastAPI, route: RouteContext) -> Access:
+    """A route's declared access: its guard's; FastAPI's docs are pages; anything else (no
+    guard: `check_routes` refuses it) needs the key."""
+    guards = _guards(route)
+    if len(guards) == 1:
+        return guards[0].access
+    return Access.PAGE if _is_docs(app, route) else Access.KEYED
 
-    def answering(self, scope: Scope) -> Mark:
-        """The mark of the route that answers this request, a 405 included; else DEFAULT."""
-        found, _ = self._find(get_route_path(scope), _method(scope))
-        return found or DEFAULT
 
-    def admitted(self, scope: Scope) -> bool:
-        """Whether admission control bounds this request: its route takes the method and is
-        marked `admission`. A path the router would redirect for a trailing slash counts as
-        the route it redirects to, as before (the check ran ahead of routing)."""
-        path, method = get_route_path(scope), _method(scope)
-        found, takes = self._find(path, method)
-        if found is None and self._redirect and path != "/":
-            other = path.rstrip("/") if path.endswith("/") else path + "/"
-            found, takes = self._find(other, method)
-        return takes and found is not None and found.admission
+def check_routes(app: FastAPI) -> None:
+    """RuntimeError naming every route that does not declare its access: an API route
+    without exactly one guard, or a route of another kind (a mount, a plain Starlette route)
+    but FastAPI's docs, which cannot carry one."""
+    wrong = []
+    for route in iter_route_contexts(app.routes):
+        original = route.original_route
+        where = f"{', '.join(sorted(route.methods or ())) or 'WebSocket'} {route.path}"
+        if isinstance(original, APIRoute | APIWebSocketRoute):
+            if len(_guards(route)) != 1:
+                wrong.append(f"{where}: {len(_guards(route))} access guards, not one")
+        elif not _is_docs(app, route):
+            wrong.append(f"{where}: a {type(original).__name__}, which takes no guard")
+    if wrong:
+        raise RuntimeError("every route declares its access with one guard "
+                           "(service/http/access.py): " + "; ".join(wrong))
 
-    def operation(self, path: str, method: str) -> Mark:
-        """The mark of the operation the OpenAPI document lists under `path`, `method`."""
-        return self._operations.get((path, method.upper()), DEFAULT)
 
-    def open_paths(self, metrics_public: bool) -> frozenset[str]:
-        """The path templates open without the key (this app's own routes, not mounts'), for
-        the start-up log; requests are matched with `answering`."""
-        return frozenset(rule.path for rule in self._rules
-                         if rule.inner is None and rule.mark.access.is_open(metrics_public))
+def open_paths(app: FastAPI, metrics_public: bool) -> frozenset[str]:
+    """The path templates open without the key, for the start-up log."""
+    return frozenset(r.path for r in iter_route_contexts(app.routes)
+                     if r.path and access_of(app, r).is_open(metrics_public))
+
+
+def _on_path(app: FastAPI, connection: HTTPConnection) -> list[RouteContext]:
+    """The app's routes that have this request's path, in the router's order, each asked
+    with its own `matches` (a copy of the scope: matching may write to it)."""
+    scope = connection.scope
+    probe = {"type": scope["type"], "path": scope["path"],
+             "root_path": scope.get("root_path", ""), "method": scope.get("method", "")}
+    return [r for r in iter_route_contexts(connection.app.routes)
+            if r.matches(dict(probe))[0] is not Match.NONE]
+
+
+def allowed_methods(connection: HTTPConnection) -> frozenset[str]:
+    """Every method some route takes on this request's path (a 405's Allow header: the
+    router names only the first route's, and GET and DELETE /videos/{id} are two)."""
+    return frozenset(m for r in _on_path(connection.app, connection) for m in r.methods or ())
+
+
+def path_access(connection: HTTPConnection) -> Access:
+    """The access of a request routing refused: KEYED for a path no route has (a 404), the
+    first route's on the path for a method it does not take (the router's 405)."""
+    routes = _on_path(connection.app, connection)
+    return access_of(connection.app, routes[0]) if routes else Access.KEYED

@@ -13,28 +13,37 @@ its body had not fully arrived (a slow or stalled client) and 503 otherwise. A r
 inference is not interrupted (ONNX Runtime cannot be cancelled from Python); the deadline
 takes effect at the next await after it, and the slot is released either way.
 
-WebSocket routes marked the same way (`WS /live`) are bounded by sessions instead: a live
-session lasts minutes, so it cannot hold one of the request slots above (a few cameras would
-starve `/stylize`), and a request deadline means nothing for it. At most `max_live` sessions
+WebSocket routes (`WS /live`) are bounded by sessions instead: a live session lasts minutes,
+so it cannot hold one of the request slots above (a few cameras would starve `/stylize`),
+and a request deadline means nothing for it. At most `max_live` sessions
 are open; the next handshake is refused with the same 503 problem + `Retry-After`, before it
 is accepted (service/http/problems.py, `refuse_handshake`). Each live frame then waits for the
 same inference limiter as `/stylize`, so cameras and uploads share the model fairly.
 
-It is a pure ASGI layer (no router changes). The guarded routes are those marked
-`@mark(admission=True)` where they are declared (service/http/access.py); the layer asks the
-app's `RouteRules` whether a request is for one of them.
+Both are dependencies a route declares, after its router's access dependency (so a request
+without the API key never takes a slot): `dependencies=[ADMITTED]` for an HTTP route that
+runs the network on an upload (`POST /stylize`), `dependencies=[LIVE_SESSION]` for a
+WebSocket route (`WS /live`). A route without one is not bounded here; the OpenAPI document
+lists the 503 and 408 of the routes with `ADMITTED` (service/http/openapi.py).
+
+An admitted request holds its slot until its response is sent (the slot's dependency has the
+request's scope); the deadline covers the route's other dependencies and its function (the
+deadline's dependency has the function's scope), so it never cuts a response off half-way.
+Whether the body had arrived is what the upload reader says (service/upload.py).
 """
 
 from __future__ import annotations
 
-import math
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Annotated
 
 import anyio
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi import Depends, Request, WebSocket
+from starlette.requests import ClientDisconnect
 
-from stylebox.service.http.access import RouteRules
-from stylebox.service.http.problems import TYPE_PREFIX, problem, refuse_handshake
+from stylebox.service.http.errors import DeadlineError, OverloadedError, UploadTimeoutError
+from stylebox.service.upload import upload_received
 
 # A rejected request's body is read and dropped (so the client, still uploading, sees the
 # 503 rather than a reset connection), but only this much and for this long.
@@ -79,101 +88,78 @@ class Admission:
         self.live -= 1
 
 
-async def _drain(receive: Receive) -> None:
+async def _drain(request: Request) -> None:
     """Read and drop the request body, bounded in bytes and time."""
     size = 0
     with anyio.move_on_after(_DRAIN_SECONDS):
-        while size <= _DRAIN_BYTES:
-            message = await receive()
-            if message["type"] != "http.request":
-                return  # http.disconnect
-            size += len(message.get("body", b""))
-            if not message.get("more_body", False):
-                return
-
-
-class AdmissionMiddleware:
-    def __init__(self, app: ASGIApp, admission: Admission, timeout_s: float,
-                 retry_after_s: int, rules: RouteRules) -> None:
-        self.app = app
-        self.admission = admission
-        self.rules = rules
-        self.timeout_s = timeout_s
-        self.retry_after = str(retry_after_s)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket" and self.rules.admitted(scope):
-            await self._session(scope, receive, send)
-            return
-        if scope["type"] != "http" or not self.rules.admitted(scope):
-            await self.app(scope, receive, send)
-            return
-        adm = self.admission
-        if not adm.try_acquire():
-            await _drain(receive)
-            await problem(
-                503, f"the server is at capacity ({adm.max_concurrency} running, "
-                f"{adm.max_queue} queued); retry after {self.retry_after} s",
-                title="Service overloaded", type_=TYPE_PREFIX + "overloaded",
-                instance=scope["path"], headers={"Retry-After": self.retry_after},
-                max_concurrency=adm.max_concurrency, max_queue=adm.max_queue,
-            )(scope, receive, send)
-            return
-        body_done = started = False
-
-        async def receive_wrapper() -> Message:
-            nonlocal body_done
-            message = await receive()
-            if message["type"] == "http.request" and not message.get("more_body", False):
-                body_done = True
-            return message
-
-        async def send_wrapper(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-                deadline.deadline = math.inf  # never cut a response off half-way
-            await send(message)
-
         try:
-            with anyio.CancelScope(deadline=anyio.current_time() + self.timeout_s) as deadline:
-                await self.app(scope, receive_wrapper, send_wrapper)
-        finally:
-            adm.release()
-        if deadline.cancelled_caught and not started:
-            await self._timed_out(scope, receive, send, body_done)
-
-    async def _session(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """A WebSocket session: counted while it lasts, refused with 503 when all are taken."""
-        adm = self.admission
-        if not adm.try_acquire_live():
-            detail = (f"the server has {adm.max_live} live sessions open, its limit; retry "
-                      f"after {self.retry_after} s" if adm.max_live else
-                      "live sessions are turned off on this server (max_live_sessions=0)")
-            await refuse_handshake(problem(
-                503, detail, title="Service overloaded", type_=TYPE_PREFIX + "overloaded",
-                instance=scope["path"], headers={"Retry-After": self.retry_after},
-                max_live_sessions=adm.max_live), scope, receive, send)
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > _DRAIN_BYTES:
+                    return
+        except ClientDisconnect:
             return
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            adm.release_live()
 
-    async def _timed_out(self, scope: Scope, receive: Receive, send: Send,
-                         body_done: bool) -> None:
-        limit = f"{self.timeout_s:g} s"
-        if not body_done:
-            response = problem(
-                408, f"the request body did not arrive within the {limit} request timeout",
-                title="Request timeout", type_=TYPE_PREFIX + "request-timeout",
-                instance=scope["path"], headers={"Connection": "close"},
-                request_timeout_s=self.timeout_s)
-        else:
-            response = problem(
-                503, f"the request was not finished within the {limit} request timeout; "
-                f"the server is busy, retry after {self.retry_after} s",
-                title="Request timeout", type_=TYPE_PREFIX + "timeout",
-                instance=scope["path"], headers={"Retry-After": self.retry_after},
-                request_timeout_s=self.timeout_s)
-        await response(scope, receive, send)
+
+async def _slot(request: Request) -> AsyncIterator[Admission]:
+    """One of the `limit` request slots, held until the response is sent; 503 when all are
+    taken (the body drained first, so a client still uploading sees the answer)."""
+    state = request.app.state
+    adm: Admission = state.admission
+    if not adm.try_acquire():
+        await _drain(request)
+        retry = state.settings.retry_after_s
+        raise OverloadedError(
+            f"the server is at capacity ({adm.max_concurrency} running, {adm.max_queue} "
+            f"queued); retry after {retry} s", retry,
+            max_concurrency=adm.max_concurrency, max_queue=adm.max_queue)
+    try:
+        yield adm
+    finally:
+        adm.release()
+
+
+async def admitted(request: Request,
+                   _: Annotated[Admission, Depends(_slot)]) -> AsyncIterator[None]:
+    """A request slot, then the deadline around the rest of the request's work: past it,
+    408 if the body had not arrived, else 503 (the inference running then finishes first:
+    the deadline takes effect at the next await)."""
+    settings = request.app.state.settings
+    timeout = settings.request_timeout_s
+    with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline:
+        yield
+    if not deadline.cancelled_caught:
+        return
+    limit = f"{timeout:g} s"
+    if not upload_received(request):
+        raise UploadTimeoutError(
+            f"the request body did not arrive within the {limit} request timeout",
+            request_timeout_s=timeout)
+    retry = settings.retry_after_s
+    raise DeadlineError(
+        f"the request was not finished within the {limit} request timeout; the server is "
+        f"busy, retry after {retry} s", retry, request_timeout_s=timeout)
+
+
+async def live_session(websocket: WebSocket) -> AsyncIterator[None]:
+    """One of the `max_live` session places, held while the session lasts; a handshake
+    when all are taken is refused with 503 (service/http/problems.py refuses it)."""
+    state = websocket.app.state
+    adm: Admission = state.admission
+    if not adm.try_acquire_live():
+        retry = state.settings.retry_after_s
+        raise OverloadedError(
+            f"the server has {adm.max_live} live sessions open, its limit; retry after "
+            f"{retry} s" if adm.max_live else
+            "live sessions are turned off on this server (max_live_sessions=0)", retry,
+            max_live_sessions=adm.max_live)
+    try:
+        yield
+    finally:
+        adm.release_live()
+
+
+# What a route declares. The deadline has the function's scope: it ends when the route
+# function returns, before the response is sent; the slot it depends on, the request's.
+ADMITTED = Depends(admitted, scope="function")
+LIVE_SESSION = Depends(live_session)

@@ -3,25 +3,28 @@ on a WebSocket handshake also as the subprotocol `stylebox.key.<base64url of the
 A header's value is compared as the raw bytes sent: a key beyond ASCII goes as its UTF-8
 bytes (the web page sends it so; `fetch` cannot take it as text).
 
-With no key set, this layer is not installed at all. With a key, every request needs it
-except those whose route is marked open where it is declared (service/http/access.py): the
-probes (`/healthz`, `/readyz`), the fixed pages that run no model (the web page shell, its
-static files, the sample picture, the API docs and schema) and `/metrics` while
-`metrics_public` (the default). Everything those pages *fetch* from the API (styles, model
-card, style previews, stylize) needs the key, so with a key set the page must send it. A
-route without a mark needs the key, and so does a path no route has.
+With no key set, nothing is checked. With a key, every route needs it except those whose
+router is declared open (service/http/access.py): the probes (`/healthz`, `/readyz`), the
+fixed pages that run no model (the web page shell, its static files, the sample picture, the
+API docs and schema) and `/metrics` while `metrics_public` (the default). Everything those
+pages *fetch* from the API (styles, model card, style previews, stylize) needs the key, so
+with a key set the page must send it. A path no route has needs the key too (its 404 is a
+401 without it).
 
 The key is compared in constant time: both sides are hashed to the same length first, so
 neither the content nor the length of the key leaks through timing. Failures are 401
-problem+json with `WWW-Authenticate: Bearer realm="stylebox"`; a WebSocket handshake without
-the key is refused with that same 401 before it is accepted (service/http/problems.py,
-`refuse_handshake`). Browsers cannot set headers on a WebSocket, and the only header their
-`new WebSocket(url, protocols)` lets a page fill is `Sec-WebSocket-Protocol`, so the key rides
-there; a query parameter would work too but lands in access logs, proxy logs and browser
-history. The server never echoes the key protocol back (it accepts `stylebox.v1`).
+problem+json with `WWW-Authenticate: Bearer realm="stylebox"` (`UnauthorizedError`); a
+WebSocket handshake without the key is refused with that same 401 before it is accepted
+(service/http/problems.py, `refuse_handshake`). Browsers cannot set headers on a WebSocket,
+and the only header their `new WebSocket(url, protocols)` lets a page fill is
+`Sec-WebSocket-Protocol`, so the key rides there; a query parameter would work too but lands
+in access logs, proxy logs and browser history. The server never echoes the key protocol
+back (it accepts `stylebox.v1`).
 
-It is a pure ASGI layer inside CORS (so preflights, which carry no credentials, still work)
-and outside admission control (so unauthenticated requests never take a slot).
+`check_key` runs in each route's access dependency (service/http/access.py), the first of
+its dependencies: after CORS (so preflights, which carry no credentials, still work), before
+admission control (so unauthenticated requests never take a slot) and before the route reads
+its body.
 """
 
 from __future__ import annotations
@@ -31,10 +34,11 @@ import binascii
 import hashlib
 import hmac
 
-from starlette.types import ASGIApp, Receive, Scope, Send
+from pydantic import SecretStr
+from starlette.requests import HTTPConnection
+from starlette.types import Scope
 
-from stylebox.service.http.access import RouteRules
-from stylebox.service.http.problems import TYPE_PREFIX, problem, refuse_handshake
+from stylebox.service.http.errors import UnauthorizedError
 
 REALM = 'Bearer realm="stylebox"'
 # A WebSocket subprotocol that carries the key: this prefix, then the key's UTF-8 bytes in
@@ -87,39 +91,17 @@ def key_matches(keys: list[bytes], want: bytes) -> bool:
     return ok
 
 
-class APIKeyMiddleware:
-    def __init__(self, app: ASGIApp, api_key: str, metrics_public: bool = True,
-                 rules: RouteRules | None = None) -> None:
-        self.app = app
-        self._want = key_digest(api_key)
-        self.metrics_public = metrics_public
-        self.rules = rules  # None: no route is open
-
-    def is_open(self, scope: Scope) -> bool:
-        return (self.rules is not None
-                and self.rules.answering(scope).access.is_open(self.metrics_public))
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket") or self.is_open(scope):
-            await self.app(scope, receive, send)
-            return
-        keys = presented_keys(scope)
-        if key_matches(keys, self._want):
-            await self.app(scope, receive, send)
-            return
-        if keys:
-            detail = "the API key is not valid"
-            challenge = f'{REALM}, error="invalid_token"'
-        else:
-            detail = ("this server needs an API key: send 'Authorization: Bearer <key>' "
-                      "or 'X-API-Key: <key>'")
-            if scope["type"] == "websocket":
-                detail += f" (or, from a browser, the subprotocol '{KEY_PROTOCOL}<base64url>')"
-            challenge = REALM
-        response = problem(401, detail, title="Unauthorized",
-                           type_=TYPE_PREFIX + "unauthorized", instance=scope["path"],
-                           headers={"WWW-Authenticate": challenge})
-        if scope["type"] == "websocket":
-            await refuse_handshake(response, scope, receive, send)
-        else:
-            await response(scope, receive, send)
+def check_key(connection: HTTPConnection, api_key: SecretStr | None) -> None:
+    """`UnauthorizedError` (401) unless `api_key` is None or the request presents it."""
+    if api_key is None:
+        return
+    keys = presented_keys(connection.scope)
+    if key_matches(keys, key_digest(api_key.get_secret_value())):
+        return
+    if keys:
+        raise UnauthorizedError("the API key is not valid", f'{REALM}, error="invalid_token"')
+    detail = ("this server needs an API key: send 'Authorization: Bearer <key>' "
+              "or 'X-API-Key: <key>'")
+    if connection.scope["type"] == "websocket":
+        detail += f" (or, from a browser, the subprotocol '{KEY_PROTOCOL}<base64url>')"
+    raise UnauthorizedError(detail, REALM)

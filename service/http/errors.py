@@ -106,6 +106,38 @@ class PayloadTooLargeError(StyleboxError):
     status, title, slug = 413, "Payload too large", "payload-too-large"
 
 
+class UnauthorizedError(StyleboxError):
+    """No API key, or a wrong one, on a route that needs it (service/http/auth.py)."""
+
+    status, title, slug = 401, "Unauthorized", "unauthorized"
+
+    def __init__(self, detail: str, challenge: str) -> None:
+        super().__init__(detail)
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+class OverloadedError(StyleboxError):
+    """Admission control is at capacity: every request slot, or every live session, taken
+    (service/http/admission.py); Retry-After says when to try again."""
+
+    status, title, slug = 503, "Service overloaded", "overloaded"
+
+    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class DeadlineError(StyleboxError):
+    """An admitted request whose body arrived but whose work did not finish within
+    REQUEST_TIMEOUT_S: the server is busy (service/http/admission.py)."""
+
+    status, title, slug = 503, "Request timeout", "timeout"
+
+    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
 class NotReadyError(StyleboxError):
     status, title, slug = 503, "Service not ready", "not-ready"
 
@@ -168,8 +200,9 @@ class VideoTooLargeError(StyleboxError):
 
 
 class UploadTimeoutError(StyleboxError):
-    """A video upload that did not arrive within VIDEO_UPLOAD_TIMEOUT_S: it held a place in
-    the queue, so a stalled client cannot keep it for ever."""
+    """An upload that did not arrive in time: an admitted request's body within
+    REQUEST_TIMEOUT_S (service/http/admission.py), a video within VIDEO_UPLOAD_TIMEOUT_S (it
+    held a place in the queue). A stalled client keeps neither for ever."""
 
     status, title, slug = 408, "Request timeout", "request-timeout"
     headers = {"Connection": "close"}

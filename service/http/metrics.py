@@ -44,7 +44,7 @@ from prometheus_client import (
 )
 from prometheus_client.core import GaugeMetricFamily
 
-from stylebox.service.http.access import Access, mark
+from stylebox.service.http.access import Access, guard
 from stylebox.service.http.admission import Admission
 from stylebox.service.jobs import ACTIVE, OUTCOMES
 
@@ -141,13 +141,13 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-router = APIRouter(tags=["operations"])
+# Open while metrics_public (the default), else keyed.
+router = APIRouter(tags=["operations"], dependencies=[guard(Access.METRICS)])
 
 
 @router.get("/metrics", summary="Prometheus metrics (text exposition format)",
             response_class=Response,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "metrics in Prometheus text format"}})
-@mark(Access.METRICS)
 def metrics(request: Request) -> Response:
     return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

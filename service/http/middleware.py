@@ -14,6 +14,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -21,9 +22,6 @@ from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stylebox.service.http.access import RouteRules
-from stylebox.service.http.admission import Admission, AdmissionMiddleware
-from stylebox.service.http.auth import APIKeyMiddleware
 from stylebox.service.http.metrics import Metrics
 from stylebox.service.http.problems import MEDIA_TYPE, TYPE_PREFIX, problem
 from stylebox.service.settings import Settings
@@ -169,8 +167,8 @@ _COMMON = (
 PAGE_CSP = (b"default-src 'self'; img-src 'self' blob: data:; media-src 'self' blob:; "
             b"style-src 'self'; script-src 'self'; connect-src 'self'; object-src 'none'; "
             b"base-uri 'none'; frame-ancestors 'none'")
-# Swagger UI and ReDoc (routes marked `docs_ui`, service/http/access.py) load from a CDN with an
-# inline bootstrap.
+# Swagger UI and ReDoc (FastAPI's own pages, access.docs_pages) load from a CDN with an inline
+# bootstrap.
 DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
             b"style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net https://fonts.googleapis"
             b".com; font-src https://fonts.gstatic.com; img-src 'self' data: "
@@ -179,16 +177,14 @@ DOCS_CSP = (b"default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.
 
 
 class SecurityHeadersMiddleware:
-    def __init__(self, app: ASGIApp, rules: RouteRules) -> None:
+    def __init__(self, app: ASGIApp, docs: frozenset[Callable[..., Any]]) -> None:
         self.app = app
-        self.rules = rules
+        self.docs = docs  # the endpoints of Swagger UI and ReDoc (access.docs_pages)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        # Asked before routing: a mount rewrites the scope's root_path on the way in.
-        docs_ui = self.rules.answering(scope).docs_ui
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -198,33 +194,27 @@ class SecurityHeadersMiddleware:
                 html = any(k.lower() == b"content-type" and v.startswith(b"text/html")
                            for k, v in headers)
                 if html and b"content-security-policy" not in have:
-                    csp = DOCS_CSP if docs_ui else PAGE_CSP
-                    headers.append((b"content-security-policy", csp))
+                    # Routing has put the endpoint that answers in the scope by now.
+                    docs_ui = scope.get("endpoint") in self.docs
+                    headers.append((b"content-security-policy",
+                                    DOCS_CSP if docs_ui else PAGE_CSP))
                 message = {**message, "headers": headers}
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
 
 
-def install_middleware(app: FastAPI, settings: Settings, rules: RouteRules) -> None:
+def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics,
+                       docs: frozenset[Callable[..., Any]]) -> None:
     """The whole stack, outermost first: security headers, access log + metrics + last-resort
-    500, CORS (only with origins), API key (only with a key), admission control, the routes.
+    500, CORS (only with origins), the routes.
 
-    CORS sits outside the key check because preflights carry no credentials; the key check
-    sits outside admission so unauthenticated requests never take a slot. `rules` (the
-    routes' marks) say which routes are open, admission-controlled, and docs pages.
+    The API key and admission control are not layers here but dependencies the routes
+    declare (service/http/access.py, service/http/admission.py), run once routing has
+    chosen the route; CORS sits outside them because preflights carry no credentials.
+    `docs` are the endpoints of the API docs pages, whose HTML gets the docs CSP.
     """
-    admission = Admission(settings.max_concurrency, settings.max_queue,
-                          max_live=settings.max_live_sessions)
-    app.state.admission = admission
-    app.state.metrics = Metrics(admission, engine=lambda: getattr(app.state, "engine", None))
     # add_middleware puts each new layer outside the previous ones: innermost first.
-    app.add_middleware(AdmissionMiddleware, admission=admission,
-                       timeout_s=settings.request_timeout_s,
-                       retry_after_s=settings.retry_after_s, rules=rules)
-    if settings.api_key is not None:
-        app.add_middleware(APIKeyMiddleware, api_key=settings.api_key.get_secret_value(),
-                           metrics_public=settings.metrics_public, rules=rules)
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware, allow_origins=settings.cors_origins,
@@ -234,5 +224,5 @@ def install_middleware(app: FastAPI, settings: Settings, rules: RouteRules) -> N
                             "X-Stylebox-Inference-Size", "X-Stylebox-Tiles", "X-Stylebox-Model",
                             "Retry-After"],
             max_age=600)
-    app.add_middleware(ProblemMiddleware, metrics=app.state.metrics)
-    app.add_middleware(SecurityHeadersMiddleware, rules=rules)
+    app.add_middleware(ProblemMiddleware, metrics=metrics)
+    app.add_middleware(SecurityHeadersMiddleware, docs=docs)

@@ -2,12 +2,12 @@
 
 FastAPI documents what route functions declare. Part of the contract lives in layers it does
 not read: every error is problem+json (problems.py), the API key (auth.py), admission
-control's 503 + Retry-After and 408 (admission.py), the 422 for a query
-parameter an operation does not take (service/deps.py, every route). This module adds
-them (routes that need the model declare its 503 themselves: NOT_READY in service/deps.py),
-so each operation lists every status it can answer, with body schema and headers. Which
-operations are keyed or admission-controlled comes from the routes' marks (access.py), as
-for the layers themselves.
+control's 503 + Retry-After and 408 (admission.py), the 422 for a query parameter an
+operation does not take (the guard's, access.py). This module adds them (routes that need
+the model declare its 503 themselves: NOT_READY in service/deps.py), so each operation lists
+every status it can answer, with body schema and headers. Which operations are keyed or
+admission-controlled is read from the dependencies the routes declare (their router's guard,
+`ADMITTED`), the ones their requests run.
 tests/service/test_schemathesis.py holds the server to that with every Schemathesis check (`st run
 --checks all`), tests/service/test_openapi.py by hand.
 """
@@ -17,8 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
 
-from stylebox.service.http.access import Access, RouteRules
+from stylebox.service.http.access import Access, access_of, dependency_calls
+from stylebox.service.http.admission import admitted
 from stylebox.service.http.problems import MEDIA_TYPE
 from stylebox.service.settings import Settings
 from stylebox.service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
@@ -58,23 +60,37 @@ def _add(responses: dict[str, Any], status: int, description: str,
         entry.setdefault("headers", {}).update(headers)
 
 
-def complete(schema: dict[str, Any], rules: RouteRules, settings: Settings) -> dict[str, Any]:
+def operations(app: FastAPI) -> dict[tuple[str, str], tuple[Access, bool]]:
+    """(path, METHOD) -> (its access, whether admission control bounds it), as the app's
+    routes declare them (their guard, `ADMITTED`), for the operations the document lists."""
+    ops: dict[tuple[str, str], tuple[Access, bool]] = {}
+    for route in iter_route_contexts(app.routes):
+        if not isinstance(route.original_route, APIRoute):
+            continue
+        facts = (access_of(app, route), admitted in dependency_calls(route.dependant))
+        for method in route.methods or ():
+            ops.setdefault((route.path_format, method), facts)  # the router takes the first
+    return ops
+
+
+def complete(schema: dict[str, Any], app: FastAPI, settings: Settings) -> dict[str, Any]:
     """Add the layers' statuses to `schema` (FastAPI's own) in place."""
     keyed = settings.api_key is not None
+    declared = operations(app)
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
     for path, ops in schema.get("paths", {}).items():
         for method, op in ops.items():
             responses = op.setdefault("responses", {})
-            mark = rules.operation(path, method)
-            if mark.access is not Access.PAGE:  # service/deps.py: no_unknown_query
+            access, admission = declared.get((path, method.upper()), (Access.KEYED, False))
+            if access is not Access.PAGE:  # the guard's no_unknown_query
                 _add(responses, 422, "a query parameter the operation does not take (the "
                                      "detail names it and lists those it takes)")
-            if mark.admission:
+            if admission:
                 _add(responses, 503, "at capacity, or past request_timeout_s")
                 _add(responses, 408, "the request body did not arrive within "
                                      "request_timeout_s")
-            if keyed and not mark.access.is_open(settings.metrics_public):
+            if keyed and not access.is_open(settings.metrics_public):
                 op["security"] = [{"bearer": []}, {"apiKey": []}]
                 _add(responses, 401, "API key missing or wrong", headers=_CHALLENGE)
             for status, resp in responses.items():
@@ -111,12 +127,12 @@ def _require_style(op: dict[str, Any] | None) -> None:
                                  "blend": {"value": "candy:0.7,mosaic:0.3"}}
 
 
-def install_openapi(app: FastAPI, rules: RouteRules, settings: Settings) -> None:
+def install_openapi(app: FastAPI, settings: Settings) -> None:
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
         if not app.openapi_schema:
-            app.openapi_schema = complete(build(), rules, settings)
+            app.openapi_schema = complete(build(), app, settings)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

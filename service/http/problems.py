@@ -1,10 +1,12 @@
 """RFC 9457 problem details (`application/problem+json`) for every error the API returns.
 
 Handlers cover our own `StyleboxError`s (raised before a WebSocket is accepted, they refuse
-its handshake with the problem), FastAPI's request validation (422), Starlette's
-HTTPException (404 for unknown routes, 405, ...), and - in `ProblemMiddleware`, the
-outermost app layer - anything unexpected: logged with its traceback server-side, answered
-with a bare 500 that carries no trace, paths or exception text.
+its handshake with the problem: the API key's 401, the live-session cap's 503), FastAPI's
+request validation (422), Starlette's HTTPException (404 for unknown routes, 405, ...: a
+401 instead where the path needs the key and it was not sent), and - in
+`ProblemMiddleware`, the outermost app layer - anything unexpected: logged with its
+traceback server-side, answered with a bare 500 that carries no trace, paths or exception
+text.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from __future__ import annotations
 import http
 import json
 import logging
-from typing import Any
+from typing import Any, cast
 
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
@@ -23,6 +25,8 @@ from starlette.requests import HTTPConnection
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketState
 
+from stylebox.service.http.access import allowed_methods, path_access
+from stylebox.service.http.auth import check_key
 from stylebox.service.http.errors import StyleboxError
 
 log = logging.getLogger("stylebox.service")
@@ -84,14 +88,20 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
 
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code in (404, 405):  # routing refused it before any route's guard ran
+        settings = getattr(request.app.state, "settings", None)
+        if settings is not None and not path_access(request).is_open(settings.metrics_public):
+            try:
+                check_key(request, settings.api_key)  # no key: 401, not which paths exist
+            except StyleboxError as e:
+                return cast(ProblemResponse, await _stylebox_error(request, e))
     detail = exc.detail if isinstance(exc.detail, str) else _phrase(exc.status_code)
     if exc.status_code == 404 and detail == "Not Found":
         detail = f"no such resource: {request.url.path}"
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-        rules = getattr(request.app.state, "route_rules", None)
-        methods = rules.allowed(request.scope) if rules is not None else frozenset()
+        methods = allowed_methods(request)
         if methods:  # every route's on the path, not only the first's
             headers["Allow"] = ", ".join(sorted(methods))
     return problem(exc.status_code, detail, instance=request.url.path, headers=headers)

@@ -25,11 +25,12 @@ from pydantic import BaseModel
 
 from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.http.access import Access, guard
 from stylebox.service.http.auth import REALM, key_digest, key_matches, presented_keys
 from stylebox.service.http.errors import AdminDisabledError, ModelReloadError
 
 log = logging.getLogger("stylebox.service")
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], dependencies=[guard(Access.KEYED)])
 _PROBLEM = {"content": {"application/problem+json": {}}}
 
 
@@ -42,8 +43,8 @@ def require_admin(request: Request) -> None:
                 "admin endpoints need an API key: set STYLEBOX_API_KEY (or, on a trusted "
                 "network only, STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true)")
         return
-    # The API-key layer (service/http/auth.py) has already turned away a missing or wrong key;
-    # checking again here keeps admin closed even if this route were ever marked open.
+    # The router's guard has already turned away a missing or wrong key; checking again here
+    # keeps admin closed even if the router were ever declared open.
     if not key_matches(presented_keys(request.scope), key_digest(key.get_secret_value())):
         raise HTTPException(401, "this endpoint needs the API key",
                             headers={"WWW-Authenticate": REALM})

@@ -7,21 +7,20 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from stylebox.service.deps import get_engine
-from stylebox.service.http.access import Access, mark
+from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import NotReadyError
 
-router = APIRouter(tags=["health"])
+# Open: orchestrators and load balancers probe without credentials.
+router = APIRouter(tags=["health"], dependencies=[guard(Access.PROBE)])
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-@mark(Access.PROBE)
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
 @router.get("/readyz", summary="Readiness: the model is loaded",
             responses={503: {"description": "model not loaded, or shutting down"}})
-@mark(Access.PROBE)
 def readyz(request: Request) -> dict[str, Any]:
     engine = get_engine(request)  # 503 + Retry-After until the model is loaded
     if getattr(request.app.state, "draining", False):  # in-flight work finishes; no new work

@@ -26,9 +26,9 @@ flicker) and starts afresh on a new style, frame size or scene cut. Every step r
 worker thread under the app's limiters: inference shares `max_concurrency` with
 `POST /stylize`, and the event loop never waits on the network.
 
-The API key and the live-session cap are checked before the handshake completes
-(service/http/auth.py, service/http/admission.py), then the page's Origin (`origin_allowed`); a
-refused handshake is an HTTP 401, 503 or 403 problem.
+The API key and the live-session cap are checked before the handshake completes (the
+router's guard and the route's `LIVE_SESSION`: service/http/access.py, admission.py), then
+the page's Origin (`origin_allowed`); a refused handshake is an HTTP 401, 503 or 403 problem.
 """
 
 from __future__ import annotations
@@ -46,7 +46,8 @@ from starlette.websockets import WebSocketDisconnect
 
 from stylebox.service.controls import QUALITY, STRENGTH, Bound, Controls
 from stylebox.service.engine import Engine
-from stylebox.service.http.access import mark
+from stylebox.service.http.access import Access, guard
+from stylebox.service.http.admission import LIVE_SESSION
 from stylebox.service.http.errors import (
     LiveMessageError,
     PayloadTooLargeError,
@@ -61,7 +62,7 @@ from stylebox.service.stability import StreamStylizer
 from stylebox.service.styles import StyleMix, parse_style_spec
 from stylebox.service.tiling import TileConfig
 
-router = APIRouter(tags=["live"])
+router = APIRouter(tags=["live"], dependencies=[guard(Access.KEYED)])
 log = logging.getLogger("stylebox.service")
 
 PROTOCOL = "stylebox.v1"
@@ -296,8 +297,8 @@ def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
     return urlsplit(origin).netloc.lower() == (websocket.headers.get("host") or "").lower()
 
 
-@router.websocket("/live")
-@mark(admission=True)  # keyed; at most max_live_sessions at once (service/http/admission.py)
+# At most max_live_sessions at once (service/http/admission.py).
+@router.websocket("/live", dependencies=[LIVE_SESSION])
 async def live(websocket: WebSocket) -> None:
     state = websocket.app.state
     if not origin_allowed(websocket, state.settings.cors_origins):

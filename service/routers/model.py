@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends
 
 from stylebox.service.deps import NOT_READY, get_engine
 from stylebox.service.engine import Engine
+from stylebox.service.http.access import Access, guard
 
-router = APIRouter(tags=["model"], responses=NOT_READY)
+router = APIRouter(tags=["model"], responses=NOT_READY, dependencies=[guard(Access.KEYED)])
 
 
 @router.get("/model", summary="The model card")

@@ -1,4 +1,6 @@
-"""The web page (`GET /`), its static files, and the per-style preview images.
+"""The web page (`GET /`), its static files and the sample photo: fixed pages, open without
+the API key (what the page fetches from the API needs it; the style previews are
+`GET /styles/{name}/preview.png`, service/routers/styles.py).
 
 Plain HTML/CSS/JS from service/static/ (no build step, no CDN): the page reads the style list
 from GET /styles and the model card from GET /model, so it works with any model. Its three
@@ -20,16 +22,16 @@ from fastapi.responses import FileResponse, HTMLResponse
 
 from stylebox.service.deps import NOT_READY, get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.http.access import Access, mark
-from stylebox.service.http.errors import StyleboxError, UnknownStyleError
-from stylebox.service.previews import PREVIEW_SIZE, PreviewCache
+from stylebox.service.http.access import Access, guard
+from stylebox.service.http.errors import StyleboxError
 from stylebox.service.settings import Settings
 
-router = APIRouter(tags=["page"])
+# Open: a browser cannot attach a header to a page load, and these run no model on a
+# client's input (the sample is the card's own photo).
+router = APIRouter(tags=["page"], dependencies=[guard(Access.PAGE)])
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 _ASSETS = {"app.js": "text/javascript", "style.css": "text/css", "favicon.svg": "image/svg+xml"}
-_previews = PreviewCache()
 
 
 class StaticFileMissing(StyleboxError):
@@ -45,7 +47,6 @@ def _index_html(max_upload_bytes: int, video_max_upload_bytes: int) -> str:
 
 
 @router.get("/", include_in_schema=False)
-@mark(Access.PAGE)
 def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
     text = _index_html(settings.max_upload_bytes, settings.video_max_upload_bytes)
     # Its Content-Security-Policy comes from service/http/middleware.py (PAGE_CSP), with every
@@ -54,7 +55,6 @@ def index(settings: Annotated[Settings, Depends(get_settings)]) -> HTMLResponse:
 
 
 @router.get("/static/{name}", include_in_schema=False)
-@mark(Access.PAGE)
 def static_file(name: str) -> FileResponse:
     if name not in _ASSETS:  # a fixed list: no path tricks, no directory listing
         raise StaticFileMissing(f"no such file: /static/{name}")
@@ -65,32 +65,9 @@ def static_file(name: str) -> FileResponse:
 @router.get("/sample.png", summary="The sample photo the style previews are made from",
             response_class=Response,
             responses={200: {"content": {"image/png": {}}}, **NOT_READY})
-@mark(Access.PAGE)
 async def sample(request: Request,
                  engine: Annotated[Engine, Depends(get_engine)]) -> Response:
-    png = await to_thread.run_sync(_previews.sample_png, engine,
+    png = await to_thread.run_sync(request.app.state.previews.sample_png, engine,
                                    limiter=request.app.state.limiter)
     # The model's card carries it, and a restart may load another model.
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})
-
-
-@router.get(
-    "/styles/{name}/preview.png",
-    summary=f"A {PREVIEW_SIZE}px preview of one style, made by the loaded model",
-    response_class=Response,
-    responses={200: {"content": {"image/png": {}}},
-               404: {"description": "unknown style"}, **NOT_READY},
-)
-# No mark, so keyed: it runs the model. Admission control leaves it alone: the input is the
-# fixed small sample, and each style's preview is made once.
-async def preview(name: str, request: Request,
-                  engine: Annotated[Engine, Depends(get_engine)]) -> Response:
-    if name not in engine.style_names:
-        raise UnknownStyleError([name[:64]], engine.style_names)
-    png = await to_thread.run_sync(_previews.get, engine, name,
-                                   limiter=request.app.state.limiter)
-    return Response(png, media_type="image/png", headers={
-        # The same model always gives the same preview; a restart may load another model.
-        "Cache-Control": "public, max-age=300",
-        "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
-    })

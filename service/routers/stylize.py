@@ -16,14 +16,15 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from stylebox.service.controls import MAX_SIDE, QUALITY, STRENGTH, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.http.access import mark
+from stylebox.service.http.access import Access, guard
+from stylebox.service.http.admission import ADMITTED
 from stylebox.service.imaging import MEDIA_TYPES
 from stylebox.service.pipeline import OneImage, arun_steps, image_path
 from stylebox.service.settings import Settings
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.upload import FIELD, read_image_upload
 
-router = APIRouter(tags=["stylize"])
+router = APIRouter(tags=["stylize"], dependencies=[guard(Access.KEYED)])
 
 _BY_MEDIA = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
 _PROBLEM = {"content": {"application/problem+json": {}}}
@@ -72,6 +73,8 @@ _BODY = {
 @router.post(
     "/stylize",
     summary="Stylize an image",
+    # At most max_concurrency + max_queue at once, each with a deadline (admission control).
+    dependencies=[ADMITTED],
     response_class=Response,
     openapi_extra={"requestBody": _BODY},
     responses={
@@ -89,7 +92,6 @@ _BODY = {
                              "(with Retry-After)", **_PROBLEM},
     },
 )
-@mark(admission=True)  # keyed; at most max_concurrency + max_queue at once, with a deadline
 async def stylize(
     request: Request,
     engine: Annotated[Engine, Depends(get_engine)],

@@ -22,7 +22,7 @@ from starlette.types import Receive, Scope, Send
 from stylebox.service.controls import MAX_SIDE, STRENGTH, Controls
 from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
-from stylebox.service.http.access import mark
+from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
 from stylebox.service.jobs import JobRequest, VideoJob, VideoJobs
 from stylebox.service.settings import Settings
@@ -30,7 +30,8 @@ from stylebox.service.styles import parse_style_spec
 from stylebox.service.upload import VIDEO_FIELD, save_video_upload
 from stylebox.service.video import probe
 
-router = APIRouter(tags=["videos"])
+# Keyed, as /stylize; not admission-controlled: the job queue bounds the work.
+router = APIRouter(tags=["videos"], dependencies=[guard(Access.KEYED)])
 
 _PROBLEM = {"content": {"application/problem+json": {}}}
 # What a multipart upload's `video` part may be: a clip, or an animated GIF or WebP.
@@ -92,7 +93,6 @@ def get_jobs(request: Request) -> VideoJobs:
                              "Retry-After)", **_PROBLEM},
     },
 )
-@mark()  # keyed, as /stylize; not admission-controlled: the job queue bounds the work
 async def submit_video(
     request: Request,
     response: Response,
@@ -140,7 +140,6 @@ _JOB_404 = {404: {"description": "no such job (never made, deleted or expired)",
 
 @router.get("/videos/{job_id}", summary="A video job's status", response_model=VideoJob,
             responses=_JOB_404, operation_id="get_video")
-@mark()
 async def get_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]) -> VideoJob:
     return await to_thread.run_sync(jobs.status, job_id)
 
@@ -186,7 +185,6 @@ class OpenFileResponse(FileResponse):
         **_JOB_404,
     },
 )
-@mark()
 async def get_video_result(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]
                            ) -> Response:
     status = await to_thread.run_sync(jobs.status, job_id)
@@ -210,7 +208,6 @@ async def get_video_result(job_id: str, jobs: Annotated[VideoJobs, Depends(get_j
     responses={200: {"description": "the job's status: `cancelled` if it was queued or "
                                     "running; a job that had already ended is left as it "
                                     "was (done, failed or cancelled)"}, **_JOB_404})
-@mark()
 async def cancel_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]
                        ) -> VideoJob:
     return await to_thread.run_sync(jobs.cancel, job_id)
@@ -220,7 +217,6 @@ async def cancel_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)
                status_code=204, response_class=Response, operation_id="delete_video",
                responses={204: {"description": "deleted: the job and its files are gone "
                                                "(404 from then on)"}, **_JOB_404})
-@mark()
 async def delete_video(job_id: str, jobs: Annotated[VideoJobs, Depends(get_jobs)]
                        ) -> Response:
     await to_thread.run_sync(jobs.delete, job_id)

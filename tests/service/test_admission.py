@@ -74,13 +74,27 @@ async def _posting(c: httpx.AsyncClient, n: int, ready) -> AsyncIterator[list[ht
         yield results
 
 
-@pytest.mark.parametrize("method,path,guarded", [
-    ("POST", "/stylize", True), ("POST", "/stylize/", True), ("GET", "/stylize", False),
-    ("POST", "/stylizex", False), ("GET", "/healthz", False), ("GET", "/styles", False),
+@pytest.mark.parametrize("method,path,status", [
+    ("POST", "/stylize", 503), ("POST", "/stylize/", 503),  # redirected to /stylize
+    ("GET", "/stylize", 405), ("POST", "/stylizex", 404), ("GET", "/healthz", 200),
+    ("GET", "/styles", 200),
 ])
-def test_guarded_routes(tiny_onnx, method, path, guarded):
-    rules = make_app(None, tiny_onnx).state.route_rules  # from the routes' marks
-    assert rules.admitted({"type": "http", "method": method, "path": path}) is guarded
+def test_guarded_routes(tiny_onnx, engine, method, path, status):
+    """At capacity, only the routes that declare ADMITTED are refused."""
+    app = make_app(engine, tiny_onnx)
+    app.state.admission.active = app.state.admission.limit
+
+    async def main():
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://t", follow_redirects=True) as c:
+            return await c.request(method, f"{path}?style=candy" if "stylize" in path
+                                   else path, files={"image": ("x.png", png())}
+                                   if method == "POST" else None)
+
+    r = anyio.run(main)
+    assert r.status_code == status, r.text
+    if status == 503:
+        assert r.json()["type"].endswith(":overloaded")
 
 
 def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx, engine):

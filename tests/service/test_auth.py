@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from stylebox.service.http.auth import APIKeyMiddleware, key_matches, presented_keys
+from stylebox.service.http.auth import key_digest, key_matches, presented_keys
 from stylebox.service.settings import Settings
 from tests.conftest import make_client, png
 
@@ -77,7 +77,7 @@ def test_unauthenticated_requests_are_rejected_before_the_body_is_read(locked):
 
 def test_key_comparison_is_constant_time_shaped():
     """Every presented key is hashed and compared, with no early exit (no length leak)."""
-    want = APIKeyMiddleware(app=None, api_key=KEY)._want
+    want = key_digest(KEY)
     assert key_matches([b"x", KEY.encode()], want) and not key_matches([b"x" * 1000], want)
     scope = {"headers": [(b"authorization", b"Bearer a"), (b"x-api-key", b"b")]}
     assert presented_keys(scope) == [b"a", b"b"]

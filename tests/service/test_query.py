@@ -1,6 +1,7 @@
 """A query parameter a route does not declare is a 422 problem that names it and lists the
-route's own (service/deps.py: no_unknown_query, on every route), never silently ignored with
-the default in force; pages are left alone, and what the project's page sends is accepted."""
+route's own (service/http/access.py: no_unknown_query, run by every route's guard), never
+silently ignored with the default in force; pages are left alone, and what the project's
+page sends is accepted."""
 
 from __future__ import annotations
 
