@@ -78,6 +78,7 @@ from stylebox.service.video import Cancelled, VideoInfo, VideoLimits, run_option
 
 if TYPE_CHECKING:
     from stylebox.service.http.metrics import Metrics
+    from stylebox.service.state import ServiceState
 
 log = logging.getLogger("stylebox.jobs")
 
@@ -513,7 +514,7 @@ class VideoJobs:
         self.metrics: Metrics | None = None  # the app's, once running
         self._claiming = 0  # places held while taking a job over
         self._send: Any = None  # the queue's sending end, once running
-        self._app: Any = None
+        self._service: ServiceState | None = None  # the app's state, once running
         self._last_sweep = -float("inf")
 
     @property
@@ -626,12 +627,14 @@ class VideoJobs:
     # -- this replica's workers ----------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def running(self, app: Any) -> AsyncIterator[None]:
+    async def running(self, service: ServiceState) -> AsyncIterator[None]:
+        """This replica's workers, heartbeat and sweep, for as long as the block lasts; each
+        job runs on the app's engine and under its inference limiter (`service`: the app's
+        state, service/state.py)."""
         self.store.root.mkdir(parents=True, exist_ok=True)
-        self._app = app
-        self.metrics = getattr(app.state, "metrics", None)
-        if self.metrics is not None:
-            self.metrics.watch_videos(self.counts)
+        self._service = service
+        self.metrics = service.metrics
+        self.metrics.watch_videos(self.counts)
         send, receive = anyio.create_memory_object_stream[str](self.capacity + 1)
         async with anyio.create_task_group() as tg:
             for _ in range(self.settings.video_workers):
@@ -768,8 +771,9 @@ class VideoJobs:
             self.metrics.video_jobs_finished.labels(outcome).inc()
 
     async def _run(self, job: _Local) -> None:
-        app = self._app
-        engine: Engine | None = app.state.engine  # the job runs on this one to its end
+        service = self._service
+        assert service is not None  # jobs run only while `running`
+        engine: Engine | None = service.engine  # the job runs on this one to its end
         if engine is None:
             self._end(job, "failed", error=interrupted(job.status))
             return
@@ -783,7 +787,7 @@ class VideoJobs:
         self._save(job, force=True)
         try:
             result = await to_thread.run_sync(self._process, job, engine, weights,
-                                              app.state.limiter)
+                                              service.limiter)
         except Cancelled:
             if self._send is None:  # the server is shutting down (or cancel was asked too)
                 self._end(job, "failed", error=interrupted(job.status))

@@ -20,6 +20,7 @@ from fastapi import FastAPI
 
 from stylebox.service.http.middleware import JsonFormatter
 from stylebox.service.settings import Settings
+from stylebox.service.state import state_of
 
 log = logging.getLogger("stylebox.service")
 
@@ -34,11 +35,11 @@ class DrainingServer(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._drain_until is None and self._drain_s > 0:
             # Signal context: only set flags here; on_tick (every 0.1 s) does the rest.
-            self._app.state.draining = True
+            state_of(self._app).draining = True
             self._drain_until = time.monotonic() + self._drain_s
             log.info("shutting down: not ready, draining for %.1f s", self._drain_s)
             return
-        self._app.state.draining = True
+        state_of(self._app).draining = True
         super().handle_exit(sig, frame)
 
     async def on_tick(self, counter: int) -> bool:

@@ -35,6 +35,7 @@ from starlette.routing import Match, Route
 
 from stylebox.service.http.auth import check_key
 from stylebox.service.http.errors import UnknownQueryParameterError
+from stylebox.service.state import StateDep
 
 
 class Access(enum.Enum):
@@ -62,8 +63,9 @@ class Guard:
 
     access: Access
 
-    async def __call__(self, connection: HTTPConnection) -> None:
-        settings = connection.app.state.settings
+    async def __call__(self, connection: HTTPConnection,
+                       state: StateDep) -> None:
+        settings = state.settings
         if not self.access.is_open(settings.metrics_public):
             check_key(connection, settings.api_key)
         if self.access is not Access.PAGE:

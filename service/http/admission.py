@@ -39,10 +39,11 @@ from dataclasses import dataclass
 from typing import Annotated
 
 import anyio
-from fastapi import Depends, Request, WebSocket
+from fastapi import Depends, Request
 from starlette.requests import ClientDisconnect
 
 from stylebox.service.http.errors import DeadlineError, OverloadedError, UploadTimeoutError
+from stylebox.service.state import StateDep
 from stylebox.service.upload import upload_received
 
 # A rejected request's body is read and dropped (so the client, still uploading, sees the
@@ -101,11 +102,10 @@ async def _drain(request: Request) -> None:
             return
 
 
-async def _slot(request: Request) -> AsyncIterator[Admission]:
+async def _slot(request: Request, state: StateDep) -> AsyncIterator[Admission]:
     """One of the `limit` request slots, held until the response is sent; 503 when all are
     taken (the body drained first, so a client still uploading sees the answer)."""
-    state = request.app.state
-    adm: Admission = state.admission
+    adm = state.admission
     if not adm.try_acquire():
         await _drain(request)
         retry = state.settings.retry_after_s
@@ -119,12 +119,12 @@ async def _slot(request: Request) -> AsyncIterator[Admission]:
         adm.release()
 
 
-async def admitted(request: Request,
+async def admitted(request: Request, state: StateDep,
                    _: Annotated[Admission, Depends(_slot)]) -> AsyncIterator[None]:
     """A request slot, then the deadline around the rest of the request's work: past it,
     408 if the body had not arrived, else 503 (the inference running then finishes first:
     the deadline takes effect at the next await)."""
-    settings = request.app.state.settings
+    settings = state.settings
     timeout = settings.request_timeout_s
     with anyio.CancelScope(deadline=anyio.current_time() + timeout) as deadline:
         yield
@@ -141,11 +141,10 @@ async def admitted(request: Request,
         f"busy, retry after {retry} s", retry, request_timeout_s=timeout)
 
 
-async def live_session(websocket: WebSocket) -> AsyncIterator[None]:
+async def live_session(state: StateDep) -> AsyncIterator[None]:
     """One of the `max_live` session places, held while the session lasts; a handshake
     when all are taken is refused with 503 (service/http/problems.py refuses it)."""
-    state = websocket.app.state
-    adm: Admission = state.admission
+    adm = state.admission
     if not adm.try_acquire_live():
         retry = state.settings.retry_after_s
         raise OverloadedError(

@@ -32,7 +32,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -47,6 +47,7 @@ from prometheus_client.core import GaugeMetricFamily
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.admission import Admission
 from stylebox.service.jobs import ACTIVE, OUTCOMES
+from stylebox.service.state import StateDep
 
 # The `*_created` timestamp series double the output and no dashboard uses them.
 disable_created_metrics()
@@ -63,9 +64,18 @@ class _EngineInfo:
     def __init__(self, engine: Callable[[], Any]) -> None:
         self.engine = engine
 
+    @staticmethod
+    def _family() -> GaugeMetricFamily:
+        return GaugeMetricFamily("stylebox_engine_info", "The engine and precision serving",
+                                 labels=["engine", "precision", "model"])
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        """The series' name, for the registry: without asking for the engine, which the
+        app's state (its getter's source) may not hold yet."""
+        yield self._family()
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("stylebox_engine_info", "The engine and precision serving",
-                                   labels=["engine", "precision", "model"])
+        family = self._family()
         engine = self.engine()
         if engine is not None:
             family.add_metric([engine.backend, engine.precision, engine.card.name], 1)
@@ -149,5 +159,5 @@ router = APIRouter(tags=["operations"], dependencies=[guard(Access.METRICS)])
             response_class=Response,
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}},
                              "description": "metrics in Prometheus text format"}})
-def metrics(request: Request) -> Response:
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+def metrics(state: StateDep) -> Response:
+    return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)

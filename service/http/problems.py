@@ -28,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from stylebox.service.http.access import allowed_methods, path_access
 from stylebox.service.http.auth import check_key
 from stylebox.service.http.errors import StyleboxError
+from stylebox.service.state import state_of
 
 log = logging.getLogger("stylebox.service")
 
@@ -89,8 +90,8 @@ async def _validation_error(request: Request, exc: Exception) -> ProblemResponse
 async def _http_error(request: Request, exc: Exception) -> ProblemResponse:
     assert isinstance(exc, StarletteHTTPException)
     if exc.status_code in (404, 405):  # routing refused it before any route's guard ran
-        settings = getattr(request.app.state, "settings", None)
-        if settings is not None and not path_access(request).is_open(settings.metrics_public):
+        settings = state_of(request.app).settings
+        if not path_access(request).is_open(settings.metrics_public):
             try:
                 check_key(request, settings.api_key)  # no key: 401, not which paths exist
             except StyleboxError as e:
@@ -124,10 +125,8 @@ async def refuse_handshake(response: ProblemResponse, scope: Scope, receive: Rec
     A server without the denial extension answers a close before accept with a bare 403.
     Counted in `stylebox_rejections_total{reason}` as HTTP rejections are (the access-log
     layer sees HTTP only)."""
-    metrics = getattr(getattr(scope.get("app"), "state", None), "metrics", None)
-    if metrics is not None:
-        type_ = json.loads(response.body).get("type", "")
-        metrics.rejections.labels(type_.removeprefix(TYPE_PREFIX)[:40]).inc()
+    type_ = json.loads(response.body).get("type", "")
+    state_of(scope["app"]).metrics.rejections.labels(type_.removeprefix(TYPE_PREFIX)[:40]).inc()
     if DENIAL in (scope.get("extensions") or {}):
         await response(scope, receive, send)  # Starlette sends it as websocket.http.response.*
     else:

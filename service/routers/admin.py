@@ -1,6 +1,6 @@
 """`POST /admin/reload`: load the model file again and swap it in, without a restart.
 
-Atomic by construction: every request takes `app.state.engine` once (service.deps) and
+Atomic by construction: every request takes the state's `engine` once (service.deps) and
 keeps that object to the end, and engines are never changed after they are built. The new
 engine is loaded and checked in a worker thread (the event loop keeps serving), then one
 attribute assignment swaps it in: requests in flight finish on the old engine (freed when
@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Annotated
 
-from anyio import Lock, to_thread
+from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
@@ -28,17 +28,18 @@ from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.auth import REALM, key_digest, key_matches, presented_keys
 from stylebox.service.http.errors import AdminDisabledError, ModelReloadError
+from stylebox.service.state import StateDep
 
 log = logging.getLogger("stylebox.service")
 router = APIRouter(tags=["admin"], dependencies=[guard(Access.KEYED)])
 _PROBLEM = {"content": {"application/problem+json": {}}}
 
 
-def require_admin(request: Request) -> None:
-    settings = request.app.state.settings
-    key = getattr(settings, "api_key", None)
+def require_admin(request: Request, state: StateDep) -> None:
+    settings = state.settings
+    key = settings.api_key
     if key is None:
-        if not getattr(settings, "allow_admin_without_key", False):
+        if not settings.allow_admin_without_key:
             raise AdminDisabledError(
                 "admin endpoints need an API key: set STYLEBOX_API_KEY (or, on a trusted "
                 "network only, STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true)")
@@ -70,14 +71,6 @@ class ReloadResult(BaseModel):
     load_ms: float
 
 
-def _reload_lock(request: Request) -> Lock:
-    # Made on first use, on the event loop; no await between the check and the set.
-    state = request.app.state
-    if getattr(state, "reload_lock", None) is None:
-        state.reload_lock = Lock()
-    return state.reload_lock
-
-
 @router.post(
     "/admin/reload",
     summary="Reload the model file without a restart",
@@ -88,10 +81,9 @@ def _reload_lock(request: Request) -> Lock:
               **_PROBLEM},
     },
 )
-async def reload_model(request: Request,
+async def reload_model(state: StateDep,
                        _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
-    state = request.app.state
-    async with _reload_lock(request):  # one reload at a time; requests are not held up
+    async with state.reload_lock:  # one reload at a time; requests are not held up
         old: Engine | None = state.engine
         t0 = time.perf_counter()
         try:
@@ -106,3 +98,4 @@ async def reload_model(request: Request,
              new.card.name, new.card.version, ms)
     return ReloadResult(status="reloaded", path=str(new.path), model=ModelInfo.of(new),
                         previous=ModelInfo.of(old) if old else None, load_ms=round(ms, 1))
+

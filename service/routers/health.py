@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 
 from stylebox.service.deps import get_engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import NotReadyError
+from stylebox.service.state import StateDep
 
 # Open: orchestrators and load balancers probe without credentials.
 router = APIRouter(tags=["health"], dependencies=[guard(Access.PROBE)])
@@ -21,11 +22,11 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz", summary="Readiness: the model is loaded",
             responses={503: {"description": "model not loaded, or shutting down"}})
-def readyz(request: Request) -> dict[str, Any]:
-    engine = get_engine(request)  # 503 + Retry-After until the model is loaded
-    if getattr(request.app.state, "draining", False):  # in-flight work finishes; no new work
-        raise NotReadyError("the server is shutting down",
-                            request.app.state.settings.retry_after_s)
+def readyz(state: StateDep) -> dict[str, Any]:
+    engine = get_engine(state)  # 503 + Retry-After until the model is loaded
+    if state.draining:  # in-flight work finishes; no new work
+        raise NotReadyError("the server is shutting down", state.settings.retry_after_s)
     return {"status": "ready", "model": engine.card.name, "version": engine.card.version,
             "engine": engine.backend, "precision": engine.precision,
             "providers": engine.providers}
+

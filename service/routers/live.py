@@ -56,9 +56,9 @@ from stylebox.service.http.errors import (
 )
 from stylebox.service.http.problems import TYPE_PREFIX, problem, problem_body, refuse_handshake
 from stylebox.service.pipeline import arun_steps, image_path
-from stylebox.service.settings import Settings
 from stylebox.service.sniff import FRAMES, sniff
 from stylebox.service.stability import StreamStylizer
+from stylebox.service.state import ServiceState, StateDep
 from stylebox.service.styles import StyleMix, parse_style_spec
 from stylebox.service.tiling import TileConfig
 
@@ -74,10 +74,10 @@ DEFAULT_QUALITY = 80  # JPEG quality of the stylized frames: small and fast to e
 class LiveSession:
     """One accepted WebSocket: the settings in force, the counters and the stream's state."""
 
-    def __init__(self, ws: WebSocket, engine: Engine, settings: Settings) -> None:
+    def __init__(self, ws: WebSocket, state: ServiceState, engine: Engine) -> None:
         self.ws = ws
-        self.state = ws.app.state
-        self.settings = settings
+        self.state = state  # the limiters, the engine a reload swaps in, the metrics
+        self.settings = state.settings
         self.engine = engine
         self.stylizer = self._stylizer(engine)
         self.mix: StyleMix | None = None
@@ -86,15 +86,14 @@ class LiveSession:
         self.received = self.stylized = self.dropped = self.errors = 0
         self.busy = False  # a frame is in flight: the next ones are dropped
         self.send_lock = anyio.Lock()  # a frame's JSON and its JPEG go out back to back
-        self.metrics = getattr(self.state, "metrics", None)
+        self.metrics = state.metrics
 
     def _stylizer(self, engine: Engine) -> StreamStylizer:
         return StreamStylizer(engine, max_inference_pixels=self.settings.max_inference_pixels,
                               tiling=TileConfig.from_settings(self.settings))
 
     def _count(self, outcome: str) -> None:
-        if self.metrics is not None:
-            self.metrics.live_frames.labels(outcome).inc()
+        self.metrics.live_frames.labels(outcome).inc()
 
     async def run(self) -> None:
         t0 = time.monotonic()
@@ -299,8 +298,7 @@ def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
 
 # At most max_live_sessions at once (service/http/admission.py).
 @router.websocket("/live", dependencies=[LIVE_SESSION])
-async def live(websocket: WebSocket) -> None:
-    state = websocket.app.state
+async def live(websocket: WebSocket, state: StateDep) -> None:
     if not origin_allowed(websocket, state.settings.cors_origins):
         await refuse_handshake(problem(
             403, "this page's origin may not open live sessions here; add it to "
@@ -322,4 +320,4 @@ async def live(websocket: WebSocket) -> None:
     # gets none back); never a `stylebox.key.` one, which would send the key back.
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
-    await LiveSession(websocket, engine, state.settings).run()
+    await LiveSession(websocket, state, engine).run()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
 from stylebox.service.deps import NOT_READY, get_engine, get_settings
@@ -25,6 +25,7 @@ from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import StyleboxError
 from stylebox.service.settings import Settings
+from stylebox.service.state import StateDep
 
 # Open: a browser cannot attach a header to a page load, and these run no model on a
 # client's input (the sample is the card's own photo).
@@ -65,9 +66,7 @@ def static_file(name: str) -> FileResponse:
 @router.get("/sample.png", summary="The sample photo the style previews are made from",
             response_class=Response,
             responses={200: {"content": {"image/png": {}}}, **NOT_READY})
-async def sample(request: Request,
-                 engine: Annotated[Engine, Depends(get_engine)]) -> Response:
-    png = await to_thread.run_sync(request.app.state.previews.sample_png, engine,
-                                   limiter=request.app.state.limiter)
+async def sample(state: StateDep, engine: Annotated[Engine, Depends(get_engine)]) -> Response:
+    png = await to_thread.run_sync(state.previews.sample_png, engine, limiter=state.limiter)
     # The model's card carries it, and a restart may load another model.
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})

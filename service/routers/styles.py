@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel
 
 from stylebox.service.deps import NOT_READY, get_engine
@@ -14,6 +14,7 @@ from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import UnknownStyleError
 from stylebox.service.previews import PREVIEW_SIZE
+from stylebox.service.state import StateDep
 
 router = APIRouter(tags=["styles"], responses=NOT_READY, dependencies=[guard(Access.KEYED)])
 
@@ -44,14 +45,14 @@ def list_styles(engine: Annotated[Engine, Depends(get_engine)]) -> StyleList:
 )
 # Keyed: it runs the model. Admission control leaves it alone: the input is the fixed small
 # sample, and each style's preview is made once (the app's PreviewCache).
-async def preview(name: str, request: Request,
+async def preview(name: str, state: StateDep,
                   engine: Annotated[Engine, Depends(get_engine)]) -> Response:
     if name not in engine.style_names:
         raise UnknownStyleError([name[:64]], engine.style_names)
-    png = await to_thread.run_sync(request.app.state.previews.get, engine, name,
-                                   limiter=request.app.state.limiter)
+    png = await to_thread.run_sync(state.previews.get, engine, name, limiter=state.limiter)
     return Response(png, media_type="image/png", headers={
         # The same model always gives the same preview; a restart may load another model.
         "Cache-Control": "public, max-age=300",
         "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
     })
+

@@ -21,6 +21,7 @@ from stylebox.service.http.admission import ADMITTED
 from stylebox.service.imaging import MEDIA_TYPES
 from stylebox.service.pipeline import OneImage, arun_steps, image_path
 from stylebox.service.settings import Settings
+from stylebox.service.state import StateDep
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.upload import FIELD, read_image_upload
 
@@ -94,6 +95,7 @@ _BODY = {
 )
 async def stylize(
     request: Request,
+    state: StateDep,
     engine: Annotated[Engine, Depends(get_engine)],
     settings: Annotated[Settings, Depends(get_settings)],
     style: Annotated[str | None, Query(
@@ -119,7 +121,6 @@ async def stylize(
     mix = parse_style_spec(style, engine.style_names)
     controls = Controls(strength, preserve_color, max_side)
     fmt = choose_format(format, request.headers.get("accept"), settings.default_format)
-    state = request.app.state
     made = await arun_steps(
         image_path(await read_image_upload(request, settings.max_upload_bytes),
                    OneImage(engine, settings), mix.vector(engine.style_names), controls,

@@ -26,6 +26,7 @@ from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
 from stylebox.service.jobs import JobRequest, VideoJob, VideoJobs
 from stylebox.service.settings import Settings
+from stylebox.service.state import StateDep
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.upload import VIDEO_FIELD, save_video_upload
 from stylebox.service.video import probe
@@ -61,8 +62,8 @@ _BODY = {
 }
 
 
-def get_jobs(request: Request) -> VideoJobs:
-    return request.app.state.videos
+def get_jobs(state: StateDep) -> VideoJobs:
+    return state.videos
 
 
 @router.post(

@@ -19,6 +19,7 @@ from stylebox.service.http.access import Access, docs_pages, guard, open_paths
 from stylebox.service.http.admission import ADMITTED
 from stylebox.service.http.openapi import operations
 from stylebox.service.routers import stylize
+from stylebox.service.state import state_of
 from tests.conftest import ROOT, make_app, png
 
 KEY = "route-marks-key"
@@ -117,7 +118,7 @@ def test_a_keyed_route_needs_the_key_and_is_admitted_only_if_declared(tiny_onnx,
     app.include_router(_work_router(guard(Access.KEYED), *([ADMITTED] if admitted else [])))
     with TestClient(app) as c:
         assert c.post("/work").status_code == 401
-        admission = app.state.admission
+        admission = state_of(app).admission
         admission.active = admission.limit  # at capacity: an admitted route is refused
         try:
             r = c.post("/work", headers={"X-API-Key": KEY})
@@ -142,7 +143,7 @@ def test_declarations_travel_with_the_router(tiny_onnx, engine):
         ok = c.post("/v2/stylize?style=candy", headers={"X-API-Key": KEY},
                     files={"image": ("x.png", png(8, 8))})
         assert ok.status_code == 200 and ok.headers["content-type"] == "image/png"
-        admission = app.state.admission
+        admission = state_of(app).admission
         admission.active = admission.limit
         try:
             r = c.post("/v2/stylize?style=candy", headers={"X-API-Key": KEY},

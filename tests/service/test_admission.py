@@ -19,6 +19,7 @@ import pytest
 from stylebox.service.backends.ort import OrtEngine
 from stylebox.service.http.admission import Admission
 from stylebox.service.settings import Settings
+from stylebox.service.state import state_of
 from tests.conftest import make_app, png
 
 
@@ -82,7 +83,7 @@ async def _posting(c: httpx.AsyncClient, n: int, ready) -> AsyncIterator[list[ht
 def test_guarded_routes(tiny_onnx, engine, method, path, status):
     """At capacity, only the routes that declare ADMITTED are refused."""
     app = make_app(engine, tiny_onnx)
-    app.state.admission.active = app.state.admission.limit
+    state_of(app).admission.active = state_of(app).admission.limit
 
     async def main():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
@@ -103,7 +104,7 @@ def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx, engine):
 
     async def main():
         def full() -> bool:  # 1 running + 2 queued
-            return app.state.admission.active >= 3 and slow.running >= 1
+            return state_of(app).admission.active >= 3 and slow.running >= 1
 
         async with _client(app) as c, _posting(c, 3, full) as results:
             t0 = time.perf_counter()
@@ -125,7 +126,7 @@ def test_beyond_capacity_and_queue_is_503_with_retry_after(tiny_onnx, engine):
         assert body["max_concurrency"] == 1 and body["max_queue"] == 2
     assert 'stylebox_rejections_total{reason="overloaded"} 3.0' in metrics
     assert "stylebox_admitted_requests 3.0" in metrics
-    assert app.state.admission.active == 0  # every slot given back
+    assert state_of(app).admission.active == 0  # every slot given back
 
 
 def test_queued_request_past_its_deadline_is_503(tiny_onnx, engine):
@@ -146,7 +147,7 @@ def test_queued_request_past_its_deadline_is_503(tiny_onnx, engine):
     assert queued.headers["retry-after"] == "2"
     # The running inference is not interrupted; its request still ends with a clean answer.
     assert first.status_code in (200, 503)
-    assert app.state.admission.active == 0
+    assert state_of(app).admission.active == 0
 
 
 def test_stalled_upload_is_408(tiny_onnx, engine):
@@ -166,7 +167,7 @@ def test_stalled_upload_is_408(tiny_onnx, engine):
     r, took = anyio.run(main)
     assert r.status_code == 408 and took < 1.5
     assert r.json()["type"].endswith(":request-timeout")
-    assert app.state.admission.active == 0
+    assert state_of(app).admission.active == 0
 
 
 def test_slots_are_released_after_every_kind_of_answer(tiny_onnx, engine):
@@ -186,7 +187,7 @@ def test_slots_are_released_after_every_kind_of_answer(tiny_onnx, engine):
         return statuses
 
     assert anyio.run(main) == [404, 413, 415, 200, 200]
-    assert app.state.admission.active == 0
+    assert state_of(app).admission.active == 0
 
 
 def test_hardening_defaults(monkeypatch):

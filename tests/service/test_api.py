@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from stylebox.service.routers.stylize import choose_format
+from stylebox.service.state import state_of
 from tests.conftest import TINY_STYLES, encode, make_client, noise
 
 
@@ -72,7 +73,7 @@ def test_readyz_is_503_until_the_engine_is_loaded(tiny_onnx):
 
 def test_concurrency_is_bounded_by_settings(tiny_onnx, engine):
     with make_client(engine, tiny_onnx, max_concurrency=3) as c:
-        assert c.app.state.limiter.total_tokens == 3
+        assert state_of(c.app).limiter.total_tokens == 3
 
 
 def test_openapi_docs_are_served(client):

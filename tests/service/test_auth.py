@@ -6,6 +6,7 @@ import pytest
 
 from stylebox.service.http.auth import key_digest, key_matches, presented_keys
 from stylebox.service.settings import Settings
+from stylebox.service.state import state_of
 from tests.conftest import make_client, png
 
 KEY = "s3cret-key-with-enough-entropy"
@@ -72,7 +73,7 @@ def test_unauthenticated_requests_are_rejected_before_the_body_is_read(locked):
     r = locked.post("/stylize?style=candy", content=b"\0" * 5_000_000,
                     headers={"Content-Type": "image/png"})
     assert r.status_code == 401
-    assert locked.app.state.admission.active == 0
+    assert state_of(locked.app).admission.active == 0
 
 
 def test_key_comparison_is_constant_time_shaped():

@@ -24,6 +24,7 @@ from starlette.websockets import WebSocketDisconnect
 from stylebox.service.http.auth import key_protocol
 from stylebox.service.routers import live
 from stylebox.service.stability import StreamStylizer
+from stylebox.service.state import state_of
 from tests.conftest import encode, make_client, noise, pixels
 
 PROTOCOLS = ["stylebox.v1"]
@@ -270,7 +271,7 @@ def test_sessions_over_the_cap_are_refused_with_503(tiny_onnx, engine):
             assert 'stylebox_rejections_total{reason="overloaded"} 1.0' in metrics
         with open_session(c) as again:  # the slot is free once the first one closed
             again.receive_json()
-        assert c.app.state.admission.live == 0
+        assert state_of(c.app).admission.live == 0
     with make_client(engine, tiny_onnx, max_live_sessions=0) as c:
         refused = refusal(c)
         assert refused.status_code == 503 and "turned off" in refused.json()["detail"]
@@ -278,10 +279,10 @@ def test_sessions_over_the_cap_are_refused_with_503(tiny_onnx, engine):
 
 def test_not_ready_and_draining_refuse_with_503(tiny_onnx, engine):
     with make_client(engine, tiny_onnx) as c:
-        c.app.state.draining = True
+        state_of(c.app).draining = True
         refused = refusal(c)
         assert refused.status_code == 503 and "shutting down" in refused.json()["detail"]
-        assert c.app.state.admission.live == 0
+        assert state_of(c.app).admission.live == 0
 
 
 def test_an_idle_session_is_closed(tiny_onnx, engine):
@@ -320,9 +321,9 @@ def test_a_session_leaving_mid_frame_ends_cleanly(tiny_onnx, engine, monkeypatch
             control(ws, style="candy")
             ws.send_bytes(jpeg())
         deadline = time.monotonic() + 5
-        while c.app.state.admission.live and time.monotonic() < deadline:
+        while state_of(c.app).admission.live and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert c.app.state.admission.live == 0
+        assert state_of(c.app).admission.live == 0
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
@@ -360,7 +361,7 @@ def test_server_shutdown_closes_live_sessions(tiny_onnx):
 
 
 def test_a_session_follows_a_model_reload(tiny_onnx, engine, monkeypatch):
-    """After POST /admin/reload swaps app.state.engine, the next frame runs on the new one."""
+    """After POST /admin/reload swaps the app's engine, the next frame runs on the new one."""
     from stylebox.service.backends.ort import OrtEngine
 
     with make_client(engine, tiny_onnx, allow_admin_without_key=True,
@@ -370,9 +371,9 @@ def test_a_session_follows_a_model_reload(tiny_onnx, engine, monkeypatch):
         control(ws, style="mosaic")
         _, before = frame(ws, jpeg())
         assert c.post("/admin/reload").status_code == 200
-        assert c.app.state.engine is not engine
+        assert state_of(c.app).engine is not engine
         calls = []
-        new = c.app.state.engine
+        new = state_of(c.app).engine
         original = type(new).stylize_stats
 
         def counted(self, *a, **kw):
@@ -398,7 +399,7 @@ def test_other_sites_cannot_open_sessions(tiny_onnx, engine):
                 assert ws.receive_json()["type"] == "hello"
         with open_session(c) as ws:  # no Origin: not a browser
             assert ws.receive_json()["type"] == "hello"
-        assert c.app.state.admission.live == 0
+        assert state_of(c.app).admission.live == 0
 
 
 def test_statistics_are_carried_within_a_session_and_restart_on_a_new_style(client):

@@ -11,6 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from stylebox.service.http.middleware import JsonFormatter
+from stylebox.service.state import state_of
 from tests.conftest import make_client, png
 
 
@@ -182,7 +183,7 @@ def test_video_jobs_and_live_series(tiny_onnx, engine, tmp_path, monkeypatch):
         assert c.post(queued + "/cancel").json()["state"] == "cancelled"
         assert c.delete(running).status_code == 204  # deleted: counted as cancelled
         for _ in range(600):
-            if not c.app.state.videos.local:
+            if not state_of(c.app).videos.local:
                 break
             time.sleep(0.05)
 

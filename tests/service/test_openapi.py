@@ -10,6 +10,7 @@ import re
 import pytest
 
 from stylebox.service.http.access import open_paths
+from stylebox.service.state import state_of
 from stylebox.service.styles import STYLE_SPEC_PATTERN
 from tests.conftest import make_client, png
 
@@ -92,7 +93,7 @@ def test_the_schema_bounds_are_the_enforced_ones(schema, client):
 
 def test_not_ready_503_carries_retry_after(tiny_onnx):
     with make_client(None, tiny_onnx, retry_after_s=7) as c:
-        c.app.state.engine = None  # as before the lifespan has loaded it
+        state_of(c.app).engine = None  # as before the lifespan has loaded it
         for path in ("/readyz", "/styles", "/model"):
             r = c.get(path)
             assert r.status_code == 503 and r.headers["retry-after"] == "7", path

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from stylebox.service.backends.ort import OrtEngine
+from stylebox.service.state import state_of
 from tests.conftest import (
     TINY_STYLES,
     encode,
@@ -139,4 +140,4 @@ def test_in_flight_requests_finish_on_the_old_model_new_ones_use_the_new(served,
     # The in-flight answer really is the old model's output for udnie.
     want = real(pixels(PNG), np.array([0, 0, 1], np.float32))
     assert np.array_equal(pixels(first.content), want)
-    assert app.state.engine is not old and app.state.engine.card.version == "v2"
+    assert state_of(app).engine is not old and state_of(app).engine.card.version == "v2"

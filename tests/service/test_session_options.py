@@ -16,6 +16,7 @@ from stylebox.service.session_options import (
     use_io_binding,
 )
 from stylebox.service.settings import Settings, parse_size
+from stylebox.service.state import state_of
 from tests.conftest import make_client, noise, png, session_feed
 
 W = np.array([0.2, 0.5, 0.3], np.float32)
@@ -139,7 +140,7 @@ def test_warmup_runs_each_size(tiny_onnx):
 def test_service_uses_the_session_settings(tiny_onnx, tmp_path):
     with make_client(None, tiny_onnx, graph_optimization="basic",
                      optimized_model_dir=str(tmp_path), warmup_sizes=["32x24"]) as client:
-        assert client.app.state.engine.warmup_ms.keys() == {"32x24"}
+        assert state_of(client.app).engine.warmup_ms.keys() == {"32x24"}
         r = client.post("/stylize?style=candy&format=png", content=png(24, 32, seed=0),
                         headers={"Content-Type": "image/png"})
         assert r.status_code == 200 and r.headers["X-Stylebox-Inference-Size"] == "32x24"

@@ -32,6 +32,7 @@ from stylebox.service.jobs import (
     VideoJobs,
     iso,
 )
+from stylebox.service.state import state_of
 from stylebox.service.styles import StyleMix
 from stylebox.service.video import probe, stylize_video
 from stylebox.videobench import make_clip
@@ -67,13 +68,13 @@ class Clock:
 def clocked_client(engine, model_path, clock: Clock, **settings):
     """make_client whose video jobs read `clock` (its lifespan not yet started)."""
     c = make_client(engine, model_path, **settings)
-    c.app.state.videos = VideoJobs(c.app.state.settings, clock)
+    state_of(c.app).videos = VideoJobs(state_of(c.app).settings, clock)
     return c
 
 
 def tick(c) -> None:
     """One heartbeat of the client's video jobs (save, take over, sweep when due), now."""
-    c.portal.call(c.app.state.videos.tick)
+    c.portal.call(state_of(c.app).videos.tick)
 
 
 def job_files(folder: Path) -> set[str]:
@@ -179,7 +180,7 @@ def test_cancel_a_running_job(tiny_onnx, engine, tmp_path, clips):
         frames = c.get(loc).json()["frames_done"]
         time.sleep(0.3)
         assert c.get(loc).json()["frames_done"] == frames < 900
-        assert not c.app.state.videos.local  # its place in the queue is free
+        assert not state_of(c.app).videos.local  # its place in the queue is free
         again = c.post(loc + "/cancel")  # idempotent
         assert again.status_code == 200 and again.json()["state"] == "cancelled"
         # ... and a cancelled job can be deleted: then it is gone
@@ -212,8 +213,8 @@ def test_delete_a_running_job_stops_it_and_it_is_gone(tiny_onnx, engine, tmp_pat
         assert_gone(c, waiting.headers["location"])
         assert c.delete(r.headers["location"]).status_code == 204
         deadline = time.monotonic() + 10
-        while c.app.state.videos.local:  # both places free again
-            assert time.monotonic() < deadline, c.app.state.videos.local
+        while state_of(c.app).videos.local:  # both places free again
+            assert time.monotonic() < deadline, state_of(c.app).videos.local
             time.sleep(0.05)
         assert list(tmp_path.iterdir()) == [tmp_path / queued.json()["id"]]
 
@@ -396,7 +397,7 @@ def test_a_dead_replicas_queued_jobs_are_taken_over(tiny_onnx, engine, tmp_path,
     running = _write_job(a, clips["short"], "a:1:x", clock, state="running")
     with clocked_client(engine, tiny_onnx, clock, video_dir=str(tmp_path), video_workers=1,
                         video_heartbeat_s=1, video_result_ttl_s=60) as c:
-        b = c.app.state.videos
+        b = state_of(c.app).videos
         tick(c)  # A is alive for all B knows: nothing is taken
         assert not b.local and c.get(f"/videos/{running}").json()["state"] == "running"
         assert c.get(f"/videos/{queued[0]}").json()["state"] == "queued"
@@ -657,7 +658,7 @@ def test_queued_jobs_survive_a_reload_that_changes_the_styles(tiny_onnx, restyle
             got[spec] = read_back(out)[1]
         # By name: each result is its style in the new model, not the style now at the
         # index the name had in the old one.
-        engine = c.app.state.engine
+        engine = state_of(c.app).engine
         assert engine.card.version == "restyled"
         src = tmp_path / "short.mp4"
         src.write_bytes(clips["short"])
