@@ -86,16 +86,22 @@ def test_installs_as_stylebox_only_and_lists_every_package():
 
 
 def test_a_source_checkout_runs_without_installing():
-    """`PYTHONPATH=$PWD python -m stylebox ...` on a machine where nothing is installed."""
+    """`PYTHONPATH=$PWD python -m stylebox ...` on a machine where nothing is installed: the
+    folders pyproject.toml maps are the subpackages, and no other folder is one."""
     import subprocess
     import sys
 
-    code = ("import sys\n"
+    code = ("import importlib.util, sys\n"
             "sys.meta_path[:] = [f for f in sys.meta_path\n"
             "                    if 'Editable' not in getattr(f, '__name__', '')]\n"
             "import stylebox.model.card, stylebox.service.settings, stylebox.training.config\n"
-            "print(stylebox.model.card.__file__)\n")
+            "import stylebox.service.http.access\n"
+            "print(stylebox.model.card.__file__)\n"
+            "print(stylebox.service.http.access.__file__)\n"
+            "print([n for n in ('stylebox.tests', 'stylebox.deploy', 'stylebox.configs')\n"
+            "       if importlib.util.find_spec(n) is not None])\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                        timeout=60)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.strip() == str(ROOT / "model" / "card.py")
+    assert r.stdout.split("\n")[:3] == [str(ROOT / "model" / "card.py"),
+                                         str(ROOT / "service" / "http" / "access.py"), "[]"]
