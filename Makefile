@@ -68,7 +68,7 @@ bench: $(VENV)/.test-installed
 SOAK_ARGS ?= --seconds 60 --clients 24 --burst 32
 soak: $(VENV)/.test-installed
 	STYLEBOX_SOAK=1 $(BIN)/python -m pytest tests/service/test_fuzz_decode.py -q
-	$(BIN)/python -m stylebox.soak $(SOAK_ARGS)
+	$(BIN)/stylebox soak $(SOAK_ARGS)
 
 lint: $(VENV)/.test-installed
 	$(BIN)/ruff check .

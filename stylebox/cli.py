@@ -38,6 +38,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                 "temporal stability on clips with known motion (needs the train extra)"),
     "prune": ("training.prune", "main",
               "evolutionary channel pruning of a trained generator, then fine-tuning"),
+    "soak": ("soak", "main", "long mixed load against a live server: 5xx, hangs, memory"),
+    "tile-demo": ("tiledemo", "main", "a large image tiled vs downscaled: crops and timings"),
     "steady-frontier": ("steady", "main",
                         "stability against style for candidate models: table and plot"),
     "frontier": ("frontier", "main",

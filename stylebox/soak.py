@@ -1,6 +1,6 @@
 """Reliability soak: a real `stylebox serve` on 127.0.0.1 under a burst and mixed traffic.
 
-    python -m stylebox.soak [--model m.onnx] [--seconds 60] [--clients 12] [--burst 32]
+    stylebox soak [--model m.onnx] [--seconds 60] [--clients 12] [--burst 32]
 
 1. Burst: `--burst` concurrent 4K (3840x2160) JPEG uploads at once. Admission control
    admits max_concurrency + max_queue of them and answers the rest 503 at once; the server's
@@ -233,7 +233,7 @@ def short_clips() -> dict[str, tuple[bytes, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stylebox.soak", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="stylebox soak", description=__doc__.split("\n")[0])
     p.add_argument("--model", type=Path,
                    help="ONNX model (default: export the tests' tiny model; needs torch)")
     p.add_argument("--seconds", type=float, default=60.0)

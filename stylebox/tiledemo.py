@@ -1,6 +1,6 @@
 """Tiled vs downscaled inference on a large synthetic image: time, peak memory, seams.
 
-    python -m stylebox.tiledemo --out docs            # 3840x2160, α = 0.25, 8 styles
+    stylebox tile-demo --out docs            # 3840x2160, α = 0.25, 8 styles
 
 Builds an α = 0.25, 8-style model with random weights and random γ/β (so the "style" is
 strong and visible; needs the train extra) unless --model is given, draws a synthetic photo,
@@ -80,7 +80,7 @@ def seam_ratio(out: np.ndarray, core: int) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m stylebox.tiledemo", description=__doc__)
+    p = argparse.ArgumentParser(prog="stylebox tile-demo", description=__doc__)
     p.add_argument("--model", help="an exported .onnx (default: build a random α model)")
     p.add_argument("--alpha", type=float, default=0.25)
     p.add_argument("--styles", type=int, default=8)

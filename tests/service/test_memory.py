@@ -1,7 +1,7 @@
 """32 concurrent 4K uploads against a real server: admission control answers the excess
 503 at once (not a reset connection, not a 5xx), the admitted ones are stylized, and the
 server's peak RSS stays under a generous bound. The full-size run (max_concurrency=2,
-max_queue=8) is `python -m stylebox.soak` (docs/reliability.md); this one admits 2 so it
+max_queue=8) is `stylebox soak` (docs/reliability.md); this one admits 2 so it
 takes seconds.
 """
 
