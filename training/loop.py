@@ -126,12 +126,14 @@ def open_cache(cfg: TrainConfig, bank: PhotoBank, loss_fn: PerceptualLoss, d: Di
     the bank's crops then line up with the cached features."""
     args = (cfg.content_cache, bank.files, bank.crop, cfg.content_layers,
             str(cfg.resolve(cfg.vgg_weights)))
-    if d.main:
-        ContentCache.open(*args, vgg=loss_fn.vgg, progress=progress)
+    if d.main:  # builds it when missing; the others wait for it, then only open it
+        cache = ContentCache.open(*args, vgg=loss_fn.vgg, progress=progress)
     if d.world > 1:
         dist.barrier()
+        if not d.main:
+            cache = ContentCache.open(*args)
     bank.align = max(stride(n) for n in cfg.content_layers)
-    return ContentCache.open(*args)
+    return cache
 
 
 def open_log(path: Path, fields: list[str], fresh: bool):
