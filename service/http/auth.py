@@ -11,7 +11,8 @@ pages *fetch* from the API (styles, model card, style previews, stylize) needs t
 with a key set the page must send it. A path no route has needs the key too (its 404 is a
 401 without it).
 
-The key is compared in constant time: both sides are hashed to the same length first, so
+Every credential a request presents must be the key (a wrong one beside a right one is a
+401). The key is compared in constant time: both sides are hashed to the same length first, so
 neither the content nor the length of the key leaks through timing. Failures are 401
 problem+json with `WWW-Authenticate: Bearer realm="stylebox"` (`UnauthorizedError`); a
 WebSocket handshake without the key is refused with that same 401 before it is accepted
@@ -67,16 +68,19 @@ def _protocol_key(token: str) -> bytes:
 
 
 def presented_keys(scope: Scope) -> list[bytes]:
-    """The credentials in `Authorization: Bearer ...` and `X-API-Key`, raw bytes, and on a
-    WebSocket handshake those in `stylebox.key.` subprotocols."""
+    """The credentials in `Authorization` (a Bearer token; any other value counts as a wrong
+    one) and `X-API-Key`, raw bytes, and on a WebSocket handshake those in `stylebox.key.`
+    subprotocols."""
     keys = []
     for name, value in scope.get("headers", ()):
         if name == b"x-api-key":
             keys.append(value.strip())
         elif name == b"authorization":
             scheme, _, token = value.strip().partition(b" ")
-            if scheme.lower() == b"bearer" and token.strip():
-                keys.append(token.strip())
+            bearer = scheme.lower() == b"bearer" and token.strip()
+            # Not a Bearer token: a wrong credential whatever it says (the NUL, which no
+            # header can carry, keeps a scheme-less "Authorization: <key>" from matching).
+            keys.append(token.strip() if bearer else b"\0" + value.strip())
     if scope.get("type") == "websocket":  # the server parsed Sec-WebSocket-Protocol already
         keys += [_protocol_key(p) for p in scope.get("subprotocols", ())
                  if p.startswith(KEY_PROTOCOL)]
@@ -84,10 +88,13 @@ def presented_keys(scope: Scope) -> list[bytes]:
 
 
 def key_matches(keys: list[bytes], want: bytes) -> bool:
-    """Whether any presented key hashes to `want` (a `key_digest`), in constant time per key."""
-    ok = False
+    """Whether keys were presented and every one hashes to `want` (a `key_digest`), in
+    constant time per key. A wrong credential beside a right one is refused: a request that
+    carries two keys that disagree is ambiguous, and accepting it would mean a wrong key
+    can ride along unnoticed (Schemathesis' ignored_auth check sends exactly that)."""
+    ok = bool(keys)
     for key in keys:  # no early exit: every presented key costs the same
-        ok |= hmac.compare_digest(key_digest(key), want)
+        ok &= hmac.compare_digest(key_digest(key), want)
     return ok
 
 

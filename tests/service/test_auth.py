@@ -37,6 +37,8 @@ def test_without_a_key_is_401_with_challenge(locked, method, path):
     {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]},
     {"X-API-Key": KEY + "x"}, {"Authorization": f"Basic {KEY}"}, {"Authorization": KEY},
     {"Authorization": "Bearer "}, {"X-API-Key": ""},
+    {"Authorization": "Bearer wrong", "X-API-Key": KEY},  # a wrong one beside the right one
+    {"Authorization": f"Bearer {KEY}", "X-API-Key": "wrong"},
 ])
 def test_a_wrong_key_is_401(locked, headers):
     r = locked.get("/styles", headers=headers)
@@ -77,9 +79,12 @@ def test_unauthenticated_requests_are_rejected_before_the_body_is_read(locked):
 
 
 def test_key_comparison_is_constant_time_shaped():
-    """Every presented key is hashed and compared, with no early exit (no length leak)."""
+    """Every presented key is hashed and compared, with no early exit (no length leak), and
+    every one must be the key: a wrong one beside the right one is refused."""
     want = key_digest(KEY)
-    assert key_matches([b"x", KEY.encode()], want) and not key_matches([b"x" * 1000], want)
+    assert key_matches([KEY.encode()], want) and key_matches([KEY.encode()] * 2, want)
+    assert not key_matches([b"x", KEY.encode()], want) and not key_matches([b"x" * 1000], want)
+    assert not key_matches([], want)
     scope = {"headers": [(b"authorization", b"Bearer a"), (b"x-api-key", b"b")]}
     assert presented_keys(scope) == [b"a", b"b"]
 
