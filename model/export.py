@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from stylebox.errors import UserError
-from stylebox.model import contract
+from stylebox.model import contract, lineage
 from stylebox.model.card import CARD_KEY, ModelCard
 from stylebox.model.network import (
     Generator,
@@ -215,12 +215,15 @@ def export_onnx(
     norm_stats: bool = True,
     sample_photo: str | Path | None = None,
     sample: dict | None = None,
+    checkpoint: dict | None = None,
 ) -> ModelCard:
     """Export, attach the card, verify against PyTorch; returns the card as written.
 
     norm_stats=False writes the older graph without the statistics inputs and output.
     sample_photo: a photo to embed (small) for the service's style previews; or `sample`,
     an entry as `sample_entry` makes it (e.g. another model's, `sample_from`).
+    checkpoint: the lineage record of the checkpoint it comes from (model/lineage.py `entry`),
+    which style edits start from.
     """
     path = Path(path)
     if sample_photo is not None:
@@ -281,6 +284,8 @@ def export_onnx(
         )
     if sample is not None:
         card.export["sample"] = sample
+    if checkpoint is not None:
+        card.export[lineage.KEY] = checkpoint
     _attach_card(path, card)
     return card
 
@@ -358,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
                            export_size=args.size, norm_stats=not args.no_norm_stats,
-                           sample_photo=args.sample_photo, sample=carried)
+                           sample_photo=args.sample_photo, sample=carried,
+                           checkpoint=lineage.entry(args.checkpoint, args.out))
     except (ExportError, OSError) as e:  # the stylebox entry point prints it on stderr
         raise ExportError(f"FAILED: {e}") from None
     par = card.export["parity"]

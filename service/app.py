@@ -27,10 +27,23 @@ from stylebox.service.http.openapi import install_openapi
 from stylebox.service.http.problems import install_problem_handlers
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.jobs import VideoJobs
+from stylebox.service.modelwatch import watch_model
 from stylebox.service.previews import PreviewCache
-from stylebox.service.routers import admin, health, live, model, page, styles, stylize, videos
+from stylebox.service.routers import (
+    admin,
+    health,
+    jobs,
+    live,
+    model,
+    optimize,
+    page,
+    styles,
+    stylize,
+    videos,
+)
 from stylebox.service.settings import Settings
 from stylebox.service.state import ServiceState, state_of
+from stylebox.service.trainer import TrainerJobs
 
 log = logging.getLogger("stylebox.service")
 
@@ -54,7 +67,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         # Video jobs: their workers, heartbeat and sweep run while the app serves; on the
         # way out a running job stops at its next frame (service/jobs.py).
-        async with state.videos.running(state):
+        # The model watcher reloads the model file when a worker's style edit (or an
+        # operator) replaces it, and sweeps the trainer jobs (service/modelwatch.py).
+        async with state.videos.running(state), watch_model(state):
             yield
     finally:
         state.draining = True
@@ -77,12 +92,13 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     state = ServiceState(
         settings, engine, admission,
         metrics.Metrics(admission, engine=lambda: state.engine),  # read at scrape time
-        VideoJobs(settings), PreviewCache())
+        VideoJobs(settings), PreviewCache(), TrainerJobs(settings))
     app.state.stylebox = state
     install_problem_handlers(app)
     # Each router declares who may call it (its guard: the API key, or open) and each route
     # whether admission control bounds it (service/http/access.py, admission.py).
-    for module in (stylize, videos, live, styles, model, health, page, admin, metrics):
+    for module in (stylize, videos, live, styles, optimize, jobs, model, health, page, admin,
+                   metrics):
         app.include_router(module.router)
     check_routes(app)  # a route that declares no access is an error, not an open route
     # Security headers, access log + metrics, CORS (service/http/middleware.py).

@@ -54,7 +54,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, Self, get_args
 
 import anyio
 import numpy as np
@@ -182,43 +182,64 @@ class JobRequest:
         return used.vector(style_names)
 
 
-class JobStatus(BaseModel):
-    """A job as status.json holds it: the one record of a job, written by the replica that
-    owns it (and by cancel, and by a sweep writing an interrupted job down). Times are
-    seconds since the epoch. Change it with `to` (a move TRANSITIONS allows) or `update`."""
+class StoredJob(BaseModel):
+    """What every job kept in a JobStore has (video jobs here, trainer jobs in
+    service/trainer.py): its state and the moves between them, its owner and heartbeat, its
+    times. Times are seconds since the epoch. Change it with `to` (a move TRANSITIONS allows)
+    or `update`; never in place."""
 
     model_config = ConfigDict(frozen=True, extra="ignore")
     id: str
     state: State
-    frames_done: int = 0
-    frames_total: int = 0  # the container's estimate until done
-    fps: float | None = None
     eta_s: float | None = None
     error: Problem | None = None
-    style: str  # the canonical spec
-    width: int  # of the result
-    height: int
-    duration_s: float | None = None
     created: float
     heartbeat: float  # when its owner last wrote it
     started: float | None = None
     expires: float | None = None  # set when it ends
-    owner: str  # the replica that runs it (host:pid:token), or RELEASED + the one that did
-    request: JobRequest | None = None  # what to run (None: written by an older version)
+    owner: str  # the process that runs it (host:pid:token), or RELEASED + the one that did
+    request: Any = None  # what to run (None: written by an older version; no one can run it)
 
-    def to(self, state: State, **changes: Any) -> JobStatus:
+    def to(self, state: State, **changes: Any) -> Self:
         """A copy moved to `state`, with `changes`; a move TRANSITIONS does not allow is a
         bug (ValueError)."""
         if state not in TRANSITIONS[self.state]:
-            raise ValueError(f"video job {self.id}: {self.state} -> {state} is not a move "
+            raise ValueError(f"job {self.id}: {self.state} -> {state} is not a move "
                              "a job makes")
         return self.model_copy(update={**changes, "state": state})
 
-    def update(self, **changes: Any) -> JobStatus:
+    def update(self, **changes: Any) -> Self:
         """A copy in the same state with `changes` (progress, heartbeat, owner)."""
         if "state" in changes:
             raise ValueError("a job changes state with `to`")
         return self.model_copy(update=changes)
+
+    def interrupted(self) -> Problem:
+        """The error of a job whose process stopped before it finished."""
+        raise NotImplementedError
+
+    def shown(self) -> BaseModel:
+        """As the API shows it."""
+        raise NotImplementedError
+
+
+class JobStatus(StoredJob):
+    """A video job as status.json holds it: the one record of a job, written by the replica
+    that owns it (and by cancel, and by a sweep writing an interrupted job down)."""
+
+    frames_done: int = 0
+    frames_total: int = 0  # the container's estimate until done
+    fps: float | None = None
+    style: str  # the canonical spec
+    width: int  # of the result
+    height: int
+    duration_s: float | None = None
+    request: JobRequest | None = None  # what to run (None: written by an older version)
+
+    def interrupted(self) -> Problem:
+        return problem_of(JobInterruptedError(
+            "the server running this job stopped before it finished; submit the clip again",
+            frames_done=self.frames_done))
 
     def shown(self) -> VideoJob:
         """As GET /videos/{id} shows it (for the status every replica reads: JobStore.view)."""
@@ -233,12 +254,6 @@ class JobStatus(BaseModel):
             style=self.style, width=self.width, height=self.height,
             duration_s=self.duration_s, created_at=iso(self.created),
             expires_at=iso(self.expires))
-
-
-def interrupted(status: JobStatus) -> Problem:
-    return problem_of(JobInterruptedError(
-        "the server running this job stopped before it finished; submit the clip again",
-        frames_done=status.frames_done))
 
 
 def default_dir() -> Path:
@@ -256,25 +271,30 @@ class JobStore:
     fake one to move past a TTL or a heartbeat without waiting)."""
 
     def __init__(self, root: Path, ttl_s: float, heartbeat_s: float,
-                 clock: Clock = time.time) -> None:
+                 clock: Clock = time.time, *, status_type: type[StoredJob] = JobStatus,
+                 files: tuple[str, ...] = ("input", "result.mp4"),
+                 noun: str = "video job") -> None:
         self.root = root
         self.ttl_s = ttl_s
         self.stale_s = STALE_BEATS * heartbeat_s
         self.clock = clock
+        self.status_type = status_type  # what status.json holds (video or trainer jobs)
+        self.files = files  # a job's inputs, then its result: dropped when it ends without one
+        self.noun = noun  # what the errors call a job
 
     def new_id(self) -> str:
         return secrets.token_urlsafe(18)  # 144 random bits, 24 characters
 
     def folder(self, job_id: str) -> Path:
         if not _ID.fullmatch(job_id):  # never a path outside root
-            raise JobNotFoundError(f"no video job {job_id[:64]!r}")
+            raise JobNotFoundError(f"no {self.noun} {job_id[:64]!r}")
         return self.root / job_id
 
     def input(self, job_id: str) -> Path:
         return self.folder(job_id) / "input"
 
     def result(self, job_id: str) -> Path:
-        return self.folder(job_id) / "result.mp4"
+        return self.folder(job_id) / self.files[-1]
 
     def cancel_marker(self, job_id: str) -> Path:
         return self.folder(job_id) / "cancel"
@@ -284,16 +304,17 @@ class JobStore:
         folder.mkdir(parents=True)
         return folder
 
-    def read(self, job_id: str) -> JobStatus | None:
+    def read(self, job_id: str) -> Any:
+        """The job's status (a `status_type`), or None: unknown, deleted or unreadable."""
         try:
-            return JobStatus.model_validate_json((self.folder(job_id) / "status.json")
+            return self.status_type.model_validate_json((self.folder(job_id) / "status.json")
                                                  .read_bytes())
         except (FileNotFoundError, NotADirectoryError):
             return None
         except (OSError, ValueError):  # ValidationError included
             return None  # unreadable: as good as gone (the sweeper removes it)
 
-    def write(self, job_id: str, status: JobStatus) -> None:
+    def write(self, job_id: str, status: StoredJob) -> None:
         folder = self.folder(job_id)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=".status.", suffix=".tmp")
         try:
@@ -310,16 +331,16 @@ class JobStore:
         one place the marker is read."""
         return self.cancel_marker(job_id).exists() or not self.folder(job_id).is_dir()
 
-    def end(self, status: JobStatus, state: State, at: float, **changes: Any) -> JobStatus:
+    def end(self, status: StoredJob, state: State, at: float, **changes: Any) -> StoredJob:
         """`status` ended as `state` at time `at`: it expires `ttl_s` later (the one place
         that says when a job expires)."""
         return status.to(state, eta_s=None, expires=at + self.ttl_s, **changes)
 
-    def stale(self, status: JobStatus, now: float) -> bool:
+    def stale(self, status: StoredJob, now: float) -> bool:
         """Its owner has not refreshed it for STALE_BEATS heartbeats: that replica is gone."""
         return now - status.heartbeat > self.stale_s
 
-    def effective(self, status: JobStatus, now: float | None = None) -> JobStatus:
+    def effective(self, status: StoredJob, now: float | None = None) -> StoredJob:
         """The status as every replica reads it: the cancel marker wins over an active state;
         a running job whose replica stopped refreshing it has failed (interrupted), and so
         has a queued one that no replica can take over (written by an older version,
@@ -331,16 +352,16 @@ class JobStore:
                 status.state == "running" or status.request is None
                 or self._claim_died(status, now)):
             return self.end(status, "failed", status.heartbeat + self.stale_s,
-                            error=interrupted(status))
+                            error=status.interrupted())
         return status
 
-    def _claim_died(self, status: JobStatus, now: float) -> bool:
+    def _claim_died(self, status: StoredJob, now: float) -> bool:
         """A stale queued job claimed from its owner by a replica that did not get as far as
         writing the status down (it died within that moment): no one can claim it again."""
         claim = self.claimant(status.id, status.owner)
         return claim is not None and now - claim[1] > self.stale_s
 
-    def view(self, status: JobStatus, now: float | None = None) -> VideoJob:
+    def view(self, status: StoredJob, now: float | None = None) -> BaseModel:
         """A status as GET /videos/{id} shows it."""
         return self.effective(status, now).shown()
 
@@ -377,7 +398,7 @@ class JobStore:
         except (OSError, ValueError):
             return "?", 0.0  # unreadable: someone has it
 
-    def orphans(self, owner: str, now: float | None = None) -> list[JobStatus]:
+    def orphans(self, owner: str, now: float | None = None) -> list[StoredJob]:
         """Queued jobs whose replica died (stale) or handed them over as it shut down, that
         `owner` may take over (no one has claimed them); the oldest first."""
         now = self.clock() if now is None else now
@@ -390,8 +411,8 @@ class JobStore:
                 found.append(status)
         return sorted(found, key=lambda s: s.created)
 
-    def take(self, status: JobStatus, owner: str, now: float | None = None
-             ) -> JobStatus | None:
+    def take(self, status: StoredJob, owner: str, now: float | None = None
+             ) -> StoredJob | None:
         """Take over a queued job `orphans` found: its status, now `owner`'s, or None if
         another replica was first (or it was cancelled, deleted or started meanwhile)."""
         if not self.claim(status.id, status.owner, owner):
@@ -423,13 +444,15 @@ class JobStore:
 
     def drop_files(self, job_id: str, partial: bool = True) -> None:
         """The upload and any result: a job that ended without one to keep. `partial=False`
-        leaves the .part file to the replica still writing it (it deletes it as it stops)."""
+        leaves the .part files to the process still writing them (it deletes them as it
+        stops)."""
         folder = self.folder(job_id)
-        for name in ("input", "result.mp4", *(("result.mp4.part",) if partial else ())):
+        parts = (f"{self.files[-1]}.part",) if partial else ()
+        for name in (*self.files, *parts):
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 (folder / name).unlink()
 
-    def _statuses(self) -> list[JobStatus]:
+    def _statuses(self) -> list[StoredJob]:
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:
@@ -654,7 +677,7 @@ class VideoJobs:
             if job.status.state == "queued":
                 self._hand_over(job)
             else:
-                self._end(job, "failed", error=interrupted(job.status))
+                self._end(job, "failed", error=job.status.interrupted())
 
     async def _worker(self, receive: Any) -> None:
         async with receive:
@@ -775,7 +798,7 @@ class VideoJobs:
         assert service is not None  # jobs run only while `running`
         engine: Engine | None = service.engine  # the job runs on this one to its end
         if engine is None:
-            self._end(job, "failed", error=interrupted(job.status))
+            self._end(job, "failed", error=job.status.interrupted())
             return
         try:  # by name: the model may have been reloaded since the job was queued
             weights = job.request.weights(engine.style_names)
@@ -790,7 +813,7 @@ class VideoJobs:
                                               service.limiter)
         except Cancelled:
             if self._send is None:  # the server is shutting down (or cancel was asked too)
-                self._end(job, "failed", error=interrupted(job.status))
+                self._end(job, "failed", error=job.status.interrupted())
             else:
                 self._end(job, "cancelled")
             return

@@ -153,6 +153,29 @@ class Settings(BaseSettings):
     video_heartbeat_s: float = Field(5.0, gt=0, description=(
         "how often a server refreshes its jobs' status; after 6 missed beats its running "
         "jobs read as interrupted and its queued ones are taken over by another server"))
+    # Trainer jobs (POST /styles, DELETE /styles/{name}, POST /optimize): run by `stylebox
+    # worker` processes, kept in VIDEO_DIR/trainer beside the video jobs (service/trainer.py).
+    model_seed: str = Field("", description=(
+        "an exported model copied to MODEL_PATH (with the checkpoint its card names) when "
+        "MODEL_PATH does not exist yet: a writable model folder on a fresh volume"))
+    model_watch_s: float = Field(2.0, ge=0, description=(
+        "how often each server looks at MODEL_PATH and reloads it when the file was replaced "
+        "(a worker's style edit, an operator's `mv`); 0 = never"))
+    trainer_max_queue: int = Field(4, ge=0, description=(
+        "trainer jobs waiting for a worker, all servers together; more get 503"))
+    trainer_painting_max_bytes: int = Field(20 * 1024 * 1024, gt=0, description=(
+        "largest painting (or optimize photo) upload (413)"))
+    trainer_painting_max_pixels: int = Field(36_000_000, gt=0, description=(
+        "largest painting or optimize photo in pixels (413); paintings are used at 512 px"))
+    trainer_max_styles: int = Field(32, ge=1, description=(
+        "the most styles the model may hold; POST /styles beyond it gets 409"))
+    trainer_style_seconds: float = Field(270.0, gt=0, le=7200, description=(
+        "worker: how long a new style trains (its steps are fitted to this on the worker's "
+        "CPU; export and the swap add about half a minute)"))
+    trainer_optimize_max_side: int = Field(1024, ge=64, description=(
+        "POST /optimize: the largest max_side asked for (422 above)"))
+    trainer_optimize_max_seconds: float = Field(900.0, gt=0, description=(
+        "POST /optimize: the longest time_limit_s asked for (422 above)"))
     video_momentum: float = Field(0.9, ge=0, lt=1, description=(
         "stabilize: weight of the carried normalisation statistics (service/stability.py)"))
 

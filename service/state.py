@@ -11,7 +11,8 @@ handler, the exception handlers, the metrics of a refused WebSocket handshake) u
 
 The engine is the one field that changes while the app serves: the lifespan loads it (when
 `stylebox serve` did not) and drops it on shutdown, and `POST /admin/reload` swaps it with
-one assignment; every request reads it once and keeps that object to its end.
+one assignment (as does the model watcher, service/modelwatch.py, when the file is
+replaced); every request reads it once and keeps that object to its end.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ if TYPE_CHECKING:  # the state holds them; they import this module for `state_of
     from stylebox.service.jobs import VideoJobs
     from stylebox.service.previews import PreviewCache
     from stylebox.service.settings import Settings
+    from stylebox.service.trainer import TrainerJobs
 
 @dataclass(eq=False)
 class ServiceState:
@@ -39,6 +41,7 @@ class ServiceState:
     metrics: Metrics  # the Prometheus series (service/http/metrics.py)
     videos: VideoJobs  # this replica's video jobs (service/jobs.py)
     previews: PreviewCache  # the style previews and the sample, per engine
+    trainer: TrainerJobs  # the trainer jobs, run by `stylebox worker` (service/trainer.py)
     draining: bool = False  # True once shutdown starts: /readyz answers 503 from then on
     # Bound to the event loop that serves: made here, made again as the lifespan starts.
     limiter: CapacityLimiter = field(init=False)  # inferences at once: max_concurrency

@@ -18,6 +18,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from stylebox.service.http.errors import (
+    InvalidFormError,
     MalformedBodyError,
     MissingImageError,
     MissingVideoError,
@@ -210,3 +211,53 @@ async def _video_from_multipart(request: Request, path: Path, limit: int) -> int
     if not sink.size:
         raise MissingVideoError(f"the file in field {VIDEO_FIELD!r} is empty (0 bytes)")
     return sink.size
+
+
+# -- forms with several parts: POST /styles, POST /optimize ------------------------------------
+
+async def read_form(request: Request, limit: int, files: tuple[str, ...],
+                    fields: tuple[str, ...]) -> tuple[dict[str, bytes], dict[str, str]]:
+    """A multipart/form-data body (at most `limit` bytes) with these file parts and text
+    fields, each at most once; the files' bytes and the fields' text. A part the route does
+    not take is refused (422), not ignored: a misspelt `tittle` would otherwise be lost."""
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise _too_large(limit)
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media != "multipart/form-data":
+        raise UnsupportedImageError(f"Content-Type {media or 'none'!r} is not accepted; send "
+                                    f"multipart/form-data with the file part(s) "
+                                    f"{', '.join(files)}")
+    parser = MultiPartParser(request.headers, _limited(request, limit), max_files=4,
+                             max_fields=16, max_part_size=64 * 1024)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise MalformedBodyError(f"malformed multipart body: {e.message}") from None
+    try:
+        got_files: dict[str, bytes] = {}
+        got_fields: dict[str, str] = {}
+        for key in set(form.keys()):
+            values = form.getlist(key)
+            if key not in files + fields:
+                raise InvalidFormError(f"the form has a part {key!r} this route does not take "
+                                       f"(it takes {', '.join(files + fields)})")
+            if len(values) > 1:
+                raise InvalidFormError(f"the form has {len(values)} parts named {key!r}; "
+                                       "send it once")
+            value = values[0]
+            if key in files:
+                if not isinstance(value, UploadFile):
+                    raise InvalidFormError(f"part {key!r} must be a file upload (with a "
+                                           "filename), not a text field")
+                data = await value.read()
+                if not data:
+                    raise InvalidFormError(f"the file in part {key!r} is empty (0 bytes)")
+                got_files[key] = data
+            else:
+                if isinstance(value, UploadFile):
+                    raise InvalidFormError(f"part {key!r} must be a text field, not a file")
+                got_fields[key] = value
+        return got_files, got_fields
+    finally:
+        await form.close()

@@ -20,6 +20,8 @@ from __future__ import annotations
 import csv
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +60,17 @@ class AddStyleError(UserError):
     """A bad add-style argument or a partial run that belongs to another one."""
 
 
+@dataclass
+class Hooks:
+    """What a caller running add-style as a job watches and steers (training/worker.py)."""
+
+    # After each step: steps done, steps planned, that step's losses; it may raise to stop.
+    on_step: Callable[[int, int, dict[str, float]], None] | None = None
+    on_preview: Callable[[np.ndarray], None] | None = None  # (H, W, 3) uint8, styled
+    preview_photo: np.ndarray | None = None  # (H, W, 3) uint8: what on_preview shows styled
+    preview_every_s: float = 10.0
+
+
 def checkpoint_config(state: dict, path: str | Path) -> TrainConfig:
     try:
         return TrainConfig.from_checkpoint(state, path)
@@ -90,14 +103,17 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
               preview_every: int = 200, preview_dir: str | Path | None = None,
               vgg: VGGFeatures | None = None, progress: bool = True,
               time_limit_min: float = 0.0, resume: bool = True, ckpt_every: int = 25,
-              data_origin: str = "") -> dict:
+              data_origin: str = "", budget_s: float = 0.0,
+              hooks: Hooks | None = None) -> dict:
     """Append style `name` (painting `image`) to checkpoint `base`, write `out`; a summary.
 
     Like `stylebox train`, a run resumes: every `ckpt_every` steps, at the time limit and on
     SIGTERM the row, Adam's state, the step and the curve go to OUT_STEM.partial.pt, and
     the same command continues from there (deleted once `steps` are done). `out` is written
     either way, so a stopped run still leaves a usable model. `data_origin` says where
-    `cfg`'s data root came from, for the error if it does not exist.
+    `cfg`'s data root came from, for the error if it does not exist. `budget_s` fits the
+    steps (at most `steps`) to that many seconds of training on this machine; `hooks` report
+    each step and a preview as the job runs.
     """
     t0 = time.monotonic()
     generator, card, state = load_checkpoint(base)
@@ -196,23 +212,49 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
         curve.append({"step": row["step"], "seconds": round(elapsed(), 2),
                       **{k: row[k] for k in ("loss", "content", "style")}})
 
+    hooks = hooks or Hooks()
+    shown = {"at": -1e9, "parts": {}}
+    job_photo = None
+    if hooks.preview_photo is not None:  # (1, 3, H, W) in [0, 1]
+        job_photo = torch.from_numpy(hooks.preview_photo).permute(2, 0, 1)[None].float()
+        job_photo = job_photo.div(255).to(device)
+
+    def job_preview() -> None:
+        if hooks.on_preview is None or job_photo is None:
+            return
+        with torch.no_grad():
+            styled = forward(job_photo, one_hot)[0].float().clamp(0, 1)  # (3, H, W)
+        hooks.on_preview(styled.mul(255).round().byte().permute(1, 2, 0).cpu().numpy())
+
     def step_fn(step: int, rng: torch.Generator) -> dict[str, torch.Tensor]:
         photo = bank.batch(cfg.batch_size, rng)  # (B, 3, S, S)
         parts = perceptual_step(ctx, Batch(photo, weights, style_idx), rng)
         if preview_every and ((step + 1) % preview_every == 0 or step + 1 == steps):
             preview(step + 1)
+        if hooks.on_step is not None:
+            shown["parts"] = {k: float(v) for k, v in parts.items()}
+        if time.monotonic() - shown["at"] >= hooks.preview_every_s:
+            shown["at"] = time.monotonic()
+            job_preview()
         return parts
+
+    def on_step(done: int, planned: int) -> None:
+        if hooks.on_step is not None:
+            hooks.on_step(done, planned, shown["parts"])
 
     if preview_every and start == 0:
         preview(0)  # the initialisation, before any training
     # Rank 0, and step k seeded as k + 1: the numbering add-style runs have always had.
     settings = RunSettings(steps=steps, lr=lr, schedule=lr_schedule, log_every=cfg.log_every,
                            ckpt_every=ckpt_every, time_limit_min=time_limit_min, seed=cfg.seed,
-                           seed_offset=1, progress=progress, desc=f"add-style {name}")
-    res = run_steps(settings, opt, step_fn, start=start, on_log=log, save=save_partial)
+                           seed_offset=1, progress=progress, desc=f"add-style {name}",
+                           budget_s=budget_s)
+    res = run_steps(settings, opt, step_fn, start=start, on_log=log, save=save_partial,
+                    on_step=on_step)
     step, stopped = res.step, res.stopped
-    if step >= steps:
+    if step >= res.steps:
         partial.unlink(missing_ok=True)
+    job_preview()  # the row as it is kept
     with open(out.with_name(out.stem + "-curve.csv"), "w", newline="") as f:
         w = csv.DictWriter(f, ["step", "seconds", "loss", "content", "style"])
         w.writeheader()

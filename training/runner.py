@@ -110,13 +110,28 @@ class RunSettings:
     progress: bool = True
     desc: str | None = None
 
-    def lr_at(self, step: int) -> float:
-        return cosine_lr(self.lr, step, self.steps) if self.schedule == "cosine" else self.lr
+    # Fit the step count to this many seconds (0 = no): after CALIBRATE steps the run knows
+    # its pace on this machine and plans min(steps, what fits); the cosine follows the plan.
+    budget_s: float = 0.0
+
+    def lr_at(self, step: int, steps: int | None = None) -> float:
+        steps = steps or self.steps
+        return cosine_lr(self.lr, step, steps) if self.schedule == "cosine" else self.lr
+
+    def fitted(self, done: int, start: int, seconds: float) -> int:
+        """The steps to plan when `done - start` steps took `seconds`: what the budget holds
+        at that pace, at least one more than done, at most `steps`."""
+        pace = seconds / max(done - start, 1)
+        return max(done + 1, min(self.steps, start + int(self.budget_s / max(pace, 1e-9))))
+
+
+CALIBRATE = 3  # steps timed before a budget fixes the plan (the first one warms up too)
 
 
 @dataclass
 class RunResult:
     step: int  # steps done
+    steps: int = 0  # steps planned (RunSettings.steps, or what its budget held)
     stopped: str = "done"  # or "time_limit", "signal"
     row: dict = field(default_factory=dict)  # the last log row
 
@@ -124,11 +139,15 @@ class RunResult:
 def run_steps(s: RunSettings, opt: torch.optim.Optimizer, step_fn: StepFn, *, start: int = 0,
               on_log: Callable[[dict], None] | None = None,
               save: Callable[[int], None] | None = None,
-              agree: Callable[[bool], bool] | None = None) -> RunResult:
+              agree: Callable[[bool], bool] | None = None,
+              on_step: Callable[[int, int], None] | None = None) -> RunResult:
     """Steps `start`..`s.steps - 1`. `on_log(row)` gets each window's averages (main process);
     `save(steps_done)` runs every ckpt_every, at the end, on a stop and on KeyboardInterrupt.
-    With `agree` (DDP), stopping is decided at log steps, through it, by every rank at once."""
+    With `agree` (DDP), stopping is decided at log steps, through it, by every rank at once.
+    `on_step(steps_done, steps_planned)` runs after every step (it may raise to stop the run);
+    the plan is `s.steps`, or what `s.budget_s` holds once CALIBRATE steps were timed."""
     res, rng, bar = RunResult(start), torch.Generator(), None
+    total = s.steps
     t_start = t_win = time.monotonic()
     sums, win, lr = None, 0, s.lr
     with StopSignal() as stop:
@@ -138,9 +157,9 @@ def run_steps(s: RunSettings, opt: torch.optim.Optimizer, step_fn: StepFn, *, st
 
                 bar = tqdm(total=s.steps, initial=start, unit="step", dynamic_ncols=True,
                            desc=s.desc)
-            while res.step < s.steps:
+            while res.step < total:
                 rng.manual_seed(step_seed(s.seed, s.rank, res.step + s.seed_offset))
-                lr = s.lr_at(res.step)
+                lr = s.lr_at(res.step, total)
                 for g in opt.param_groups:
                     g["lr"] = lr * g.get("lr_scale", 1.0)
                 losses = step_fn(res.step, rng)
@@ -150,7 +169,14 @@ def run_steps(s: RunSettings, opt: torch.optim.Optimizer, step_fn: StepFn, *, st
                 parts = torch.stack(list(losses.values())).detach().float()
                 sums = parts if sums is None else sums + parts
 
-                last, due = step == s.steps, step % s.log_every == 0
+                if s.budget_s and step == start + CALIBRATE:
+                    total = s.fitted(step, start, time.monotonic() - t_start)
+                    if bar:
+                        bar.total = total
+                res.steps = total
+                if on_step:
+                    on_step(step, total)
+                last, due = step == total, step % s.log_every == 0
                 over = (agree is None or due) and _over(s, t_start, stop, agree)
                 if due or last or over:
                     if s.main:

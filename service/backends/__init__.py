@@ -22,8 +22,10 @@ import importlib.metadata
 import importlib.util
 import logging
 
+from stylebox.errors import UserError
+from stylebox.model import lineage
 from stylebox.service.backends.ort import OrtEngine
-from stylebox.service.engine import Engine, EngineConfigError
+from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.precision import compare
 from stylebox.service.session_options import SessionConfig
 from stylebox.service.settings import EngineName, Precision, Settings
@@ -146,7 +148,15 @@ def _checked(settings: Settings, name: EngineName, precision: Precision) -> Engi
 
 
 def load_engine(settings: Settings) -> Engine:
-    """`open_engine`, and one log line saying what serves: the app's start-up and reloads."""
+    """`open_engine`, and one log line saying what serves: the app's start-up and reloads.
+    Where MODEL_PATH is not there yet and MODEL_SEED is set, the seed is copied there first
+    (model/lineage.py `seed_model`: a fresh volume gets the model and its checkpoint)."""
+    if settings.model_seed:
+        try:
+            lineage.seed_model(settings.model_path, settings.model_seed)
+        except (OSError, UserError) as e:
+            raise ModelLoadError(f"cannot copy MODEL_SEED {settings.model_seed} to "
+                                 f"{settings.model_path}: {e}") from None
     engine = open_engine(settings)
     log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
              engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),

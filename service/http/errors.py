@@ -244,3 +244,54 @@ class LiveMessageError(StyleboxError):
     a bad field, or a frame sent before any style was chosen. The session goes on."""
 
     status, title, slug = 422, "Invalid live message", "invalid-live-message"
+
+
+# -- trainer jobs (service/trainer.py, `stylebox worker`) --------------------------------------
+
+class NoWorkerError(StyleboxError):
+    """A trainer job asked for where no `stylebox worker` runs: nothing would ever run it, so
+    it is refused at once instead of queued. `detail` says how to start one."""
+
+    status, title, slug = 503, "No trainer worker", "no-worker"
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(detail)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class TrainerQueueFullError(QueueFullError):
+    """TRAINER_MAX_QUEUE trainer jobs already wait (on every replica together)."""
+
+    title = "Trainer queue full"
+
+
+class StyleConflictError(StyleboxError):
+    """A style edit that clashes with the model as it is: a name it already has (or that a
+    queued job is adding), the most styles a model may hold, a style that was not added from
+    an upload (only those may be deleted here)."""
+
+    status, title, slug = 409, "Style conflict", "style-conflict"
+
+
+class InvalidStyleNameError(StyleboxError):
+    status, title, slug = 422, "Invalid style name", "invalid-style-name"
+
+
+class InvalidFormError(StyleboxError):
+    """A multipart form without a field it needs, or with one that cannot be used."""
+
+    status, title, slug = 422, "Invalid form", "invalid-form"
+
+
+class TrainerJobInterruptedError(JobInterruptedError):
+    """The worker running a trainer job stopped (killed, crashed, its machine gone) before the
+    job ended; the served model is untouched, and submitting the job again is the remedy."""
+
+    title = "Job interrupted"
+
+
+class ModelNotEditableError(StyleboxError):
+    """The served model does not record the checkpoint it was exported from (or it is not
+    beside it), so no style can be added or removed; `detail` says how to fix it."""
+
+    status, title, slug = 409, "Model cannot be edited", "model-not-editable"

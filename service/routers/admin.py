@@ -16,18 +16,16 @@ refused (403) unless `STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true`.
 from __future__ import annotations
 
 import logging
-import time
 from typing import Annotated
 
-from anyio import to_thread
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.auth import REALM, key_digest, key_matches, presented_keys
 from stylebox.service.http.errors import AdminDisabledError, ModelReloadError
+from stylebox.service.modelwatch import reload
 from stylebox.service.state import StateDep
 
 log = logging.getLogger("stylebox.service")
@@ -83,16 +81,12 @@ class ReloadResult(BaseModel):
 )
 async def reload_model(state: StateDep,
                        _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
-    async with state.reload_lock:  # one reload at a time; requests are not held up
-        old: Engine | None = state.engine
-        t0 = time.perf_counter()
-        try:
-            new = await to_thread.run_sync(load_engine, state.settings)
-        except ModelLoadError as e:
-            kept = f"; still serving {old.card.name}@{old.card.version}" if old else ""
-            raise ModelReloadError(f"{e}{kept}") from None
-        state.engine = new  # the swap: one assignment, seen by every request after it
-    ms = (time.perf_counter() - t0) * 1000
+    try:
+        old, new, ms = await reload(state)
+    except ModelLoadError as e:
+        old = state.engine
+        kept = f"; still serving {old.card.name}@{old.card.version}" if old else ""
+        raise ModelReloadError(f"{e}{kept}") from None
     log.info("reloaded %s: %s@%s -> %s@%s in %.0f ms", new.path,
              old.card.name if old else "-", old.card.version if old else "-",
              new.card.name, new.card.version, ms)

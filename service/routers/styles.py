@@ -1,20 +1,32 @@
-"""`GET /styles`: the styles the loaded model offers, straight from its card; and
-`GET /styles/{name}/preview.png`, each style's preview made by the loaded model."""
+"""`GET /styles`: the styles the loaded model offers, straight from its card;
+`GET /styles/{name}/preview.png`, each style's preview made by the loaded model; and the
+style edits, each a trainer job (service/trainer.py, run by `stylebox worker`):
+`POST /styles` (a new style from a painting) and `DELETE /styles/{name}` (a style added that
+way). Style edits need the API key even where stylizing is open (as /admin does)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from stylebox.service.deps import NOT_READY, get_engine
 from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
-from stylebox.service.http.errors import UnknownStyleError
+from stylebox.service.http.errors import (
+    InvalidFormError,
+    ModelNotEditableError,
+    StyleConflictError,
+    UnknownStyleError,
+)
 from stylebox.service.previews import PREVIEW_SIZE
+from stylebox.service.routers.admin import require_admin
+from stylebox.service.routers.jobs import PROBLEM, Trainer
 from stylebox.service.state import StateDep
+from stylebox.service.trainer import TrainerJob, TrainerRequest, accept_image, check_style_name
+from stylebox.service.upload import read_form
 
 router = APIRouter(tags=["styles"], responses=NOT_READY, dependencies=[guard(Access.KEYED)])
 
@@ -56,3 +68,111 @@ async def preview(name: str, state: StateDep,
         "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
     })
 
+
+
+def added_by_upload(engine: Engine, name: str) -> bool:
+    """Whether style `name` was added from an upload (the card's last add of it says so)."""
+    adds = [e for e in engine.card.training.get("style_edits", [])
+            if e.get("op") == "add" and e.get("name") == name]
+    return bool(adds) and adds[-1].get("via") == "upload"
+
+
+def _editable(engine: Engine) -> None:
+    if "checkpoint" not in engine.card.export:  # model/lineage.py; the worker checks the file
+        raise ModelNotEditableError(
+            f"the served model ({engine.card.name}@{engine.card.version}) does not record the "
+            "checkpoint it was exported from, so no style can be added or removed; re-export "
+            "it with `stylebox export CHECKPOINT -o MODEL.onnx`, which records it")
+
+
+_EDIT = {
+    202: {"description": "queued; Location names the job (GET /jobs/{id})",
+          "headers": {"Location": {"description": "/jobs/{id}", "required": True,
+                                   "schema": {"type": "string"}}}},
+    401: {"description": "API key missing or wrong", **PROBLEM},
+    403: {"description": "no API key configured and admin not enabled", **PROBLEM},
+    409: {"description": "the name is taken (or being added), the model holds the most "
+                         "styles allowed, the style was not added from an upload, or the "
+                         "model does not record its checkpoint", **PROBLEM},
+    503: {"description": "no trainer worker runs, or the trainer queue is full (with "
+                         "Retry-After), or the model is not loaded", **PROBLEM},
+}
+_FILE = {"type": "string", "format": "binary"}
+_FORM = {"required": True, "content": {"multipart/form-data": {"schema": {
+    "type": "object", "required": ["painting", "name"],
+    "properties": {"painting": _FILE,
+                   "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$",
+                            "description": "the new style's name (?style=NAME)"},
+                   "title": {"type": "string", "maxLength": 200,
+                             "description": "a human title, e.g. 'Harbour (my painting)'"}}},
+    "encoding": {"painting": {"contentType": "image/*"}}}}}
+
+
+@router.post(
+    "/styles", summary="Add a style from a painting (a trainer job)", status_code=202,
+    response_model=TrainerJob, openapi_extra={"requestBody": _FORM},
+    responses={**_EDIT,
+               400: {"description": "malformed multipart body", **PROBLEM},
+               413: {"description": "painting over TRAINER_PAINTING_MAX_BYTES or its pixel "
+                                    "bound", **PROBLEM},
+               415: {"description": "not multipart/form-data, or the painting is not an "
+                                    "image this server reads", **PROBLEM},
+               422: {"description": "bad name, missing part, corrupt or tiny painting",
+                     **PROBLEM}},
+)
+async def add_style(request: Request, response: Response, state: StateDep, trainer: Trainer,
+                    engine: Annotated[Engine, Depends(get_engine)],
+                    _: Annotated[None, Depends(require_admin)]) -> TrainerJob:
+    settings = state.settings
+    _editable(engine)
+    await to_thread.run_sync(trainer.admit)  # no worker, or the queue full: before the upload
+    files, fields = await read_form(request, settings.trainer_painting_max_bytes,
+                                    ("painting",), ("name", "title"))
+    if "painting" not in files or "name" not in fields:
+        raise InvalidFormError("the form needs a file part 'painting' and a text field "
+                               "'name' (and may have 'title')")
+    name = check_style_name(fields["name"].strip())
+    title = fields.get("title", "").strip()
+    if len(title) > 200:
+        raise InvalidFormError("the title is longer than 200 characters")
+    pending = await to_thread.run_sync(trainer.pending_styles)
+    if name in engine.style_names or pending.get(name) == "add-style":
+        raise StyleConflictError(f"a style named {name!r} already exists or is being added; "
+                                 "choose another name", styles=engine.style_names)
+    adding = sum(kind == "add-style" for kind in pending.values())
+    cap = settings.trainer_max_styles
+    if engine.card.n_styles + adding >= cap:
+        raise StyleConflictError(f"the model holds {engine.card.n_styles} styles and "
+                                 f"{adding} more are being added; at most {cap} "
+                                 "(TRAINER_MAX_STYLES)", max_styles=cap)
+    painting = await to_thread.run_sync(accept_image, files["painting"],
+                                        settings.trainer_painting_max_pixels, "painting")
+    model = f"{engine.card.name}@{engine.card.version}"
+    job = await to_thread.run_sync(trainer.submit, TrainerRequest(
+        kind="add-style", style=name, title=title, model=model), {"input": painting})
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
+
+
+@router.delete(
+    "/styles/{name}", summary="Remove a style that was added from a painting (a trainer job)",
+    status_code=202, response_model=TrainerJob,
+    responses={**_EDIT, 404: {"description": "unknown style", **PROBLEM}},
+)
+async def remove_style(name: str, response: Response, trainer: Trainer,
+                       engine: Annotated[Engine, Depends(get_engine)],
+                       _: Annotated[None, Depends(require_admin)]) -> TrainerJob:
+    if name not in engine.style_names:
+        raise UnknownStyleError([name[:64]], engine.style_names)
+    if not added_by_upload(engine, name):
+        raise StyleConflictError(f"{name!r} was not added from an upload; only those can be "
+                                 "removed here (`stylebox remove-style` edits a checkpoint)")
+    _editable(engine)
+    pending = await to_thread.run_sync(trainer.pending_styles)
+    if name in pending:
+        raise StyleConflictError(f"a job is already editing {name!r}")
+    job = await to_thread.run_sync(trainer.submit, TrainerRequest(
+        kind="remove-style", style=name, model=f"{engine.card.name}@{engine.card.version}"),
+        {})
+    response.headers["Location"] = f"/jobs/{job.id}"
+    return job
