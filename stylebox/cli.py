@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "candidate networks side by side: size, ms per engine, eval losses, pictures"),
     "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),
     "add-style": ("training.add_style", "main", "add a style by training only its γ/β row"),
+    "worker": ("training.worker", "main",
+               "run trainer jobs (POST /styles, /optimize) for the servers (train extra)"),
+    "optimize": ("training.optimize", "main",
+                 "best quality for one photo: optimise it from the model's output (Gatys)"),
     "remove-style": ("model.edit", "remove_main", "remove a style from a checkpoint"),
     "rename-style": ("model.edit", "rename_main", "rename or retitle a style in a checkpoint"),
 }

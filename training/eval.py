@@ -24,6 +24,7 @@ for how far each style is from the photos to begin with.
 from __future__ import annotations
 
 import csv
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from stylebox.model.edit import style_origins
 from stylebox.service.backends import open_engine
 from stylebox.service.engine import Engine
 from stylebox.service.settings import EngineName, Precision, Settings, choices
+from stylebox.training.accel import use_amp
 from stylebox.training.config import TrainConfig
 from stylebox.training.data import find_style_image, list_photos, load_style_images
 from stylebox.training.losses import PerceptualLoss
@@ -214,7 +216,79 @@ def write_tables(out: Path, scores: list[StyleScore], rows: list[dict], meta: di
     lines += [f"| **mean** | | {fmt(mean[0])} | {fmt(mean[1])} | {fmt(mean[2])} | "
               f"{mean[0] / mean[2] if mean[2] else 0:.3f} |", "", "![gallery](gallery.jpg)"]
     lines += ["", f"![blend]({meta['blend']})"] if meta.get("blend") else []
+    lines += meta.get("ceiling_lines", [])
     (out / "eval.md").write_text("\n".join(lines) + "\n")
+
+
+def ceiling(photos: list[np.ndarray], images: dict[str, list[np.ndarray]],
+            loss_fn: PerceptualLoss, rows: list[dict], n: int, iterations: int,
+            time_limit_s: float | None, amp: bool, save: Path | None = None) -> list[dict]:
+    """How far the model is from the best its loss allows: for the first `n` photos, each
+    style's stylized photo optimised further by Gatys et al.'s per-image optimisation
+    (training/optimize.py), with the same loss (layers, weights) that scored it; the model's
+    own losses on those photos (from `rows`) beside the optimised ones; `save`: a folder
+    for each pair of pictures (P-STYLE-model.jpg, P-STYLE-ceiling.jpg)."""
+    from stylebox.training.optimize import measure, optimize_image, to_uint8
+
+    model = {(r["photo"], r["style"]): r for r in rows}
+    loss_fn.vgg.to(memory_format=torch.channels_last)  # after scoring: oneDNN's fast layout
+    out = []
+    for p, rgb in enumerate(photos[:n]):
+        x = to_tensor(rgb)  # (1, 3, S, S)
+        with torch.no_grad():
+            ref = loss_fn.vgg(x, loss_fn.content_layers)
+        for i, name in enumerate(images):
+            idx = torch.tensor([i])
+            t0 = time.monotonic()
+            best, done, _ = optimize_image(
+                loss_fn, to_tensor(images[name][p]), ref, idx, iterations=iterations,
+                deadline=t0 + time_limit_s if time_limit_s else None, amp=amp)
+            style, content = measure(loss_fn, best, ref, idx)
+            if save is not None:
+                save.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(images[name][p]).save(save / f"{p}-{name}-model.jpg", quality=92)
+                Image.fromarray(to_uint8(best)).save(save / f"{p}-{name}-ceiling.jpg", quality=92)
+            m = model[(p, name)]
+            out.append({"photo": p, "style": name, "model_style_loss": m["style_loss"],
+                        "model_content_loss": m["content_loss"], "ceiling_style_loss": style,
+                        "ceiling_content_loss": content, "iterations": done,
+                        "seconds": time.monotonic() - t0})
+            print(f"ceiling: photo {p} {name}: style {m['style_loss']:.4f} -> {style:.4f}, "
+                  f"content {m['content_loss']:.4f} -> {content:.4f} ({done} iterations, "
+                  f"{out[-1]['seconds']:.0f} s)", flush=True)
+    return out
+
+
+CEILING_FIELDS = ["photo", "file", "style", "model_style_loss", "model_content_loss",
+                  "ceiling_style_loss", "ceiling_content_loss", "iterations", "seconds"]
+
+
+def write_ceiling(out: Path, rows: list[dict], meta: dict) -> list[str]:
+    """eval_ceiling.csv (per photo) and the eval.md section (per style means)."""
+    with open(out / "eval_ceiling.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, CEILING_FIELDS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({**{k: f"{v:.6g}" if isinstance(v, float) else v for k, v in r.items()},
+                        "file": meta["photos"][r["photo"]]})
+    keys = ("model_style_loss", "ceiling_style_loss", "model_content_loss",
+            "ceiling_content_loss", "iterations", "seconds")
+    styles = list(dict.fromkeys(r["style"] for r in rows))
+    means = {s: [float(np.mean([r[k] for r in rows if r["style"] == s])) for k in keys]
+             for s in styles}
+    means["**mean**"] = [float(np.mean([m[j] for m in means.values()])) for j in range(6)]
+    n = len({r["photo"] for r in rows})
+    lines = ["", "## Ceiling", "",
+             f"The first {n} photo(s), each style's output optimised further (Gatys et al., "
+             "`training/optimize.py`: L-BFGS on the pixels, the same loss) for at most "
+             f"{meta['ceiling_iterations']} iterations / {meta['ceiling_time']} per image: "
+             "how far the model is from the best its loss allows on these photos. "
+             "*x* = ceiling style / model style.", "",
+             "| style | model style | ceiling style | x | model content | ceiling content "
+             "| iterations | s |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {s} | {m[0]:.4f} | {m[1]:.4f} | {m[1] / m[0] if m[0] else 0:.3f} | "
+              f"{m[2]:.4f} | {m[3]:.4f} | {m[4]:.0f} | {m[5]:.0f} |" for s, m in means.items()]
+    return lines
 
 
 def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: str | Path, *,
@@ -223,10 +297,11 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
              blend: tuple[str, str] | None = None, blend_steps: int = 6, blend_photo: int = 0,
              vgg: VGGFeatures | None = None, providers: list[str] | None = None,
              only: list[str] | None = None, runtime: str = "auto",
-             precision: str = "auto") -> dict:
+             precision: str = "auto", ceiling_photos: int = 0,
+             ceiling_iterations: int = 300, ceiling_time_s: float | None = 170.0) -> dict:
     """Score `model` on the photos (`only` those styles, if given) on the engine the service
     would choose for `runtime`/`precision`; write the tables and pictures to `out`; a
-    summary back."""
+    summary back. `ceiling_photos` > 0: also the ceiling (``ceiling``) on that many."""
     engine = open_engine(Settings(model_path=str(model), engine=runtime, precision=precision,
                                   providers=providers or ["CPUExecutionProvider"]))
     names = engine.style_names
@@ -268,8 +343,17 @@ def evaluate(model: str | Path, photo_dir: str | Path, cfg: TrainConfig, out: st
             "style_size": cfg.style_size, "vgg": Path(str(cfg.vgg_weights)).name,
             "style_layers": cfg.style_layers, "content_layers": cfg.content_layers,
             "blend": blend_name, "engine": f"{engine.backend} {engine.precision}"}
+    ceiling_rows = []
+    if ceiling_photos:  # after the tables' numbers: this adds to them, it changes nothing
+        ceiling_rows = ceiling(photos, images, loss_fn, rows, ceiling_photos,
+                               ceiling_iterations, ceiling_time_s,
+                               use_amp(torch.device("cpu"), cfg.amp), out / "ceiling")
+        meta |= {"ceiling_iterations": ceiling_iterations,
+                 "ceiling_time": f"{ceiling_time_s:g} s" if ceiling_time_s else "no time limit"}
+        meta["ceiling_lines"] = write_ceiling(out, ceiling_rows, meta)
     write_tables(out, scores, rows, meta)
-    return {"scores": scores, "out": str(out), "n_photos": len(files), "blend": blend_name}
+    return {"scores": scores, "out": str(out), "n_photos": len(files), "blend": blend_name,
+            "ceiling": ceiling_rows}
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
@@ -309,9 +393,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="as STYLEBOX_PRECISION")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (e.g. style_size=256)")
+    p.add_argument("--ceiling", type=int, default=0, metavar="N",
+                   help="also optimise each style's output for the first N photos (Gatys, "
+                   "`stylebox optimize`) and report those losses: the ceiling (slow: up to "
+                   "--ceiling-time per photo and style)")
+    p.add_argument("--ceiling-iterations", type=int, default=300)
+    p.add_argument("--ceiling-time", type=float, default=170.0,
+                   help="seconds per photo and style (0 = no limit; default 170)")
     args = p.parse_args(argv)
     if args.size < 8 or args.tile < 16:
         p.error("--size must be >= 8 and --tile >= 16")
+    if args.ceiling < 0 or args.ceiling_iterations < 1:
+        p.error("--ceiling must be >= 0 and --ceiling-iterations >= 1")
     # A missing --model is a bad argument (exit 2); one that exists but does not load is a
     # ModelLoadError (exit 1), as for `stylebox serve`.
     need_file(args.model, "model file")
@@ -332,9 +425,12 @@ def main(argv: list[str] | None = None) -> int:
                  styles_dir=args.styles_dir, blend=blend, blend_steps=args.blend_steps,
                  blend_photo=args.blend_photo, providers=args.providers.split(","),
                  only=[s.strip() for s in args.styles.split(",")] if args.styles else None,
-                 runtime=args.engine, precision=args.precision)
+                 runtime=args.engine, precision=args.precision, ceiling_photos=args.ceiling,
+                 ceiling_iterations=args.ceiling_iterations,
+                 ceiling_time_s=args.ceiling_time or None)
     print(Path(s["out"], "eval.md").read_text())
     print(f"stylebox eval: {s['n_photos']} photos x {len(s['scores'])} styles -> {s['out']} "
           f"(eval.md, eval.csv, eval_per_photo.csv, gallery.jpg"
-          + (f", {s['blend']})" if s["blend"] else ")"))
+          + (f", {s['blend']}" if s["blend"] else "")
+          + (", eval_ceiling.csv)" if s["ceiling"] else ")"))
     return 0
