@@ -1,5 +1,6 @@
 // stylebox page: plain JS, no build step. Reads styles from GET /styles; a photo goes to
-// POST /stylize, a clip to the /videos jobs, the camera over the WS /live WebSocket.
+// POST /stylize, a clip to the /videos jobs, the camera over the WS /live WebSocket, and a
+// painting to POST /styles (a trainer job, followed at GET /jobs/{id}) to become a new style.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -28,9 +29,10 @@ const state = {
   seq: 0,            // request number: an older answer never replaces a newer one
   apiKey: sessionStorage.getItem("stylebox-api-key") || "",  // only if the server wants one
   stylesLoaded: false,
-  mode: "photo",     // photo, video or live: which panels show, where controls go
+  mode: "photo",     // photo, video, live or add: which panels show, where controls go
+  card: null,        // the model card (GET /model), once loaded
 };
-const ERROR_IDS = { photo: "error", video: "video-error", live: "live-error" };
+const ERROR_IDS = { photo: "error", video: "video-error", live: "live-error", add: "add-error" };
 
 // The key as a header value. A header carries bytes, and fetch() and XHR take a header as
 // a string of code points 0-255, one per byte: so the key's UTF-8 bytes, one character each,
@@ -168,29 +170,54 @@ async function loadPreview(img, name) {
   }
 }
 
-async function loadStyles() {
+// The style picker from GET /styles (and the model line from GET /model). Called again after
+// a style edit: `want` ({name, present}) then says what the new model must show, and nothing
+// changes (false) until both answers agree with it and with each other (a server swaps its
+// model within seconds of the edit); `want.name` is then the style picked, if present.
+async function loadStyles(want = null) {
   try {
     const [stylesResp, modelResp] = await Promise.all([api("/styles"), api("/model")]);
     if (stylesResp.status === 401) {
       $("model-info").textContent = "Locked: enter the API key.";
       askForKey(await problemMessage(stylesResp));
-      return;
+      return false;
     }
     if (!stylesResp.ok) throw new Error(await problemMessage(stylesResp));
     const { styles } = await stylesResp.json();
+    const card = modelResp.ok ? await modelResp.json() : null;
+    if (want) {
+      const names = styles.map((s) => s.name);
+      const same = card && card.styles.map((s) => s.name).join() === names.join();
+      if (!same || names.includes(want.name) !== want.present) return false;
+    }
+    const before = state.stylesLoaded ? state.weights : {};
     state.stylesLoaded = true;
-    showError("");
+    if (!want) showError("");
+    for (const img of $("styles").querySelectorAll("img")) {
+      if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    }
+    $("styles").replaceChildren();
+    state.weights = {};
+    state.titles = {};
     styles.forEach(addStyle);
-    if (styles.length) state.weights[styles[0].name] = 100;  // a sensible first pick
+    for (const s of styles) {  // a reload keeps the mix the user had, where it still can
+      state.weights[s.name] = want && want.present ? 0 : before[s.name] || 0;
+    }
+    if (want && want.present) state.weights[want.name] = 100;
+    if (styles.length && !styleSpec()) state.weights[styles[0].name] = 100;  // a first pick
     renderWeights();
-    if (modelResp.ok) {
-      const card = await modelResp.json();
+    state.card = card;
+    if (card) {
       $("model-info").textContent =
         `Model ${card.name} ${card.version}: ${styles.length} styles, width \u03b1 = ${card.alpha}`;
     }
+    renderAdded();
+    return true;
   } catch (e) {
+    if (want) return false;  // a blip while waiting for the new model: ask again
     $("model-info").textContent = "The model is not available.";
     showError(`Could not load the styles. ${e.message}`);
+    return false;
   }
 }
 
@@ -324,6 +351,8 @@ function setMode(mode) {
   for (const el of document.querySelectorAll("[data-modes]")) {
     el.hidden = !el.dataset.modes.split(" ").includes(mode);
   }
+  if (mode === "add") checkTrainer();  // say now if no worker would train a painting
+  else clearTimeout(paint.watch);
 }
 
 function seconds(s) {
@@ -766,7 +795,440 @@ function adaptLive(fps, now, stats) {
   notice.hidden = false;
 }
 
+// -- add a style: a painting -> POST /styles (a trainer job, run by `stylebox worker`) -> poll
+// GET /jobs/{id} -> the servers load the new model -> the picker shows and picks the style ----
+
+const STYLE_NAME = /^[a-z0-9][a-z0-9_-]{0,63}$/;  // the model card's rule (and the server's)
+const ADD_FRIENDLY = {
+  403: "Adding styles is switched off on this server.",
+  409: "The style cannot be added.",
+  413: "The painting is too large.",
+  415: "That file is not an image stylebox can read.",
+  422: "The painting or the name could not be used.",
+  503: "No trainer can take the painting now.",
+};
+const STYLES_WAIT_MS = 20000;  // how long a done edit may take to reach this server's model
+// painting: the chosen File; busy: from the request to the picker's update; job: the job being
+// followed; kept: the page's last job (deleted when the next starts); workers: GET /jobs's
+// count (null until known); watch: the timer that asks again while no worker runs.
+const paint = {
+  painting: null, thumbUrl: null, busy: false, job: null, kept: null, timer: 0, watch: 0,
+  workers: null, previewUrl: null, previewAt: 0, previewBusy: false, previewAgain: null,
+  suggested: "",  // the name this page made up from the file's name (replaced with the file)
+  sent: null,     // the painting of the edit under way (the form is cleared if it still shows it)
+};
+
+function addMessage(status, body) {
+  const detail = (body && (body.detail || body.title)) || "";
+  const head = status === 401 ? FRIENDLY[401]
+    : ADD_FRIENDLY[status] || FRIENDLY[status] || `The server answered ${status}.`;
+  return detail ? `${head} ${detail}` : head;
+}
+
+function setAddStatus(message) {  // aria-live: changed only when the words change
+  const el = $("add-status");
+  if (el.textContent !== message) el.textContent = message;
+}
+
+// Why `name` cannot name a new style, in words ("" when it can).
+function nameProblem(name) {
+  if (!name) return "Give the style a name.";
+  if (name.length > 64) return "A name has at most 64 characters.";
+  if (!STYLE_NAME.test(name)) {
+    const lower = name.toLowerCase().replace(/\s+/g, "-");
+    if (STYLE_NAME.test(lower)) return `Use lowercase letters and no spaces: \u201c${lower}\u201d.`;
+    if (/^[-_]/.test(name)) return "Start the name with a letter or a digit.";
+    const bad = [...name].find((c) => !/[a-z0-9_-]/.test(c));
+    return `\u201c${bad}\u201d cannot be in a name: use lowercase letters (a\u2013z), ` +
+      "digits, - and _.";
+  }
+  if (Object.hasOwn(state.titles, name)) {
+    return `There is already a style named \u201c${name}\u201d: choose another name.`;
+  }
+  return "";
+}
+
+function showNameProblem(message) {
+  const el = $("style-name-problem");
+  el.textContent = message;
+  el.hidden = !message;
+  $("style-name").setAttribute("aria-invalid", String(Boolean(message)));
+}
+
+// A name made from the file's name ("Harbour at Dusk.jpg" -> "harbour-at-dusk"), free.
+function suggestName(fileName) {
+  const stem = fileName.replace(/\.[^.]*$/, "").toLowerCase().normalize("NFKD")
+    .replace(/[\u0300-\u036f]/g, "").replace(/[^a-z0-9_-]+/g, "-")
+    .replace(/^[-_]+/, "").replace(/-+$/, "").slice(0, 56);
+  let name = stem || "my-painting";
+  for (let i = 2; Object.hasOwn(state.titles, name); i += 1) name = `${stem || "my-painting"}-${i}`;
+  return name;
+}
+
+function updateAddControls() {
+  const editable = !state.card || Boolean(state.card.export && state.card.export.checkpoint);
+  $("add-start").disabled = paint.busy || !paint.painting || paint.workers === 0 || !editable;
+  $("add-cancel").hidden = !paint.job;
+  for (const button of $("added-list").querySelectorAll("button")) {
+    button.disabled = paint.busy || paint.workers === 0;
+  }
+}
+
+function setPainting(file) {
+  if (!file) return;
+  if (!paint.busy) showError("", "add");
+  if (file.type && !file.type.startsWith("image/")) {
+    showError(`${file.name} is not an image: choose a painting (PNG, JPEG, WebP, \u2026).`,
+      "add");
+    return;
+  }
+  paint.painting = file;
+  if (paint.thumbUrl) URL.revokeObjectURL(paint.thumbUrl);
+  paint.thumbUrl = URL.createObjectURL(file);
+  const thumb = $("painting-thumb");
+  thumb.src = paint.thumbUrl;
+  thumb.alt = `Your painting, ${file.name}`;
+  thumb.hidden = false;
+  $("painting-name").textContent = file.name;
+  const name = $("style-name");
+  if (!name.value.trim() || name.value === paint.suggested) {  // never over the user's own
+    name.value = paint.suggested = suggestName(file.name);
+    showNameProblem("");
+  }
+  updateAddControls();
+  if (!paint.busy) setAddStatus("Ready: press \u201cAdd the style\u201d.");
+}
+
+function clearPainting() {
+  paint.painting = null;
+  if (paint.thumbUrl) URL.revokeObjectURL(paint.thumbUrl);
+  paint.thumbUrl = null;
+  const thumb = $("painting-thumb");
+  thumb.removeAttribute("src");
+  thumb.hidden = true;
+  $("painting-name").textContent = "";
+  $("painting-file").value = "";
+  $("style-name").value = paint.suggested = "";
+  $("style-title").value = "";
+}
+
+// GET /jobs when the tab opens: no worker means nothing would train the painting, so say so
+// (and how to start one) before an upload for nothing; look again every few seconds until
+// one runs. Also says when the model cannot take a new style at all.
+async function checkTrainer() {
+  clearTimeout(paint.watch);
+  if (state.mode !== "add") return;
+  let info = null;
+  try {
+    const resp = await api("/jobs");
+    if (resp.ok) info = await resp.json();
+  } catch {
+    // unreachable for now: ask again below
+  }
+  if (state.mode !== "add") return;
+  const notes = [];
+  if (state.card && !(state.card.export && state.card.export.checkpoint)) {
+    notes.push(`The served model (${state.card.name} ${state.card.version}) does not record ` +
+      "the checkpoint it was exported from, so no style can be added to it; re-export it " +
+      "with `stylebox export CHECKPOINT -o MODEL.onnx`, which records it.");
+  }
+  if (info) {
+    paint.workers = info.workers;
+    if (info.workers === 0) {
+      notes.push(`No trainer worker is running, so a painting cannot be trained now: ` +
+        `${info.start_worker}. This page checks again every few seconds.`);
+    } else if (info.queued + info.running >= info.workers && !paint.job) {
+      notes.push(`The trainer is busy (${info.running} running, ${info.queued} waiting): a ` +
+        "new style starts after those.");
+    }
+  }
+  const notice = $("add-notice");
+  notice.textContent = notes.join(" ");
+  notice.hidden = !notes.length;
+  if (!info || info.workers === 0) paint.watch = setTimeout(checkTrainer, 3000);
+  updateAddControls();
+}
+
+function clearAddProgress() {
+  clearTimeout(paint.timer);
+  $("add-progress").hidden = true;
+  $("add-bar").value = 0;
+  $("add-steps").textContent = "";
+  $("add-losses").textContent = "";
+  $("add-figure").hidden = true;
+  $("add-preview").removeAttribute("src");
+  if (paint.previewUrl) URL.revokeObjectURL(paint.previewUrl);
+  paint.previewUrl = null;
+  paint.previewAt = 0;
+}
+
+// DELETE /jobs/{id} of the page's last job once nothing shows it any more. Best effort.
+function forgetAddJob() {
+  const id = paint.kept;
+  paint.kept = null;
+  if (id) api(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(() => {});
+}
+
+// A style edit's request (POST /styles or DELETE /styles/{name}): its job, or why not.
+async function submitEdit(url, options, doing) {
+  forgetAddJob();
+  showError("", "add");
+  clearAddProgress();
+  paint.busy = true;
+  updateAddControls();
+  setAddStatus(doing);
+  let resp;
+  let body = null;
+  try {
+    resp = await api(url, options);
+    body = await resp.json();
+  } catch (e) {
+    if (!resp) {
+      paint.busy = false;
+      updateAddControls();
+      setAddStatus("Nothing changed.");
+      showError(`Could not reach stylebox: ${e.message}`, "add");
+      return;
+    }
+  }
+  if (resp.status !== 202 || !body) {
+    paint.busy = false;
+    updateAddControls();
+    setAddStatus("Nothing changed.");
+    if (resp.status === 401) askForKey(addMessage(401, body));
+    else showError(addMessage(resp.status, body), "add");
+    if (resp.status === 503) checkTrainer();  // the worker may have gone
+    return;
+  }
+  showAddJob(body);
+}
+
+function startAdd() {
+  if (!paint.painting || paint.busy) return;
+  const name = $("style-name").value.trim();
+  const why = nameProblem(name);
+  if (why) {
+    showNameProblem(why);
+    $("style-name").focus();
+    return;
+  }
+  const form = new FormData();
+  form.append("painting", paint.painting, paint.painting.name);
+  form.append("name", name);
+  const title = $("style-title").value.trim();
+  if (title) form.append("title", title);
+  paint.sent = paint.painting;
+  submitEdit("/styles", { method: "POST", body: form },
+    `Uploading ${paint.painting.name}\u2026`);
+}
+
+function removeAdded(name) {
+  if (paint.busy) return;
+  const title = state.titles[name] || name;
+  if (!window.confirm(`Remove the style \u201c${title}\u201d from the model? Every photo, clip ` +
+      "and camera loses it; this cannot be undone here.")) return;
+  submitEdit(`/styles/${encodeURIComponent(name)}`, { method: "DELETE" },
+    `Removing ${name}\u2026`);
+}
+
+function lossText(losses) {
+  const shown = ["style", "content"].filter((k) => typeof losses[k] === "number");
+  return shown.map((k) => `${k} loss ${losses[k].toPrecision(3)}`).join(", ");
+}
+
+function showAddJob(job) {
+  paint.job = job;
+  paint.kept = job.id;
+  $("add-progress").hidden = false;
+  const bar = $("add-bar");
+  bar.value = job.progress || 0;
+  bar.dataset.state = job.state;
+  let steps = job.steps ? `step ${job.step} of ${job.steps}` : "";
+  if (job.state === "running" && job.eta_s != null) {
+    steps += `${steps ? ", " : ""}about ${seconds(job.eta_s)} left`;
+  }
+  $("add-steps").textContent = steps;
+  $("add-losses").textContent = lossText(job.losses || {});
+  if (job.preview && job.kind === "add-style") refreshPreview(job, job.state === "done");
+  $("add-caption").textContent = job.state === "done" ? "The sample photo in the new style"
+    : "The sample photo in the new style, as it trains";
+  if (job.state === "queued" || job.state === "running") {
+    setAddStatus(`${job.style}: ${job.message || job.state}\u2026`);
+    updateAddControls();
+    paint.timer = setTimeout(() => pollAddJob(job.id), 500);
+    return;
+  }
+  paint.job = null;
+  if (job.state === "done") {
+    editDone(job);
+    return;
+  }
+  paint.busy = false;
+  updateAddControls();
+  if (job.state === "failed") {
+    setAddStatus(job.kind === "add-style" ? `${job.style} was not added.`
+      : `${job.style} was not removed.`);
+    showError(addMessage(job.error ? job.error.status : 0, job.error), "add");
+  } else {
+    setAddStatus("Cancelled: the model is unchanged.");
+  }
+}
+
+async function pollAddJob(id) {
+  if (!paint.job || paint.job.id !== id) return;  // cancelled meanwhile
+  try {
+    const resp = await api(`/jobs/${encodeURIComponent(id)}`);
+    if (!paint.job || paint.job.id !== id) return;
+    if (!resp.ok) {
+      paint.job = null;
+      paint.busy = false;
+      updateAddControls();
+      setAddStatus("Nothing changed.");
+      showError(await problemMessage(resp), "add");
+      return;
+    }
+    showAddJob(await resp.json());
+  } catch {
+    paint.timer = setTimeout(() => pollAddJob(id), 2000);  // a blip: keep asking
+  }
+}
+
+// GET /jobs/{id}/preview through fetch (the key goes along) into a blob URL: the address never
+// changes, and a cache-busting query would be refused (the service answers 422 to unknown
+// query parameters). At most one fetch at a time, one every 2 s while training; the last one
+// (`force`, the job done) is never skipped.
+async function refreshPreview(job, force = false) {
+  if (paint.previewBusy) {
+    if (force) paint.previewAgain = job;
+    return;
+  }
+  if (!force && performance.now() - paint.previewAt < 2000) return;
+  paint.previewBusy = true;
+  paint.previewAt = performance.now();
+  try {
+    const resp = await api(job.preview);
+    if (resp.ok && paint.kept === job.id) {
+      const blob = await resp.blob();
+      if (paint.kept === job.id) {
+        const old = paint.previewUrl;
+        paint.previewUrl = URL.createObjectURL(blob);
+        $("add-preview").src = paint.previewUrl;
+        $("add-figure").hidden = false;
+        if (old) URL.revokeObjectURL(old);
+      }
+    }
+  } catch {
+    // the next poll tries again
+  } finally {
+    paint.previewBusy = false;
+    const again = paint.previewAgain;
+    paint.previewAgain = null;
+    if (again) refreshPreview(again, true);
+  }
+}
+
+// The job is done: every server loads the new model within seconds; wait until this one
+// has, then show the picker with the new style picked (or without the removed one).
+async function editDone(job) {
+  const adding = job.kind === "add-style";
+  setAddStatus(`${job.style}: done; waiting for the server to load ` +
+    `${job.model || "the new model"}\u2026`);
+  const deadline = performance.now() + STYLES_WAIT_MS;
+  let loaded = false;
+  while (!(loaded = await loadStyles({ name: job.style, present: adding }))
+         && performance.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+  paint.busy = false;
+  updateAddControls();
+  if (!loaded) {
+    setAddStatus(`${job.style}: done, but this server does not show it yet.`);
+    showError(`The job made ${job.model || "a new model"}, but this server has not loaded it ` +
+      `within ${STYLES_WAIT_MS / 1000} s; reload the page in a moment.`, "add");
+    return;
+  }
+  if (adding) {
+    if (paint.painting === paint.sent) clearPainting();  // not one chosen meanwhile
+    setAddStatus(`${job.style} is ready \u2014 it is picked under Style; switch to Photo, ` +
+      "Video or Live camera to use it.");
+  } else {
+    setAddStatus(`${job.style} is removed.`);
+  }
+}
+
+// POST /jobs/{id}/cancel: a cancelled edit leaves the model as it was; one that had just
+// ended answers as it is, and is shown so.
+async function cancelAdd() {
+  clearTimeout(paint.timer);
+  const job = paint.job;
+  if (!job) return;
+  paint.job = null;  // a poll still under way drops its answer
+  let ended = null;
+  try {
+    const resp = await api(`/jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
+    if (resp.ok) ended = await resp.json();
+  } catch {
+    // unreachable: the job goes on; its status says so on the next visit
+  }
+  if (ended && ended.state !== "cancelled") {
+    showAddJob(ended);
+    return;
+  }
+  paint.busy = false;
+  updateAddControls();
+  setAddStatus("Cancelled: the model is unchanged.");
+}
+
+// The styles added from a painting (the card's last add of each says via "upload"): only
+// those can be removed here.
+function renderAdded() {
+  const edits = (state.card && state.card.training && state.card.training.style_edits) || [];
+  const last = {};
+  for (const e of edits) if (e.op === "add") last[e.name] = e;
+  const names = Object.keys(state.titles).filter((n) => last[n] && last[n].via === "upload");
+  const list = $("added-list");
+  list.replaceChildren();
+  for (const name of names) {
+    const li = document.createElement("li");
+    const label = document.createElement("span");
+    label.textContent = state.titles[name];
+    if (state.titles[name] !== name) {  // and the name the API knows it by
+      const code = document.createElement("code");
+      code.className = "muted";
+      code.textContent = name;
+      label.append(" ", code);
+    }
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "button small";
+    button.textContent = "Remove";
+    button.setAttribute("aria-label", `Remove the style ${state.titles[name]}`);
+    button.addEventListener("click", () => removeAdded(name));
+    li.append(label, button);
+    list.append(li);
+  }
+  $("added").hidden = !names.length;
+  updateAddControls();
+}
+
 // -- wiring -------------------------------------------------------------------------------
+
+// A drop zone: a file dropped on `zone` goes to `take`.
+function dropZone(zone, take) {
+  for (const type of ["dragenter", "dragover"]) {
+    zone.addEventListener(type, (e) => {
+      e.preventDefault();
+      zone.classList.add("over");
+    });
+  }
+  for (const type of ["dragleave", "drop"]) {
+    zone.addEventListener(type, () => zone.classList.remove("over"));
+  }
+  zone.addEventListener("drop", (e) => {
+    e.preventDefault();
+    take(e.dataTransfer.files[0]);
+  });
+}
 
 function init() {
   if (MAX_UPLOAD) $("max-upload").textContent = megabytes(MAX_UPLOAD);
@@ -786,6 +1248,18 @@ function init() {
     $("live-notice").hidden = true;
   });
   $("file").addEventListener("change", (e) => setPhoto(e.target.files[0]));
+  $("painting-file").addEventListener("change", (e) => setPainting(e.target.files[0]));
+  $("style-name").addEventListener("input", () => {
+    const name = $("style-name").value.trim();
+    showNameProblem(name ? nameProblem(name) : "");  // an empty field waits for "Add"
+  });
+  for (const id of ["style-name", "style-title"]) {
+    $(id).addEventListener("keydown", (e) => {
+      if (e.key === "Enter" && !$("add-start").disabled) startAdd();
+    });
+  }
+  $("add-start").addEventListener("click", startAdd);
+  $("add-cancel").addEventListener("click", cancelAdd);
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const key = $("api-key").value.trim();
@@ -801,21 +1275,10 @@ function init() {
     showError("");
     if (!state.stylesLoaded) loadStyles();
     schedule(0);
+    checkTrainer();  // the add tab's look at GET /jobs needs the key too
   });
-  const drop = $("drop");
-  for (const type of ["dragenter", "dragover"]) {
-    drop.addEventListener(type, (e) => {
-      e.preventDefault();
-      drop.classList.add("over");
-    });
-  }
-  for (const type of ["dragleave", "drop"]) {
-    drop.addEventListener(type, () => drop.classList.remove("over"));
-  }
-  drop.addEventListener("drop", (e) => {
-    e.preventDefault();
-    setPhoto(e.dataTransfer.files[0]);
-  });
+  dropZone($("drop"), setPhoto);
+  dropZone($("painting-drop"), setPainting);
   // Dropping a file anywhere else must not navigate away from the page.
   window.addEventListener("dragover", (e) => e.preventDefault());
   window.addEventListener("drop", (e) => e.preventDefault());
