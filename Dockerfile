@@ -1,11 +1,14 @@
-# stylebox REST service on ONNX Runtime (and OpenVINO on CPUs): one Dockerfile, three targets.
-# No torch in any image (training needs the `train` extra); each serves an exported .onnx.
+# stylebox REST service on ONNX Runtime (and OpenVINO on CPUs): one Dockerfile, three serving
+# targets, and the trainer worker's image. No torch in a serving image (training needs the
+# `train` extra); each serves an exported .onnx.
 #   docker build -t stylebox:cpu .                                      (TARGET=cpu, default)
 #   docker build --build-arg TARGET=cuda -t stylebox:cuda .             (x86_64 + NVIDIA GPU)
 #   docker build --build-arg TARGET=jetson -t stylebox:jetson .         (on a JetPack 6 Jetson)
+#   docker build --build-arg TARGET=worker -t stylebox:worker .         (`stylebox worker`, torch)
 # or `docker compose up` (README "Deployment"). BuildKit builds only the stages TARGET needs;
 # the legacy builder (no BuildKit: docker-compose 1.x, Docker without buildx) builds every
-# stage, so it builds the CPU image from Dockerfile.cpu instead (these CPU stages alone).
+# stage, so it builds the CPU image from Dockerfile.cpu and the worker's from
+# Dockerfile.worker instead (those stages alone; deploy/dockerfile_cpu.py writes both).
 # Bases are pinned by tag; the python in each build stage is the one its runtime stage runs
 # (the venv's python is a symlink into the base).
 ARG TARGET=cpu
@@ -46,6 +49,27 @@ RUN python3 -m venv /opt/venv \
 
 FROM ${CPU_BASE} AS runtime-cpu
 COPY --from=build-cpu /opt/venv /opt/venv
+ENV STYLEBOX_PROVIDERS=CPUExecutionProvider
+
+# -- worker: `stylebox worker` (new styles, best-quality renders): the `train` extra on CPU ----
+# Not a server: the final stage's CMD and HEALTHCHECK are the servers', so compose gives it
+# `stylebox worker` and a heartbeat healthcheck (docker run: `stylebox:worker stylebox worker`).
+# torch from PyPI on x86_64 Linux is the CUDA build, whose requirements are about
+# 3 GB of nvidia-* wheels; installed with --no-deps it does not import (libtorch_cuda.so
+# links libcudnn.so.9 and the rest), so they stay. Triton (about 0.9 GB) only compiles GPU
+# kernels (torch.compile on a GPU), which a CPU worker never does: it is removed.
+FROM ${CPU_BASE} AS build-worker
+ARG PIP_OFFLINE
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1
+COPY --from=source /src /src
+COPY deploy/wheels/ /wheels/
+RUN python3 -m venv /opt/venv \
+ && if [ "$PIP_OFFLINE" = 1 ]; then set -- --no-index --find-links /wheels; fi \
+ && /opt/venv/bin/pip install --no-cache-dir "$@" "/src[train]" \
+ && /opt/venv/bin/pip uninstall -y triton
+
+FROM ${CPU_BASE} AS runtime-worker
+COPY --from=build-worker /opt/venv /opt/venv
 ENV STYLEBOX_PROVIDERS=CPUExecutionProvider
 
 # -- cuda: NVIDIA CUDA 13 + cuDNN 9 runtime, onnxruntime-gpu (CUDA EP, then CPU) -----------
@@ -119,15 +143,18 @@ ENV PATH=/opt/venv/bin:$PATH \
     STYLEBOX_PORT=8000 \
     STYLEBOX_VIDEO_DIR=/var/lib/stylebox/videos
 # A fixed numeric uid, so orchestrators can check runAsNonRoot. The cache dir belongs to it
-# (TensorRT engines are written there at the first start), and so does the video job folder
-# (uploads and results of POST /videos; docs/video.md): a named volume mounted on it starts
-# as a copy of it, owned by that uid, and replicas share one. Its home belongs to root: nothing
-# writes there. It holds OpenVINO's telemetry consent file saying 0 (declined; `opt_in_out
-# --opt_out` writes the same), without which OpenVINO counts as consent any home it can write.
+# (TensorRT engines are written there at the first start), and so do the video job folder
+# (uploads and results of POST /videos; docs/video.md) and the model folder (compose mounts a
+# writable volume there for the trainer worker's style edits): a named volume mounted on one
+# starts as a copy of it, owned by that uid, and replicas share one. Its home belongs to root:
+# nothing writes there. It holds OpenVINO's telemetry consent file saying 0 (declined;
+# `opt_in_out --opt_out` writes the same), without which OpenVINO counts as consent any home
+# it can write.
 RUN groupadd --system --gid 10001 stylebox \
  && useradd --system --uid 10001 --gid 10001 --home-dir /home/stylebox --no-create-home \
       --shell /usr/sbin/nologin stylebox \
- && mkdir -p /var/cache/stylebox/trt /var/lib/stylebox/videos /home/stylebox/intel \
+ && mkdir -p /var/cache/stylebox/trt /var/lib/stylebox/videos /var/lib/stylebox/model \
+      /home/stylebox/intel \
  && echo 0 > /home/stylebox/intel/openvino_telemetry \
  && chown -R 10001:10001 /var/cache/stylebox /var/lib/stylebox
 WORKDIR /app

