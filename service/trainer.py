@@ -262,6 +262,8 @@ class TrainerJobs:
             with contextlib.suppress(OSError):
                 self.store.write(job_id, self.store.end(stored, "cancelled", self.store.clock(),
                                                         message="cancelled"))
+        with contextlib.suppress(OSError):
+            self.store.drop_files(job_id, partial=False)  # the uploads go at once
         return self.read(job_id).shown()
 
     def delete(self, job_id: str) -> None:

@@ -216,7 +216,7 @@ def add_style(base: str | Path, image: str | Path, name: str, out: str | Path, *
     shown = {"at": -1e9, "parts": {}}
     job_photo = None
     if hooks.preview_photo is not None:  # (1, 3, H, W) in [0, 1]
-        job_photo = torch.from_numpy(hooks.preview_photo).permute(2, 0, 1)[None].float()
+        job_photo = torch.from_numpy(np.array(hooks.preview_photo)).permute(2, 0, 1)[None].float()
         job_photo = job_photo.div(255).to(device)
 
     def job_preview() -> None:

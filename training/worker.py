@@ -60,6 +60,9 @@ from stylebox.service.trainer import (
 
 log = logging.getLogger("stylebox.worker")
 STYLE_MAX_STEPS = 600  # a new style's steps on a fast machine; the budget decides below that
+# Photos a new style trains on: a few hundred steps of batch 4 see fewer crops than this, and
+# decoding the whole bank (1,567 photos) would take minutes of the job's few.
+STYLE_PHOTOS = 400
 _SWEEP_S = 60.0
 
 
@@ -134,6 +137,7 @@ class Worker:
         self.owner = f"worker:{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self.started = clock()
         self.status: TrainerStatus | None = None  # the job running now
+        self._paced: tuple[float, int] | None = None  # (time, step) of its first step
         self.lock = threading.Lock()
         self.stopping = threading.Event()
         self._last_sweep = 0.0
@@ -230,11 +234,15 @@ class Worker:
         if self.stopping.is_set():
             raise Stop(cancelled=False)
 
-    def progress(self, step: int, steps: int, losses: dict[str, float], t0: float,
-                 message: str) -> None:
+    def progress(self, step: int, steps: int, losses: dict[str, float], message: str) -> None:
+        """A step done: raise Stop if the job is to stop, else show it (the ETA from the pace
+        since the job's first step, not counting the set-up before it)."""
         self.check()
-        elapsed = time.monotonic() - t0
-        eta = round((steps - step) * elapsed / step, 1) if step >= 3 else None
+        now = time.monotonic()
+        if self._paced is None:
+            self._paced = (now, step)
+        t1, s1 = self._paced
+        eta = round((steps - step) * (now - t1) / (step - s1), 1) if step - s1 >= 2 else None
         self._set(step=step, steps=steps, eta_s=eta, message=message,
                   losses={k: round(v, 5) for k, v in losses.items()})
 
@@ -249,6 +257,7 @@ class Worker:
     def _run(self, status: TrainerStatus) -> None:
         with self.lock:
             self.status = status.to("running", started=self.store.clock(), message="starting")
+            self._paced = None
         self._save()
         log.info("job %s (%s) started", status.id, status.kind)
         old = signal.getsignal(signal.SIGTERM)
@@ -275,7 +284,8 @@ class Worker:
         log.info("job %s done", status.id)
 
     def _add_style(self) -> dict:
-        from stylebox.training.add_style import Hooks, add_style
+        from stylebox.model.checkpoint import read_checkpoint
+        from stylebox.training.add_style import Hooks, add_style, checkpoint_config
 
         st = self.status
         assert st is not None and st.request is not None and st.request.style
@@ -284,12 +294,13 @@ class Worker:
         base = lineage.checkpoint_of(self.model, card)
         self._check_new(card, name)
         read_rgb(folder / "input")  # 422 before minutes of training
-        t0 = time.monotonic()
         self._set(message="loading VGG-19, the painting and the photos")
-        hooks = Hooks(on_step=lambda s, n, losses: self.progress(s, n, losses, t0, "training"),
+        hooks = Hooks(on_step=lambda s, n, losses: self.progress(s, n, losses, "training"),
                       on_preview=self.preview, preview_photo=sample_photo(card))
         out = folder / "style.pt"
-        result = add_style(base, folder / "input", name, out, title=st.request.title,
+        cfg = checkpoint_config(read_checkpoint(base), base)
+        cfg = cfg.replace(max_photos=min(cfg.max_photos or STYLE_PHOTOS, STYLE_PHOTOS))
+        result = add_style(base, folder / "input", name, out, cfg=cfg, title=st.request.title,
                            source="an uploaded painting", steps=STYLE_MAX_STEPS,
                            budget_s=self.settings.trainer_style_seconds, progress=False,
                            resume=False, preview_every=0, hooks=hooks)
@@ -416,13 +427,12 @@ class Worker:
         photo = read_rgb(folder / "input")
         painting = folder / "painting"
         ckpt = lineage.checkpoint_of(self.model)
-        t0 = time.monotonic()
         last = {"preview": -1e9}
         self._set(message="loading VGG-19 and the style")
 
         def progress(p) -> None:
             self.progress(p.iteration, p.iterations,
-                          {"style": p.style, "content": p.content}, t0, "optimising")
+                          {"style": p.style, "content": p.content}, "optimising")
             if time.monotonic() - last["preview"] > 10:
                 last["preview"] = time.monotonic()
                 self.preview(p.image())

@@ -30,6 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from stylebox.videobench import make_clip
 from tests.conftest import make_client, png
+from tests.trainer_fixtures import run_worker
 
 CLIP = make_clip(Path(tempfile.mkdtemp()) / "clip.mp4", 32, 24, 4, 10).read_bytes()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -60,7 +61,17 @@ def _run(strategy, n: int, statuses: Counter) -> int:
 
 
 @pytest.fixture(scope="module")
-def schema(client):  # conftest's: the lifespan runs, as on a server
+def client(tiny_onnx, engine, tmp_path_factory):
+    """conftest's client on its own job folder, with a real `stylebox worker` alive on it:
+    with none, the trainer's operations answer 503 at once (a server error here)."""
+    jobs = tmp_path_factory.mktemp("jobs")
+    with run_worker(tiny_onnx, jobs, jobs), \
+            make_client(engine, tiny_onnx, video_dir=str(jobs)) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def schema(client):  # the lifespan runs, as on a server
     return schemathesis.openapi.from_asgi("/openapi.json", client.app)
 
 

@@ -40,6 +40,16 @@ ENV = {
     "STYLEBOX_VIDEO_RESULT_TTL_S": ("60", "video_result_ttl_s", 60.0),
     "STYLEBOX_VIDEO_HEARTBEAT_S": ("0.5", "video_heartbeat_s", 0.5),
     "STYLEBOX_VIDEO_MOMENTUM": ("0.8", "video_momentum", 0.8),
+    # Trainer jobs and the model file (tests/service/test_trainer.py checks their use).
+    "STYLEBOX_MODEL_SEED": ("/seed/m.onnx", "model_seed", "/seed/m.onnx"),
+    "STYLEBOX_MODEL_WATCH_S": ("0.5", "model_watch_s", 0.5),
+    "STYLEBOX_TRAINER_MAX_QUEUE": ("2", "trainer_max_queue", 2),
+    "STYLEBOX_TRAINER_PAINTING_MAX_BYTES": ("1000", "trainer_painting_max_bytes", 1000),
+    "STYLEBOX_TRAINER_PAINTING_MAX_PIXELS": ("4000", "trainer_painting_max_pixels", 4000),
+    "STYLEBOX_TRAINER_MAX_STYLES": ("12", "trainer_max_styles", 12),
+    "STYLEBOX_TRAINER_STYLE_SECONDS": ("60", "trainer_style_seconds", 60.0),
+    "STYLEBOX_TRAINER_OPTIMIZE_MAX_SIDE": ("768", "trainer_optimize_max_side", 768),
+    "STYLEBOX_TRAINER_OPTIMIZE_MAX_SECONDS": ("300", "trainer_optimize_max_seconds", 300.0),
     # Hardening (tests/service/test_auth.py, test_hardening_*.py, test_metrics.py check their use).
     "STYLEBOX_MAX_QUEUE": ("3", "max_queue", 3),
     "STYLEBOX_REQUEST_TIMEOUT_S": ("12.5", "request_timeout_s", 12.5),
