@@ -98,6 +98,7 @@ def _copy_into(src: Path, dst: Path) -> None:
     os.close(fd)
     try:
         shutil.copyfile(src, tmp)
+        os.chmod(tmp, 0o644)  # mkstemp's 0600 would shut out a server run as another user
         replace_atomically(tmp, dst)
     except BaseException:
         with contextlib.suppress(OSError):

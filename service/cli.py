@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from stylebox.errors import UserError, report
-from stylebox.service.backends import open_engine
+from stylebox.service.backends import open_engine, seed_model
 from stylebox.service.controls import QUALITY, ControlError, Controls
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.http.errors import StyleboxError, StyleSpecError
@@ -65,6 +65,7 @@ def settings_for_cli(**overrides: object) -> Settings:
 
 def engine_for_cli(settings: Settings) -> Engine:
     """The engine, loaded up front, so a bad file is one line (exit 1), not a traceback."""
+    seed_model(settings)  # a fresh model volume gets MODEL_SEED first
     if not Path(settings.model_path).exists():  # a folder or a bad file: the engine says which
         raise ModelLoadError(missing_model_message(settings.model_path))
     try:

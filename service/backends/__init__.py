@@ -147,16 +147,22 @@ def _checked(settings: Settings, name: EngineName, precision: Precision) -> Engi
     return fallback
 
 
-def load_engine(settings: Settings) -> Engine:
-    """`open_engine`, and one log line saying what serves: the app's start-up and reloads.
-    Where MODEL_PATH is not there yet and MODEL_SEED is set, the seed is copied there first
+def seed_model(settings: Settings) -> None:
+    """Where MODEL_PATH is not there yet and MODEL_SEED is set, copy the seed there first
     (model/lineage.py `seed_model`: a fresh volume gets the model and its checkpoint)."""
-    if settings.model_seed:
-        try:
-            lineage.seed_model(settings.model_path, settings.model_seed)
-        except (OSError, UserError) as e:
-            raise ModelLoadError(f"cannot copy MODEL_SEED {settings.model_seed} to "
-                                 f"{settings.model_path}: {e}") from None
+    if not settings.model_seed:
+        return
+    try:
+        if lineage.seed_model(settings.model_path, settings.model_seed):
+            log.info("copied MODEL_SEED %s to %s", settings.model_seed, settings.model_path)
+    except (OSError, UserError) as e:
+        raise ModelLoadError(f"cannot copy MODEL_SEED {settings.model_seed} to "
+                             f"{settings.model_path}: {e}") from None
+
+
+def load_engine(settings: Settings) -> Engine:
+    """`open_engine`, and one log line saying what serves: the app's start-up and reloads."""
+    seed_model(settings)
     engine = open_engine(settings)
     log.info("loaded %s (%s@%s, %d styles: %s) on %s %s (%s)", engine.path, engine.card.name,
              engine.card.version, engine.card.n_styles, ", ".join(engine.style_names),
