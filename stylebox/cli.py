@@ -46,6 +46,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
                  "candidate networks side by side: size, ms per engine, eval losses, pictures"),
     "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),
     "add-style": ("training.add_style", "main", "add a style by training only its γ/β row"),
+    "paint-demo": ("paintdemo", "main",
+                   "a new style through the page, end to end: timeline and screenshots"),
     "worker": ("training.worker", "main",
                "run trainer jobs (POST /styles, /optimize) for the servers (train extra)"),
     "optimize": ("training.optimize", "main",
