@@ -35,6 +35,10 @@ queued jobs over at once (their owner becomes `released:<owner>`). Each replica 
 folder: jobs past their expiry (VIDEO_RESULT_TTL_S after they ended) are deleted,
 interrupted ones are written down as failed.
 docs/video.md says why this design and not routing each job's requests to its replica.
+
+The trainer jobs (service/trainer.py: new styles, best-quality renders, run by `stylebox
+worker`) live in the same store, in its `trainer/` folder: `JobStore` and the `StoredJob`
+fields and moves are theirs too; `JobStatus` and `VideoJobs` are the video jobs' own.
 """
 
 from __future__ import annotations
@@ -403,7 +407,7 @@ class JobStore:
         `owner` may take over (no one has claimed them); the oldest first."""
         now = self.clock() if now is None else now
         found = []
-        for status in self._statuses():
+        for status in self.statuses():
             if status.state == "queued" and status.owner != owner and \
                     (status.owner.startswith(RELEASED) or self.stale(status, now)) and \
                     self.effective(status, now).state == "queued" and \
@@ -452,7 +456,7 @@ class JobStore:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
                 (folder / name).unlink()
 
-    def _statuses(self) -> list[StoredJob]:
+    def statuses(self) -> list[StoredJob]:
         try:
             names = os.listdir(self.root)
         except FileNotFoundError:

@@ -200,7 +200,7 @@ class TrainerJobs:
 
     def _active(self) -> list[TrainerStatus]:
         now = self.store.clock()
-        return [s for s in map(lambda st: self.store.effective(st, now), self.store._statuses())
+        return [s for s in (self.store.effective(st, now) for st in self.store.statuses())
                 if s.state in ACTIVE]
 
     def pending_styles(self) -> dict[str, Kind]:
