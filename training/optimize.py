@@ -183,7 +183,7 @@ def _progress(done: int, iterations: int, last: dict[str, float], t0: float,
     eta = (now - t0) / done * (iterations - done)
     if deadline is not None:
         eta = min(eta, max(0.0, deadline - now))
-    snapshot = pixels.detach()
+    snapshot = pixels.detach().clone()  # (1, H, W, 3): this iteration's, whenever asked
     return OptimizeProgress(done, iterations, last["style"], last["content"], last["loss"],
                             eta, now - t0, lambda: to_uint8(snapshot.permute(0, 3, 1, 2)))
 
@@ -318,21 +318,28 @@ def optimize_photo(photo: np.ndarray, checkpoint: str | Path, *, style: str | No
                           time.monotonic() - t0, stopped)
 
 
-def _bar(total: int, enabled: bool) -> Callable[[OptimizeProgress], None] | None:
-    """A tqdm bar showing the losses and the time left (stderr), or nothing."""
-    if not enabled:
-        return None
-    from tqdm import tqdm
+class _Bar:
+    """A tqdm bar on stderr showing the losses and the time left; a no-op when disabled."""
 
-    bar = tqdm(total=total, unit="it", dynamic_ncols=True, desc="optimize")
+    def __init__(self, total: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm import tqdm
 
-    def show(p: OptimizeProgress) -> None:
-        bar.update(p.iteration - bar.n)
-        bar.set_postfix_str(f"style {p.style:.4f} content {p.content:.4f} "
-                            f"eta {p.eta_s:.0f} s", refresh=False)
-        if p.eta_s <= 0 or p.iteration >= p.iterations:
-            bar.close()
-    return show
+            # No tqdm estimate of the time left: the time limit usually comes first (eta).
+            self.bar = tqdm(total=total, unit="it", dynamic_ncols=True, desc="optimize",
+                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}"
+                                       "{postfix}]")
+
+    def __call__(self, p: OptimizeProgress) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"style {p.style:.4f} content {p.content:.4f} "
+                                     f"eta {p.eta_s:.0f} s", refresh=False)
+            self.bar.update(p.iteration - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -361,14 +368,21 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--max-side must be >= 16 and --iterations >= 1")
     need_file(args.photo, "photo")
     need_file(args.checkpoint, "checkpoint")
-    with Image.open(args.photo) as im:
-        photo = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    try:
+        with Image.open(args.photo) as im:
+            photo = np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
+    except (UnidentifiedImageError, OSError) as e:
+        raise OptimizeError(f"photo {args.photo!r} cannot be read as an image ({e})") from None
     lr = args.lr if args.lr is not None else (1.0 if args.optimizer == "lbfgs" else 0.02)
-    r = optimize_photo(photo, args.checkpoint, style=args.style, painting=args.painting,
-                       data_root=args.data_root, max_side=args.max_side,
-                       iterations=args.iterations, time_limit_s=args.time_limit or None,
-                       progress=_bar(args.iterations, not args.no_progress),
-                       settings=OptimizeSettings(optimizer=args.optimizer, lr=lr))
+    bar = _Bar(args.iterations, not args.no_progress)
+    try:
+        r = optimize_photo(photo, args.checkpoint, style=args.style, painting=args.painting,
+                           data_root=args.data_root, max_side=args.max_side,
+                           iterations=args.iterations, time_limit_s=args.time_limit or None,
+                           progress=bar, settings=OptimizeSettings(optimizer=args.optimizer,
+                                                                   lr=lr))
+    finally:
+        bar.close()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(r.image).save(args.out, quality=95)
     print(f"feed-forward ({r.start_from}): style {r.start_style:.4f}, content "

@@ -152,6 +152,9 @@ def test_cli_writes_the_image_and_prints_the_losses(data, tmp_path, capsys):
     assert main(["optimize", str(tmp_path / "none.png"), "--style", "stripes", "-o", str(out),
                  "--checkpoint", str(data / "tiny.pt")]) == 2
     assert "photo" in capsys.readouterr().err
+    assert main(["optimize", str(data / "broken.png"), "--style", "stripes", "-o", str(out),
+                 "--checkpoint", str(data / "tiny.pt")]) == 2
+    assert "cannot be read as an image" in capsys.readouterr().err
 
 
 def test_eval_ceiling_column(data, tiny_onnx, tmp_path, capsys):
