@@ -174,6 +174,8 @@ def optimize_image(loss_fn: PerceptualLoss, start: torch.Tensor, ref: dict[str, 
         done += 1
         if progress is not None and (done % s.progress_every == 0 or done == iterations):
             progress(_progress(done, iterations, last, t0, deadline, pixels))
+    if progress is not None and stopped == "time" and done % s.progress_every:
+        progress(_progress(done, iterations, last, t0, deadline, pixels))  # the last state
     return best[1], done, stopped
 
 

@@ -86,8 +86,10 @@ def test_time_budget_stops_it(data):
         return False
 
     t0 = time.monotonic()
-    r = _run(data, iterations=10_000, time_limit_s=2.0, cancelled=slow)
+    seen: list[OptimizeProgress] = []
+    r = _run(data, iterations=10_000, time_limit_s=2.0, cancelled=slow, progress=seen.append)
     assert r.stopped == "time" and 1 <= r.iterations < 7
+    assert seen[-1].iteration == r.iterations  # reported once more where the time ran out
     # It stops before an iteration that would end past the limit (the slack: a loaded machine).
     assert r.seconds < 2.0 + 1.0 and time.monotonic() - t0 < 3.5
 
