@@ -26,6 +26,8 @@ from stylebox.errors import doc_parser
 from stylebox.procs import ROOT, free_port, stop, wait_ready
 
 KEY = "paint-demo-key"
+CHROMIUM = os.environ.get("STYLEBOX_CHROMIUM", "/usr/bin/chromium")  # as the page tests'
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu"]
 
 
 def starting_model(model: Path, folder: Path, remove: str | None) -> Path:
@@ -59,8 +61,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/paint-demo")
     args = p.parse_args(argv)
     from playwright.sync_api import sync_playwright
-
-    from tests.service.test_page import CHROMIUM, CHROMIUM_ARGS
 
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
