@@ -1,6 +1,7 @@
 // stylebox page: plain JS, no build step. Reads styles from GET /styles; a photo goes to
 // POST /stylize, a clip to the /videos jobs, the camera over the WS /live WebSocket, and a
-// painting to POST /styles (a trainer job, followed at GET /jobs/{id}) to become a new style.
+// painting to POST /styles (a trainer job, followed at GET /jobs/{id}) to become a new style;
+// Best quality sends the photo to POST /optimize (a trainer job too, followed the same way).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -102,6 +103,7 @@ function renderWeights() {
     li.querySelector("input").value = String(w);
     li.querySelector("output").textContent = `${w}`;
   }
+  updateBestControls();  // a blend turns Best quality off
 }
 
 function addStyle(style) {
@@ -239,6 +241,8 @@ function setPhoto(file) {
   $("compare").classList.remove("empty");
   $("compare").classList.add("no-result");
   setResult(null);
+  if (!best.busy) clearBest();  // a render under way goes on, captioned with its photo's name
+  checkBest();
   schedule(0);
 }
 
@@ -263,6 +267,7 @@ function setResult(blob, spec) {
     after.removeAttribute("src");
     delete after.dataset.spec;
     dl.hidden = true;
+    updateBestControls();
     return;
   }
   after.src = state.resultUrl;
@@ -273,6 +278,7 @@ function setResult(blob, spec) {
   dl.download = `${base}-${spec.replace(/[^a-z0-9_-]+/gi, "_")}.${EXT[fmt]}`;
   dl.hidden = false;
   $("compare").classList.remove("no-result");
+  updateBestControls();
 }
 
 function schedule(delay = 300) {
@@ -353,6 +359,7 @@ function setMode(mode) {
   }
   if (mode === "add") checkTrainer();  // say now if no worker would train a painting
   else clearTimeout(paint.watch);
+  if (mode === "photo") checkBest();  // is there a worker for Best quality?
 }
 
 function seconds(s) {
@@ -795,6 +802,141 @@ function adaptLive(fps, now, stats) {
   notice.hidden = false;
 }
 
+// -- trainer jobs: POST /styles, DELETE /styles/{name} and POST /optimize each queue a job that
+// a `stylebox worker` runs; the page follows it at GET /jobs/{id} ---------------------------
+
+const JOB_ACTIVE = new Set(["queued", "running"]);
+
+// One trainer job followed at a time (the add tab's style edits, Photo mode's best-quality
+// render): GET /jobs/{id} every 500 ms while it is queued or running, each status to
+// `show(job)` (the last one has ended: done, failed or cancelled), `lost(message)` when the job
+// cannot be read any more. With `preview`, the job's GET /jobs/{id}/preview goes to
+// `preview(url, job)` as a blob URL (the one it replaces is revoked), when `wantsPreview(job)`:
+// through fetch, so the key goes along; the address never changes, and a cache-busting query
+// would be refused (the service answers 422 to unknown query parameters). At most one fetch at
+// a time, one every `previewMs` while the job runs; the last one (the job ended) is never
+// skipped. `job`: the job while it is followed; `kept`: the page's last job, which stays on
+// the server until forget() (the next job replaces it).
+class JobFollower {
+  constructor({ show, lost, preview = null, wantsPreview = () => true, previewMs = 2000 }) {
+    Object.assign(this, { show, lost, onPreview: preview, wantsPreview, previewMs, job: null,
+      kept: null, timer: 0, previewUrl: null, previewAt: 0, previewBusy: false,
+      previewAgain: null });
+  }
+
+  // A status (POST's 202 answer, a poll's, a cancel's): shown, then followed while active.
+  update(job) {
+    clearTimeout(this.timer);
+    const active = JOB_ACTIVE.has(job.state);
+    this.job = active ? job : null;
+    this.kept = job.id;
+    if (this.onPreview && job.preview && this.wantsPreview(job)) {
+      this.refreshPreview(job, !active);
+    }
+    this.show(job);
+    if (active) this.timer = setTimeout(() => this.poll(job.id), 500);
+  }
+
+  following(id) {
+    return this.job !== null && this.job.id === id;
+  }
+
+  async poll(id) {
+    if (!this.following(id)) return;  // cancelled or replaced meanwhile
+    try {
+      const resp = await api(`/jobs/${encodeURIComponent(id)}`);
+      if (!this.following(id)) return;
+      if (!resp.ok) {
+        this.job = null;
+        this.lost(await problemMessage(resp));
+        return;
+      }
+      const job = await resp.json();
+      if (this.following(id)) this.update(job);
+    } catch {
+      if (this.following(id)) this.timer = setTimeout(() => this.poll(id), 2000);  // a blip
+    }
+  }
+
+  // POST /jobs/{id}/cancel of the job followed: its status after (`cancelled`, or as it ended
+  // if it had just ended), or null when the server could not be reached (the job goes on; its
+  // status says so on the next visit). Polling stops first: a poll under way drops its answer.
+  async cancel() {
+    clearTimeout(this.timer);
+    const job = this.job;
+    this.job = null;
+    if (!job) return null;
+    try {
+      const resp = await api(`/jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
+      if (resp.ok) return await resp.json();
+    } catch {
+      // unreachable: see above
+    }
+    return null;
+  }
+
+  // DELETE /jobs/{id} of the page's last job once nothing shows it any more. Best effort.
+  forget() {
+    clearTimeout(this.timer);
+    const id = this.kept;
+    this.job = null;
+    this.kept = null;
+    if (id) api(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(() => {});
+  }
+
+  clearPreview() {
+    if (this.previewUrl) URL.revokeObjectURL(this.previewUrl);
+    this.previewUrl = null;
+    this.previewAt = 0;
+  }
+
+  async refreshPreview(job, force = false) {
+    if (this.previewBusy) {
+      if (force) this.previewAgain = job;
+      return;
+    }
+    if (!force && performance.now() - this.previewAt < this.previewMs) return;
+    this.previewBusy = true;
+    this.previewAt = performance.now();
+    try {
+      const resp = await api(job.preview);
+      if (resp.ok && this.kept === job.id) {
+        const blob = await resp.blob();
+        if (this.kept === job.id) {
+          const old = this.previewUrl;
+          this.previewUrl = URL.createObjectURL(blob);
+          this.onPreview(this.previewUrl, job);
+          if (old) URL.revokeObjectURL(old);
+        }
+      }
+    } catch {
+      // the next poll tries again
+    } finally {
+      this.previewBusy = false;
+      const again = this.previewAgain;
+      this.previewAgain = null;
+      if (again) this.refreshPreview(again, true);
+    }
+  }
+}
+
+// A job's progress: the bar, and "step 40 of 300, about 1 min 5 s left" (not live: it would
+// chatter; the status line says what the job is doing).
+function showJobProgress(job, bar, text) {
+  bar.value = job.progress || 0;
+  bar.dataset.state = job.state;
+  let steps = job.steps ? `step ${job.step} of ${job.steps}` : "";
+  if (job.state === "running" && job.eta_s != null) {
+    steps += `${steps ? ", " : ""}about ${seconds(job.eta_s)} left`;
+  }
+  text.textContent = steps;
+}
+
+function lossText(losses) {
+  const shown = ["style", "content"].filter((k) => typeof losses[k] === "number");
+  return shown.map((k) => `${k} loss ${losses[k].toPrecision(3)}`).join(", ");
+}
+
 // -- add a style: a painting -> POST /styles (a trainer job, run by `stylebox worker`) -> poll
 // GET /jobs/{id} -> the servers load the new model -> the picker shows and picks the style ----
 
@@ -808,14 +950,27 @@ const ADD_FRIENDLY = {
   503: "No trainer can take the painting now.",
 };
 const STYLES_WAIT_MS = 20000;  // how long a done edit may take to reach this server's model
-// painting: the chosen File; busy: from the request to the picker's update; job: the job being
-// followed; kept: the page's last job (deleted when the next starts); workers: GET /jobs's
-// count (null until known); watch: the timer that asks again while no worker runs.
+// painting: the chosen File; busy: from the request to the picker's update; follow: the edit's
+// job (JobFollower: .job while it runs, .kept until the next edit); workers: GET /jobs's count
+// (null until known); watch: the timer that asks again while no worker runs.
 const paint = {
-  painting: null, thumbUrl: null, busy: false, job: null, kept: null, timer: 0, watch: 0,
-  workers: null, previewUrl: null, previewAt: 0, previewBusy: false, previewAgain: null,
+  painting: null, thumbUrl: null, busy: false, watch: 0, workers: null,
   suggested: "",  // the name this page made up from the file's name (replaced with the file)
   sent: null,     // the painting of the edit under way (the form is cleared if it still shows it)
+  follow: new JobFollower({
+    show: showAddJob,
+    lost: (message) => {
+      paint.busy = false;
+      updateAddControls();
+      setAddStatus("Nothing changed.");
+      showError(message, "add");
+    },
+    preview: (url) => {
+      $("add-preview").src = url;
+      $("add-figure").hidden = false;
+    },
+    wantsPreview: (job) => job.kind === "add-style",  // a removal has no picture
+  }),
 };
 
 function addMessage(status, body) {
@@ -868,7 +1023,7 @@ function suggestName(fileName) {
 function updateAddControls() {
   const editable = !state.card || Boolean(state.card.export && state.card.export.checkpoint);
   $("add-start").disabled = paint.busy || !paint.painting || paint.workers === 0 || !editable;
-  $("add-cancel").hidden = !paint.job;
+  $("add-cancel").hidden = !paint.follow.job;
   for (const button of $("added-list").querySelectorAll("button")) {
     button.disabled = paint.busy || paint.workers === 0;
   }
@@ -937,7 +1092,7 @@ async function checkTrainer() {
     if (info.workers === 0) {
       notes.push(`No trainer worker is running, so a painting cannot be trained now: ` +
         `${info.start_worker}. This page checks again every few seconds.`);
-    } else if (info.queued + info.running >= info.workers && !paint.job) {
+    } else if (info.queued + info.running >= info.workers && !paint.follow.job) {
       notes.push(`The trainer is busy (${info.running} running, ${info.queued} waiting): a ` +
         "new style starts after those.");
     }
@@ -950,28 +1105,18 @@ async function checkTrainer() {
 }
 
 function clearAddProgress() {
-  clearTimeout(paint.timer);
   $("add-progress").hidden = true;
   $("add-bar").value = 0;
   $("add-steps").textContent = "";
   $("add-losses").textContent = "";
   $("add-figure").hidden = true;
   $("add-preview").removeAttribute("src");
-  if (paint.previewUrl) URL.revokeObjectURL(paint.previewUrl);
-  paint.previewUrl = null;
-  paint.previewAt = 0;
-}
-
-// DELETE /jobs/{id} of the page's last job once nothing shows it any more. Best effort.
-function forgetAddJob() {
-  const id = paint.kept;
-  paint.kept = null;
-  if (id) api(`/jobs/${encodeURIComponent(id)}`, { method: "DELETE" }).catch(() => {});
+  paint.follow.clearPreview();
 }
 
 // A style edit's request (POST /styles or DELETE /styles/{name}): its job, or why not.
 async function submitEdit(url, options, doing) {
-  forgetAddJob();
+  paint.follow.forget();
   showError("", "add");
   clearAddProgress();
   paint.busy = true;
@@ -1000,7 +1145,7 @@ async function submitEdit(url, options, doing) {
     if (resp.status === 503) checkTrainer();  // the worker may have gone
     return;
   }
-  showAddJob(body);
+  paint.follow.update(body);
 }
 
 function startAdd() {
@@ -1031,34 +1176,18 @@ function removeAdded(name) {
     `Removing ${name}\u2026`);
 }
 
-function lossText(losses) {
-  const shown = ["style", "content"].filter((k) => typeof losses[k] === "number");
-  return shown.map((k) => `${k} loss ${losses[k].toPrecision(3)}`).join(", ");
-}
-
+// Each status of the edit's job (paint.follow): its progress, then the outcome.
 function showAddJob(job) {
-  paint.job = job;
-  paint.kept = job.id;
   $("add-progress").hidden = false;
-  const bar = $("add-bar");
-  bar.value = job.progress || 0;
-  bar.dataset.state = job.state;
-  let steps = job.steps ? `step ${job.step} of ${job.steps}` : "";
-  if (job.state === "running" && job.eta_s != null) {
-    steps += `${steps ? ", " : ""}about ${seconds(job.eta_s)} left`;
-  }
-  $("add-steps").textContent = steps;
+  showJobProgress(job, $("add-bar"), $("add-steps"));
   $("add-losses").textContent = lossText(job.losses || {});
-  if (job.preview && job.kind === "add-style") refreshPreview(job, job.state === "done");
   $("add-caption").textContent = job.state === "done" ? "The sample photo in the new style"
     : "The sample photo in the new style, as it trains";
-  if (job.state === "queued" || job.state === "running") {
+  if (JOB_ACTIVE.has(job.state)) {
     setAddStatus(`${job.style}: ${job.message || job.state}\u2026`);
     updateAddControls();
-    paint.timer = setTimeout(() => pollAddJob(job.id), 500);
     return;
   }
-  paint.job = null;
   if (job.state === "done") {
     editDone(job);
     return;
@@ -1071,59 +1200,6 @@ function showAddJob(job) {
     showError(addMessage(job.error ? job.error.status : 0, job.error), "add");
   } else {
     setAddStatus("Cancelled: the model is unchanged.");
-  }
-}
-
-async function pollAddJob(id) {
-  if (!paint.job || paint.job.id !== id) return;  // cancelled meanwhile
-  try {
-    const resp = await api(`/jobs/${encodeURIComponent(id)}`);
-    if (!paint.job || paint.job.id !== id) return;
-    if (!resp.ok) {
-      paint.job = null;
-      paint.busy = false;
-      updateAddControls();
-      setAddStatus("Nothing changed.");
-      showError(await problemMessage(resp), "add");
-      return;
-    }
-    showAddJob(await resp.json());
-  } catch {
-    paint.timer = setTimeout(() => pollAddJob(id), 2000);  // a blip: keep asking
-  }
-}
-
-// GET /jobs/{id}/preview through fetch (the key goes along) into a blob URL: the address never
-// changes, and a cache-busting query would be refused (the service answers 422 to unknown
-// query parameters). At most one fetch at a time, one every 2 s while training; the last one
-// (`force`, the job done) is never skipped.
-async function refreshPreview(job, force = false) {
-  if (paint.previewBusy) {
-    if (force) paint.previewAgain = job;
-    return;
-  }
-  if (!force && performance.now() - paint.previewAt < 2000) return;
-  paint.previewBusy = true;
-  paint.previewAt = performance.now();
-  try {
-    const resp = await api(job.preview);
-    if (resp.ok && paint.kept === job.id) {
-      const blob = await resp.blob();
-      if (paint.kept === job.id) {
-        const old = paint.previewUrl;
-        paint.previewUrl = URL.createObjectURL(blob);
-        $("add-preview").src = paint.previewUrl;
-        $("add-figure").hidden = false;
-        if (old) URL.revokeObjectURL(old);
-      }
-    }
-  } catch {
-    // the next poll tries again
-  } finally {
-    paint.previewBusy = false;
-    const again = paint.previewAgain;
-    paint.previewAgain = null;
-    if (again) refreshPreview(again, true);
   }
 }
 
@@ -1159,19 +1235,10 @@ async function editDone(job) {
 // POST /jobs/{id}/cancel: a cancelled edit leaves the model as it was; one that had just
 // ended answers as it is, and is shown so.
 async function cancelAdd() {
-  clearTimeout(paint.timer);
-  const job = paint.job;
-  if (!job) return;
-  paint.job = null;  // a poll still under way drops its answer
-  let ended = null;
-  try {
-    const resp = await api(`/jobs/${encodeURIComponent(job.id)}/cancel`, { method: "POST" });
-    if (resp.ok) ended = await resp.json();
-  } catch {
-    // unreachable: the job goes on; its status says so on the next visit
-  }
+  if (!paint.follow.job) return;
+  const ended = await paint.follow.cancel();
   if (ended && ended.state !== "cancelled") {
-    showAddJob(ended);
+    paint.follow.update(ended);
     return;
   }
   paint.busy = false;
@@ -1209,6 +1276,253 @@ function renderAdded() {
   }
   $("added").hidden = !names.length;
   updateAddControls();
+}
+
+// -- best quality: the photo -> POST /optimize (a trainer job: Gatys et al.'s per-image
+// optimisation toward one style, run by `stylebox worker`) -> followed like a style edit ->
+// GET /jobs/{id}/result, shown under the fast result -----------------------------------------
+
+const BEST_SIDE = 512;  // the render's longer side: minutes at this size on the worker
+const BEST_MIN_SIDE = 64;  // the service refuses a smaller photo (422)
+const BEST_FRIENDLY = {
+  404: "That style does not exist (any more).",
+  413: "The photo is too large for a best-quality render.",
+  415: "That file is not an image stylebox can read.",
+  422: "The photo or the style could not be used.",
+  503: "No trainer can render the photo now.",
+};
+// follow: the render's job; workers: GET /jobs's count when Photo mode last showed (null:
+// not known, e.g. before the key); busy: from the upload until the job ends; file, style: what
+// the render shown is of; resultUrl: its PNG, once done.
+const best = {
+  workers: null, busy: false, file: null, style: "", resultUrl: null,
+  follow: new JobFollower({
+    show: showBest,
+    lost: (message) => {
+      best.busy = false;
+      updateBestControls();
+      setBestStatus("No best-quality render.");
+      setBestError(message);
+    },
+    preview: (url) => {
+      const img = $("best-image");
+      img.src = url;
+      img.alt = `The best-quality render of ${best.file.name} so far`;
+      img.dataset.shows = "preview";
+      $("best-caption").textContent = "The render so far (it improves every few seconds)";
+      $("best-figure").hidden = false;
+    },
+    wantsPreview: (job) => job.state !== "done",  // then the PNG itself replaces it
+    previewMs: 3000,
+  }),
+};
+
+function setBestStatus(message) {  // aria-live: changed only when the words change
+  const el = $("best-status");
+  if (el.textContent !== message) el.textContent = message;
+}
+
+function setBestError(message) {
+  const el = $("best-error");
+  el.textContent = message;
+  el.hidden = !message;
+}
+
+function bestMessage(status, body) {
+  const detail = (body && (body.detail || body.title)) || "";
+  const head = status === 401 ? FRIENDLY[401]
+    : BEST_FRIENDLY[status] || FRIENDLY[status] || `The server answered ${status}.`;
+  return detail ? `${head} ${detail}` : head;
+}
+
+// Why the button is off, in words ("" when it is on).
+function bestProblem() {
+  if (best.busy) return "";  // the render under way shows its own status
+  if (best.workers === 0) {
+    return "Unavailable: no trainer worker is running on this server.";
+  }
+  const picked = Object.entries(state.weights).filter(([, w]) => w > 0);
+  if (picked.length > 1) {
+    return "Best quality renders one style, not a blend: pick a single style.";
+  }
+  const img = $("before");
+  if (img.naturalWidth && Math.min(img.naturalWidth, img.naturalHeight) < BEST_MIN_SIDE) {
+    return `The photo needs at least ${BEST_MIN_SIDE} px on each side.`;
+  }
+  return "";
+}
+
+// The panel shows once the photo has a fast result (or a render is under way or shown).
+function updateBestControls() {
+  const why = bestProblem();
+  $("best").hidden = !(state.resultUrl || best.busy || best.follow.kept);
+  const start = $("best-start");
+  start.disabled = best.busy || Boolean(why) || !state.file || !state.resultUrl;
+  const el = $("best-why");
+  if (el.textContent !== why) el.textContent = why;
+  el.hidden = !why;
+  $("best-cancel").hidden = !best.follow.job;
+}
+
+// GET /jobs when Photo mode shows (and for each new photo): is a worker there to render? Once,
+// not polled: a later click that finds none says so (503) and looks again.
+async function checkBest() {
+  if (state.mode !== "photo") return;
+  let workers = null;
+  try {
+    const resp = await api("/jobs");
+    if (resp.ok) workers = (await resp.json()).workers;
+  } catch {
+    // unreachable: not known; a click finds out
+  }
+  best.workers = workers;
+  updateBestControls();
+}
+
+function clearBest() {
+  best.follow.forget();
+  best.follow.clearPreview();
+  if (best.resultUrl) URL.revokeObjectURL(best.resultUrl);
+  best.resultUrl = null;
+  $("best-progress").hidden = true;
+  $("best-bar").value = 0;
+  $("best-steps").textContent = "";
+  $("best-figure").hidden = true;
+  const img = $("best-image");
+  img.removeAttribute("src");
+  delete img.dataset.shows;
+  $("best-losses").hidden = true;
+  $("best-download").hidden = true;
+  setBestStatus("");
+  setBestError("");
+}
+
+async function startBest() {
+  if (!state.file || best.busy || bestProblem()) return;
+  const style = styleSpec();  // one name (bestProblem refuses a blend)
+  clearBest();
+  Object.assign(best, { busy: true, file: state.file, style });
+  updateBestControls();
+  setBestStatus(`Uploading ${best.file.name} for the best-quality render\u2026`);
+  const form = new FormData();
+  form.append("photo", best.file, best.file.name);
+  const params = new URLSearchParams({ style, max_side: String(BEST_SIDE) });
+  let resp;
+  let body = null;
+  try {
+    resp = await api(`/optimize?${params}`, { method: "POST", body: form });
+    body = await resp.json();
+  } catch (e) {
+    if (!resp) {
+      best.busy = false;
+      updateBestControls();
+      setBestStatus("No best-quality render.");
+      setBestError(`Could not reach stylebox: ${e.message}`);
+      return;
+    }
+  }
+  if (resp.status !== 202 || !body) {
+    best.busy = false;
+    updateBestControls();
+    setBestStatus("No best-quality render.");
+    if (resp.status === 401) askForKey(bestMessage(401, body));
+    else setBestError(bestMessage(resp.status, body));
+    if (resp.status === 503) checkBest();  // the worker may have gone
+    return;
+  }
+  best.follow.update(body);
+}
+
+// Each status of the render's job (best.follow).
+function showBest(job) {
+  const title = state.titles[best.style] || best.style;
+  $("best-progress").hidden = false;
+  showJobProgress(job, $("best-bar"), $("best-steps"));
+  if (JOB_ACTIVE.has(job.state)) {
+    setBestStatus(`Best quality in ${title}: ${job.message || job.state}\u2026`);
+    updateBestControls();
+    return;
+  }
+  best.busy = false;
+  updateBestControls();
+  if (job.state === "done") {
+    bestDone(job, title);
+  } else if (job.state === "failed") {
+    $("best-figure").hidden = true;
+    setBestStatus("No best-quality render.");
+    setBestError(bestMessage(job.error ? job.error.status : 0, job.error));
+  } else {
+    $("best-figure").hidden = true;  // a half-done render is not the result
+    setBestStatus("Best quality: cancelled.");
+  }
+}
+
+// "style loss 0.22 (fast model 1.9), content loss 0.61 (fast model 0.31)": the job's losses
+// for the render and for the fast model's output it started from (lower is closer).
+function bestLossText(losses) {
+  const fmt = (x) => x.toPrecision(2);
+  return ["style", "content"].filter((k) => typeof losses[k] === "number").map((k) => {
+    const start = losses[`start_${k}`];
+    return `${k} loss ${fmt(losses[k])}` +
+      (typeof start === "number" ? ` (fast model ${fmt(start)})` : "");
+  }).join(", ");
+}
+
+async function bestDone(job, title) {
+  setBestStatus(`Best quality in ${title}: fetching the render\u2026`);
+  let blob = null;
+  try {
+    const resp = await api(job.result);
+    if (best.follow.kept !== job.id) return;  // replaced meanwhile
+    if (!resp.ok) {
+      setBestStatus("No best-quality render.");
+      setBestError(await problemMessage(resp));
+      return;
+    }
+    blob = await resp.blob();
+  } catch (e) {
+    setBestStatus("No best-quality render.");
+    setBestError(`Could not reach stylebox: ${e.message}`);
+    return;
+  }
+  if (best.follow.kept !== job.id) return;  // replaced meanwhile
+  if (best.resultUrl) URL.revokeObjectURL(best.resultUrl);
+  best.resultUrl = URL.createObjectURL(blob);
+  const img = $("best-image");
+  img.src = best.resultUrl;
+  img.alt = `${best.file.name} in ${title}, best quality`;
+  img.dataset.shows = "result";
+  img.decode().then(() => {
+    if (img.src === best.resultUrl) {
+      $("best-caption").textContent =
+        `Best quality: ${title}, ${img.naturalWidth} \u00d7 ${img.naturalHeight} PNG`;
+    }
+  }).catch(() => {});
+  $("best-caption").textContent = `Best quality: ${title}`;
+  $("best-figure").hidden = false;
+  best.follow.clearPreview();
+  const losses = $("best-losses");
+  losses.textContent = bestLossText(job.losses || {});
+  losses.hidden = !losses.textContent;
+  const dl = $("best-download");
+  const base = (best.file.name.replace(/\.[^.]*$/, "") || "photo").slice(0, 60);
+  dl.href = best.resultUrl;
+  dl.download = `${base}-${best.style}-best.png`;
+  dl.hidden = false;
+  setBestStatus(`Best quality in ${title}: ${job.message || "done"}.`);
+}
+
+async function cancelBest() {
+  if (!best.follow.job) return;
+  const ended = await best.follow.cancel();
+  if (ended && ended.state !== "cancelled") {
+    best.follow.update(ended);
+    return;
+  }
+  best.busy = false;
+  updateBestControls();
+  $("best-figure").hidden = true;
+  setBestStatus("Best quality: cancelled.");
 }
 
 // -- wiring -------------------------------------------------------------------------------
@@ -1260,6 +1574,8 @@ function init() {
   }
   $("add-start").addEventListener("click", startAdd);
   $("add-cancel").addEventListener("click", cancelAdd);
+  $("best-start").addEventListener("click", startBest);
+  $("best-cancel").addEventListener("click", cancelBest);
   $("key-form").addEventListener("submit", (e) => {
     e.preventDefault();
     const key = $("api-key").value.trim();
@@ -1276,6 +1592,7 @@ function init() {
     if (!state.stylesLoaded) loadStyles();
     schedule(0);
     checkTrainer();  // the add tab's look at GET /jobs needs the key too
+    checkBest();
   });
   dropZone($("drop"), setPhoto);
   dropZone($("painting-drop"), setPainting);
@@ -1297,6 +1614,7 @@ function init() {
     radio.addEventListener("change", () => { $("compare").dataset.view = radio.value; });
   }
   loadStyles();
+  checkBest();
 }
 
 init();

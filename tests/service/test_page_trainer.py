@@ -2,8 +2,10 @@
 real `stylebox worker` process training a tiny model (tests/trainer_fixtures.py: a random-weight
 VGG, generated photos; no shared data, no fakes): choose a painting, name it, add it, watch the
 job train, see the new style picked in the style picker, use it, remove it. And the tab says up
-front when no worker runs. Skipped as tests/service/test_page.py is (Chromium or Playwright
-missing, unless STYLEBOX_REQUIRE_BROWSER=1).
+front when no worker runs. Photo mode's Best quality (POST /optimize): started, cancelled,
+started again and followed to the PNG and its losses; off, with why, when no worker runs.
+Skipped as tests/service/test_page.py is (Chromium or Playwright missing, unless
+STYLEBOX_REQUIRE_BROWSER=1).
 """
 
 from __future__ import annotations
@@ -203,3 +205,95 @@ def test_add_your_painting_says_when_no_worker_runs(browser, editable, tmp_path)
         assert page.locator("#add-progress").is_hidden()
         page.set_viewport_size({"width": 375, "height": 740})  # a phone: no sideways scroll
         assert page.evaluate("document.documentElement.scrollWidth") <= 375
+
+
+def test_best_quality_renders_the_photo_with_progress_preview_cancel_and_losses(
+        browser, editable, tmp_path):
+    """Photo mode's Best quality: POST /optimize with the photo the user chose, the job
+    followed (progress, the render so far, Cancel), then the PNG and its losses against the
+    fast model's. A 64 px photo: the worker's default 300 iterations take ~7 s on the tiny
+    model (one thread)."""
+    from tests.trainer_fixtures import run_worker
+
+    model, data, jobs = editable[0], editable[1], tmp_path / "jobs"  # not edited: no copy
+    photo = tmp_path / "harbour.png"
+    photo.write_bytes(encode(sample_image(64)))
+    previews: list[int] = []
+    with run_worker(model, jobs, data) as worker, \
+            _serve(model, api_key=KEY, video_dir=str(jobs), video_heartbeat_s="0.5") as base, \
+            _page(browser, base) as page:
+        page.on("response", lambda r: previews.append(r.status)
+                if r.url.endswith("/preview") and "/jobs/" in r.url else None)
+        page.get_by_label("API key").fill(KEY)
+        # Photo mode asks GET /jobs (on load: 401, no key yet; again with the key).
+        with page.expect_response(lambda r: r.url.endswith("/jobs") and r.ok) as info:
+            page.get_by_role("button", name="Use key").click()
+        assert info.value.json()["workers"] == 1
+        _wait(page, "document.querySelectorAll('#styles li').length === 2")
+        start = page.get_by_role("button", name="Best quality (about 3 min)")
+        assert start.is_hidden()  # nothing stylized yet
+        _stylize(page, lambda: page.set_input_files("#file", str(photo)))
+        assert start.is_enabled() and page.locator("#best-why").is_hidden()
+
+        # A blend cannot be optimised: the button says why it is off.
+        _stylize(page, lambda: page.get_by_label("Checker weight").fill("50"))
+        assert start.is_disabled()
+        assert "pick a single style" in _text(page, "best-why")
+        _stylize(page, lambda: page.get_by_role("button", name="Checker").click())
+        assert start.is_enabled() and page.locator("#best-why").is_hidden()
+
+        # Started, then cancelled while it runs.
+        with page.expect_response(lambda r: "/optimize?" in r.url) as posted:
+            start.click()
+        assert posted.value.status == 202, posted.value.text()
+        assert "style=checker" in posted.value.url and "max_side=512" in posted.value.url
+        cancel = page.get_by_role("button", name="Cancel the best-quality render")
+        _wait(page, "!document.getElementById('best-cancel').hidden")
+        assert start.is_disabled()  # one render at a time
+        with page.expect_response(lambda r: r.url.endswith("/cancel")) as cancelled:
+            cancel.click()
+        assert cancelled.value.json()["state"] == "cancelled"
+        _wait(page, "document.getElementById('best-status').textContent"
+                    " === 'Best quality: cancelled.'")
+        assert cancel.is_hidden() and start.is_enabled()
+
+        # Again, to the end: progress with the job's message, the render so far, the PNG.
+        with page.expect_response(lambda r: "/optimize?" in r.url) as posted:
+            start.click()
+        assert posted.value.status == 202, posted.value.text()
+        _wait(page, "/^step [0-9]+ of 300/.test(document.getElementById('best-steps')"
+                    ".textContent)", timeout_s=30)
+        assert _text(page, "best-status").startswith("Best quality in Checker: ")
+        _wait(page, "document.getElementById('best-image').dataset.shows", timeout_s=30)
+        page.screenshot(path=str(tmp_path / "screenshot-best-running.png"), full_page=True)
+        _wait(page, "document.getElementById('best-image').dataset.shows === 'result'"
+                    " && document.getElementById('best-image').naturalWidth > 0", timeout_s=60)
+        assert 200 in previews  # the render so far was shown while it ran
+        assert page.locator("#best-image").get_attribute("src").startswith("blob:")
+        assert page.locator("#best-image").evaluate("i => [i.naturalWidth, i.naturalHeight]") \
+            == [64, 64]
+        assert page.locator("#best-bar").evaluate("b => b.value") == 1
+        assert _text(page, "best-steps") == "step 300 of 300"
+        assert re.match(r"Best quality in Checker: done in \d+ s", _text(page, "best-status"))
+        losses = _text(page, "best-losses")
+        m = re.match(r"style loss ([0-9.e+-]+) \(fast model ([0-9.e+-]+)\), "
+                     r"content loss [0-9.e+-]+ \(fast model [0-9.e+-]+\)$", losses)
+        assert m and float(m[1]) < float(m[2]), losses
+        download = page.get_by_role("link", name="Download the best-quality PNG")
+        assert download.get_attribute("download") == "harbour-checker-best.png"
+        assert cancel.is_hidden() and page.locator("#best-error").is_hidden()
+        page.screenshot(path=str(tmp_path / "screenshot-best-done.png"), full_page=True)
+        assert worker.poll() is None
+
+
+def test_best_quality_is_off_when_no_worker_runs(browser, editable, tmp_path):
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(encode(sample_image(64)))
+    with _serve(editable[0], video_dir=str(tmp_path / "jobs")) as base, \
+            _page(browser, base) as page:
+        _wait(page, "document.querySelectorAll('#styles li').length === 2")
+        _stylize(page, lambda: page.set_input_files("#file", str(photo)))
+        start = page.get_by_role("button", name="Best quality (about 3 min)")
+        assert start.is_visible() and start.is_disabled()
+        assert "no trainer worker is running" in _text(page, "best-why")
+        assert "best-why" in start.get_attribute("aria-describedby")
