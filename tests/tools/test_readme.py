@@ -74,6 +74,12 @@ SKIP: list[tuple[str, str]] = [
     (r"^tar -C rootfs\b", "Docker (imports the skipped base)"),
     (r"^kubectl\b", "a Kubernetes cluster"),
     (r"^apt-get\b", "a system package (network, root)"),
+    # A new style from a painting: the worker trains it for minutes (TRAINER_STYLE_SECONDS);
+    # tests/service/test_trainer.py runs a real worker end to end on a tiny model instead.
+    (r"^STYLEBOX_DATA=\S+ stylebox worker\b", "a trainer worker (minutes per style)"),
+    (r"^curl .*-F painting=", "queues a trainer job (needs the skipped worker)"),
+    (r"^curl .*/jobs/\{id\}", "polls the skipped trainer job"),
+    (r"^curl .*style=harbour", "uses the style the skipped trainer job adds"),
 ]
 
 # (regex, arguments appended when it matches): the documented speed-ups (module docstring).
