@@ -47,7 +47,7 @@ from stylebox.service.http.errors import (
     StyleConflictError,
     TrainerJobInterruptedError,
 )
-from stylebox.service.jobs import Problem, problem_of
+from stylebox.service.jobs import ACTIVE, Problem, problem_of
 from stylebox.service.settings import Settings
 from stylebox.service.trainer import (
     PREVIEW,
@@ -199,8 +199,7 @@ class Worker:
 
     def _save(self) -> None:
         with self.lock:
-            if self.status is None or (self.status.state in ("queued", "running")
-                                       and self._stopped()):
+            if self.status is None or (self.status.state in ACTIVE and self._stopped()):
                 return  # cancel wrote the cancelled state, or DELETE removed the job
             self.status = self.status.update(heartbeat=self.store.clock())
             with contextlib.suppress(OSError):
@@ -216,9 +215,8 @@ class Worker:
         with self.lock:
             assert self.status is not None
             cancelled = self._stopped()
-            if not cancelled:
-                self.status = self.store.end(self.status, "cancelled" if cancelled else state,
-                                             self.store.clock(), **changes)
+            if not cancelled:  # else the canceller wrote the cancelled state
+                self.status = self.store.end(self.status, state, self.store.clock(), **changes)
         if not cancelled:
             self._save()
         with self.lock:
