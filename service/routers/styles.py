@@ -12,6 +12,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
+from stylebox.model import lineage
 from stylebox.service.deps import NOT_READY, get_engine
 from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
@@ -78,7 +79,7 @@ def added_by_upload(engine: Engine, name: str) -> bool:
 
 
 def _editable(engine: Engine) -> None:
-    if "checkpoint" not in engine.card.export:  # model/lineage.py; the worker checks the file
+    if lineage.KEY not in engine.card.export:  # the worker checks the file itself
         raise ModelNotEditableError(
             f"the served model ({engine.card.name}@{engine.card.version}) does not record the "
             "checkpoint it was exported from, so no style can be added or removed; re-export "
