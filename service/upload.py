@@ -14,7 +14,7 @@ from anyio import to_thread
 from fastapi import Request
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
-from starlette.datastructures import UploadFile
+from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from stylebox.service.http.errors import (
@@ -70,13 +70,19 @@ async def read_image_upload(request: Request, limit: int) -> bytes:
         f"field {FIELD!r}, or the raw image with Content-Type image/*")
 
 
-async def _from_multipart(request: Request, limit: int) -> bytes:
+async def _parse_form(request: Request, limit: int) -> FormData:
+    """The multipart form, at most `limit` bytes (4 files, 16 fields, 64 KiB per text part);
+    400 if it does not parse. The caller closes it."""
     parser = MultiPartParser(request.headers, _limited(request, limit), max_files=4,
                              max_fields=16, max_part_size=64 * 1024)
     try:
-        form = await parser.parse()
+        return await parser.parse()
     except MultiPartException as e:
         raise MalformedBodyError(f"malformed multipart body: {e.message}") from None
+
+
+async def _from_multipart(request: Request, limit: int) -> bytes:
+    form = await _parse_form(request, limit)
     try:
         upload = form.get(FIELD)
         if upload is None:
@@ -228,12 +234,7 @@ async def read_form(request: Request, limit: int, files: tuple[str, ...],
         raise UnsupportedImageError(f"Content-Type {media or 'none'!r} is not accepted; send "
                                     f"multipart/form-data with the file part(s) "
                                     f"{', '.join(files)}")
-    parser = MultiPartParser(request.headers, _limited(request, limit), max_files=4,
-                             max_fields=16, max_part_size=64 * 1024)
-    try:
-        form = await parser.parse()
-    except MultiPartException as e:
-        raise MalformedBodyError(f"malformed multipart body: {e.message}") from None
+    form = await _parse_form(request, limit)
     try:
         got_files: dict[str, bytes] = {}
         got_fields: dict[str, str] = {}
