@@ -129,7 +129,8 @@ class Settings(BaseSettings):
         "POST /admin/reload with no API_KEY (a trusted network only)"))
     # Video files (POST /videos, service/jobs.py; docs/video.md says why each default).
     video_dir: str = Field("", description=(
-        "job files (uploads, status, results); replicas share it (one volume); empty = "
+        "job files (uploads, status, results) of the video jobs, and of the trainer jobs in "
+        "its trainer/ folder; servers and workers share it (one volume); empty = "
         "stylebox-videos in the system temp folder"))
     video_max_upload_bytes: int = Field(256 * 1024 * 1024, gt=0, description=(
         "video upload cap (413 above); 256 MiB holds several minutes of phone 1080p"))
