@@ -1406,7 +1406,10 @@ async function startBest() {
   setBestStatus(`Uploading ${best.file.name} for the best-quality render\u2026`);
   const form = new FormData();
   form.append("photo", best.file, best.file.name);
-  const params = new URLSearchParams({ style, max_side: String(BEST_SIDE) });
+  const params = new URLSearchParams({
+    style: style,
+    max_side: String(BEST_SIDE),
+  });
   let resp;
   let body = null;
   try {
