@@ -116,34 +116,32 @@ class UnauthorizedError(StyleboxError):
         self.headers = {"WWW-Authenticate": challenge}
 
 
-class OverloadedError(StyleboxError):
+class RetryLaterError(StyleboxError):
+    """A 503 the client may retry: the answer carries Retry-After (seconds)."""
+
+    status = 503
+
+    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
+        super().__init__(detail, **extensions)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class OverloadedError(RetryLaterError):
     """Admission control is at capacity: every request slot, or every live session, taken
     (service/http/admission.py); Retry-After says when to try again."""
 
     status, title, slug = 503, "Service overloaded", "overloaded"
 
-    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
-        super().__init__(detail, **extensions)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
-
-class DeadlineError(StyleboxError):
+class DeadlineError(RetryLaterError):
     """An admitted request whose body arrived but whose work did not finish within
     REQUEST_TIMEOUT_S: the server is busy (service/http/admission.py)."""
 
     status, title, slug = 503, "Request timeout", "timeout"
 
-    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
-        super().__init__(detail, **extensions)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
-
-class NotReadyError(StyleboxError):
+class NotReadyError(RetryLaterError):
     status, title, slug = 503, "Service not ready", "not-ready"
-
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.headers = {"Retry-After": str(retry_after_s)}  # as admission control's 503
 
 
 class OutputFormatError(StyleboxError):
@@ -208,14 +206,10 @@ class UploadTimeoutError(StyleboxError):
     headers = {"Connection": "close"}
 
 
-class QueueFullError(StyleboxError):
+class QueueFullError(RetryLaterError):
     """VIDEO_MAX_QUEUE jobs already wait on this server; Retry-After says when to try again."""
 
     status, title, slug = 503, "Video queue full", "queue-full"
-
-    def __init__(self, detail: str, retry_after_s: int, **extensions: Any) -> None:
-        super().__init__(detail, **extensions)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class JobNotFoundError(StyleboxError):
@@ -248,15 +242,11 @@ class LiveMessageError(StyleboxError):
 
 # -- trainer jobs (service/trainer.py, `stylebox worker`) --------------------------------------
 
-class NoWorkerError(StyleboxError):
+class NoWorkerError(RetryLaterError):
     """A trainer job asked for where no `stylebox worker` runs: nothing would ever run it, so
     it is refused at once instead of queued. `detail` says how to start one."""
 
     status, title, slug = 503, "No trainer worker", "no-worker"
-
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(detail)
-        self.headers = {"Retry-After": str(retry_after_s)}
 
 
 class TrainerQueueFullError(QueueFullError):
