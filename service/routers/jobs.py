@@ -21,6 +21,11 @@ from stylebox.service.trainer import PREVIEW, TrainerJob, TrainerJobs
 router = APIRouter(tags=["jobs"], dependencies=[guard(Access.KEYED)])
 PROBLEM = {"content": {"application/problem+json": {}}}
 JOB_404 = {404: {"description": "no such job (never made, deleted or expired)", **PROBLEM}}
+# The answer of every route that queues a trainer job (POST /styles, DELETE /styles/{name},
+# POST /optimize).
+QUEUED = {202: {"description": "queued; Location names the job (GET /jobs/{id})",
+                "headers": {"Location": {"description": "/jobs/{id}", "required": True,
+                                         "schema": {"type": "string"}}}}}
 
 
 def get_trainer(state: StateDep) -> TrainerJobs:

@@ -16,7 +16,7 @@ from stylebox.service.deps import get_engine, get_settings
 from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import InvalidFormError, UnknownStyleError
-from stylebox.service.routers.jobs import PROBLEM, Trainer
+from stylebox.service.routers.jobs import PROBLEM, QUEUED, Trainer
 from stylebox.service.settings import Settings
 from stylebox.service.trainer import TrainerJob, TrainerRequest, accept_image
 from stylebox.service.upload import read_form
@@ -35,9 +35,7 @@ _FORM = {"required": True, "content": {"multipart/form-data": {"schema": {
     "/optimize", summary="Best quality for one photo: per-image optimisation (a trainer job)",
     status_code=202, response_model=TrainerJob, openapi_extra={"requestBody": _FORM},
     responses={
-        202: {"description": "queued; Location names the job (GET /jobs/{id})",
-              "headers": {"Location": {"description": "/jobs/{id}", "required": True,
-                                       "schema": {"type": "string"}}}},
+        **QUEUED,
         400: {"description": "malformed multipart body", **PROBLEM},
         404: {"description": "unknown style", **PROBLEM},
         413: {"description": "an image over TRAINER_PAINTING_MAX_BYTES or its pixel bound",

@@ -24,7 +24,7 @@ from stylebox.service.http.errors import (
 )
 from stylebox.service.previews import PREVIEW_SIZE
 from stylebox.service.routers.admin import require_admin
-from stylebox.service.routers.jobs import PROBLEM, Trainer
+from stylebox.service.routers.jobs import PROBLEM, QUEUED, Trainer
 from stylebox.service.state import StateDep
 from stylebox.service.trainer import TrainerJob, TrainerRequest, accept_image, check_style_name
 from stylebox.service.upload import read_form
@@ -87,9 +87,7 @@ def _editable(engine: Engine) -> None:
 
 
 _EDIT = {
-    202: {"description": "queued; Location names the job (GET /jobs/{id})",
-          "headers": {"Location": {"description": "/jobs/{id}", "required": True,
-                                   "schema": {"type": "string"}}}},
+    **QUEUED,
     401: {"description": "API key missing or wrong", **PROBLEM},
     403: {"description": "no API key configured and admin not enabled", **PROBLEM},
     409: {"description": "the name is taken (or being added), the model holds the most "
