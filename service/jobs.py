@@ -432,6 +432,35 @@ class JobStore:
             return None
         return taken
 
+    def current(self, job_id: str) -> Any:
+        """The job's effective status as every replica reads it; 404 if it is unknown,
+        deleted or expired."""
+        stored = self.read(job_id)
+        if stored is None:
+            raise JobNotFoundError(f"no {self.noun} {job_id[:64]!r} (unknown, deleted or "
+                                   "expired)")
+        now = self.clock()
+        status = self.effective(stored, now)
+        if status.expires is not None and now > status.expires:
+            raise JobNotFoundError(f"{self.noun} {job_id!r} has expired")
+        return status
+
+    def cancel(self, job_id: str, **changes: Any) -> None:
+        """Mark an active job cancelled, for every replica and its runner: the marker (the
+        runner stops at its next frame or step), the cancelled state (with `changes`), its
+        uploads and any result gone (a .part file is its writer's to delete). 404 if it was
+        deleted meanwhile."""
+        try:
+            self.cancel_marker(job_id).touch()
+        except FileNotFoundError:
+            raise JobNotFoundError(f"no {self.noun} {job_id!r} (deleted)") from None
+        stored = self.read(job_id)
+        if stored is not None and stored.state in ACTIVE:
+            with contextlib.suppress(OSError):
+                self.write(job_id, self.end(stored, "cancelled", self.clock(), **changes))
+        with contextlib.suppress(OSError):
+            self.drop_files(job_id, partial=False)
+
     def remove(self, job_id: str) -> bool:
         """Delete the job's folder; False if it was not there (already deleted, by any
         replica). The folder is renamed away first, atomically: from then on nothing can
@@ -604,15 +633,11 @@ class VideoJobs:
     # -- any replica's jobs, from the files --------------------------------------------------
 
     def _read(self, job_id: str) -> JobStatus:
-        """The job's effective status (JobStore.effective); 404 if unknown or expired."""
-        stored = self.store.read(job_id)
-        if stored is None or job_id in self.reserved:
+        """The job's effective status (JobStore.current); 404 if unknown or expired, or still
+        being uploaded."""
+        if job_id in self.reserved:
             raise JobNotFoundError(f"no video job {job_id!r} (unknown, deleted or expired)")
-        now = self.clock()
-        status = self.store.effective(stored, now)
-        if status.expires is not None and now > status.expires:
-            raise JobNotFoundError(f"video job {job_id!r} has expired")
-        return status
+        return self.store.current(job_id)
 
     def status(self, job_id: str) -> VideoJob:
         return self._read(job_id).shown()
@@ -625,19 +650,10 @@ class VideoJobs:
         current = self._read(job_id)  # 404 first
         if current.state not in ACTIVE:
             return current.shown()
-        try:
-            self.store.cancel_marker(job_id).touch()
-        except FileNotFoundError:  # deleted meanwhile
-            raise JobNotFoundError(f"no video job {job_id!r} (deleted)") from None
         job = self.local.get(job_id)
         if job is not None:
             job.cancel.set()
-        stored = self.store.read(job_id)
-        if stored is not None and stored.state in ACTIVE:
-            with contextlib.suppress(OSError):
-                self.store.write(job_id, self.store.end(stored, "cancelled", self.clock()))
-        with contextlib.suppress(OSError):
-            self.store.drop_files(job_id, partial=False)
+        self.store.cancel(job_id)
         return self.status(job_id)
 
     def delete(self, job_id: str) -> None:

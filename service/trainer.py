@@ -238,14 +238,7 @@ class TrainerJobs:
 
     def read(self, job_id: str) -> TrainerStatus:
         """The job's effective status; 404 if unknown, deleted or expired."""
-        stored = self.store.read(job_id)
-        if stored is None:
-            raise JobNotFoundError(f"no job {job_id[:64]!r} (unknown, deleted or expired)")
-        now = self.store.clock()
-        status = self.store.effective(stored, now)
-        if status.expires is not None and now > status.expires:
-            raise JobNotFoundError(f"job {job_id!r} has expired")
-        return status
+        return self.store.current(job_id)
 
     def cancel(self, job_id: str) -> TrainerJob:
         """Stop a queued or running job (the worker stops within a step; a style edit that
@@ -253,17 +246,7 @@ class TrainerJobs:
         current = self.read(job_id)
         if current.state not in ACTIVE:
             return current.shown()
-        try:
-            self.store.cancel_marker(job_id).touch()
-        except FileNotFoundError:
-            raise JobNotFoundError(f"no job {job_id!r} (deleted)") from None
-        stored = self.store.read(job_id)
-        if stored is not None and stored.state in ACTIVE:
-            with contextlib.suppress(OSError):
-                self.store.write(job_id, self.store.end(stored, "cancelled", self.store.clock(),
-                                                        message="cancelled"))
-        with contextlib.suppress(OSError):
-            self.store.drop_files(job_id, partial=False)  # the uploads go at once
+        self.store.cancel(job_id, message="cancelled")  # the uploads go at once
         return self.read(job_id).shown()
 
     def delete(self, job_id: str) -> None:
