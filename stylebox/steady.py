@@ -39,12 +39,23 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def parse_model(item: str) -> tuple[str, Path, str]:
+def parse_model(item: str) -> tuple[str, Path | None, str]:
+    """NAME=PATH[::COMMAND], or a bare NAME: keep that row of --csv as it was measured (its
+    model file may be on another machine)."""
     spec, _, command = item.partition("::")
     name, sep, path = spec.partition("=")
+    if not sep and name.strip() and not command:
+        return name.strip(), None, ""
     if not sep or not name or not Path(path).is_file():
-        raise UserError(f"--model {item!r}: want NAME=PATH[::COMMAND] with an existing .onnx")
+        raise UserError(f"--model {item!r}: want NAME=PATH[::COMMAND] with an existing .onnx, "
+                        "or a bare NAME to keep that row of --csv")
     return name.strip(), Path(path.strip()), command.strip()
+
+
+def stored(row: dict[str, str]) -> dict:
+    """A row read back from --csv, its numbers as floats."""
+    return {k: (v if k in ("name", "model", "sha256", "settings", "command") else float(v))
+            for k, v in row.items()}
 
 
 def means(rows: list[dict], key: str, styles: list[str]) -> float:
@@ -111,7 +122,7 @@ def table(rows: list[dict], base: dict | None) -> str:
     return "\n".join(lines + ([""] + cmds if cmds else []))
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -122,6 +133,11 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.scatter(r["style"], r["pan1"], s=36)
         ax.annotate(r["name"], (r["style"], r["pan1"]), textcoords="offset points",
                     xytext=(5, 4), fontsize=8)
+    if base is not None:
+        # Where a candidate may replace the baseline: style and content within 3 % of it.
+        ax.axvline(base["style"] * 1.03, color="grey", ls="--", lw=0.8)
+        ax.annotate(f"style +3 % of {base['name']}", (base["style"] * 1.03, ax.get_ylim()[1]),
+                    textcoords="offset points", xytext=(3, -12), fontsize=7, color="grey")
     ax.set_xlabel("style loss (stylebox eval, lower = closer to the painting)")
     ax.set_ylabel("1-px pan warping error (grey levels, lower = steadier)")
     ax.set_title("Steadiness against style: every candidate", fontsize=10)
@@ -160,11 +176,15 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     for item in args.model:
         name, model, command = parse_model(item)
-        digest = sha256(model)
         prev = old.get(name)
+        if model is None:
+            if prev is None:
+                raise UserError(f"--model {name}: no row named {name!r} in {args.csv} to keep")
+            rows.append(stored(prev))
+            continue
+        digest = sha256(model)
         if prev and prev["sha256"] == digest and prev["settings"] == settings:
-            row = {k: (v if k in ("name", "model", "sha256", "settings", "command") else float(v))
-                   for k, v in prev.items()}
+            row = stored(prev)
         else:
             row = measure(name, model, args.photo_dir, joint, args)
         rows.append({**row, "sha256": digest, "settings": settings, "command": command})
@@ -177,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     text = table(rows, base)
     print(text)
     if args.figure:
-        plot(rows, Path(args.figure))
+        plot(rows, Path(args.figure), base)
     if args.report:
         write_between(args.report, "steady-frontier", text)
     return 0

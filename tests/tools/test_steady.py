@@ -63,3 +63,13 @@ def test_frontier_rows_table_plot_and_reuse(data, tiny_onnx, tmp_path, monkeypat
     capsys.readouterr()
     assert main(argv) == 0  # both rows come from the CSV
     assert "| a | " in capsys.readouterr().out
+    # A bare NAME keeps its row as measured even where the model file is gone; a bare NAME
+    # the CSV lacks is refused.
+    other.unlink()
+    kept = ["b" if a.startswith("b=") else a for a in argv]
+    assert main(kept) == 0
+    with open(tmp_path / "f.csv") as f:
+        again = list(csv.DictReader(f))
+    assert again == rows
+    kept[kept.index("b")] = "c"
+    assert main(kept) != 0
