@@ -1,23 +1,22 @@
 """The FastAPI app factory: `create_app(settings) -> FastAPI`.
 
-The app's state is one `ServiceState` (service/state.py), made here. The ONNX session is
-loaded once, in the lifespan (so a bad model stops start-up), and kept as its `engine`;
-`stylebox serve` loads it up front instead to report a bad file in one line, and passes it
-in. Run without the CLI:
+The app's state is one `ServiceState` (service/state.py), made here. Each served model
+(MODEL_PATH's `default` and the EXTRA_MODELS, service/models.py) is loaded once, in the
+lifespan (so a bad model stops start-up), and kept in its `engines`; `stylebox serve` loads
+them up front instead to report a bad file in one line, and passes them in. Run without the CLI:
 `uvicorn --factory stylebox.service.app:create_app`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 
 from anyio import to_thread
 from fastapi import FastAPI
 
 from stylebox.service import __version__
-from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.http import metrics
 from stylebox.service.http.access import check_routes, docs_pages, open_paths
@@ -27,6 +26,7 @@ from stylebox.service.http.openapi import install_openapi
 from stylebox.service.http.problems import install_problem_handlers
 from stylebox.service.imaging import set_pixel_limit
 from stylebox.service.jobs import VideoJobs
+from stylebox.service.models import LIVE_SIZE_NAME, load_model, measure, timed_at_start
 from stylebox.service.modelwatch import watch_model
 from stylebox.service.previews import PreviewCache
 from stylebox.service.routers import (
@@ -41,7 +41,7 @@ from stylebox.service.routers import (
     stylize,
     videos,
 )
-from stylebox.service.settings import Settings
+from stylebox.service.settings import DEFAULT_MODEL, Settings
 from stylebox.service.state import ServiceState, state_of
 from stylebox.service.trainer import TrainerJobs
 
@@ -52,13 +52,23 @@ log = logging.getLogger("stylebox.service")
 async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = state_of(app)
     settings = state.settings
-    loaded_here = state.engine is None
-    if loaded_here:
+    # Each served model `stylebox serve` did not load up front is loaded here (a bad file
+    # stops start-up), and dropped again on the way out.
+    loaded_here = [name for name in state.served if name not in state.engines]
+    for name in loaded_here:
         try:
-            state.engine = await to_thread.run_sync(load_engine, settings)
+            state.set_engine(name, await to_thread.run_sync(load_model, settings, name))
         except ModelLoadError as e:
             log.error("cannot load the model: %s", e)
             raise  # the server refuses to start
+    if timed_at_start(settings):
+        for engine in list(state.engines.values()):  # loaded by the caller: timed here
+            if engine.live_ms is None:
+                await to_thread.run_sync(measure, engine)
+        log.info("serving %d models (%s); live sessions use %s unless they name one",
+                 len(state.engines), ", ".join(
+                     f"{n} {e.live_ms:.0f} ms at {LIVE_SIZE_NAME}"
+                     for n, e in state.engines.items()), state.live_model)
     state.bind()  # limiters and lock bound to this event loop
     check_routes(app)  # routes added after create_app declare their access too
     if settings.api_key is not None:  # say which routes the key does not guard
@@ -67,18 +77,24 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     try:
         # Video jobs: their workers, heartbeat and sweep run while the app serves; on the
         # way out a running job stops at its next frame (service/jobs.py).
-        # The model watcher reloads the model file when a worker's style edit (or an
+        # The model watcher reloads a model file when a worker's style edit (or an
         # operator) replaces it, and sweeps the trainer jobs (service/modelwatch.py).
         async with state.videos.running(state), watch_model(state):
             yield
     finally:
         state.draining = True
-        if loaded_here:
-            state.engine = None  # /readyz turns 503 while shutting down
+        for name in loaded_here:
+            state.set_engine(name, None)  # /readyz turns 503 while shutting down
 
 
-def create_app(settings: Settings | None = None, *, engine: Engine | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, engine: Engine | None = None,
+               engines: Mapping[str, Engine] | None = None) -> FastAPI:
+    """The app for `settings`; `engine` (the default model) and `engines` (by name) are models
+    loaded up front, the lifespan loads the rest."""
     settings = settings or Settings()
+    loaded = dict(engines or {})
+    if engine is not None:
+        loaded[DEFAULT_MODEL] = engine
     set_pixel_limit(settings.max_pixels)
     app = FastAPI(
         title="stylebox",
@@ -90,7 +106,7 @@ def create_app(settings: Settings | None = None, *, engine: Engine | None = None
     admission = Admission(settings.max_concurrency, settings.max_queue,
                           max_live=settings.max_live_sessions)
     state = ServiceState(
-        settings, engine, admission,
+        settings, loaded, admission,
         metrics.Metrics(admission, engine=lambda: state.engine),  # read at scrape time
         VideoJobs(settings), PreviewCache(), TrainerJobs(settings))
     app.state.stylebox = state

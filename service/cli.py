@@ -23,8 +23,16 @@ from stylebox.service.controls import QUALITY, ControlError, Controls
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.http.errors import StyleboxError, StyleSpecError
 from stylebox.service.imaging import EXTENSIONS, set_pixel_limit
+from stylebox.service.models import settings_for
 from stylebox.service.pipeline import OneImage, image_path, run_steps
-from stylebox.service.settings import EngineName, OutputFormat, Precision, Settings, choices
+from stylebox.service.settings import (
+    DEFAULT_MODEL,
+    EngineName,
+    OutputFormat,
+    Precision,
+    Settings,
+    choices,
+)
 from stylebox.service.styles import parse_style_spec
 from stylebox.service.video import is_video_file
 
@@ -76,6 +84,26 @@ def engine_for_cli(settings: Settings) -> Engine:
         raise ModelLoadError(f"cannot load the model: {e}") from None
 
 
+def models_for_cli(settings: Settings) -> dict[str, Engine]:
+    """Every served model (service/models.py), loaded up front as `engine_for_cli` loads the
+    default one; a bad EXTRA_MODELS file is one line that names its item."""
+    extra = {n: p for n, p in settings.model_paths.items() if n != DEFAULT_MODEL}
+
+    def refuse(name: str, e: ModelLoadError) -> ModelLoadError:
+        return type(e)(f"extra model {name!r} (STYLEBOX_EXTRA_MODELS): {e}")
+
+    for name, path in extra.items():  # a missing file: at once, before any model loads
+        if not Path(path).exists():
+            raise refuse(name, ModelLoadError(f"model file '{path}' not found"))
+    engines = {DEFAULT_MODEL: engine_for_cli(settings)}
+    for name in extra:
+        try:
+            engines[name] = open_engine(settings_for(settings, name))
+        except ModelLoadError as e:  # EngineConfigError too: the same settings serve each
+            raise refuse(name, e) from None
+    return engines
+
+
 def serve_main(argv: list[str] | None = None) -> int:
     prog = "stylebox serve"
     p = argparse.ArgumentParser(prog=prog, description="Run the stylebox REST service.")
@@ -103,13 +131,17 @@ def serve_main(argv: list[str] | None = None) -> int:
     if not faulthandler.is_enabled():
         with contextlib.suppress(io.UnsupportedOperation, ValueError):
             faulthandler.enable()
-    engine = engine_for_cli(settings)
+    engines = models_for_cli(settings)
+    engine = engines[DEFAULT_MODEL]
 
     from stylebox.service.app import create_app
 
-    app = create_app(settings, engine=engine)
+    app = create_app(settings, engines=engines)
+    extra = [f"{n} ({e.card.name}@{e.card.version})" for n, e in engines.items()
+             if n != DEFAULT_MODEL]
     print(f"stylebox: serving {engine.card.name}@{engine.card.version} "
           f"({', '.join(engine.style_names)}) on {engine.backend} {engine.precision} "
+          f"{'and ' + ', '.join(extra) + ' (?model=NAME) ' if extra else ''}"
           f"at http://{settings.host}:{settings.port} "
           f"- API docs at /docs", flush=True)
     # SIGTERM: /readyz turns 503, drain_s later the listener closes, in-flight work ends.

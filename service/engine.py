@@ -123,6 +123,9 @@ class Engine:
         # Set by service.backends when bf16/f16 was checked against f32 at start-up.
         self.precision_check: dict[str, Any] | None = None
         self.warmup_ms: dict[str, float] = {}
+        # ms for one 640 x 480 frame, timed once by service/models.py `measure` as the
+        # service loads the model: GET /models shows it, LIVE_MODEL=auto chooses by it.
+        self.live_ms: float | None = None
         # use_stats = 0 makes norm_stats irrelevant; one zero buffer serves every request.
         self._no_stats = {contract.STATS: np.zeros((1, self.stats_size), np.float32),
                           contract.USE_STATS: np.zeros((1, 1), np.float32)} \

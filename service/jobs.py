@@ -73,10 +73,11 @@ from stylebox.service.http.errors import (
     NotReadyError,
     QueueFullError,
     StyleboxError,
+    UnknownModelError,
     UnknownStyleError,
 )
 from stylebox.service.http.problems import TYPE_PREFIX
-from stylebox.service.settings import Settings
+from stylebox.service.settings import DEFAULT_MODEL, Settings
 from stylebox.service.styles import StyleMix
 from stylebox.service.video import Cancelled, VideoInfo, VideoLimits, run_options, stylize_video
 
@@ -131,6 +132,9 @@ def problem_of(e: StyleboxError) -> Problem:
                    detail=e.detail, **e.extensions)
 
 
+# Why a job fails whose model this server does not serve (any more).
+_MODEL_GONE = ("the job was submitted for a model this server does not serve (its "
+               "STYLEBOX_EXTRA_MODELS differ, or changed since); submit the clip again")
 _SERVER_ERROR = Problem(type="about:blank", title="Internal Server Error", status=500,
                         detail="the video could not be stylized (a server error, logged)")
 
@@ -148,6 +152,7 @@ class VideoJob(BaseModel):
     error: Problem | None = Field(description="why the job failed (state failed)")
     result: str | None = Field(description="/videos/{id}/result once done")
     style: str = Field(description="the canonical style spec")
+    model: str = Field(DEFAULT_MODEL, description="the served model that runs it (?model=)")
     width: int = Field(description="the result's width")
     height: int = Field(description="the result's height")
     duration_s: float | None = Field(description="the clip's duration, if the file says")
@@ -167,6 +172,9 @@ class JobRequest:
     controls: Controls
     stabilize: bool
     info: VideoInfo
+    # The served model it runs on, by name (?model=): a job written before there were several
+    # models ran on the default one.
+    model: str = DEFAULT_MODEL
 
     @property
     def style(self) -> str:
@@ -255,7 +263,8 @@ class JobStatus(StoredJob):
             eta_s=self.eta_s if self.state in ACTIVE else None,
             error=self.error if self.state == "failed" else None,
             result=f"/videos/{self.id}/result" if self.state == "done" else None,
-            style=self.style, width=self.width, height=self.height,
+            style=self.style, model=self.request.model if self.request else DEFAULT_MODEL,
+            width=self.width, height=self.height,
             duration_s=self.duration_s, created_at=iso(self.created),
             expires_at=iso(self.expires))
 
@@ -816,7 +825,13 @@ class VideoJobs:
     async def _run(self, job: _Local) -> None:
         service = self._service
         assert service is not None  # jobs run only while `running`
-        engine: Engine | None = service.engine  # the job runs on this one to its end
+        name = job.request.model
+        if name not in service.served:  # a replica, or a restart, without that model
+            gone = UnknownModelError(name, service.served)
+            gone.detail = f"{gone.detail}; {_MODEL_GONE}"
+            self._end(job, "failed", error=problem_of(gone))
+            return
+        engine: Engine | None = service.engines.get(name)  # the job runs on it to its end
         if engine is None:
             self._end(job, "failed", error=job.status.interrupted())
             return

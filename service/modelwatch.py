@@ -1,9 +1,10 @@
-"""Each server serves the model file as it is: when the file at MODEL_PATH is replaced (a
-worker's style edit renames a new one into place, or an operator does), every replica reloads
-it within MODEL_WATCH_S, with no request to each one. `reload` is the one way an engine is
-swapped (POST /admin/reload uses it too): the new engine is loaded in a worker thread while
-the old one serves, then one assignment swaps it in; requests in flight finish on the engine
-they took. A file that does not load leaves the old engine serving (and is logged once).
+"""Each server serves the model files as they are: when the file at MODEL_PATH (or an
+EXTRA_MODELS one) is replaced (a worker's style edit renames a new one into place, or an
+operator does), every replica reloads that model within MODEL_WATCH_S, with no request to
+each one. `reload` is the one way an engine is swapped (POST /admin/reload uses it too,
+`?model=NAME` for another than the default): the new engine is loaded in a worker thread
+while the old one serves, then one assignment swaps it in; requests in flight finish on the
+engine they took. A file that does not load leaves the old engine serving (and is logged once).
 
 The watcher also sweeps the trainer jobs (service/trainer.py) every minute, so expired ones
 go even where no worker runs.
@@ -20,8 +21,9 @@ from collections.abc import AsyncIterator
 import anyio
 from anyio import to_thread
 
-from stylebox.service.backends import load_engine
 from stylebox.service.engine import Engine, ModelLoadError
+from stylebox.service.models import load_model
+from stylebox.service.settings import DEFAULT_MODEL
 from stylebox.service.state import ServiceState
 
 log = logging.getLogger("stylebox.service")
@@ -39,14 +41,15 @@ def file_id(path: str) -> FileId:
     return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
-async def reload(state: ServiceState) -> tuple[Engine | None, Engine, float]:
-    """Load MODEL_PATH again and swap it in: (old engine, new engine, milliseconds).
-    ModelLoadError leaves the old one serving."""
+async def reload(state: ServiceState, name: str = DEFAULT_MODEL
+                 ) -> tuple[Engine | None, Engine, float]:
+    """Load model `name`'s file again (timed, as at start-up) and swap it in: (old engine,
+    new engine, milliseconds). ModelLoadError leaves the old one serving."""
     async with state.reload_lock:  # one reload at a time; requests are not held up
-        old = state.engine
+        old = state.engines.get(name)
         t0 = time.perf_counter()
-        new = await to_thread.run_sync(load_engine, state.settings)
-        state.engine = new  # the swap: one assignment, seen by every request after it
+        new = await to_thread.run_sync(load_model, state.settings, name)
+        state.set_engine(name, new)  # the swap: one assignment, seen by every request after it
     return old, new, (time.perf_counter() - t0) * 1000
 
 
@@ -54,17 +57,19 @@ async def reload(state: ServiceState) -> tuple[Engine | None, Engine, float]:
 async def watch_model(state: ServiceState) -> AsyncIterator[None]:
     """Watch the model file (and sweep the trainer jobs) while the block lasts."""
     every = state.settings.model_watch_s
+    # The files as they are now, before the block starts: one replaced from here on is seen.
+    seen = {name: await to_thread.run_sync(file_id, path)
+            for name, path in state.settings.model_paths.items()}
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_watch, state, every)
+        tg.start_soon(_watch, state, every, seen)
         try:
             yield
         finally:
             tg.cancel_scope.cancel()
 
 
-async def _watch(state: ServiceState, every: float) -> None:
-    path = state.settings.model_path
-    seen = await to_thread.run_sync(file_id, path)
+async def _watch(state: ServiceState, every: float, seen: dict[str, FileId]) -> None:
+    paths = state.settings.model_paths  # name -> file
     last_sweep = 0.0
     while True:
         await anyio.sleep(every if every > 0 else _SWEEP_S)
@@ -72,18 +77,26 @@ async def _watch(state: ServiceState, every: float) -> None:
             last_sweep = time.monotonic()
             with contextlib.suppress(OSError):
                 await to_thread.run_sync(state.trainer.sweep)
-        if every <= 0 or state.engine is None:
+        if every <= 0:
             continue
-        now = await to_thread.run_sync(file_id, path)
-        if now is None or now == seen:
-            continue
-        seen = now  # tried once per version of the file, loaded or not
-        try:
-            old, new, ms = await reload(state)
-        except ModelLoadError as e:
-            log.warning("%s was replaced but does not load (still serving the old model): %s",
-                        path, e)
-            continue
-        log.info("%s was replaced: reloaded %s@%s -> %s@%s (%d styles) in %.0f ms", path,
-                 old.card.name if old else "-", old.card.version if old else "-",
-                 new.card.name, new.card.version, new.card.n_styles, ms)
+        for name, path in paths.items():
+            if state.engines.get(name) is not None:  # not while loading or shutting down
+                seen[name] = await _follow(state, name, path, seen[name])
+
+
+async def _follow(state: ServiceState, name: str, path: str, seen: FileId) -> FileId:
+    """Reload model `name` if its file changed since `seen`; the file's id now."""
+    now = await to_thread.run_sync(file_id, path)
+    if now is None or now == seen:
+        return seen
+    # Tried once per version of the file, loaded or not.
+    try:
+        old, new, ms = await reload(state, name)
+    except ModelLoadError as e:
+        log.warning("%s was replaced but does not load (still serving the old model): %s",
+                    path, e)
+        return now
+    log.info("%s was replaced: reloaded %s@%s -> %s@%s (%d styles) in %.0f ms", path,
+             old.card.name if old else "-", old.card.version if old else "-",
+             new.card.name, new.card.version, new.card.n_styles, ms)
+    return now

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Annotated, Any, Literal, get_args, get_origin
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -28,6 +29,14 @@ IoBinding = Literal["auto", "on", "off"]
 LogFormat = Literal["text", "json"]
 # Settings that are gone, with what replaces them: start-up stops instead of ignoring them.
 REPLACED = {"TRT_FP16": "STYLEBOX_PRECISION=f16 (with the TensorRT provider)"}
+# Served models (service/models.py): MODEL_PATH's is `default`; EXTRA_MODELS name the others,
+# as ?model=NAME names them, so a name is URL-safe and short.
+DEFAULT_MODEL = "default"
+MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+# LIVE_MODEL=auto keeps the default model for live sessions when it holds LIVE_FPS at
+# LIVE_SIZE (a webcam's usual 640 x 480), measured once per model at start-up.
+LIVE_SIZE = (480, 640)  # (H, W)
+LIVE_FPS = 15
 
 
 def choices(kind: Any) -> tuple[str, ...]:
@@ -47,7 +56,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore",
                                       protected_namespaces=())
 
-    model_path: str = Field("models/stylebox-a0.25.onnx", description="the exported ONNX model")
+    model_path: str = Field("models/stylebox-a0.25.onnx", description=(
+        "the exported ONNX model; served as the model named `default`"))
+    # NoDecode: "fast=a.onnx,hq=b.onnx" as well as JSON; the validator below checks the names.
+    extra_models: Annotated[list[str], NoDecode] = Field(default_factory=list, description=(
+        "more models served beside MODEL_PATH, as NAME=PATH items (a comma list, or JSON: a "
+        "list of them or a {NAME: PATH} object); a request picks one with ?model=NAME; names "
+        "are lowercase letters, digits, `_` and `-` (at most 32), `default` is MODEL_PATH's"))
+    live_model: str = Field("auto", description=(
+        f"the model a live session uses when it names none: auto = `default` when it holds "
+        f"{LIVE_FPS} FPS at {LIVE_SIZE[1]}x{LIVE_SIZE[0]} (measured at start-up), else the "
+        f"fastest model served; or a model's name"))
     # Which runtime and precision serve (service/backends/__init__.py has the rules).
     engine: EngineName = Field("auto", description=(
         "the runtime: auto picks OpenVINO bf16 on CPUs with AMX or AVX512_BF16, else ONNX "
@@ -203,6 +222,53 @@ class Settings(BaseSettings):
                 return json.loads(text)
             return [p.strip() for p in text.split(",") if p.strip()]
         return v
+
+    @field_validator("extra_models", mode="before")
+    @classmethod
+    def _split_models(cls, v: object) -> object:
+        if isinstance(v, str):
+            text = v.strip()
+            v = json.loads(text) if text[:1] in ("[", "{") else \
+                [p.strip() for p in text.split(",") if p.strip()]
+        if isinstance(v, dict):
+            v = [f"{name}={path}" for name, path in v.items()]
+        if not isinstance(v, list):
+            return v  # pydantic says what is wrong with it
+        items = [str(i).strip() for i in v if str(i).strip()]
+        seen: set[str] = set()
+        for item in items:  # a typo should stop start-up, not the first request
+            name, eq, path = (p.strip() for p in item.partition("="))
+            if not eq or not path:
+                raise ValueError(f"{item!r} is not NAME=PATH (e.g. fast=models/fast.onnx)")
+            if not MODEL_NAME.fullmatch(name):
+                raise ValueError(f"model name {name!r} must be lowercase letters, digits, '_' "
+                                 "or '-', starting with a letter or digit (at most 32)")
+            if name == DEFAULT_MODEL:
+                raise ValueError(f"the name {DEFAULT_MODEL!r} is MODEL_PATH's model; give "
+                                 "the extra model another name")
+            if name in seen:
+                raise ValueError(f"model name {name!r} is given twice")
+            seen.add(name)
+        return [f"{n.strip()}={p.strip()}" for n, _, p in (i.partition("=") for i in items)]
+
+    @field_validator("live_model", mode="before")
+    @classmethod
+    def _lower_live(cls, v: object) -> object:
+        return v.strip().lower() if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _live_model_is_served(self) -> Settings:
+        served = self.model_paths
+        if self.live_model != "auto" and self.live_model not in served:
+            raise ValueError(f"live_model {self.live_model!r} is not a served model; "
+                             f"the served ones are {', '.join(served)} (or auto)")
+        return self
+
+    @property
+    def model_paths(self) -> dict[str, str]:
+        """Every served model by name, `default` (MODEL_PATH) first, then EXTRA_MODELS."""
+        extra = (item.partition("=") for item in self.extra_models)
+        return {DEFAULT_MODEL: self.model_path, **{name: path for name, _, path in extra}}
 
     @field_validator("warmup_sizes", mode="before")
     @classmethod

@@ -67,6 +67,25 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return export_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
 
 
+# A second model to serve beside the tiny one (STYLEBOX_EXTRA_MODELS): narrower (faster),
+# with its own styles, one of them shared with the tiny model.
+FAST_STYLES = [{"name": "ink", "title": "Ink", "source": "test style D"},
+               {"name": "candy", "title": "Candy", "source": "test style A"}]
+
+
+@pytest.fixture(scope="session")
+def fast_onnx(tmp_path_factory) -> Path:
+    """A 2-style α=0.125 ONNX model named stylebox-tiny-fast, exported once."""
+    from stylebox.model.export import export_onnx
+
+    gen = make_tiny_generator(n_styles=2, alpha=0.125, seed=1)
+    card = make_tiny_card(FAST_STYLES, alpha=0.125, generator=gen)
+    card.name = "stylebox-tiny-fast"
+    path = tmp_path_factory.mktemp("fast") / "fast.onnx"
+    export_onnx(gen, card, path, export_size=32)
+    return path
+
+
 # -- engines: the ones this host runs, for what must hold on every engine ---------------------
 
 def host_engines(precisions: tuple[str, ...] = ("f32", "bf16")) -> list:

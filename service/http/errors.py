@@ -38,6 +38,16 @@ class UnknownStyleError(StyleboxError):
         )
 
 
+class UnknownModelError(StyleboxError):
+    """`?model=NAME` names no model this server serves (STYLEBOX_EXTRA_MODELS names them)."""
+
+    status, title, slug = 404, "Unknown model", "unknown-model"
+
+    def __init__(self, unknown: str, valid: list[str]) -> None:
+        super().__init__(f"unknown model {unknown!r}; this server serves: {', '.join(valid)}",
+                         unknown_model=unknown, valid_models=valid)
+
+
 class StyleSpecError(StyleboxError):
     """`detail` shows the API's syntax (`style=candy`); `reason` is what is wrong alone, for
     callers with another syntax (`stylebox stylize -s candy`)."""

@@ -222,7 +222,7 @@ def install_middleware(app: FastAPI, settings: Settings, metrics: Metrics,
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "Accept"],
             expose_headers=["X-Stylebox-Style", "X-Stylebox-Inference-Ms",
                             "X-Stylebox-Inference-Size", "X-Stylebox-Tiles", "X-Stylebox-Model",
-                            "Retry-After"],
+                            "X-Stylebox-Model-Name", "Retry-After"],
             max_age=600)
     app.add_middleware(ProblemMiddleware, metrics=metrics)
     app.add_middleware(SecurityHeadersMiddleware, docs=docs)

@@ -40,6 +40,9 @@ PROBLEM_SCHEMA: dict[str, Any] = {
         "valid_styles": {"type": "array", "items": {"type": "string"}},
         "unknown_styles": {"type": "array", "items": {"type": "string"}},
         "unknown_parameters": {"type": "array", "items": {"type": "string"}},
+        "unknown_model": {"type": "string"},
+        "valid_models": {"type": "array", "items": {"type": "string"},
+                         "description": "the models this server serves (?model=)"},
         "valid_parameters": {"type": "array", "items": {"type": "string"},
                              "description": "the query parameters the operation takes"},
         "errors": {"type": "array", "items": {"type": "object"},
@@ -105,7 +108,18 @@ def complete(schema: dict[str, Any], app: FastAPI, settings: Settings) -> dict[s
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
     _style_parameter(schema)
+    _model_parameter(schema, list(settings.model_paths))
     return schema
+
+
+def _model_parameter(schema: dict[str, Any], served: list[str]) -> None:
+    """`model` names one of the served models (fixed by the settings for the app's life): the
+    routes take any string so that another gets the 404 that lists them."""
+    for ops in schema.get("paths", {}).values():
+        for op in ops.values():
+            for param in op.get("parameters", []):
+                if param["name"] == "model" and param["in"] == "query":
+                    param["schema"] = {"type": "string", "title": "Model", "enum": served}
 
 
 def _style_parameter(schema: dict[str, Any]) -> None:

@@ -7,7 +7,8 @@ attribute assignment swaps it in: requests in flight finish on the old engine (f
 the last of them drops it), requests that start after the swap get the new one. A file
 that does not load leaves the old engine serving and answers 422.
 
-The file reloaded is the configured `STYLEBOX_MODEL_PATH`; replace it atomically first
+The file reloaded is the configured `STYLEBOX_MODEL_PATH` (with `?model=NAME`, that
+`STYLEBOX_EXTRA_MODELS` model's file); replace it atomically first
 (`stylebox export ... -o m.onnx.new && mv m.onnx.new m.onnx`). Access: with
 `STYLEBOX_API_KEY` set the key is required (401 otherwise); with no key the endpoint is
 refused (403) unless `STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true`.
@@ -18,14 +19,16 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
+from stylebox.service.deps import MODEL_QUERY
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.auth import REALM, key_digest, key_matches, presented_keys
-from stylebox.service.http.errors import AdminDisabledError, ModelReloadError
+from stylebox.service.http.errors import AdminDisabledError, ModelReloadError, UnknownModelError
 from stylebox.service.modelwatch import reload
+from stylebox.service.settings import DEFAULT_MODEL
 from stylebox.service.state import StateDep
 
 log = logging.getLogger("stylebox.service")
@@ -63,6 +66,7 @@ class ModelInfo(BaseModel):
 
 class ReloadResult(BaseModel):
     status: str
+    name: str = DEFAULT_MODEL  # which served model (?model=NAME)
     path: str
     model: ModelInfo
     previous: ModelInfo | None
@@ -75,21 +79,28 @@ class ReloadResult(BaseModel):
     responses={
         401: {"description": "API key missing or wrong", **_PROBLEM},
         403: {"description": "no API key configured and admin not enabled", **_PROBLEM},
+        404: {"description": "unknown model (the body lists the served ones)", **_PROBLEM},
         422: {"description": "the file does not load; the old model keeps serving",
               **_PROBLEM},
     },
 )
 async def reload_model(state: StateDep,
-                       _: Annotated[None, Depends(require_admin)]) -> ReloadResult:
+                       _: Annotated[None, Depends(require_admin)],
+                       model: Annotated[str | None, Query(description=MODEL_QUERY)] = None
+                       ) -> ReloadResult:
+    name = DEFAULT_MODEL if model is None else model
+    if name not in state.served:
+        raise UnknownModelError(name[:64], state.served)
     try:
-        old, new, ms = await reload(state)
+        old, new, ms = await reload(state, name)
     except ModelLoadError as e:
-        old = state.engine
+        old = state.engines.get(name)
         kept = f"; still serving {old.card.name}@{old.card.version}" if old else ""
         raise ModelReloadError(f"{e}{kept}") from None
     log.info("reloaded %s: %s@%s -> %s@%s in %.0f ms", new.path,
              old.card.name if old else "-", old.card.version if old else "-",
              new.card.name, new.card.version, ms)
-    return ReloadResult(status="reloaded", path=str(new.path), model=ModelInfo.of(new),
-                        previous=ModelInfo.of(old) if old else None, load_ms=round(ms, 1))
+    return ReloadResult(status="reloaded", name=name, path=str(new.path),
+                        model=ModelInfo.of(new), previous=ModelInfo.of(old) if old else None,
+                        load_ms=round(ms, 1))
 

@@ -36,12 +36,12 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import anyio
 from anyio.abc import TaskGroup
-from fastapi import APIRouter, WebSocket
+from fastapi import APIRouter, Depends, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from stylebox.service.controls import QUALITY, STRENGTH, Bound, Controls
@@ -52,6 +52,7 @@ from stylebox.service.http.errors import (
     LiveMessageError,
     PayloadTooLargeError,
     StyleboxError,
+    UnknownModelError,
     UnsupportedImageError,
 )
 from stylebox.service.http.problems import TYPE_PREFIX, problem, problem_body, refuse_handshake
@@ -74,10 +75,11 @@ DEFAULT_QUALITY = 80  # JPEG quality of the stylized frames: small and fast to e
 class LiveSession:
     """One accepted WebSocket: the settings in force, the counters and the stream's state."""
 
-    def __init__(self, ws: WebSocket, state: ServiceState, engine: Engine) -> None:
+    def __init__(self, ws: WebSocket, state: ServiceState, name: str, engine: Engine) -> None:
         self.ws = ws
         self.state = state  # the limiters, the engine a reload swaps in, the metrics
         self.settings = state.settings
+        self.name = name  # the served model the session uses, for its whole life
         self.engine = engine
         self.stylizer = self._stylizer(engine)
         self.mix: StyleMix | None = None
@@ -113,6 +115,8 @@ class LiveSession:
         s = self.settings
         return {"type": "hello", "protocol": PROTOCOL,
                 "model": f"{self.engine.card.name}@{self.engine.card.version}",
+                # Which served model (?model=, else LIVE_MODEL's) and which others there are.
+                "model_name": self.name, "models": self.state.served,
                 "styles": self.engine.style_names,
                 "limits": {"max_frame_bytes": s.live_max_frame_bytes,
                            "max_frame_pixels": s.live_max_frame_pixels,
@@ -252,7 +256,7 @@ class LiveSession:
 
     def _follow_reload(self) -> None:
         """After `POST /admin/reload`, go on with the new model (and fresh statistics)."""
-        engine = self.state.engine
+        engine = self.state.engines.get(self.name)
         if engine is None or engine is self.engine:
             return
         self.engine, self.stylizer = engine, self._stylizer(engine)
@@ -296,9 +300,21 @@ def origin_allowed(websocket: WebSocket, cors_origins: list[str]) -> bool:
     return urlsplit(origin).netloc.lower() == (websocket.headers.get("host") or "").lower()
 
 
+def live_model(state: StateDep, model: Annotated[str | None, Query(description=(
+        "which served model (GET /models lists them); absent: STYLEBOX_LIVE_MODEL's"))] = None
+               ) -> str:
+    """The session's model by name: `?model=NAME`, else the live model (service/models.py);
+    one this server does not serve refuses the handshake (404)."""
+    name = state.live_model if model is None else model
+    if name not in state.served:
+        raise UnknownModelError(name[:64], state.served)
+    return name
+
+
 # At most max_live_sessions at once (service/http/admission.py).
 @router.websocket("/live", dependencies=[LIVE_SESSION])
-async def live(websocket: WebSocket, state: StateDep) -> None:
+async def live(websocket: WebSocket, state: StateDep,
+               name: Annotated[str, Depends(live_model)]) -> None:
     if not origin_allowed(websocket, state.settings.cors_origins):
         await refuse_handshake(problem(
             403, "this page's origin may not open live sessions here; add it to "
@@ -306,7 +322,7 @@ async def live(websocket: WebSocket, state: StateDep) -> None:
             type_=TYPE_PREFIX + "forbidden-origin", instance="/live"),
             websocket.scope, websocket.receive, websocket.send)
         return
-    engine: Engine | None = state.engine
+    engine: Engine | None = state.engines.get(name)
     if engine is None or state.draining:
         detail = ("the server is shutting down" if state.draining
                   else "the model is not loaded yet")
@@ -320,4 +336,4 @@ async def live(websocket: WebSocket, state: StateDep) -> None:
     # gets none back); never a `stylebox.key.` one, which would send the key back.
     offered = websocket.scope.get("subprotocols") or []
     await websocket.accept(subprotocol=PROTOCOL if PROTOCOL in offered else None)
-    await LiveSession(websocket, state, engine).run()
+    await LiveSession(websocket, state, name, engine).run()

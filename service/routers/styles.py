@@ -1,6 +1,7 @@
 """`GET /styles`: the styles the loaded model offers, straight from its card;
-`GET /styles/{name}/preview.png`, each style's preview made by the loaded model; and the
-style edits, each a trainer job (service/trainer.py, run by `stylebox worker`):
+`GET /styles/{name}/preview.png`, each style's preview made by the loaded model (both take
+`?model=NAME` where several models are served; the edits below are the default model's);
+and the style edits, each a trainer job (service/trainer.py, run by `stylebox worker`):
 `POST /styles` (a new style from a painting) and `DELETE /styles/{name}` (a style added that
 way). Style edits need the API key even where stylizing is open (as /admin does)."""
 
@@ -13,7 +14,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel
 
 from stylebox.model import lineage
-from stylebox.service.deps import NOT_READY, get_engine
+from stylebox.service.deps import NOT_READY, UNKNOWN_MODEL, get_engine, get_model_engine
 from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import (
@@ -43,8 +44,8 @@ class StyleList(BaseModel):
     styles: list[Style]
 
 
-@router.get("/styles", summary="List the available styles")
-def list_styles(engine: Annotated[Engine, Depends(get_engine)]) -> StyleList:
+@router.get("/styles", summary="List the available styles", responses=UNKNOWN_MODEL)
+def list_styles(engine: Annotated[Engine, Depends(get_model_engine)]) -> StyleList:
     return StyleList(styles=[Style(name=s.name, title=s.title, source=s.source, index=i)
                              for i, s in enumerate(engine.card.styles)])
 
@@ -54,12 +55,12 @@ def list_styles(engine: Annotated[Engine, Depends(get_engine)]) -> StyleList:
     summary=f"A {PREVIEW_SIZE}px preview of one style, made by the loaded model",
     response_class=Response,
     responses={200: {"content": {"image/png": {}}},
-               404: {"description": "unknown style"}, **NOT_READY},
+               404: {"description": "unknown style or model"}, **NOT_READY},
 )
 # Keyed: it runs the model. Admission control leaves it alone: the input is the fixed small
 # sample, and each style's preview is made once (the app's PreviewCache).
 async def preview(name: str, state: StateDep,
-                  engine: Annotated[Engine, Depends(get_engine)]) -> Response:
+                  engine: Annotated[Engine, Depends(get_model_engine)]) -> Response:
     if name not in engine.style_names:
         raise UnknownStyleError([name[:64]], engine.style_names)
     png = await to_thread.run_sync(state.previews.get, engine, name, limiter=state.limiter)

@@ -14,8 +14,7 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from stylebox.service.controls import MAX_SIDE, QUALITY, STRENGTH, Controls
-from stylebox.service.deps import get_engine, get_settings
-from stylebox.service.engine import Engine
+from stylebox.service.deps import Model, get_model, get_settings
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.admission import ADMITTED
 from stylebox.service.imaging import MEDIA_TYPES
@@ -29,6 +28,8 @@ router = APIRouter(tags=["stylize"], dependencies=[guard(Access.KEYED)])
 
 _BY_MEDIA = {"image/png": "png", "image/jpeg": "jpeg", "image/jpg": "jpeg", "image/webp": "webp"}
 _PROBLEM = {"content": {"application/problem+json": {}}}
+# The served model's name (?model=NAME); X-Stylebox-Model stays the card's name@version.
+MODEL_HEADER = "X-Stylebox-Model-Name"
 
 
 def choose_format(fmt: str | None, accept: str | None, default: str) -> str:
@@ -80,9 +81,13 @@ _BODY = {
     openapi_extra={"requestBody": _BODY},
     responses={
         200: {"content": {m: {} for m in MEDIA_TYPES.values()},
-              "description": "the stylized image, same width and height as the input"},
+              "description": "the stylized image, same width and height as the input",
+              "headers": {MODEL_HEADER: {
+                  "description": "the served model that made it (?model=, else `default`)",
+                  "required": True, "schema": {"type": "string"}}}},
         400: {"description": "malformed multipart body", **_PROBLEM},
-        404: {"description": "unknown style (the body lists the valid ones)", **_PROBLEM},
+        404: {"description": "unknown style or model (the body lists the valid ones)",
+              **_PROBLEM},
         413: {"description": "body over max_upload_bytes or image over max_pixels", **_PROBLEM},
         415: {"description": "not an image in a supported format", **_PROBLEM},
         422: {"description": "bad style spec, missing/corrupt image, bad parameters",
@@ -96,7 +101,7 @@ _BODY = {
 async def stylize(
     request: Request,
     state: StateDep,
-    engine: Annotated[Engine, Depends(get_engine)],
+    chosen: Annotated[Model, Depends(get_model)],
     settings: Annotated[Settings, Depends(get_settings)],
     style: Annotated[str | None, Query(
         description="a style name (`candy`) or a blend (`candy:0.7,mosaic:0.3`); "
@@ -117,6 +122,7 @@ async def stylize(
         description="downscale so the longer side is at most this many pixels first; "
                     "the result has that size")] = None,
 ) -> Response:
+    engine = chosen.engine
     # Cheap checks first: a bad style is rejected before the upload is read.
     mix = parse_style_spec(style, engine.style_names)
     controls = Controls(strength, preserve_color, max_side)
@@ -137,6 +143,7 @@ async def stylize(
         "X-Stylebox-Inference-Size": f"{iw}x{ih}",
         **tiles,
         "X-Stylebox-Model": f"{engine.card.name}@{engine.card.version}",
+        MODEL_HEADER: chosen.name,
         "X-Stylebox-Controls": controls.summary,
         "Vary": "Accept",
     })

@@ -20,8 +20,7 @@ from fastapi.responses import FileResponse
 from starlette.types import Receive, Scope, Send
 
 from stylebox.service.controls import MAX_SIDE, STRENGTH, Controls
-from stylebox.service.deps import get_engine, get_settings
-from stylebox.service.engine import Engine
+from stylebox.service.deps import Model, get_model, get_settings
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import JobNotDoneError, JobNotFoundError, UploadTimeoutError
 from stylebox.service.jobs import JobRequest, VideoJob, VideoJobs
@@ -81,7 +80,8 @@ def get_jobs(state: StateDep) -> VideoJobs:
                         for name in ("get_video", "get_video_result", "cancel_video",
                                      "delete_video")}},
         400: {"description": "malformed multipart body", **_PROBLEM},
-        404: {"description": "unknown style (the body lists the valid ones)", **_PROBLEM},
+        404: {"description": "unknown style or model (the body lists the valid ones)",
+              **_PROBLEM},
         408: {"description": "the upload did not arrive within video_upload_timeout_s",
               **_PROBLEM},
         413: {"description": "body over video_max_upload_bytes; clip over the duration, "
@@ -97,7 +97,7 @@ def get_jobs(state: StateDep) -> VideoJobs:
 async def submit_video(
     request: Request,
     response: Response,
-    engine: Annotated[Engine, Depends(get_engine)],
+    chosen: Annotated[Model, Depends(get_model)],
     settings: Annotated[Settings, Depends(get_settings)],
     jobs: Annotated[VideoJobs, Depends(get_jobs)],
     style: Annotated[str | None, Query(
@@ -116,7 +116,7 @@ async def submit_video(
         description="carry the normalisation statistics from frame to frame (less "
                     "flicker); false stylizes every frame on its own")] = True,
 ) -> VideoJob:
-    mix = parse_style_spec(style, engine.style_names)  # before the upload is read
+    mix = parse_style_spec(style, chosen.engine.style_names)  # before the upload is read
     controls = Controls(strength, preserve_color, max_side)
     job_id = jobs.reserve()  # 503 when full, before the body is read
     try:
@@ -131,7 +131,8 @@ async def submit_video(
     except BaseException:
         await to_thread.run_sync(jobs.release, job_id)
         raise
-    status = jobs.submit(job_id, JobRequest(mix, controls, stabilize, info))
+    status = jobs.submit(job_id, JobRequest(mix, controls, stabilize, info,
+                                                 chosen.name))
     response.headers["Location"] = f"/videos/{job_id}"
     return status
 

@@ -42,7 +42,8 @@ def test_the_declared_access_gives_the_lists_it_replaces(tiny_onnx):
         ("/stylize", "POST"), ("/videos", "POST"), ("/videos/{job_id}", "GET"),
         ("/videos/{job_id}", "DELETE"), ("/videos/{job_id}/result", "GET"),
         ("/videos/{job_id}/cancel", "POST"), ("/styles", "GET"),
-        ("/styles/{name}/preview.png", "GET"), ("/model", "GET"), ("/admin/reload", "POST"),
+        ("/styles/{name}/preview.png", "GET"), ("/model", "GET"), ("/models", "GET"),
+        ("/admin/reload", "POST"),
         # Trainer jobs (style edits also need the key where stylizing is open: test_trainer).
         ("/styles", "POST"), ("/styles/{name}", "DELETE"), ("/optimize", "POST"),
         ("/jobs", "GET"), ("/jobs/{job_id}", "GET"), ("/jobs/{job_id}", "DELETE"),

@@ -9,6 +9,10 @@ from stylebox.service.settings import Settings
 
 ENV = {
     "STYLEBOX_MODEL_PATH": ("/m/x.onnx", "model_path", "/m/x.onnx"),
+    # Several models (tests/service/test_models.py checks their use).
+    "STYLEBOX_EXTRA_MODELS": ("fast=/m/fast.onnx, hq = /m/hq.onnx", "extra_models",
+                              ["fast=/m/fast.onnx", "hq=/m/hq.onnx"]),
+    "STYLEBOX_LIVE_MODEL": ("Fast", "live_model", "fast"),
     "STYLEBOX_PROVIDERS": ("CUDAExecutionProvider, CPUExecutionProvider", "providers",
                            ["CUDAExecutionProvider", "CPUExecutionProvider"]),
     "STYLEBOX_HOST": ("127.0.0.1", "host", "127.0.0.1"),

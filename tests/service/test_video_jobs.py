@@ -40,7 +40,8 @@ from tests.conftest import make_client, make_tiny_card, make_tiny_generator, png
 from tests.service.test_video import _audio_only, read_back
 
 KEYS = {"id", "state", "frames_done", "frames_total", "progress", "fps", "eta_s", "error",
-        "result", "style", "width", "height", "duration_s", "created_at", "expires_at"}
+        "result", "style", "model", "width", "height", "duration_s", "created_at",
+        "expires_at"}
 MP4 = {"Content-Type": "video/mp4"}
 
 
