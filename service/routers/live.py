@@ -3,6 +3,7 @@
 The protocol (docs/live.md has it in full, with examples):
 
     server -> client, once, on accept: {"type": "hello", "protocol": "stylebox.v1",
+                                        "model_name": "default", "models": [...],
                                         "styles": [...], "limits": {...}}
     client -> server, text, any time:  {"style": "candy:0.7,mosaic:0.3", "strength": 0.8,
                                         "preserve_color": false, "quality": 80}
@@ -26,7 +27,9 @@ flicker) and starts afresh on a new style, frame size or scene cut. Every step r
 worker thread under the app's limiters: inference shares `max_concurrency` with
 `POST /stylize`, and the event loop never waits on the network.
 
-The API key and the live-session cap are checked before the handshake completes (the
+`WS /live?model=NAME` picks one of several served models (service/models.py); without it the
+session uses LIVE_MODEL's. The API key and the live-session cap are checked before the
+handshake completes (the
 router's guard and the route's `LIVE_SESSION`: service/http/access.py, admission.py), then
 the page's Origin (`origin_allowed`); a refused handshake is an HTTP 401, 503 or 403 problem.
 """

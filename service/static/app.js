@@ -2,6 +2,8 @@
 // POST /stylize, a clip to the /videos jobs, the camera over the WS /live WebSocket, and a
 // painting to POST /styles (a trainer job, followed at GET /jobs/{id}) to become a new style;
 // Best quality sends the photo to POST /optimize (a trainer job too, followed the same way).
+// Where the server serves several models (GET /models), a Model select picks the one photos,
+// clips and the camera use (?model=NAME on each request).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -32,6 +34,9 @@ const state = {
   stylesLoaded: false,
   mode: "photo",     // photo, video, live or add: which panels show, where controls go
   card: null,        // the model card (GET /model), once loaded
+  models: [],        // the served models (GET /models); the select shows when there are 2+
+  model: "default",  // the model chosen in the select
+  liveModel: "default",  // what the live mode starts with (GET /models' `live`)
 };
 const ERROR_IDS = { photo: "error", video: "video-error", live: "live-error", add: "add-error" };
 
@@ -162,10 +167,61 @@ async function problemMessage(resp) {
   return detail ? `${head} ${detail}` : head;
 }
 
+// "?model=NAME" (or "&model=NAME") for the chosen model; "" where one model is served, so a
+// single-model server gets the requests it always got.
+function modelQuery(sep = "?") {
+  return state.models.length > 1 ? `${sep}model=${encodeURIComponent(state.model)}` : "";
+}
+
+function modelParams(params) {
+  if (state.models.length > 1) params.set("model", state.model);
+  return params;
+}
+
+// The Model select from GET /models: name and time for a 640 x 480 frame; hidden unless the
+// server serves more than one. A server without the route (or a locked one) keeps it hidden.
+async function loadModels() {
+  try {
+    const resp = await api("/models");
+    if (!resp.ok) return;
+    const body = await resp.json();
+    state.models = body.models;
+    state.liveModel = body.live;
+    if (!state.models.some((m) => m.name === state.model)) state.model = body.default;
+  } catch {
+    return;  // the styles' own request reports an unreachable server
+  }
+  const select = $("model");
+  select.replaceChildren(...state.models.map((m) => {
+    const option = document.createElement("option");
+    option.value = m.name;
+    const ms = m.ms_640x480 == null ? "" : ` \u2014 ${Math.round(m.ms_640x480)} ms`;
+    option.textContent = `${m.name}${ms}`;
+    return option;
+  }));
+  select.value = state.model;
+  $("model-pick").hidden = state.models.length < 2;
+}
+
+// Another model: its styles (the mix kept where the names still exist), then the photo again;
+// a camera that runs starts again on it.
+async function chooseModel(name) {
+  if (name === state.model) return;
+  state.model = name;
+  $("model").value = name;
+  await loadStyles();
+  if (state.mode === "live" && live.ws) {
+    stopLive("Stopped.");
+    startLive();
+  } else {
+    schedule(0);
+  }
+}
+
 // Through fetch (not <img src>) so that the API key goes along when one is needed.
 async function loadPreview(img, name) {
   try {
-    const resp = await api(`/styles/${encodeURIComponent(name)}/preview.png`);
+    const resp = await api(`/styles/${encodeURIComponent(name)}/preview.png${modelQuery()}`);
     if (resp.ok) img.src = URL.createObjectURL(await resp.blob());
   } catch {
     // A missing preview leaves the grey placeholder; the style still works.
@@ -178,7 +234,8 @@ async function loadPreview(img, name) {
 // model within seconds of the edit); `want.name` is then the style picked, if present.
 async function loadStyles(want = null) {
   try {
-    const [stylesResp, modelResp] = await Promise.all([api("/styles"), api("/model")]);
+    const [stylesResp, modelResp] = await Promise.all([api(`/styles${modelQuery()}`),
+                                                       api(`/model${modelQuery()}`)]);
     if (stylesResp.status === 401) {
       $("model-info").textContent = "Locked: enter the API key.";
       askForKey(await problemMessage(stylesResp));
@@ -211,7 +268,8 @@ async function loadStyles(want = null) {
     state.card = card;
     if (card) {
       $("model-info").textContent =
-        `Model ${card.name} ${card.version}: ${styles.length} styles, width \u03b1 = ${card.alpha}`;
+        `Model ${card.name} ${card.version}: ${styles.length} styles, width \u03b1 = ${card.alpha}` +
+        (state.models.length > 1 ? ` (served as \u201c${state.model}\u201d)` : "");
     }
     renderAdded();
     return true;
@@ -301,12 +359,12 @@ async function stylize() {
   if (state.controller) state.controller.abort();
   const controller = (state.controller = new AbortController());
   const seq = ++state.seq;
-  const params = new URLSearchParams({
+  const params = modelParams(new URLSearchParams({
     style: spec,
     strength: String(Number($("strength").value) / 100),
     preserve_color: String($("preserve-color").checked),
     format: $("format").value,
-  });
+  }));
   if ($("max-side").value) params.set("max_side", $("max-side").value);
   const body = new FormData();
   body.append("image", state.file, state.file.name);
@@ -352,6 +410,11 @@ async function stylize() {
 
 function setMode(mode) {
   if (state.mode === "live" && mode !== "live") stopLive("Stopped.");
+  // The camera starts on the server's live model; a painting edits the default model.
+  if (state.models.length > 1 && mode !== state.mode) {
+    if (mode === "live") chooseModel(state.liveModel);
+    else if (mode === "add") chooseModel("default");
+  }
   state.mode = mode;
   document.body.dataset.mode = mode;
   for (const el of document.querySelectorAll("[data-modes]")) {
@@ -440,11 +503,11 @@ function startVideo() {
   showError("", "video");
   clip.spec = spec;
   clip.job = null;
-  const params = new URLSearchParams({
+  const params = modelParams(new URLSearchParams({
     style: spec,
     strength: String(Number($("strength").value) / 100),
     preserve_color: String($("preserve-color").checked),
-  });
+  }));
   if ($("video-side").value) params.set("max_side", $("video-side").value);
   const xhr = (clip.xhr = new XMLHttpRequest());
   xhr.open("POST", `/videos?${params}`);
@@ -665,7 +728,8 @@ async function startLive() {
     server: null, since: performance.now(), encoding: false, next: null, opened: false,
     stopping: false, shown: 0 });
   const scheme = location.protocol === "https:" ? "wss" : "ws";
-  const ws = (live.ws = new WebSocket(`${scheme}://${location.host}/live`, liveProtocols()));
+  const ws = (live.ws = new WebSocket(`${scheme}://${location.host}/live${modelQuery()}`,
+                                      liveProtocols()));
   ws.binaryType = "blob";
   ws.addEventListener("open", () => {
     live.opened = true;
@@ -1592,7 +1656,7 @@ function init() {
     sessionStorage.setItem("stylebox-api-key", state.apiKey);
     $("key-form").hidden = true;
     showError("");
-    if (!state.stylesLoaded) loadStyles();
+    if (!state.stylesLoaded) loadModels().then(() => loadStyles());
     schedule(0);
     checkTrainer();  // the add tab's look at GET /jobs needs the key too
     checkBest();
@@ -1616,7 +1680,8 @@ function init() {
   for (const radio of document.querySelectorAll("input[name=view]")) {
     radio.addEventListener("change", () => { $("compare").dataset.view = radio.value; });
   }
-  loadStyles();
+  $("model").addEventListener("change", () => chooseModel($("model").value));
+  loadModels().then(() => loadStyles());
   checkBest();
 }
 

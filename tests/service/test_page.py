@@ -300,3 +300,39 @@ def test_page_sends_a_key_a_header_cannot_hold_as_text(browser, tiny_onnx, tmp_p
         assert shown.shape == (48, 48, 3)
         assert not errors, errors
         context.close()
+
+
+def test_page_model_select_with_several_models(browser, page, tiny_onnx, fast_onnx, tmp_path):
+    """One model (the module's server): no select. Two: a Model select (name and ms at
+    640 x 480) whose choice the styles, the photo's request and the live mode follow."""
+    _wait(page, "document.querySelectorAll('#styles li').length === 3")
+    assert page.locator("#model-pick").is_hidden()
+    photo = tmp_path / "p.png"
+    photo.write_bytes(encode(sample_image(96)))
+    with _serve(tiny_onnx, extra_models=f"fast={fast_onnx}", engine="onnxruntime") as base:
+        context = browser.new_context(viewport={"width": 1280, "height": 900})
+        two = context.new_page()
+        two.goto(base + "/")
+        _wait(two, "!document.getElementById('model-pick').hidden")
+        options = two.locator("#model option").all_inner_texts()
+        assert [o.split(" ")[0] for o in options] == ["default", "fast"]
+        assert all(o.endswith(" ms") for o in options), options
+        assert two.locator("#model").input_value() == "default"
+        _wait(two, "document.querySelectorAll('#styles li').length === 3")
+        resp, _ = _stylize(two, lambda: two.set_input_files("#file", str(photo)))
+        assert "model=default" in resp.url and resp.headers["x-stylebox-model-name"] == "default"
+        # fast: its own two styles; the mix keeps candy (both have it); the photo again
+        resp, _ = _stylize(two, lambda: two.get_by_label("Model").select_option("fast"))
+        assert "model=fast" in resp.url and resp.headers["x-stylebox-model-name"] == "fast"
+        assert resp.headers["x-stylebox-style"] == "candy"
+        assert two.locator("#styles li").count() == 2
+        assert "fast" in two.locator("#model-info").inner_text()
+        # The live mode starts on the server's live model (GET /models says which).
+        live = two.evaluate("fetch('/models').then(r => r.json()).then(b => b.live)")
+        two.get_by_label("Live camera").check()
+        _wait(two, "m => document.getElementById('model').value === m", arg=live)
+        assert two.locator("#model-pick").is_visible()
+        two.get_by_label("Add your painting").check()  # the trainer edits the default model
+        _wait(two, "document.getElementById('model').value === 'default'")
+        assert two.locator("#model-pick").is_hidden()
+        context.close()

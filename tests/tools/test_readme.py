@@ -15,7 +15,8 @@ What a test cannot give a command is supplied, and listed here:
 - the checkpoint a skipped `stylebox train` would write: `runs/a0.25/last.pt` is the shipped
   8-style checkpoint (`models/checkpoints/stylebox-a0.25.pt`);
 - the server the curl examples talk to: `stylebox serve` on a free port (`localhost:8000`
-  is rewritten to it) serving `models/stylebox-a0.25.onnx` of the scratch root, with
+  is rewritten to it) serving `models/stylebox-a0.25.onnx` of the scratch root (and
+  `models/stylebox-a0.1.onnx` as `fast`, as *Several models* starts it), with
   `STYLEBOX_ALLOW_ADMIN_WITHOUT_KEY=true` (no key is set, so `Bearer $STYLEBOX_API_KEY` is
   empty), one server for the whole run; curl gets `--fail`, so a 4xx/5xx fails;
 - speed-ups appended to commands that take minutes as written (`SPEED_UPS`): fewer and
@@ -74,6 +75,8 @@ SKIP: list[tuple[str, str]] = [
     (r"^tar -C rootfs\b", "Docker (imports the skipped base)"),
     (r"^kubectl\b", "a Kubernetes cluster"),
     (r"^apt-get\b", "a system package (network, root)"),
+    (r"^STYLEBOX_EXTRA_MODELS=\S+ \.venv/bin/stylebox serve\b",
+     "serves until stopped; the test's own server serves the same two models"),
     # A new style from a painting: the worker trains it for minutes (TRAINER_STYLE_SECONDS);
     # tests/service/test_trainer.py runs a real worker end to end on a tiny model instead.
     (r"^STYLEBOX_DATA=\S+ stylebox worker\b", "a trainer worker (minutes per style)"),
@@ -244,8 +247,10 @@ def server(root):
             _fresh(root)
             port = free_port()
             with open(root.parent / "serve.log", "w") as log:  # a file: a pipe would fill
+                # README *Several models*: its curl examples ask for ?model=fast
+                env = {**_env(), "STYLEBOX_EXTRA_MODELS": "fast=models/stylebox-a0.1.onnx"}
                 proc = subprocess.Popen(["stylebox", "serve", "--port", str(port)], cwd=root,
-                                        env=_env(), stdout=log, stderr=subprocess.STDOUT)
+                                        env=env, stdout=log, stderr=subprocess.STDOUT)
             state.update(port=port, proc=proc)
             wait_ready(f"http://127.0.0.1:{port}/readyz", [proc], 120,
                        root.parent / "serve.log")
