@@ -42,6 +42,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tile-demo": ("tiledemo", "main", "a large image tiled vs downscaled: crops and timings"),
     "steady-frontier": ("steady", "main",
                         "stability against style for candidate models: table and plot"),
+    "compare": ("compare", "main", "several models side by side on the same photos and styles"),
     "frontier": ("frontier", "main",
                  "candidate networks side by side: size, ms per engine, eval losses, pictures"),
     "eval": ("training.eval", "main", "style/content loss table and gallery for an ONNX model"),
