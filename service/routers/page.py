@@ -20,7 +20,7 @@ from anyio import to_thread
 from fastapi import APIRouter, Depends, Response
 from fastapi.responses import FileResponse, HTMLResponse
 
-from stylebox.service.deps import NOT_READY, UNKNOWN_MODEL, get_model_engine, get_settings
+from stylebox.service.deps import NOT_READY, get_engine, get_settings
 from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.errors import StyleboxError
@@ -65,9 +65,8 @@ def static_file(name: str) -> FileResponse:
 
 @router.get("/sample.png", summary="The sample photo the style previews are made from",
             response_class=Response,
-            responses={200: {"content": {"image/png": {}}}, **NOT_READY, **UNKNOWN_MODEL})
-async def sample(state: StateDep,
-                 engine: Annotated[Engine, Depends(get_model_engine)]) -> Response:
+            responses={200: {"content": {"image/png": {}}}, **NOT_READY})
+async def sample(state: StateDep, engine: Annotated[Engine, Depends(get_engine)]) -> Response:
     png = await to_thread.run_sync(state.previews.sample_png, engine, limiter=state.limiter)
     # The model's card carries it, and a restart may load another model.
     return Response(png, media_type="image/png", headers={"Cache-Control": "public, max-age=300"})

@@ -173,11 +173,6 @@ function modelQuery(sep = "?") {
   return state.models.length > 1 ? `${sep}model=${encodeURIComponent(state.model)}` : "";
 }
 
-function modelParams(params) {
-  if (state.models.length > 1) params.set("model", state.model);
-  return params;
-}
-
 // The Model select from GET /models: name and time for a 640 x 480 frame; hidden unless the
 // server serves more than one. A server without the route (or a locked one) keeps it hidden.
 async function loadModels() {
@@ -359,12 +354,13 @@ async function stylize() {
   if (state.controller) state.controller.abort();
   const controller = (state.controller = new AbortController());
   const seq = ++state.seq;
-  const params = modelParams(new URLSearchParams({
+  const params = new URLSearchParams({
     style: spec,
     strength: String(Number($("strength").value) / 100),
     preserve_color: String($("preserve-color").checked),
     format: $("format").value,
-  }));
+  });
+  if (state.models.length > 1) params.set("model", state.model);
   if ($("max-side").value) params.set("max_side", $("max-side").value);
   const body = new FormData();
   body.append("image", state.file, state.file.name);
@@ -503,11 +499,12 @@ function startVideo() {
   showError("", "video");
   clip.spec = spec;
   clip.job = null;
-  const params = modelParams(new URLSearchParams({
+  const params = new URLSearchParams({
     style: spec,
     strength: String(Number($("strength").value) / 100),
     preserve_color: String($("preserve-color").checked),
-  }));
+  });
+  if (state.models.length > 1) params.set("model", state.model);
   if ($("video-side").value) params.set("max_side", $("video-side").value);
   const xhr = (clip.xhr = new XMLHttpRequest());
   xhr.open("POST", `/videos?${params}`);

@@ -13,7 +13,7 @@ from starlette.testclient import WebSocketDenialResponse
 from tests.conftest import ROOT, make_client, png
 
 PNG = png(16, 24, seed=0)
-STYLIZE = ["format", "max_side", "preserve_color", "quality", "strength", "style"]
+STYLIZE = ["format", "max_side", "model", "preserve_color", "quality", "strength", "style"]
 
 
 @pytest.fixture(scope="module")
@@ -105,8 +105,7 @@ def test_live_refuses_the_handshake_with_the_problem(client):
             client.websocket_connect("/live?key=secret"):
         pass
     body = _unknown(refused.value, ["key"])
-    assert body["detail"] == ("unknown query parameter 'key'; WebSocket /live takes no "
-                              "query parameters")
+    assert body["detail"] == ("unknown query parameter 'key'; WebSocket /live takes: model")
     with client.websocket_connect("/live", subprotocols=["stylebox.v1"]) as ws:
         assert ws.receive_json()["type"] == "hello"
 
@@ -114,7 +113,7 @@ def test_live_refuses_the_handshake_with_the_problem(client):
 def test_the_page_sends_only_parameters_its_routes_take(schema):
     """service/static/app.js builds each request's query with `new URLSearchParams({...})`
     and `params.set(...)`: every name in it is one the route it is sent to declares, and the
-    live WebSocket URL carries none."""
+    live WebSocket URL carries `model` alone (`modelQuery`), which WS /live takes."""
     js = (ROOT / "service/static/app.js").read_text()
     blocks = js.split("const params = new URLSearchParams({")[1:]
     assert len(blocks) >= 2  # the photo and the video requests
@@ -126,4 +125,6 @@ def test_the_page_sends_only_parameters_its_routes_take(schema):
         assert target and names, block[:300]
         assert names <= set(_query_params(schema, target.group(1), "post")), target.group(1)
     live = re.search(r"new WebSocket\(`([^`]*)`", js)
-    assert live and live.group(1).endswith("/live"), "the live URL carries no query"
+    assert live and live.group(1).endswith("/live${modelQuery()}"), live
+    body = js.split("function modelQuery", 1)[1].split("\n}", 1)[0]
+    assert re.findall(r"(\w+)=\$\{", body) == ["model"], body
