@@ -49,3 +49,19 @@ def test_refuses_unknown_style_and_missing_model(tiny_onnx, photo, tmp_path, cap
     assert main(["compare", str(photo), "--model", f"a={tmp_path / 'none.onnx'}",
                  "--styles", "candy", "-o", str(out)]) != 0
     assert "NAME=PATH" in capsys.readouterr().err and not out.exists()
+
+
+def test_pan_animates_a_one_pixel_move_forwards_and_back(tiny_onnx, photo, tmp_path):
+    from PIL import ImageSequence
+
+    out = tmp_path / "pan.gif"
+    assert main(["compare", str(photo), "--model", f"a={tiny_onnx}", "--styles", "candy",
+                 "--size", "48", "--pan", "3", "-o", str(out)]) == 0
+    frames = [np.asarray(f.convert("RGB")).astype(int)
+              for f in ImageSequence.Iterator(Image.open(out))]
+    assert len(frames) == 4  # 0, 1, 2, then 1 on the way back
+    photo0, photo1 = frames[0][LABEL + 20:, :48], frames[1][LABEL + 20:, :48]
+    # The photo column moved left by one pixel (GIF's palette allows a small error).
+    assert np.abs(photo1[:, :-1] - photo0[:, 1:]).mean() < np.abs(photo1 - photo0).mean()
+    assert main(["compare", str(photo), "--model", f"a={tiny_onnx}", "--styles", "candy",
+                 "--pan", "3", "-o", str(tmp_path / "pan.png")]) != 0
