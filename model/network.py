@@ -34,7 +34,14 @@ so export and service need nothing else:
   relative to the photo until training teaches them otherwise. "ends": only the two
   full-resolution ends move: the first stride-2 conv becomes stride 1 and the last
   upsampling + conv become a 3 x 3 sub-pixel conv, so the residual blocks keep their quarter
-  resolution and a trained network's strokes keep their scale.
+  resolution and a trained network's strokes keep their scale. Its two ends are sampling-rate
+  changes too, so the alias-free form covers them when it is on: with ``blur`` the halving is
+  the 2 x 2 mean after the binomial low-pass ([1, 3, 3, 1] / 8 per axis, one strided
+  depthwise conv, same phase), and with ``up_blur`` the binomial low-pass runs on the
+  full-resolution logits after the depth-to-space, whose 2 x 2 blocks each come from one
+  half-resolution position. Without them (blur = up_blur = 0) both ends are as they were,
+  bit for bit; with them, no tensor is added (a checkpoint of either form loads into the
+  other) and the graph gains only Pad + Conv.
 - ``widths``: explicit channel counts per prunable group (``stylebox prune``), instead of
   base_channels x alpha.
 
@@ -167,13 +174,36 @@ def conv(cin: int, cout: int, k: int, stride: int = 1, separable: bool = False) 
 
 
 class Halve(nn.Module):
-    """The 2 x 2 mean, stride 2 (bilinear x 0.5 on even sizes): (B, 3, H, W) -> (B, 3,
-    ceil(H/2), ceil(W/2)); an odd last row or column is paired with itself."""
+    """Halve the photo: (B, C, H, W) -> (B, C, ceil(H/2), ceil(W/2)), half-resolution pixel i
+    centred on input pixels 2i and 2i + 1 (both filters below keep that phase).
 
-    def __init__(self, channels: int = 3):
+    ``taps`` = 0: the 2 x 2 mean, stride 2 (bilinear x 0.5 on even sizes); an odd last row or
+    column is paired with itself. Exactly what every ``resize`` network without ``blur`` was
+    trained with.
+
+    ``taps`` = 3 or 5 (the alias-free form): the 2-tap box convolved with the binomial row of
+    ``Blur`` ([1, 3, 3, 1] / 8 or [1, 5, 10, 10, 5, 1] / 32 per axis), i.e. ``Blur`` then the
+    2 x 2 mean, folded into one strided depthwise conv (one pass over the full-resolution
+    photo). Why not the box alone: a 1-px move of the photo is a half-pixel move of the halved
+    image, and the box passes content above the new Nyquist (1/4 cycle per input pixel) at up
+    to cos(pi/4) = 0.71, which the stride folds back as a pattern that changes with the
+    phase, so the body sees a different picture at every 1-px step. The binomial's response
+    cos(pi f)^(taps) is 0.35 there (3 taps) and falls faster, so the halved image moves
+    smoothly with the photo. Reflection-padded, as ``Blur``.
+    """
+
+    def __init__(self, channels: int = 3, taps: int = 0):
         super().__init__()
-        self.register_buffer("kernel", torch.full((channels, 1, 2, 2), 0.25), persistent=False)
-        self.pad = nn.ReplicationPad2d((0, 1, 0, 1))
+        row = torch.tensor(BLUR_TAPS[taps] or (1,), dtype=torch.float32)
+        row = F.conv1d(row[None, None], torch.ones(1, 1, 2), padding=1)[0, 0]  # * [1, 1]
+        k = torch.outer(row, row) / row.sum() ** 2  # (taps + 1, taps + 1), sums to 1
+        self.register_buffer("kernel", k.expand(channels, 1, *k.shape).clone(),
+                             persistent=False)
+        # Output i reads input 2i - taps // 2 .. 2i + 1 + taps // 2: one more row/column
+        # after the image than before it, which also makes ceil(H/2) rows for odd H.
+        a = taps // 2
+        self.pad = (nn.ReflectionPad2d((a, a + 1, a, a + 1)) if taps
+                    else nn.ReplicationPad2d((0, 1, 0, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(self.pad(x), self.kernel.to(x.dtype), stride=2, groups=x.shape[1])
@@ -290,7 +320,7 @@ class Generator(nn.Module):
         n, sep, ch = cfg.n_styles, cfg.separable, cfg.channels()
         c1, c2, c3, u0, u1 = ch["down.0"], ch["down.1"], ch["stream"], ch["up.0"], ch["up.1"]
         ends = cfg.resize == "ends"
-        self.halve = Halve() if cfg.resize != "none" else None
+        self.halve = Halve(3, cfg.blur) if cfg.resize != "none" else None
         self.down = nn.ModuleList([
             ConvCIN(3, c1, 9, n),  # dense: see the module docstring
             ConvCIN(c1, c2, 3, n, stride=1 if ends else 2, blur=cfg.blur, separable=sep),
@@ -308,6 +338,13 @@ class Generator(nn.Module):
         r = 1 if self.halve is None else 2  # r * r RGB pixels per position: depth-to-space
         self.out_conv = conv(u0 if ends else u1, 3 * r * r, k, separable=sep)  # no norm
         self.shuffle = nn.PixelShuffle(r) if r > 1 else None
+        # The depth-to-space is an upsampling too: each 2 x 2 block of output pixels comes
+        # from one half-resolution position, so with nothing after it the output keeps a
+        # pattern tied to the coarse grid (and to where the photo sits on it). With up_blur
+        # the same low-pass as after the other upsamples runs on the full-resolution logits.
+        # Before the sigmoid: conv -> depth-to-space -> low-pass stays one linear map, which
+        # fit_head (model/surgery.py) can solve in closed form.
+        self.out_blur = Blur(3, cfg.up_blur) if r > 1 and cfg.up_blur else None
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 stats: NormStats | None = None) -> torch.Tensor:
@@ -336,6 +373,8 @@ class Generator(nn.Module):
         y = self.out_conv(self.out_pad(y))  # (B, 3 * r * r, g/r * h, g/r * w)
         if self.shuffle is not None:
             y = self.shuffle(y)  # (B, 3, g * h, g * w)
+        if self.out_blur is not None:
+            y = self.out_blur(y)
         return torch.sigmoid(y)  # squash into [0, 1]
 
     @torch.no_grad()
@@ -367,8 +406,11 @@ class Generator(nn.Module):
         would (given the same statistics). tests/service/test_tiling.py checks it is not too small.
         With resize = "all" every layer's pixels are twice as far apart (s = 2), and an output
         pixel sits up to one pixel from its half-resolution position, as does the 2x2 mean's
-        input: s - 1 more. With "ends" the layers between the two stride-2 steps move.
+        input: s - 1 more. With "ends" the layers between the two stride-2 steps move. The
+        alias-free ends of a resize network add blur // 2 (the halving's wider filter) and
+        up_blur // 2 (the low-pass after the depth-to-space, at spacing 1).
         """
+        ends = 0 if self.cfg.resize == "none" else self.cfg.blur // 2 + self.cfg.up_blur // 2
         if self.cfg.resize == "ends":
             r = 1 + 2  # depth-to-space slack, out_conv 3x3 at spacing 2
             r += 2 + 4  # up[0]: 3x3 at spacing 2 + upsample slack (one quarter-res pixel)
@@ -376,7 +418,7 @@ class Generator(nn.Module):
             r += 2 * self.cfg.n_residual * 4  # two 3x3 convs per block at spacing 4
             r += 2 + (self.cfg.blur // 2) * 2  # down[2] and its low-pass, at spacing 2
             r += 2 + 8 + 1  # down[1] (3x3, stride 1), down[0] (9x9) at spacing 2, the mean
-            return r
+            return r + ends
         s = 2 if self.cfg.resize == "all" else 1  # input pixels per pixel of the finest layers
         body = 4  # out_conv, 9x9 at spacing 1
         body += (1 + 2) + (2 + 4)  # up[1], up[0]: a 3x3 conv at spacing 1 / 2 + upsample slack
@@ -384,7 +426,7 @@ class Generator(nn.Module):
         body += 2 + 1 + 4  # down[2] (3x3 at 2), down[1] (3x3 at 1), down[0] (9x9 at 1)
         body += (self.cfg.blur // 2) * (2 + 1)  # the low-passes before down[2] and down[1]
         body += (self.cfg.up_blur // 2) * (1 + 2)  # the low-passes after the upsamples
-        return s * body + (s - 1)
+        return s * body + (s - 1) + ends
 
     def min_side(self) -> int:
         """The smallest input side the reflection pads allow (the 9x9 pad needs 5 px), which

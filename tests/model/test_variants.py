@@ -26,7 +26,10 @@ from tests.conftest import (
 VARIANTS = {"separable": {"separable": True}, "resize": {"resize": "all"},
             "ends": {"resize": "ends"}, "ends+separable": {"resize": "ends", "separable": True},
             "resize+separable": {"resize": "all", "separable": True},
-            "widths": {"widths": [3, 5, 7, 2, 9, 4, 6]}}
+            "widths": {"widths": [3, 5, 7, 2, 9, 4, 6]},
+            # the alias-free form: low-passes in the body and at both resize ends
+            "ends+alias-free": {"resize": "ends", "blur": 3, "up_blur": 3},
+            "resize+alias-free": {"resize": "all", "blur": 5, "up_blur": 3}}
 
 
 @pytest.mark.parametrize("name", VARIANTS)
@@ -51,7 +54,8 @@ def test_variants_are_cheaper_where_they_should_be():
     assert make_tiny_generator(resize="ends").grid() == make_tiny_generator().grid() == 4
 
 
-@pytest.mark.parametrize("name", ["resize", "ends", "ends+separable", "separable"])
+@pytest.mark.parametrize("name", ["resize", "ends", "ends+separable", "separable",
+                                  "ends+alias-free", "resize+alias-free"])
 def test_receptive_radius_bounds_the_real_one(name):
     """The analytic radius is an upper bound of the gradient's reach, statistics fixed, at
     every phase of the variant's grid, and not loose by more than the upsampling slack."""
@@ -144,7 +148,7 @@ def test_a_new_last_conv_starts_from_a_least_squares_fit(separable):
 
 
 @pytest.mark.parametrize("kind", host_engines(("f32",)))
-@pytest.mark.parametrize("name", ["ends", "resize+separable"])
+@pytest.mark.parametrize("name", ["ends", "resize+separable", "ends+alias-free"])
 def test_every_engine_serves_the_variant_graphs(name, kind, tmp_path):
     """Depth-to-space, the replicate pad of the 2x2 mean and grouped convs run on OpenVINO as
     on ONNX Runtime (f32: the same numbers within rounding)."""
@@ -158,3 +162,191 @@ def test_every_engine_serves_the_variant_graphs(name, kind, tmp_path):
     got = open_host_engine(path, kind).stylize(img, candy)
     assert got.shape == img.shape
     assert np.abs(got.astype(np.int16) - ref).max() <= 2
+
+
+# -- the alias-free resize ends ----------------------------------------------------------------
+
+class OldHalve(torch.nn.Module):
+    """Halve as it was before the alias-free ends: what blur = 0 must still compute."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.pad(x, (0, 1, 0, 1), mode="replicate")
+        return torch.nn.functional.conv2d(x, torch.full((3, 1, 2, 2), 0.25), stride=2, groups=3)
+
+
+@pytest.mark.parametrize("resize", ["ends", "all"])
+def test_resize_without_blur_computes_what_it_did_bit_for_bit(resize):
+    """Checkpoints of resize networks without blur keep their 2x2 mean and their bare
+    depth-to-space: the same output, to the bit, as with the old Halve."""
+    g = make_tiny_generator(resize=resize, up_blur=3)  # up_blur alone: the body's, not the ends'
+    assert g.out_blur is not None and g.halve.kernel.shape[-1] == 2
+    plain = make_tiny_generator(resize=resize)
+    assert plain.out_blur is None
+    x, w = torch.rand(2, 3, 37, 50), one_hot([0, 2], 3)
+    assert torch.equal(plain.halve(x), OldHalve()(x))
+    with torch.no_grad():
+        want = plain(x, w)
+        plain.halve = OldHalve()
+        assert torch.equal(plain(x, w), want)
+
+
+def test_alias_free_halving_is_binomial_keeps_the_phase_and_removes_aliases():
+    """blur > 0: [1, 3, 3, 1] / 8 per axis (the 2x2 mean after [1, 2, 1] / 4), centred where
+    the 2x2 mean is, passing far less of what lies above the half-resolution Nyquist."""
+    from stylebox.model.network import Halve
+
+    box, soft = Halve(3, 0), Halve(3, 3)
+    assert not list(soft.parameters()) and "kernel" not in soft.state_dict()
+    row = torch.tensor([1.0, 3, 3, 1]) / 8
+    torch.testing.assert_close(soft.kernel[0, 0], torch.outer(row, row))
+    for h, w in ((32, 32), (17, 19)):
+        assert soft(torch.rand(1, 3, h, w)).shape == box(torch.rand(1, 3, h, w)).shape
+    ramp = torch.arange(40.0).expand(1, 3, 40, 40)  # x[i] = i
+    torch.testing.assert_close(soft(ramp)[..., 1:-1], box(ramp)[..., 1:-1])  # 2i + 0.5 both
+    flat = torch.full((1, 3, 20, 20), 0.3)
+    torch.testing.assert_close(soft(flat), flat[..., ::2, ::2])
+    # 0.375 cycles per pixel: above the new Nyquist (0.25), folded back by the stride
+    wave = torch.cos(2 * torch.pi * 0.375 * torch.arange(64.0)).expand(1, 3, 64, 64)
+    amp = [float(f(wave)[..., 4:-4].abs().max()) for f in (box, soft)]
+    assert amp[0] > 0.3 and amp[1] < 0.2 * amp[0]  # cos(3pi/8) = 0.38 vs its cube, 0.06
+
+
+def test_alias_free_ends_make_a_one_pixel_shift_change_less():
+    """Untrained, same weights: each new end low-pass makes a 1-px shift of the photo change
+    the resize = "ends" network's output less (the body's low-passes on in all three)."""
+    torch.manual_seed(3)
+    x, w = torch.rand(1, 3, 96, 96), one_hot(0, 3)
+    x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # photo-like: not white noise
+
+    def shift_error(g) -> float:
+        with torch.no_grad():
+            a, b = g(x[..., :, :-1], w), g(x[..., :, 1:], w)
+        return (a[..., 16:-16, 17:-16] - b[..., 16:-16, 16:-17]).abs().mean().item()
+
+    from stylebox.model.network import Halve
+
+    trained = make_tiny_generator(seed=3, resize="ends").state_dict()
+    full = make_tiny_generator(resize="ends", blur=3, up_blur=3)
+    full.load_state_dict(trained)  # strict: the new ends hold no tensors
+    no_halve = make_tiny_generator(resize="ends", blur=3, up_blur=3)
+    no_halve.load_state_dict(trained)
+    no_halve.halve = Halve(3, 0)
+    body_only = make_tiny_generator(resize="ends", blur=3, up_blur=3)
+    body_only.load_state_dict(trained)
+    body_only.halve, body_only.out_blur = Halve(3, 0), None
+    assert shift_error(full) < 0.9 * shift_error(no_halve) < 0.45 * shift_error(body_only)
+
+
+def test_radius_grows_by_what_the_alias_free_ends_reach():
+    """The stated radius keeps the plain "ends" network's slack over the real reach (the
+    upsampling slack, 3 px), so it counts the reach the end low-passes add; the bound test
+    alone would pass a radius that forgot them."""
+    from stylebox.model.network import Halve
+
+    torch.manual_seed(0)
+    plain, full = make_tiny_generator(resize="ends"), make_tiny_generator(
+        resize="ends", blur=3, up_blur=3)
+    body = make_tiny_generator(resize="ends", blur=3, up_blur=3)
+    body.halve, body.out_blur = Halve(3, 0), None  # the body's low-passes, not the ends'
+    reach = {k: gradient_reach(g, 192) for k, g in
+             {"plain": plain, "full": full, "body": body}.items()}
+    assert reach["full"] - reach["body"] == 2  # [1, 3, 3, 1] in, [1, 2, 1] out: 1 px each
+    assert full.receptive_radius() - reach["full"] == plain.receptive_radius() - reach[
+        "plain"] == 3
+
+
+@pytest.fixture(scope="module")
+def alias_free_ends_onnx(tmp_path_factory):
+    g = make_tiny_generator(resize="ends", blur=3, up_blur=3)
+    path = tmp_path_factory.mktemp("variant") / "ends-af.onnx"
+    export_onnx(g, make_tiny_card(generator=g), path, export_size=32)  # parity-checked
+    return path, g
+
+
+def test_alias_free_ends_export_as_convs_and_serve(alias_free_ends_onnx, tmp_path):
+    """The end low-passes are Pad + Conv in the graph: no operator the plain "ends" graph
+    lacks; the card carries the wider radius; ONNX Runtime computes what torch does."""
+    import onnx
+
+    from stylebox.model.network import UInt8Generator
+
+    path, g = alias_free_ends_onnx
+    plain = make_tiny_generator(resize="ends")
+    export_onnx(plain, make_tiny_card(generator=plain), tmp_path / "ends.onnx", export_size=32)
+    ops = [{n.op_type for n in onnx.load(p).graph.node} for p in (path, tmp_path / "ends.onnx")]
+    assert ops[0] == ops[1]
+    engine = OrtEngine(path)
+    assert engine.receptive_radius == g.receptive_radius() == 44
+    assert engine.card.arch["blur"] == engine.card.arch["up_blur"] == 3
+    back, _ = load_generator(path)
+    assert back.out_blur is not None and back.halve.kernel.shape[-1] == 4
+    x = np.random.default_rng(0).integers(0, 256, (37, 45, 3), dtype=np.uint8)
+    w = np.eye(3, dtype=np.float32)[2]
+    with torch.no_grad():
+        want = UInt8Generator(g)(torch.from_numpy(x)[None], torch.from_numpy(w)[None])[0]
+    assert np.abs(engine.stylize(x, w).astype(int) - want.numpy()).max() <= 1
+
+
+def test_alias_free_ends_tile_exactly(alias_free_ends_onnx):
+    engine = OrtEngine(alias_free_ends_onnx[0])
+    rng = np.random.default_rng(2)
+    img = np.clip(rng.normal(128, 60, (130, 171, 3)), 0, 255).astype(np.uint8)
+    candy = np.array([1, 0, 0], np.float32)
+    full, stats = engine.stylize_stats(img, candy)
+    margin = -(-engine.receptive_radius // 4) * 4
+    tiled, n = run_tiles(engine, img, candy, stats, tile_size=2 * margin + 40, margin=margin)
+    assert n > 4
+    diff = np.abs(tiled.astype(np.int16) - full)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+
+
+def test_fit_head_solves_through_the_low_pass_after_the_depth_to_space():
+    """From an alias-free network into alias-free "ends": the new last conv is the least-
+    squares fit of the *filtered* logits (checked against a brute-force solve over every
+    weight of the last conv), not of the logits before the low-pass."""
+    from stylebox.model.surgery import fit_head
+
+    src = make_tiny_generator(blur=3, up_blur=3)
+    dst = Generator(GeneratorConfig(**{**src.cfg.to_dict(), "resize": "ends"})).eval()
+    assert transplant(src, dst) == ["out_conv.weight"]  # the bias: ICNR, 4 copies
+    photos = torch.rand(2, 3, 32, 32)
+    x, w = photos.repeat(3, 1, 1, 1), torch.eye(3).repeat_interleave(2, 0)
+    got: dict[str, torch.Tensor] = {}
+    hooks = [src.out_conv.register_forward_hook(lambda m, a, o: got.setdefault("src", o)),
+             dst.out_pad.register_forward_hook(lambda m, a, o: got.setdefault("f", o))]
+    with torch.no_grad():
+        rms = fit_head(src, dst, photos)
+        src(x, w)
+        dst(x, w)
+    for h in hooks:
+        h.remove()
+    f, target = got["f"].double(), got["src"].double()
+    conv = dst.out_conv
+
+    def head(weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        y = dst.shuffle(torch.nn.functional.conv2d(f, weight, bias))
+        return torch.nn.functional.conv2d(dst.out_blur.pad(y), dst.out_blur.kernel.double(),
+                                          groups=3)
+
+    with torch.no_grad():
+        fitted = head(conv.weight.double(), conv.bias.double())
+        assert abs(float((fitted - target).pow(2).mean().sqrt()) - rms) < 1e-4
+        # brute force: the head is linear in its weights; one column per weight
+        params = torch.cat([conv.weight.flatten(), conv.bias]).double()
+        nw = conv.weight.numel()
+
+        def unit(i: int) -> torch.Tensor:
+            e = torch.zeros_like(params)
+            e[i] = 1.0
+            return head(e[:nw].reshape(conv.weight.shape), e[nw:]).flatten()
+
+        a = torch.stack([unit(i) for i in range(len(params))], 1)
+        best = torch.linalg.lstsq(a, target.flatten()).solution
+        optimum = float((a @ best - target.flatten()).pow(2).mean().sqrt())
+        assert optimum <= rms < 1.03 * optimum  # the optimum but for fit_head's ridge
+        # fitting before the low-pass, as for a bare depth-to-space, is measurably worse
+        dst.out_blur, blur = None, dst.out_blur
+        fit_head(src, dst, photos)
+        dst.out_blur = blur
+        naive = head(conv.weight.double(), conv.bias.double())
+        assert float((naive - target).pow(2).mean().sqrt()) > 1.05 * optimum
