@@ -123,25 +123,45 @@ def table(rows: list[dict], base: dict | None) -> str:
 
 
 def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
+    """Two panels, one point per model: the 1-px pan against the style loss (steadiness
+    against style), and the content loss against the style loss, where the box is what may
+    replace the baseline (both within 3 % of it) and each point's colour is its 1-px pan."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.6), dpi=110)
-    for r in rows:
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8), dpi=110)
+    pans = [r["pan1"] for r in rows]
+    dots = bx.scatter([r["style"] for r in rows], [r["content"] for r in rows], c=pans,
+                      cmap="viridis_r", s=40, vmin=min(pans), vmax=max(pans))
+    fig.colorbar(dots, ax=bx, label="1-px pan (grey levels)")
+    for i, r in enumerate(rows):
         ax.scatter(r["style"], r["pan1"], s=36)
-        ax.annotate(r["name"], (r["style"], r["pan1"]), textcoords="offset points",
-                    xytext=(5, 4), fontsize=8)
+        # Alternate the label side: candidates crowd together near the same steadiness.
+        off = (5, 4) if i % 2 == 0 else (5, -10)
+        for a, y in ((ax, r["pan1"]), (bx, r["content"])):
+            a.annotate(r["name"], (r["style"], y), textcoords="offset points", xytext=off,
+                       fontsize=7)
     if base is not None:
         # Where a candidate may replace the baseline: style and content within 3 % of it.
         ax.axvline(base["style"] * 1.03, color="grey", ls="--", lw=0.8)
         ax.annotate(f"style +3 % of {base['name']}", (base["style"] * 1.03, ax.get_ylim()[1]),
                     textcoords="offset points", xytext=(3, -12), fontsize=7, color="grey")
+        bx.add_patch(plt.Rectangle((bx.get_xlim()[0], bx.get_ylim()[0]),
+                                   base["style"] * 1.03 - bx.get_xlim()[0],
+                                   base["content"] * 1.03 - bx.get_ylim()[0],
+                                   color="green", alpha=0.08, lw=0))
+        bx.annotate(f"within 3 % of {base['name']}", (bx.get_xlim()[0], bx.get_ylim()[0]),
+                    textcoords="offset points", xytext=(4, 4), fontsize=7, color="green")
     ax.set_xlabel("style loss (stylebox eval, lower = closer to the painting)")
     ax.set_ylabel("1-px pan warping error (grey levels, lower = steadier)")
-    ax.set_title("Steadiness against style: every candidate", fontsize=10)
-    ax.grid(alpha=0.3)
+    ax.set_title("Steadiness against style", fontsize=10)
+    bx.set_xlabel("style loss")
+    bx.set_ylabel("content loss (lower = more of the photo kept)")
+    bx.set_title("Content against style (colour: 1-px pan)", fontsize=10)
+    for a in (ax, bx):
+        a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
