@@ -324,3 +324,14 @@ def _restore_pillow_pixel_limit():
     before = Image.MAX_IMAGE_PIXELS
     yield
     Image.MAX_IMAGE_PIXELS = before
+
+
+def shift_error(g, x, w, border: int) -> float:
+    """Mean |change| of generator `g`'s output when the photo `x` (B, 3, H, W) moves one
+    pixel, away from `border` px at the edges: how much a 1-px pan re-draws."""
+    import torch
+
+    with torch.no_grad():
+        a, b = g(x[..., :, :-1], w), g(x[..., :, 1:], w)
+    rows, d = slice(border, -border), border
+    return (a[..., rows, d + 1:-d] - b[..., rows, d:-d - 1]).abs().mean().item()

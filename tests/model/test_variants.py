@@ -21,6 +21,7 @@ from tests.conftest import (
     make_tiny_card,
     make_tiny_generator,
     open_host_engine,
+    shift_error,
 )
 
 VARIANTS = {"separable": {"separable": True}, "resize": {"resize": "all"},
@@ -71,19 +72,28 @@ def resize_onnx(tmp_path_factory):
     return path
 
 
+def assert_tiles_exactly(engine: OrtEngine, seed: int, size: tuple[int, int], grid: int,
+                         inner: int):
+    """Tiles on the model's `grid` (margins its receptive radius rounded up to the grid,
+    `inner` px of output each) give the whole image's output, within rounding. Returns
+    (image, weights, whole output, its statistics, margin) for more checks."""
+    rng = np.random.default_rng(seed)
+    img = np.clip(rng.normal(128, 60, (*size, 3)), 0, 255).astype(np.uint8)
+    candy = np.array([1, 0, 0], np.float32)
+    full, stats = engine.stylize_stats(img, candy)
+    margin = -(-engine.receptive_radius // grid) * grid
+    tiled, n = run_tiles(engine, img, candy, stats, tile_size=2 * margin + inner, margin=margin)
+    assert n > 4
+    diff = np.abs(tiled.astype(np.int16) - full)
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+    return img, candy, full, stats, margin
+
+
 def test_half_resolution_model_tiles_exactly_on_its_grid(resize_onnx):
     engine = OrtEngine(resize_onnx)
     assert engine.grid == 8 and engine.receptive_radius == engine.card.export[
         "norm_stats"]["receptive_radius"]
-    rng = np.random.default_rng(0)
-    img = np.clip(rng.normal(128, 60, (150, 203, 3)), 0, 255).astype(np.uint8)
-    candy = np.array([1, 0, 0], np.float32)
-    full, stats = engine.stylize_stats(img, candy)
-    margin = -(-engine.receptive_radius // 8) * 8
-    tiled, n = run_tiles(engine, img, candy, stats, tile_size=2 * margin + 48, margin=margin)
-    assert n > 4
-    diff = np.abs(tiled.astype(np.int16) - full)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+    img, candy, full, stats, margin = assert_tiles_exactly(engine, 0, (150, 203), 8, 48)
     # On the 4-pixel grid of the standard network, tiles start at odd half-resolution pixels
     # and the 2x2 mean pairs different pixels: the output moves.
     off = np.empty_like(img)
@@ -218,10 +228,8 @@ def test_alias_free_ends_make_a_one_pixel_shift_change_less():
     x, w = torch.rand(1, 3, 96, 96), one_hot(0, 3)
     x = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # photo-like: not white noise
 
-    def shift_error(g) -> float:
-        with torch.no_grad():
-            a, b = g(x[..., :, :-1], w), g(x[..., :, 1:], w)
-        return (a[..., 16:-16, 17:-16] - b[..., 16:-16, 16:-17]).abs().mean().item()
+    def err(g) -> float:
+        return shift_error(g, x, w, border=16)
 
     from stylebox.model.network import Halve
 
@@ -234,7 +242,7 @@ def test_alias_free_ends_make_a_one_pixel_shift_change_less():
     body_only = make_tiny_generator(resize="ends", blur=3, up_blur=3)
     body_only.load_state_dict(trained)
     body_only.halve, body_only.out_blur = Halve(3, 0), None
-    assert shift_error(full) < 0.9 * shift_error(no_halve) < 0.45 * shift_error(body_only)
+    assert err(full) < 0.9 * err(no_halve) < 0.45 * err(body_only)
 
 
 def test_radius_grows_by_what_the_alias_free_ends_reach():
@@ -289,15 +297,7 @@ def test_alias_free_ends_export_as_convs_and_serve(alias_free_ends_onnx, tmp_pat
 
 def test_alias_free_ends_tile_exactly(alias_free_ends_onnx):
     engine = OrtEngine(alias_free_ends_onnx[0])
-    rng = np.random.default_rng(2)
-    img = np.clip(rng.normal(128, 60, (130, 171, 3)), 0, 255).astype(np.uint8)
-    candy = np.array([1, 0, 0], np.float32)
-    full, stats = engine.stylize_stats(img, candy)
-    margin = -(-engine.receptive_radius // 4) * 4
-    tiled, n = run_tiles(engine, img, candy, stats, tile_size=2 * margin + 40, margin=margin)
-    assert n > 4
-    diff = np.abs(tiled.astype(np.int16) - full)
-    assert diff.max() <= 1 and (diff > 0).mean() < 0.001
+    assert_tiles_exactly(engine, 2, (130, 171), 4, 40)
 
 
 def test_fit_head_solves_through_the_low_pass_after_the_depth_to_space():
