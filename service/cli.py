@@ -23,7 +23,7 @@ from stylebox.service.controls import QUALITY, ControlError, Controls
 from stylebox.service.engine import Engine, EngineConfigError, ModelLoadError
 from stylebox.service.http.errors import StyleboxError, StyleSpecError
 from stylebox.service.imaging import EXTENSIONS, set_pixel_limit
-from stylebox.service.models import settings_for
+from stylebox.service.models import extra_model_error, settings_for
 from stylebox.service.pipeline import OneImage, image_path, run_steps
 from stylebox.service.settings import (
     DEFAULT_MODEL,
@@ -89,18 +89,15 @@ def models_for_cli(settings: Settings) -> dict[str, Engine]:
     default one; a bad EXTRA_MODELS file is one line that names its item."""
     extra = {n: p for n, p in settings.model_paths.items() if n != DEFAULT_MODEL}
 
-    def refuse(name: str, e: ModelLoadError) -> ModelLoadError:
-        return type(e)(f"extra model {name!r} (STYLEBOX_EXTRA_MODELS): {e}")
-
     for name, path in extra.items():  # a missing file: at once, before any model loads
         if not Path(path).exists():
-            raise refuse(name, ModelLoadError(f"model file '{path}' not found"))
+            raise extra_model_error(name, ModelLoadError(f"model file '{path}' not found"))
     engines = {DEFAULT_MODEL: engine_for_cli(settings)}
     for name in extra:
         try:
             engines[name] = open_engine(settings_for(settings, name))
         except ModelLoadError as e:  # EngineConfigError too: the same settings serve each
-            raise refuse(name, e) from None
+            raise extra_model_error(name, e) from None
     return engines
 
 

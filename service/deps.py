@@ -47,11 +47,18 @@ class Model:
     engine: Engine
 
 
+def known_model(state: ServiceState, name: str) -> str:
+    """`name`, if this server serves a model by that name; else 404 (UnknownModelError,
+    listing the served names)."""
+    if name not in state.served:
+        raise UnknownModelError(name[:64], state.served)
+    return name
+
+
 def served_model(state: ServiceState, name: str) -> Model:
     """Model `name`: 404 (UnknownModelError, listing the served names) when no such model is
     served, 503 + Retry-After while it is not loaded."""
-    if name not in state.served:
-        raise UnknownModelError(name[:64], state.served)
+    known_model(state, name)
     engine = state.engines.get(name)
     if engine is None:
         raise NotReadyError("the model is not loaded yet", state.settings.retry_after_s)

@@ -59,6 +59,11 @@ def timed_at_start(settings: Settings) -> bool:
     return len(settings.model_paths) > 1
 
 
+def extra_model_error(name: str, e: ModelLoadError) -> ModelLoadError:
+    """`e` (its own kind) naming the EXTRA_MODELS item whose file failed: one clear line."""
+    return type(e)(f"extra model {name!r} (STYLEBOX_EXTRA_MODELS): {e}")
+
+
 def load_model(settings: Settings, name: str) -> Engine:
     """Model `name` loaded (chosen, checked, warm) and timed (`timed_at_start`);
     ModelLoadError names the extra model whose file failed, so a bad EXTRA_MODELS item is
@@ -68,7 +73,7 @@ def load_model(settings: Settings, name: str) -> Engine:
     except ModelLoadError as e:
         if name == DEFAULT_MODEL:
             raise
-        raise type(e)(f"extra model {name!r} (STYLEBOX_EXTRA_MODELS): {e}") from None
+        raise extra_model_error(name, e) from None
     if timed_at_start(settings):
         log.info("model %s: %.1f ms at %s", name, measure(engine), LIVE_SIZE_NAME)
     return engine

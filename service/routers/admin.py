@@ -22,11 +22,11 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel
 
-from stylebox.service.deps import MODEL_QUERY
+from stylebox.service.deps import MODEL_QUERY, known_model
 from stylebox.service.engine import Engine, ModelLoadError
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.auth import REALM, key_digest, key_matches, presented_keys
-from stylebox.service.http.errors import AdminDisabledError, ModelReloadError, UnknownModelError
+from stylebox.service.http.errors import AdminDisabledError, ModelReloadError
 from stylebox.service.modelwatch import reload
 from stylebox.service.settings import DEFAULT_MODEL
 from stylebox.service.state import StateDep
@@ -88,9 +88,7 @@ async def reload_model(state: StateDep,
                        _: Annotated[None, Depends(require_admin)],
                        model: Annotated[str | None, Query(description=MODEL_QUERY)] = None
                        ) -> ReloadResult:
-    name = DEFAULT_MODEL if model is None else model
-    if name not in state.served:
-        raise UnknownModelError(name[:64], state.served)
+    name = known_model(state, DEFAULT_MODEL if model is None else model)
     try:
         old, new, ms = await reload(state, name)
     except ModelLoadError as e:

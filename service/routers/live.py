@@ -48,6 +48,7 @@ from fastapi import APIRouter, Depends, Query, WebSocket
 from starlette.websockets import WebSocketDisconnect
 
 from stylebox.service.controls import QUALITY, STRENGTH, Bound, Controls
+from stylebox.service.deps import known_model
 from stylebox.service.engine import Engine
 from stylebox.service.http.access import Access, guard
 from stylebox.service.http.admission import LIVE_SESSION
@@ -55,7 +56,6 @@ from stylebox.service.http.errors import (
     LiveMessageError,
     PayloadTooLargeError,
     StyleboxError,
-    UnknownModelError,
     UnsupportedImageError,
 )
 from stylebox.service.http.problems import TYPE_PREFIX, problem, problem_body, refuse_handshake
@@ -308,10 +308,7 @@ def live_model(state: StateDep, model: Annotated[str | None, Query(description=(
                ) -> str:
     """The session's model by name: `?model=NAME`, else the live model (service/models.py);
     one this server does not serve refuses the handshake (404)."""
-    name = state.live_model if model is None else model
-    if name not in state.served:
-        raise UnknownModelError(name[:64], state.served)
-    return name
+    return known_model(state, state.live_model if model is None else model)
 
 
 # At most max_live_sessions at once (service/http/admission.py).
