@@ -44,6 +44,17 @@ def choices(kind: Any) -> tuple[str, ...]:
     return get_args(kind)
 
 
+def comma_or_json(v: object, json_starts: str) -> object:
+    """An environment string as a list: JSON when it starts with one of `json_starts`, else
+    comma-separated items (stripped, empty ones dropped). Anything else as it is."""
+    if not isinstance(v, str):
+        return v
+    text = v.strip()
+    if text[:1] and text[:1] in json_starts:
+        return json.loads(text)
+    return [p.strip() for p in text.split(",") if p.strip()]
+
+
 def parse_size(text: str) -> tuple[int, int]:
     """"512" -> (512, 512); "1920x1080" (W x H) -> (1080, 1920) as (H, W)."""
     w, _, h = text.strip().lower().partition("x")
@@ -216,20 +227,12 @@ class Settings(BaseSettings):
     @field_validator("providers", "cors_origins", mode="before")
     @classmethod
     def _split_providers(cls, v: object) -> object:
-        if isinstance(v, str):
-            text = v.strip()
-            if text.startswith("["):
-                return json.loads(text)
-            return [p.strip() for p in text.split(",") if p.strip()]
-        return v
+        return comma_or_json(v, "[")
 
     @field_validator("extra_models", mode="before")
     @classmethod
     def _split_models(cls, v: object) -> object:
-        if isinstance(v, str):
-            text = v.strip()
-            v = json.loads(text) if text[:1] in ("[", "{") else \
-                [p.strip() for p in text.split(",") if p.strip()]
+        v = comma_or_json(v, "[{")
         if isinstance(v, dict):
             v = [f"{name}={path}" for name, path in v.items()]
         if not isinstance(v, list):
