@@ -27,7 +27,7 @@ import httpx
 import pytest
 
 from stylebox.procs import ROOT, serving
-from tests.trainer_fixtures import make_editable_model, run_worker
+from tests.trainer_fixtures import run_worker
 
 ST = Path(sys.executable).with_name("st")
 
@@ -64,19 +64,12 @@ def _videos(tmp_path) -> dict[str, str]:
     return {"STYLEBOX_VIDEO_DIR": str(tmp_path / "videos"), "STYLEBOX_VIDEO_MAX_QUEUE": "256"}
 
 
-@pytest.fixture(scope="module")
-def editable(tmp_path_factory) -> tuple[Path, Path]:
-    """(model, data root): a tiny model whose card names its checkpoint, so POST /styles is
-    held to its real answers (a model without lineage would answer every one with 409)."""
-    return make_editable_model(tmp_path_factory.mktemp("editable"))
-
-
 @contextlib.contextmanager
-def _worker(model, data, tmp_path):
+def _worker(model, tmp_path):
     """A real `stylebox worker` on the run's job folder: with none, the trainer's operations
     answer 503 at once (and a 5xx fails the run). No job is ever made: no schema-valid
-    painting or photo is an image of 64 px or more."""
-    with run_worker(model, tmp_path / "videos", data):
+    painting or photo is an image of 64 px or more, and the tiny model cannot be edited."""
+    with run_worker(model, tmp_path / "videos", tmp_path):
         yield
 
 
@@ -117,10 +110,9 @@ def _only_expected(out: str, auth: set[str]) -> None:
         assert title in allowed and ops <= allowed[title], (title, ops, out[-3000:])
 
 
-def test_st_run_checks_all_without_a_key(editable, tmp_path):
-    model, data = editable
-    with serving(model, _videos(tmp_path), log=tmp_path / "serve.log") as base, \
-            _worker(model, data, tmp_path):
+def test_st_run_checks_all_without_a_key(tiny_onnx, tmp_path):
+    with serving(tiny_onnx, _videos(tmp_path), log=tmp_path / "serve.log") as base, \
+            _worker(tiny_onnx, tmp_path):
         out = _st_run(base, tmp_path / "serve.log")
     # Passing; POST /admin/reload and the style edits are only ever refused (403) without a
     # key; the trainer's expected warnings (TRAINER_WARNINGS).
@@ -137,10 +129,9 @@ def test_st_run_checks_all_without_a_key(editable, tmp_path):
 # credential a request presents must be the key.
 @pytest.mark.parametrize("header", ["Authorization: Bearer contract-key",
                                     "X-API-Key: contract-key"])
-def test_st_run_checks_all_with_the_key(editable, header, tmp_path):
-    model, data = editable
-    with serving(model, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)},
-                 log=tmp_path / "serve.log") as base, _worker(model, data, tmp_path):
+def test_st_run_checks_all_with_the_key(tiny_onnx, header, tmp_path):
+    with serving(tiny_onnx, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)},
+                 log=tmp_path / "serve.log") as base, _worker(tiny_onnx, tmp_path):
         out = _st_run(base, tmp_path / "serve.log", "-H", header)
         metrics = httpx.get(f"{base}/metrics").text  # public by default
     # No failure, no error and no warning but the trainer's expected ones (none for POST
