@@ -16,9 +16,11 @@ upsample makes two copies of every coarse feature, so where a feature lands depe
 the coarse grid falls, and a sub-pixel move of the photo makes the strokes jump by whole
 coarse pixels. With ``up_blur`` > 0 the same binomial low-pass runs after each nearest
 upsample: nearest x2 then [1, 2, 1] is exactly bilinear x2 (5 taps: a cubic B-spline), so the
-features glide with the content instead. Both are fixed depthwise convolutions: no weights,
-no ONNX operator beyond Conv, and any trained checkpoint loads into the network as it is
-(model/surgery.py).
+features glide with the content instead. Both are fixed filters: no weights, and any trained
+checkpoint loads into the network as it is (model/surgery.py). Neither costs a pass of its
+own in the graph: the low-pass before a strided conv is folded into that conv's kernel (a
+3 x 3 conv after [1, 2, 1] is one 5 x 5 conv), and nearest x2 + [1, 2, 1] runs as one
+bilinear Resize; only the 5-tap upsampling keeps a depthwise Conv.
 
 Cheaper variants (docs/frontier.md), each a config field that the card's ``arch`` records,
 so export and service need nothing else:
@@ -282,12 +284,41 @@ class ConvCIN(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 stats: NormStats | None = None) -> torch.Tensor:
-        if self.upsample:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # no transposed convs
-        if self.blur is not None:
-            x = self.blur(x)
-        x = self.norm(self.conv(self.pad(x)), w, stats)
+        taps = 0 if self.blur is None else self.blur.kernel.shape[-1]
+        if self.upsample and taps == 3:
+            # Nearest x2 then the reflection-padded [1, 2, 1] low-pass is exactly bilinear x2
+            # (half-pixel centres, edges clamped): one Resize instead of Resize + Pad + a
+            # depthwise Conv, which runs several times faster in ONNX Runtime.
+            x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            x = self.conv(self.pad(x))
+        elif taps and not self.upsample:
+            x = self._blurred_conv(x)
+        else:
+            if self.upsample:
+                x = F.interpolate(x, scale_factor=2.0, mode="nearest")  # no transposed convs
+            if self.blur is not None:
+                x = self.blur(x)
+            x = self.conv(self.pad(x))
+        x = self.norm(x, w, stats)
         return F.relu(x) if self.relu else x
+
+    def _blurred_conv(self, x: torch.Tensor) -> torch.Tensor:
+        """conv(pad(blur(x))) as one strided conv with the low-pass folded into its kernel:
+        (k + taps - 1)² taps on a wider reflection pad. Exact, borders included: the blur of
+        a reflection-extended image is the reflection-extended blur, as the kernel is
+        symmetric. It saves the full-resolution Pad + depthwise Conv pass."""
+        conv = self.conv.depthwise if isinstance(self.conv, SeparableConv) else self.conv
+        wt = conv.weight  # (Cout, Cin / groups, k, k)
+        t, k, c = self.blur.kernel.shape[-1], wt.shape[-1], wt.shape[1]
+        b = self.blur.kernel[:c].to(x.dtype)  # (c, 1, t, t), symmetric: no flip needed
+        # The weight goes in as it is (no reshape), so the exported graph keeps it under its
+        # parameter's name (model/checkpoint.py's load_generator reads it back); ONNX Runtime
+        # and OpenVINO fold this constant conv when they load the graph.
+        folded = F.conv2d(wt, b, padding=t - 1, groups=c)  # (Cout, Cin / groups, k+t-1, k+t-1)
+        p = k // 2 + t // 2
+        y = F.conv2d(F.pad(x, (p, p, p, p), mode="reflect"), folded, conv.bias,
+                     stride=conv.stride, groups=conv.groups)
+        return self.conv.pointwise(y) if conv is not self.conv else y
 
 
 class ResidualBlock(nn.Module):

@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from stylebox.model.card import CardError, ModelCard, StyleInfo
 from stylebox.model.checkpoint import load_checkpoint, save_checkpoint
@@ -172,6 +173,26 @@ def test_smooth_upsampling_is_bilinear():
     bil = torch.nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear",
                                           align_corners=False)
     assert torch.allclose(Blur(2, 3)(near)[..., 1:-1, 1:-1], bil[..., 1:-1, 1:-1], atol=1e-6)
+
+
+@pytest.mark.parametrize("separable", [False, True])
+@pytest.mark.parametrize("taps", [3, 5])
+@pytest.mark.parametrize("size", [(4, 4), (13, 10), (31, 22)])
+def test_alias_free_layers_run_in_their_cheap_exact_form(separable, taps, size):
+    """The low-pass before a strided conv is folded into its kernel, and nearest x2 + [1, 2, 1]
+    runs as bilinear x2: the same numbers as the explicit Pad + depthwise Conv, borders
+    included, at any size down to the smallest a layer sees."""
+    from stylebox.model.network import ConvCIN
+
+    torch.manual_seed(0)
+    x, w = torch.rand(2, 4, *size), torch.stack([one_hot(1, 3)[0], one_hot(2, 3)[0]])
+    down = ConvCIN(4, 6, 3, 3, stride=2, blur=taps, separable=separable)
+    up = ConvCIN(4, 6, 3, 3, upsample=True, up_blur=taps, separable=separable)
+    for layer in (down, up):
+        torch.nn.init.normal_(layer.norm.gamma, 1.0, 0.3)  # not the identity: nothing hides
+        z = x if not layer.upsample else F.interpolate(x, scale_factor=2.0, mode="nearest")
+        explicit = F.relu(layer.norm(layer.conv(layer.pad(layer.blur(z))), w))
+        assert torch.allclose(layer(x, w), explicit, atol=5e-5)  # float rounding only
 
 
 @pytest.mark.parametrize("key", ["blur", "up_blur"])
