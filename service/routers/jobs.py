@@ -25,7 +25,11 @@ JOB_404 = {404: {"description": "no such job (never made, deleted or expired)", 
 # POST /optimize).
 QUEUED = {202: {"description": "queued; Location names the job (GET /jobs/{id})",
                 "headers": {"Location": {"description": "/jobs/{id}", "required": True,
-                                         "schema": {"type": "string"}}}}}
+                                         "schema": {"type": "string"}}},
+                "links": {name: {"operationId": name,
+                                 "parameters": {"job_id": "$response.body#/id"}}
+                          for name in ("get_job", "get_job_preview", "get_job_result",
+                                       "cancel_job", "delete_job")}}}
 
 
 def get_trainer(state: StateDep) -> TrainerJobs:

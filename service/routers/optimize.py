@@ -23,11 +23,25 @@ from stylebox.service.upload import read_form
 
 router = APIRouter(tags=["jobs"], dependencies=[guard(Access.KEYED)])
 _FILE = {"type": "string", "format": "binary"}
+
+
+def text_ppm(side: int, ink: int) -> str:
+    """A side x side binary PPM whose every byte is printable ASCII (values 32-126 of 126),
+    so a JSON string can carry it intact: the documented example of a photo or painting that
+    the route accepts (an image of >= 64 px). `ink` picks the pattern."""
+    px = "".join(chr(32 + (x * ink + y * (ink + 2) + c * 31 + (x // 8 ^ y // 8) * 17) % 95)
+                 for y in range(side) for x in range(side) for c in range(3))
+    return f"P6\n{side} {side}\n126\n{px}"
+
+
+_EXAMPLE = {"summary": "a 64 px photo toward a 64 px painting (binary PPMs in text bytes)",
+            "value": {"photo": text_ppm(64, 1), "painting": text_ppm(64, 7)}}
 _FORM = {"required": True, "content": {"multipart/form-data": {"schema": {
     "type": "object", "required": ["photo"],
     "properties": {"photo": _FILE,
                    "painting": {**_FILE, "description": "optimise toward this painting "
                                                         "instead of ?style="}}},
+    "examples": {"painting": _EXAMPLE},
     "encoding": {"photo": {"contentType": "image/*"}, "painting": {"contentType": "image/*"}}}}}
 
 

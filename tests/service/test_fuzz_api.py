@@ -63,10 +63,11 @@ def _run(strategy, n: int, statuses: Counter) -> int:
 @pytest.fixture(scope="module")
 def client(tiny_onnx, engine, tmp_path_factory):
     """conftest's client on its own job folder, with a real `stylebox worker` alive on it:
-    with none, the trainer's operations answer 503 at once (a server error here)."""
+    with none, the trainer's operations answer 503 at once (a server error here). Room for
+    every trainer job POST /optimize's documented example makes (a full queue is a 503)."""
     jobs = tmp_path_factory.mktemp("jobs")
     with run_worker(tiny_onnx, jobs, jobs), \
-            make_client(engine, tiny_onnx, video_dir=str(jobs)) as c:
+            make_client(engine, tiny_onnx, video_dir=str(jobs), trainer_max_queue=1000) as c:
         yield c
 
 

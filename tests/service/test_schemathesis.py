@@ -11,7 +11,8 @@ operations: status, result, cancel, delete), use_after_free among them (after DE
 run; the one setting, in schemathesis.toml beside the README, lets
 POST /stylize and POST /videos answer 415 to valid data: a schema cannot say "these bytes
 decode as an image" (or a video). POST /videos documents an example clip (YUV4MPEG2, the
-one video container that a JSON string can hold), so valid data of its own is accepted too.
+one video container that a JSON string can hold) and POST /optimize an example photo and
+painting (binary PPMs whose bytes are all text), so valid data of their own is accepted too.
 Fixed seed, ~40 examples per operation and mode: ~30-90 s per run on 2 busy cores.
 """
 
@@ -59,26 +60,31 @@ def _warnings(summary: str) -> list[str]:
 
 
 def _videos(tmp_path) -> dict[str, str]:
-    # Its own job folder, and room for every job the run makes (valid GIFs are videos too):
-    # the contract is under test here, not the queue's bound.
-    return {"STYLEBOX_VIDEO_DIR": str(tmp_path / "videos"), "STYLEBOX_VIDEO_MAX_QUEUE": "256"}
+    # Its own job folder, and room for every job the run makes (valid GIFs are videos too,
+    # POST /optimize's example makes trainer jobs): the contract is under test here, not the
+    # queues' bounds.
+    return {"STYLEBOX_VIDEO_DIR": str(tmp_path / "videos"), "STYLEBOX_VIDEO_MAX_QUEUE": "256",
+            "STYLEBOX_TRAINER_MAX_QUEUE": "256"}
 
 
 @contextlib.contextmanager
 def _worker(model, tmp_path):
     """A real `stylebox worker` on the run's job folder: with none, the trainer's operations
-    answer 503 at once (and a 5xx fails the run). No job is ever made: no schema-valid
-    painting or photo is an image of 64 px or more, and the tiny model cannot be edited."""
+    answer 503 at once (and a 5xx fails the run). POST /optimize's documented example (a
+    photo and a painting of 64 px, text-safe PPMs) makes real jobs, which fail on the worker
+    (no VGG weights here): the job operations see them through the 202's links. Generated
+    images are never 64 px, and the tiny model cannot be edited (POST /styles: 409)."""
     with run_worker(model, tmp_path / "videos", tmp_path):
         yield
 
 
-# What Schemathesis warns about the trainer's operations, and why each is expected: no
-# generated request makes a trainer job (above), so the job operations (and DELETE
-# /styles/{name}, and POST /optimize toward a random style) only ever meet unknown ids, and
-# their 404s are what is checked there; POST /optimize refuses most generated data by
-# validation (422: no image of 64 px); keyed, its few other answers are the 401s of the
-# auth checks' broken credentials. Any other warning, or these on another operation, fails.
+# What Schemathesis warns about the trainer's operations, and why each is expected: only
+# POST /optimize's example makes a trainer job (above), and it fails at once, so the job
+# operations mostly meet unknown ids, or a failed job without preview or result (404s);
+# DELETE /styles/{name} only unknown names; POST /optimize refuses most generated data by
+# validation (422: no image of 64 px), and toward a random style answers 404; keyed, its
+# few other answers are the 401s of the auth checks' broken credentials. Any other warning,
+# or these on another operation, fails; _made_jobs checks that the example made jobs.
 JOB_OPS = {"DELETE /jobs/{job_id}", "GET /jobs/{job_id}", "GET /jobs/{job_id}/preview",
            "GET /jobs/{job_id}/result", "POST /jobs/{job_id}/cancel"}
 TRAINER_WARNINGS = {
@@ -110,10 +116,17 @@ def _only_expected(out: str, auth: set[str]) -> None:
         assert title in allowed and ops <= allowed[title], (title, ops, out[-3000:])
 
 
+def _made_jobs(metrics: str) -> None:
+    """POST /optimize's documented example was accepted (202) at least once."""
+    m = re.search(r'method="POST",route="/optimize",status="202"} (\d+)', metrics)
+    assert m and float(m.group(1)) >= 1, metrics[-3000:]
+
+
 def test_st_run_checks_all_without_a_key(tiny_onnx, tmp_path):
     with serving(tiny_onnx, _videos(tmp_path), log=tmp_path / "serve.log") as base, \
             _worker(tiny_onnx, tmp_path):
         out = _st_run(base, tmp_path / "serve.log")
+        _made_jobs(httpx.get(f"{base}/metrics").text)
     # Passing; POST /admin/reload and the style edits are only ever refused (403) without a
     # key; the trainer's expected warnings (TRAINER_WARNINGS).
     summary = out.rsplit("SUMMARY", 1)[-1]
@@ -134,6 +147,7 @@ def test_st_run_checks_all_with_the_key(tiny_onnx, header, tmp_path):
                  log=tmp_path / "serve.log") as base, _worker(tiny_onnx, tmp_path):
         out = _st_run(base, tmp_path / "serve.log", "-H", header)
         metrics = httpx.get(f"{base}/metrics").text  # public by default
+    _made_jobs(metrics)
     # No failure, no error and no warning but the trainer's expected ones (none for POST
     # /videos: its documented example clip is accepted, so its data is not "mostly rejected").
     summary = out.rsplit("SUMMARY", 1)[-1]
