@@ -288,7 +288,7 @@ class ConvCIN(nn.Module):
         if self.upsample and taps == 3:
             # Nearest x2 then the reflection-padded [1, 2, 1] low-pass is exactly bilinear x2
             # (half-pixel centres, edges clamped): one Resize instead of Resize + Pad + a
-            # depthwise Conv, which runs several times faster in ONNX Runtime.
+            # depthwise Conv (and the layout changes around them) in ONNX Runtime.
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
             x = self.conv(self.pad(x))
         elif taps and not self.upsample:
