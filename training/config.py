@@ -15,12 +15,15 @@ import os
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from stylebox.errors import UserError
 from stylebox.model.card import ModelCard, StyleInfo
 from stylebox.model.network import GeneratorConfig
 from stylebox.training.accel import normalise_amp
+
+if TYPE_CHECKING:
+    import torch
 
 VGG_LAYERS = {  # name -> index of the ReLU in torchvision's vgg19().features
     "relu1_1": 1, "relu1_2": 3, "relu2_1": 6, "relu2_2": 8, "relu3_1": 11, "relu3_2": 13,
@@ -32,6 +35,7 @@ _SECTIONS = ("model", "train", "loss", "data")
 # training mode's own keys likewise (training/modes.py).
 _VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
 _SPEED_KEYS = ("coarse_style_layers", "bf16_gram")
+_WHEN_SET_KEYS = (*_SPEED_KEYS, "temporal_style_scale")  # in the card only when not empty
 _LOCAL_KEYS = ("styles", "data_root", "device", "log_every", "ckpt_every", "time_limit_min",
                "content_cache")  # where and how this machine ran it, not what was trained
 
@@ -101,6 +105,10 @@ class TrainConfig:
     temporal_weight: float = 0.0  # output level: stylized frame 2 vs warped stylized frame 1
     temporal_feature_weight: float = 0.0  # feature level: the encoder's output, warped
     consistency_weight: float = 0.0  # ReReVST: output of the moved noisy frame = moved output
+    # Per style: a factor on the temporal terms of that style's samples (default 1). The
+    # styles whose strokes flicker most under motion (docs/flicker.md) can be held harder
+    # without taking style from the steady ones.
+    temporal_style_scale: dict[str, float] = field(default_factory=dict)
     motion_shift: float = 3.0  # max translation, px (sub-pixel: uniform in [-x, x])
     motion_rotate: float = 1.0  # max rotation, degrees
     motion_zoom: float = 0.02  # max relative zoom
@@ -150,12 +158,36 @@ class TrainConfig:
 
         for mode in modes.MODES:
             for key in mode.config_keys():
-                if not isinstance(getattr(self, key), list) and getattr(self, key) < 0:
+                if not isinstance(getattr(self, key), list | dict) and getattr(self, key) < 0:
                     raise ConfigError(f"{key} must be >= 0")
+        self._check_style_scale()
         try:
             modes.pick(self)
         except ValueError as e:
             raise ConfigError(str(e)) from None
+
+    def _check_style_scale(self) -> None:
+        scale = self.temporal_style_scale
+        if not isinstance(scale, dict):
+            raise ConfigError("temporal_style_scale must be a table of style name = factor, "
+                              "e.g. {starry_night = 3.0}")
+        names = [s.name for s in self.styles]
+        for name, factor in scale.items():
+            if names and name not in names:
+                raise ConfigError(f"temporal_style_scale names {name!r}, not one of the styles "
+                                  f"({', '.join(names)})")
+            if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 0:
+                raise ConfigError(f"temporal_style_scale[{name!r}] must be a number >= 0")
+        self.temporal_style_scale = {k: float(v) for k, v in scale.items()}
+
+    def style_scale(self, style_idx: torch.Tensor) -> torch.Tensor | None:
+        """(B,) the temporal_style_scale factor of each sample's style; None when unset."""
+        if not self.temporal_style_scale:
+            return None
+        import torch
+
+        table = torch.tensor([self.temporal_style_scale.get(s.name, 1.0) for s in self.styles])
+        return table[style_idx.cpu()].to(style_idx.device)
 
     @property
     def mode(self):  # -> training.modes.Mode
@@ -286,5 +318,5 @@ class TrainConfig:
             training={k: v for k, v in self.to_dict().items()
                       if k not in _LOCAL_KEYS and k not in others - set(mode.config_keys())
                       and not (k in _VARIANT_KEYS and k not in arch)
-                      and not (k in _SPEED_KEYS and not v)},
+                      and not (k in _WHEN_SET_KEYS and not v)},
         )

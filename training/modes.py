@@ -140,10 +140,12 @@ def temporal_step(s: Step, b: Batch, rng: torch.Generator) -> Parts:
         parts = s.loss(o1, b.photo, b.style_idx, b.ref)
     f1, f2 = feats.chunk(2)
     zero = o1.new_zeros(()).float()
-    terms = {"temporal": output_loss(o1, o2, x1, x2, motion),
-             "temporal_feature": feature_loss(f1, f2, motion)
+    scale = cfg.style_scale(b.style_idx)  # (B,) or None: per-style temporal factors
+    terms = {"temporal": output_loss(o1, o2, x1, x2, motion, scale),
+             "temporal_feature": feature_loss(f1, f2, motion, scale)
              if cfg.temporal_feature_weight else zero,
-             "consistency": consistency_loss(o1, o2, motion) if cfg.consistency_weight else zero}
+             "consistency": consistency_loss(o1, o2, motion, scale)
+             if cfg.consistency_weight else zero}
     return finish(s, TEMPORAL, parts, terms)
 
 
@@ -151,7 +153,8 @@ PLAIN = Mode("perceptual", {}, perceptual_step)
 TEMPORAL = Mode(
     "temporal", {"temporal": "temporal_weight", "temporal_feature": "temporal_feature_weight",
                  "consistency": "consistency_weight"}, temporal_step,
-    keys=("motion_shift", "motion_rotate", "motion_zoom", "motion_noise"), model=PairForward)
+    keys=("motion_shift", "motion_rotate", "motion_zoom", "motion_noise",
+          "temporal_style_scale"), model=PairForward)
 DISTILL = Mode(
     "distill", {"distill": "distill_weight", "distill_feature": "distill_feature_weight"},
     distill_step, keys=("teachers",), needs="teachers")

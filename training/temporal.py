@@ -98,29 +98,39 @@ def luminance(x: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(dim=1, keepdim=True)  # (B, 1, H, W)
 
 
+def _visible_mean(err: torch.Tensor, mask: torch.Tensor,
+                  scale: torch.Tensor | None) -> torch.Tensor:
+    """Mean of `err` (B, C, h, w) over the visible pixels (mask (B, 1, h, w)) and channels,
+    each sample's share times its factor in `scale` (B,) when given."""
+    visible = mask if scale is None else mask * scale.to(mask.dtype).view(-1, 1, 1, 1)
+    return (visible * err).sum() / (err.shape[1] * mask.sum()).clamp_min(1)
+
+
 def output_loss(out1: torch.Tensor, out2: torch.Tensor, in1: torch.Tensor, in2: torch.Tensor,
-                motion: Motion) -> torch.Tensor:
+                motion: Motion, scale: torch.Tensor | None = None) -> torch.Tensor:
     """ReCoNet's output term: mean over visible pixels and channels of
-    ((O2 - warp(O1)) - (I2 - warp(I1))_Y)^2, images in [0, 1]."""
+    ((O2 - warp(O1)) - (I2 - warp(I1))_Y)^2, images in [0, 1]; `scale` (B,) weighs samples."""
     out1, out2, in1, in2 = (t.float() for t in (out1, out2, in1, in2))
     mask = motion.mask(out2)  # (B, 1, H, W)
     change = (out2 - motion.warp(out1)) - luminance(in2 - motion.warp(in1))
-    return (mask * change.square()).sum() / (3 * mask.sum()).clamp_min(1)
+    return _visible_mean(change.square(), mask, scale)
 
 
-def consistency_loss(out1: torch.Tensor, out2: torch.Tensor, motion: Motion) -> torch.Tensor:
+def consistency_loss(out1: torch.Tensor, out2: torch.Tensor, motion: Motion,
+                     scale: torch.Tensor | None = None) -> torch.Tensor:
     """ReReVST's compound regularisation (Wang et al. 2020): the output of the moved, noisy
     frame should be the moved output, whatever the noise: mean visible (O2 - warp(O1))^2.
     Unlike the output term it passes no change of the input through, so the noise that
     ReCoNet's term lets into the output is penalised too."""
     out1, out2 = out1.float(), out2.float()
     mask = motion.mask(out2)  # (B, 1, H, W)
-    return (mask * (out2 - motion.warp(out1)).square()).sum() / (3 * mask.sum()).clamp_min(1)
+    return _visible_mean((out2 - motion.warp(out1)).square(), mask, scale)
 
 
-def feature_loss(f1: torch.Tensor, f2: torch.Tensor, motion: Motion) -> torch.Tensor:
+def feature_loss(f1: torch.Tensor, f2: torch.Tensor, motion: Motion,
+                 scale: torch.Tensor | None = None) -> torch.Tensor:
     """ReCoNet's feature term, relative: mean visible (F2 - warp(F1))^2 / mean F1^2."""
     f1, f2 = f1.float(), f2.float()
     mask = motion.mask(f2, border=1)  # (B, 1, h, w) at the features' resolution
-    err = (mask * (f2 - motion.warp(f1)).square()).sum() / (f1.shape[1] * mask.sum()).clamp_min(1)
+    err = _visible_mean((f2 - motion.warp(f1)).square(), mask, scale)
     return err / f1.detach().square().mean().clamp_min(1e-6)

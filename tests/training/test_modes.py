@@ -55,7 +55,10 @@ def test_the_card_records_only_the_running_modes_keys():
     plain = cfg.card().training
     assert not {k for m in modes.MODES for k in m.config_keys()} & set(plain)
     temporal = cfg.replace(temporal_weight=10.0).card().training
-    assert set(modes.TEMPORAL.config_keys()) <= set(temporal)
+    assert set(modes.TEMPORAL.config_keys()) - {"temporal_style_scale"} <= set(temporal)
+    assert "temporal_style_scale" not in temporal  # only when set: old cards stay the same
+    scaled = cfg.replace(temporal_weight=10.0, temporal_style_scale={"a": 3}).card().training
+    assert scaled["temporal_style_scale"] == {"a": 3.0}
     assert not set(modes.DISTILL.config_keys()) & set(temporal)
     assert "coarse_style_layers" not in plain and "content_cache" not in plain
     coarse = cfg.replace(coarse_style_layers=["relu4_1"]).card().training

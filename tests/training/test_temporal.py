@@ -117,3 +117,30 @@ def test_init_from_refuses_another_style_list(base_run):
                         styles=[cfg.styles[0]])  # one style instead of two
     with pytest.raises(TrainError, match="styles"):
         train(other, tmp / "other", vgg=vgg, progress=False)
+
+
+def test_per_style_scale_weighs_each_samples_temporal_terms():
+    out1, out2 = torch.rand(2, 3, 12, 12), torch.rand(2, 3, 12, 12)
+    m = Motion(_shift(0, 0, 12, 12).theta.expand(2, 2, 3))
+    alone = [output_loss(out1[i:i + 1], out2[i:i + 1], out1[i:i + 1], out1[i:i + 1],
+                         Motion(m.theta[i:i + 1])) for i in range(2)]
+    both = output_loss(out1, out2, out1, out1, m, torch.tensor([3.0, 0.0]))
+    assert both.item() == pytest.approx(3 * alone[0].item() / 2, rel=1e-5)  # mean over both
+    assert output_loss(out1, out2, out1, out1, m, torch.ones(2)).item() == pytest.approx(
+        output_loss(out1, out2, out1, out1, m).item(), rel=1e-6)
+    f1 = torch.rand(2, 4, 6, 6)
+    assert feature_loss(f1, f1 + 1, m, torch.zeros(2)) == 0
+
+
+def test_per_style_scale_names_styles_and_maps_samples():
+    styles = [{"name": "a", "path": "a.png"}, {"name": "b", "path": "b.png"}]
+    cfg = TrainConfig(styles=styles, temporal_weight=1.0, temporal_style_scale={"b": 4})
+    assert cfg.style_scale(torch.tensor([1, 0, 1])).tolist() == [4.0, 1.0, 4.0]
+    assert TrainConfig(styles=styles).style_scale(torch.tensor([0])) is None
+    with pytest.raises(ConfigError, match="not one of the styles"):
+        TrainConfig(styles=styles, temporal_style_scale={"c": 2})
+    with pytest.raises(ConfigError, match=">= 0"):
+        TrainConfig(styles=styles, temporal_style_scale={"a": -1})
+    with pytest.raises(ConfigError, match="table"):
+        cfg.override(["temporal_style_scale=3"])
+    assert cfg.override(["temporal_style_scale={a = 2}"]).temporal_style_scale == {"a": 2.0}
