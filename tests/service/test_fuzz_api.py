@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -30,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
 
 from stylebox.videobench import make_clip
 from tests.conftest import make_client, png
-from tests.trainer_fixtures import run_worker
+from tests.trainer_fixtures import make_editable_model, run_worker
 
 CLIP = make_clip(Path(tempfile.mkdtemp()) / "clip.mp4", 32, 24, 4, 10).read_bytes()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -112,3 +113,50 @@ def test_schemathesis_with_an_api_key_every_refusal_conforms(tiny_onnx, engine):
             _run(op.as_strategy(generation_mode=GenerationMode.POSITIVE), 20, statuses)
     assert statuses[401] >= 20 and statuses[200] >= 3, statuses  # healthz, readyz, metrics
     assert not any(s >= 500 for s in statuses), statuses
+
+
+JOB_OPS = ("GET /jobs/{job_id}", "GET /jobs/{job_id}/preview", "GET /jobs/{job_id}/result",
+           "POST /jobs/{job_id}/cancel")
+
+
+def _on_job(ops: dict, job_id: str, labels: tuple[str, ...]) -> dict[str, Counter]:
+    """Each operation of `labels` fuzzed (valid requests) on job `job_id`: status counts."""
+    seen: dict[str, Counter] = {}
+    for label in labels:
+        seen[label] = Counter()
+        assert _run(ops[label].as_strategy(path_parameters={"job_id": job_id},
+                                           generation_mode=GenerationMode.POSITIVE),
+                    5, seen[label]) >= 1
+    return seen
+
+
+def test_the_job_operations_conform_on_real_jobs(tmp_path):
+    """The job operations on jobs that exist (the fuzz above mostly meets unknown ids): a
+    finished optimize job (status, preview, result; cancel leaves it as it was), a long one
+    cancelled (queued or running), then both deleted: from then on every operation answers
+    404, as documented."""
+    model, data = make_editable_model(tmp_path)
+    jobs = tmp_path / "jobs"
+    photo = {"photo": ("a.png", png(80, 96, seed=2), "image/png")}
+    with make_client(None, model, video_dir=str(jobs)) as c:
+        ops = {r.ok().label: r.ok() for r in
+               schemathesis.openapi.from_asgi("/openapi.json", c.app).get_all_operations()}
+        with run_worker(model, jobs, data):  # with none alive, POST /optimize is a 503
+            done = c.post("/optimize?style=checker&max_side=64&iterations=4", files=photo).json()
+            queued = c.post("/optimize?style=checker&iterations=5000", files=photo).json()
+            deadline = time.monotonic() + 120
+            while c.get(f"/jobs/{done['id']}").json()["state"] != "done":
+                assert time.monotonic() < deadline, c.get(f"/jobs/{done['id']}").json()
+                time.sleep(0.1)
+            seen = _on_job(ops, done["id"], JOB_OPS)
+            assert all(set(seen[op]) == {200} for op in JOB_OPS), seen
+            assert c.get(f"/jobs/{done['id']}").json()["state"] == "done"  # cancel: as it was
+            seen = _on_job(ops, queued["id"], ("POST /jobs/{job_id}/cancel",
+                                                "GET /jobs/{job_id}"))
+            assert set(seen["POST /jobs/{job_id}/cancel"]) == {200}, seen
+            assert c.get(f"/jobs/{queued['id']}").json()["state"] == "cancelled"
+            for job in (done, queued):
+                seen = _on_job(ops, job["id"], ("DELETE /jobs/{job_id}", *JOB_OPS))
+                assert set(seen["DELETE /jobs/{job_id}"]) <= {204, 404}, seen
+                assert seen["DELETE /jobs/{job_id}"][204] == 1, seen
+                assert all(set(seen[op]) == {404} for op in JOB_OPS), seen

@@ -27,8 +27,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from stylebox.model import lineage
 from stylebox.procs import ROOT, serving
-from tests.trainer_fixtures import run_worker
+from tests.trainer_fixtures import make_editable_model, run_worker
 
 ST = Path(sys.executable).with_name("st")
 
@@ -67,20 +68,36 @@ def _videos(tmp_path) -> dict[str, str]:
             "STYLEBOX_TRAINER_MAX_QUEUE": "256"}
 
 
+@pytest.fixture(scope="module")
+def editable(tmp_path_factory) -> tuple[Path, Path]:
+    """(model, data): a tiny model with its checkpoint, and the random-weight VGG and photos
+    a worker trains with (tests/trainer_fixtures.py)."""
+    return make_editable_model(tmp_path_factory.mktemp("editable"))
+
+
+def _fresh(editable, tmp_path) -> Path:
+    """A copy of the editable model (and its checkpoint) that this run's style edits change."""
+    copy = tmp_path / "model" / "m.onnx"
+    lineage.seed_model(copy, editable[0])
+    return copy
+
+
 @contextlib.contextmanager
-def _worker(model, tmp_path):
+def _worker(model, data, tmp_path):
     """A real `stylebox worker` on the run's job folder: with none, the trainer's operations
     answer 503 at once (and a 5xx fails the run). POST /optimize's documented example (a
-    photo and a painting of 64 px, text-safe PPMs) makes real jobs, which fail on the worker
-    (no VGG weights here): the job operations see them through the 202's links. Generated
-    images are never 64 px, and the tiny model cannot be edited (POST /styles: 409)."""
-    with run_worker(model, tmp_path / "videos", tmp_path):
+    photo and a painting of 64 px, text-safe PPMs) makes real jobs that run and finish on
+    this worker (its VGG is random, its checkpoint tiny); the stateful phase reaches them
+    through the 202's links (test_fuzz_api.py holds every job operation to the schema on
+    finished, cancelled and deleted jobs).
+    Generated images are never 64 px, so POST /styles is refused by validation."""
+    with run_worker(model, tmp_path / "videos", data):
         yield
 
 
 # What Schemathesis warns about the trainer's operations, and why each is expected: only
-# POST /optimize's example makes a trainer job (above), and it fails at once, so the job
-# operations mostly meet unknown ids, or a failed job without preview or result (404s);
+# POST /optimize's example makes a trainer job (above), so the job operations mostly meet
+# the unknown ids of generated data (404s);
 # DELETE /styles/{name} only unknown names; POST /optimize refuses most generated data by
 # validation (422: no image of 64 px), and toward a random style answers 404; keyed, its
 # few other answers are the 401s of the auth checks' broken credentials. Any other warning,
@@ -122,9 +139,10 @@ def _made_jobs(metrics: str) -> None:
     assert m and float(m.group(1)) >= 1, metrics[-3000:]
 
 
-def test_st_run_checks_all_without_a_key(tiny_onnx, tmp_path):
-    with serving(tiny_onnx, _videos(tmp_path), log=tmp_path / "serve.log") as base, \
-            _worker(tiny_onnx, tmp_path):
+def test_st_run_checks_all_without_a_key(editable, tmp_path):
+    model = _fresh(editable, tmp_path)
+    with serving(model, _videos(tmp_path), log=tmp_path / "serve.log") as base, \
+            _worker(model, editable[1], tmp_path):
         out = _st_run(base, tmp_path / "serve.log")
         _made_jobs(httpx.get(f"{base}/metrics").text)
     # Passing; POST /admin/reload and the style edits are only ever refused (403) without a
@@ -142,9 +160,10 @@ def test_st_run_checks_all_without_a_key(tiny_onnx, tmp_path):
 # credential a request presents must be the key.
 @pytest.mark.parametrize("header", ["Authorization: Bearer contract-key",
                                     "X-API-Key: contract-key"])
-def test_st_run_checks_all_with_the_key(tiny_onnx, header, tmp_path):
-    with serving(tiny_onnx, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)},
-                 log=tmp_path / "serve.log") as base, _worker(tiny_onnx, tmp_path):
+def test_st_run_checks_all_with_the_key(editable, header, tmp_path):
+    model = _fresh(editable, tmp_path)
+    with serving(model, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)},
+                 log=tmp_path / "serve.log") as base, _worker(model, editable[1], tmp_path):
         out = _st_run(base, tmp_path / "serve.log", "-H", header)
         metrics = httpx.get(f"{base}/metrics").text  # public by default
     _made_jobs(metrics)
