@@ -17,10 +17,10 @@ the coarse grid falls, and a sub-pixel move of the photo makes the strokes jump 
 coarse pixels. With ``up_blur`` > 0 the same binomial low-pass runs after each nearest
 upsample: nearest x2 then [1, 2, 1] is exactly bilinear x2 (5 taps: a cubic B-spline), so the
 features glide with the content instead. Both are fixed filters: no weights, and any trained
-checkpoint loads into the network as it is (model/surgery.py). Neither costs a pass of its
-own in the graph: the low-pass before a strided conv is folded into that conv's kernel (a
-3 x 3 conv after [1, 2, 1] is one 5 x 5 conv), and nearest x2 + [1, 2, 1] runs as one
-bilinear Resize; only the 5-tap upsampling keeps a depthwise Conv.
+checkpoint loads into the network as it is (model/surgery.py). They cost little in the graph:
+the low-pass before a strided conv is folded into that conv's kernel (a 3 x 3 conv after
+[1, 2, 1] is one 5 x 5 conv), nearest x2 + [1, 2, 1] runs as one bilinear Resize, and the
+5-tap upsampling as that Resize and a 3-tap depthwise Conv.
 
 Cheaper variants (docs/frontier.md), each a config field that the card's ``arch`` records,
 so export and service need nothing else:
@@ -278,6 +278,9 @@ class ConvCIN(nn.Module):
         self.upsample, self.relu = upsample, relu
         self.blur = (Blur(cin, blur) if blur and stride > 1
                      else Blur(cin, up_blur) if up_blur and upsample else None)
+        # Nearest x2 then the 5-tap low-pass is bilinear x2 then [1, 2, 1] (5 = 3 * 3):
+        # the rest of that low-pass, run after the bilinear Resize.
+        self.after_bilinear = Blur(cin, 3) if upsample and up_blur == 5 else None
         self.pad = nn.ReflectionPad2d(k // 2)
         self.conv = conv(cin, cout, k, stride, separable)
         self.norm = ConditionalInstanceNorm(cout, n_styles)
@@ -285,11 +288,15 @@ class ConvCIN(nn.Module):
     def forward(self, x: torch.Tensor, w: torch.Tensor,
                 stats: NormStats | None = None) -> torch.Tensor:
         taps = 0 if self.blur is None else self.blur.kernel.shape[-1]
-        if self.upsample and taps == 3:
+        if self.upsample and taps:
             # Nearest x2 then the reflection-padded [1, 2, 1] low-pass is exactly bilinear x2
             # (half-pixel centres, edges clamped): one Resize instead of Resize + Pad + a
-            # depthwise Conv (and the layout changes around them) in ONNX Runtime.
+            # depthwise Conv (and the layout changes around them) in ONNX Runtime. The 5-tap
+            # low-pass is [1, 2, 1] twice, and reflection padding commutes with a symmetric
+            # kernel, so bilinear x2 then a 3-tap pass is it exactly, on 9 taps, not 25.
             x = F.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+            if self.after_bilinear is not None:
+                x = self.after_bilinear(x)
             x = self.conv(self.pad(x))
         elif taps and not self.upsample:
             x = self._blurred_conv(x)

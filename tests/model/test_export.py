@@ -186,7 +186,8 @@ def test_export_refuses_a_graph_that_breaks_the_contract(monkeypatch, tmp_path):
     assert not path.exists()
 
 
-@pytest.mark.parametrize("variant, radius", [({"blur": 3}, 39), ({"blur": 3, "up_blur": 3}, 42)])
+@pytest.mark.parametrize("variant, radius", [({"blur": 3}, 39), ({"blur": 3, "up_blur": 3}, 42),
+                                             ({"blur": 3, "up_blur": 5}, 45)])
 def test_blurred_network_exports_and_serves_through_the_same_contract(tmp_path, variant,
                                                                      radius):
     """The anti-aliasing low-passes are fixed convolutions in the graph: the card records
