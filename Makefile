@@ -4,6 +4,8 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 MODEL  ?= models/stylebox-a0.25.onnx
 export STYLEBOX_MODEL_PATH ?= $(MODEL)
+# Served beside it as `fast` (README "Several models"); FAST= serves the one model alone.
+FAST   ?= models/stylebox-a0.25-fast.onnx
 
 .PHONY: serve test lint bench soak clean help
 
@@ -33,7 +35,7 @@ serve: $(VENV)/.serve-installed
 	  echo "    $(BIN)/stylebox export runs/a0.25/last.pt -o $(STYLEBOX_MODEL_PATH)"; \
 	  echo "  or point MODEL= (STYLEBOX_MODEL_PATH) at an existing .onnx file."; \
 	  exit 1; }
-	$(BIN)/stylebox serve
+	STYLEBOX_EXTRA_MODELS="$${STYLEBOX_EXTRA_MODELS-$(if $(FAST),fast=$(FAST))}" $(BIN)/stylebox serve
 
 # PYTEST_ARGS='-m "not container"' leaves out the container image test (README "Deployment").
 PYTEST_ARGS ?=

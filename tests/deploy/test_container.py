@@ -381,6 +381,20 @@ def test_serves_a_photo_at_its_own_size(stack):
     assert Image.open(io.BytesIO(r.content)).size == size
 
 
+def test_serves_the_fast_model_beside_the_default(stack):
+    """compose's default STYLEBOX_EXTRA_MODELS: the fast steady model as `fast`, each timed
+    at 640 x 480; live sessions use whichever of the two holds 15 FPS here (auto)."""
+    models = httpx.get(f"{stack.url}/models", timeout=60).json()
+    by_name = {m["name"]: m for m in models["models"]}
+    assert set(by_name) == {"default", "fast"}, models
+    assert by_name["fast"]["file"] == "stylebox-a0.25-fast.onnx"
+    assert by_name["fast"]["styles"] == by_name["default"]["styles"]
+    assert all(m["ms_640x480"] for m in by_name.values()) and models["live"] in by_name
+    r = httpx.post(f"{stack.url}/stylize?style=candy&model=fast", content=_photo()[0],
+                   headers={"Content-Type": "image/jpeg"}, timeout=120)
+    assert r.status_code == 200, r.text[:500]
+
+
 def test_burst_of_32_4k_uploads_gets_200_or_503_and_no_oom_kill(stack):
     from PIL import Image
 

@@ -408,8 +408,9 @@ def _compose_settings(name: str) -> Settings:
     for key, value in COMPOSE["services"][name]["environment"].items():
         if not key.startswith("STYLEBOX_"):
             continue  # the worker's OMP_NUM_THREADS (checked with the worker)
-        # Every value defaults to its own variable from the shell: ${VAR:-default}.
-        m = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", value)
+        # Every value defaults to its own variable from the shell: ${VAR:-default}, or
+        # ${VAR-default} where an empty value must mean empty (STYLEBOX_EXTRA_MODELS).
+        m = re.fullmatch(r"\$\{(\w+):?-([^}]*)\}", value)
         assert m and m.group(1) == key, (name, key, value)
         values[key.removeprefix("STYLEBOX_").lower()] = m.group(2)
     return Settings(**values)  # raises if a default is not a valid value
@@ -425,6 +426,9 @@ def test_compose_environment_defaults_are_valid_settings():
             assert s.model_path == "/app/models/stylebox-a0.25.onnx" and not s.model_seed
         # No key unless the shell or .env sets one; the style edits are refused without it.
         assert s.api_key is None and s.allow_admin_without_key is False
+        # The fast steady model beside the default, for live sessions on slower machines.
+        assert s.extra_models == ["fast=/app/models/stylebox-a0.25-fast.onnx"]
+        assert s.live_model == "auto" and (ROOT / "models/stylebox-a0.25-fast.onnx").is_file()
     _compose_settings("worker")
 
 

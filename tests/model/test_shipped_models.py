@@ -1,7 +1,7 @@
 """The committed models are trained and whole: a guard against ever shipping an untrained,
 truncated or mislabelled `models/stylebox-a*.onnx` (the default α = 0.25, the α family,
-the temporally stabilised α = 0.25 and the classic, frame-by-frame α = 0.25 that was the
-default before the steady one).
+the temporally stabilised α = 0.25, the classic, frame-by-frame α = 0.25 that was the
+default before the steady one, and the fast steady one served beside the default).
 
 It runs the file through the service's own OrtEngine (what `make serve` serves) on two of the
 shared eval photos and scores every style with `stylebox eval`'s code: each style must sit
@@ -28,7 +28,8 @@ from tests.conftest import ROOT
 DATA = ROOT.parent / "shared/data"
 MODELS = {"stylebox-a0.25.onnx": 0.25, "stylebox-a1.onnx": 1.0, "stylebox-a0.5.onnx": 0.5,
           "stylebox-a0.1.onnx": 0.1, "stylebox-a0.25-stable.onnx": 0.25,
-          "stylebox-a0.25-classic.onnx": 0.25}  # file -> the α its card must say
+          "stylebox-a0.25-classic.onnx": 0.25,
+          "stylebox-a0.25-fast.onnx": 0.25}  # file -> the α its card must say
 SIZE = 192  # px: small enough for CI, large enough for relu5_1 to see 12x12
 
 # Bounds on (style loss of the stylized photo) / (style loss of the photo itself). An
@@ -133,7 +134,8 @@ def test_outputs_are_real_images_and_styles_differ(scores):
 # styles on two eval photos at 256 x 192, frame by frame) must stay under this. The stable
 # option measures 9.6 here, the alias-free runs about 6.8, the frame-by-frame classic default
 # 21.2: a file replaced by one that re-draws its strokes at every pixel of motion fails.
-STEADY = {"stylebox-a0.25.onnx": 12.0, "stylebox-a0.25-stable.onnx": 12.0}
+STEADY = {"stylebox-a0.25.onnx": 12.0, "stylebox-a0.25-stable.onnx": 12.0,
+          "stylebox-a0.25-fast.onnx": 12.0}
 
 
 @pytest.mark.parametrize("name", list(STEADY))
