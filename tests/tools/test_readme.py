@@ -248,7 +248,8 @@ def server(root):
             port = free_port()
             with open(root.parent / "serve.log", "w") as log:  # a file: a pipe would fill
                 # README *Several models*: its curl examples ask for ?model=fast
-                env = {**_env(), "STYLEBOX_EXTRA_MODELS": "fast=models/stylebox-a0.1.onnx"}
+                env = {**_env(),
+                       "STYLEBOX_EXTRA_MODELS": "fast=models/stylebox-a0.25-fast.onnx"}
                 proc = subprocess.Popen(["stylebox", "serve", "--port", str(port)], cwd=root,
                                         env=env, stdout=log, stderr=subprocess.STDOUT)
             state.update(port=port, proc=proc)
