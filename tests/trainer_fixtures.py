@@ -2,7 +2,9 @@
 spot (a random-weight VGG, generated photos and paintings; no shared data).
 
     model = make_editable_model(tmp_path)         # tmp_path/model/m.onnx + its checkpoint
+    copy = fresh_model(model, tmp_path)           # a copy (and checkpoint) one test edits
     with run_worker(model, jobs, data) as proc:   # `python -m stylebox worker`
+        wait_job(client, "/jobs/ID", {"done"})    # poll a trainer job until it is done
         ...
 """
 
@@ -45,6 +47,30 @@ def make_editable_model(root: Path) -> tuple[Path, Path]:
     export_onnx(gen, card, model, export_size=32, sample_photo=data / "photos" / "p3.png",
                 checkpoint=lineage.entry(ckpt, model))
     return model, data
+
+
+def fresh_model(model: Path, root: Path) -> Path:
+    """A copy of `model` and its checkpoint under root/model/, for one test to change."""
+    from stylebox.model import lineage
+
+    copy = root / "model" / "m.onnx"
+    lineage.seed_model(copy, model)
+    return copy
+
+
+def wait_job(c, loc: str, states: set[str], timeout_s: float = 120, seen: list | None = None,
+             headers: dict[str, str] | None = None) -> dict:
+    """Poll trainer job `loc` (GET /jobs/{id}) until its state is one of `states`; each
+    status read is appended to `seen` when given."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        s = c.get(loc, headers=headers).json()
+        if seen is not None:
+            seen.append(s)
+        if s["state"] in states:
+            return s
+        assert time.monotonic() < deadline, s
+        time.sleep(0.1)
 
 
 def painting_png(path: Path, seed: int = 3, size: int = 96) -> Path:

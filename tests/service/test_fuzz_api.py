@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from schemathesis.specs.openapi.checks import (
 
 from stylebox.videobench import make_clip
 from tests.conftest import make_client, png
-from tests.trainer_fixtures import make_editable_model, run_worker
+from tests.trainer_fixtures import make_editable_model, run_worker, wait_job
 
 CLIP = make_clip(Path(tempfile.mkdtemp()) / "clip.mp4", 32, 24, 4, 10).read_bytes()
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
@@ -144,10 +143,7 @@ def test_the_job_operations_conform_on_real_jobs(tmp_path):
         with run_worker(model, jobs, data):  # with none alive, POST /optimize is a 503
             done = c.post("/optimize?style=checker&max_side=64&iterations=4", files=photo).json()
             queued = c.post("/optimize?style=checker&iterations=5000", files=photo).json()
-            deadline = time.monotonic() + 120
-            while c.get(f"/jobs/{done['id']}").json()["state"] != "done":
-                assert time.monotonic() < deadline, c.get(f"/jobs/{done['id']}").json()
-                time.sleep(0.1)
+            assert wait_job(c, f"/jobs/{done['id']}", {"done", "failed"})["state"] == "done"
             seen = _on_job(ops, done["id"], JOB_OPS)
             assert all(set(seen[op]) == {200} for op in JOB_OPS), seen
             assert c.get(f"/jobs/{done['id']}").json()["state"] == "done"  # cancel: as it was

@@ -19,6 +19,7 @@ import pytest
 from stylebox.service.previews import sample_image
 from tests.conftest import encode
 from tests.service.test_page import _serve, _stylize, _wait, launch_chromium
+from tests.trainer_fixtures import fresh_model
 
 KEY = "paint-key"
 
@@ -41,11 +42,7 @@ def editable(browser, tmp_path_factory) -> tuple[Path, Path]:
 
 def fresh(editable, tmp_path: Path) -> Path:
     """A copy of the editable model and its checkpoint, for one test to change."""
-    from stylebox.model import lineage
-
-    copy = tmp_path / "model" / "m.onnx"
-    lineage.seed_model(copy, editable[0])
-    return copy
+    return fresh_model(editable[0], tmp_path)
 
 
 @contextlib.contextmanager

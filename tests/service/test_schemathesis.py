@@ -27,9 +27,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from stylebox.model import lineage
 from stylebox.procs import ROOT, serving
-from tests.trainer_fixtures import make_editable_model, run_worker
+from tests.trainer_fixtures import fresh_model, make_editable_model, run_worker
 
 ST = Path(sys.executable).with_name("st")
 
@@ -73,13 +72,6 @@ def editable(tmp_path_factory) -> tuple[Path, Path]:
     """(model, data): a tiny model with its checkpoint, and the random-weight VGG and photos
     a worker trains with (tests/trainer_fixtures.py)."""
     return make_editable_model(tmp_path_factory.mktemp("editable"))
-
-
-def _fresh(editable, tmp_path) -> Path:
-    """A copy of the editable model (and its checkpoint) that this run's style edits change."""
-    copy = tmp_path / "model" / "m.onnx"
-    lineage.seed_model(copy, editable[0])
-    return copy
 
 
 @contextlib.contextmanager
@@ -140,7 +132,7 @@ def _made_jobs(metrics: str) -> None:
 
 
 def test_st_run_checks_all_without_a_key(editable, tmp_path):
-    model = _fresh(editable, tmp_path)
+    model = fresh_model(editable[0], tmp_path)  # this run's style edits change it
     with serving(model, _videos(tmp_path), log=tmp_path / "serve.log") as base, \
             _worker(model, editable[1], tmp_path):
         out = _st_run(base, tmp_path / "serve.log")
@@ -161,7 +153,7 @@ def test_st_run_checks_all_without_a_key(editable, tmp_path):
 @pytest.mark.parametrize("header", ["Authorization: Bearer contract-key",
                                     "X-API-Key: contract-key"])
 def test_st_run_checks_all_with_the_key(editable, header, tmp_path):
-    model = _fresh(editable, tmp_path)
+    model = fresh_model(editable[0], tmp_path)  # this run's style edits change it
     with serving(model, {"STYLEBOX_API_KEY": "contract-key", **_videos(tmp_path)},
                  log=tmp_path / "serve.log") as base, _worker(model, editable[1], tmp_path):
         out = _st_run(base, tmp_path / "serve.log", "-H", header)

@@ -5,6 +5,7 @@ queued across a reload."""
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import signal
@@ -19,8 +20,9 @@ from stylebox.model import lineage
 from stylebox.model.checkpoint import load_checkpoint
 from stylebox.model.edit import is_style_table
 from stylebox.videobench import make_clip
+from tests import trainer_fixtures
 from tests.conftest import encode, make_client, noise, png
-from tests.trainer_fixtures import make_editable_model, painting_png, run_worker
+from tests.trainer_fixtures import fresh_model, make_editable_model, painting_png, run_worker
 
 KEY = "s3cret-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -34,10 +36,7 @@ def editable(tmp_path_factory) -> tuple[Path, Path]:
 
 def fresh(editable, tmp_path: Path) -> Path:
     """A copy of the editable model (and its checkpoint) that a test may change."""
-    model, _ = editable
-    copy = tmp_path / "model" / "m.onnx"
-    lineage.seed_model(copy, model)
-    return copy
+    return fresh_model(editable[0], tmp_path)
 
 
 def client(model: Path, jobs: Path, **settings):
@@ -46,17 +45,7 @@ def client(model: Path, jobs: Path, **settings):
     return make_client(None, model, **settings)
 
 
-def wait_job(c, loc: str, states: set[str], timeout_s: float = 120, seen: list | None = None
-             ) -> dict:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        s = c.get(loc, headers=AUTH).json()
-        if seen is not None:
-            seen.append(s)
-        if s["state"] in states:
-            return s
-        assert time.monotonic() < deadline, s
-        time.sleep(0.1)
+wait_job = functools.partial(trainer_fixtures.wait_job, headers=AUTH)
 
 
 def wait_styles(c, count: int, timeout_s: float = 20) -> list[str]:
