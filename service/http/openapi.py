@@ -14,6 +14,7 @@ tests/service/test_schemathesis.py holds the server to that with every Schemathe
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI
@@ -23,6 +24,7 @@ from stylebox.service.http.access import Access, access_of, dependency_calls
 from stylebox.service.http.admission import admitted
 from stylebox.service.http.problems import MEDIA_TYPE
 from stylebox.service.settings import Settings
+from stylebox.service.state import state_of
 from stylebox.service.styles import MAX_SPEC_CHARS, STYLE_SPEC_PATTERN
 
 _REF = "#/components/schemas/Problem"
@@ -109,7 +111,27 @@ def complete(schema: dict[str, Any], app: FastAPI, settings: Settings) -> dict[s
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}
     _style_parameter(schema)
     _model_parameter(schema, list(settings.model_paths))
+    _optimize_bounds(schema, settings)
     return schema
+
+
+def _optimize_bounds(schema: dict[str, Any], settings: Settings) -> None:
+    """POST /optimize's `max_side` and `time_limit_s` are bounded by this server's settings
+    (TRAINER_OPTIMIZE_MAX_SIDE, _MAX_SECONDS), below the route's own static bounds: the
+    document states the bound the server holds requests to."""
+    bound = {"max_side": settings.trainer_optimize_max_side,
+             "time_limit_s": settings.trainer_optimize_max_seconds}
+    op = schema.get("paths", {}).get("/optimize", {}).get("post") or {}
+    for param in op.get("parameters", []):
+        if param["name"] in bound and param["in"] == "query":
+            _set_maximum(param["schema"], bound[param["name"]])
+
+
+def _set_maximum(schema: dict[str, Any], maximum: float) -> None:
+    """`maximum` on a parameter's schema, inside its `anyOf` when it is optional (null)."""
+    for branch in schema.get("anyOf", [schema]):
+        if branch.get("type") in ("integer", "number"):
+            branch["maximum"] = min(branch.get("maximum", maximum), maximum)
 
 
 def _model_parameter(schema: dict[str, Any], served: list[str]) -> None:
@@ -126,19 +148,35 @@ def _style_parameter(schema: dict[str, Any]) -> None:
     """`style` is required and follows the spec grammar (POST /stylize and POST /videos).
     The routes declare it optional so that a missing one reaches parse_style_spec, whose 422
     lists the valid styles."""
+    for param in _style_params(schema):
+        param["required"] = True
+        param["schema"] = {"type": "string", "title": "Style", "minLength": 1,
+                           "maxLength": MAX_SPEC_CHARS, "pattern": STYLE_SPEC_PATTERN}
+        param["examples"] = _style_examples(["candy", "mosaic"])  # the shipped model's
+
+
+def _style_params(schema: dict[str, Any]) -> Iterator[dict[str, Any]]:
     paths = schema.get("paths", {})
     for op in (paths.get(p, {}).get("post") for p in ("/stylize", "/videos")):
-        _require_style(op)
+        yield from (param for param in (op or {}).get("parameters", [])
+                    if param["name"] == "style")
 
 
-def _require_style(op: dict[str, Any] | None) -> None:
-    for param in (op or {}).get("parameters", []):
-        if param["name"] == "style":
-            param["required"] = True
-            param["schema"] = {"type": "string", "title": "Style", "minLength": 1,
-                               "maxLength": MAX_SPEC_CHARS, "pattern": STYLE_SPEC_PATTERN}
-            param["examples"] = {"one": {"value": "candy"},
-                                 "blend": {"value": "candy:0.7,mosaic:0.3"}}
+def _style_examples(names: list[str]) -> dict[str, Any]:
+    """One style and a blend of two, from `names` (a model's, in its order)."""
+    examples: dict[str, Any] = {"one": {"value": names[0]}}
+    if len(names) > 1:
+        examples["blend"] = {"value": f"{names[0]}:0.7,{names[1]}:0.3"}
+    return examples
+
+
+def _served_style_examples(schema: dict[str, Any], names: list[str]) -> None:
+    """The `style` examples name styles the default model has, so the docs page's "Try it
+    out" and the examples a client or a fuzzer takes from the document are requests this
+    server accepts (a custom model has no candy). Set on every read of the document: a
+    reload or a style edit changes the styles."""
+    for param in _style_params(schema) if names else ():  # not loaded: the shipped names
+        param["examples"] = _style_examples(names)
 
 
 def install_openapi(app: FastAPI, settings: Settings) -> None:
@@ -147,6 +185,8 @@ def install_openapi(app: FastAPI, settings: Settings) -> None:
     def openapi() -> dict[str, Any]:
         if not app.openapi_schema:
             app.openapi_schema = complete(build(), app, settings)
+        engine = state_of(app).engine
+        _served_style_examples(app.openapi_schema, engine.style_names if engine else [])
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -37,7 +37,8 @@ def text_ppm(side: int, ink: int) -> str:
 _EXAMPLE = {"summary": "a 64 px photo toward a 64 px painting (binary PPMs in text bytes)",
             "value": {"photo": text_ppm(64, 1), "painting": text_ppm(64, 7)}}
 _FORM = {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["photo"],
+    # Exactly these parts: read_form refuses any other (422).
+    "type": "object", "required": ["photo"], "additionalProperties": False,
     "properties": {"photo": _FILE,
                    "painting": {**_FILE, "description": "optimise toward this painting "
                                                         "instead of ?style="}}},

@@ -99,9 +99,11 @@ _EDIT = {
 }
 _FILE = {"type": "string", "format": "binary"}
 _FORM = {"required": True, "content": {"multipart/form-data": {"schema": {
-    "type": "object", "required": ["painting", "name"],
+    # Exactly these parts: read_form refuses any other (422).
+    "type": "object", "required": ["painting", "name"], "additionalProperties": False,
     "properties": {"painting": _FILE,
-                   "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$",
+                   "name": {"type": "string", "minLength": 1, "maxLength": 64,
+                            "pattern": "^[a-z0-9][a-z0-9_-]{0,63}$",
                             "description": "the new style's name (?style=NAME)"},
                    "title": {"type": "string", "maxLength": 200,
                              "description": "a human title, e.g. 'Harbour (my painting)'"}}},

@@ -65,7 +65,7 @@ _BODY = {
     "required": True,
     "content": {
         "multipart/form-data": {"schema": {"type": "object", "required": [FIELD], "properties": {
-            FIELD: _FILE}}},
+            FIELD: _FILE}}, "encoding": {FIELD: {"contentType": "image/*"}}},
         "image/*": {"schema": _FILE},
         "application/octet-stream": {"schema": _FILE},
     },

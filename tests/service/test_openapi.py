@@ -62,6 +62,23 @@ def test_style_is_required_with_the_grammar_the_server_parses(schema, client):
     assert r.status_code == 422 and r.json()["valid_styles"] == ["candy", "mosaic", "udnie"]
 
 
+def test_the_style_examples_are_styles_this_server_serves(fast_onnx):
+    """A model without mosaic (ink, candy): the examples name its own styles, so "Try it
+    out" on the docs page, or a client taking them from the document, is answered 200."""
+    from stylebox.service.backends.ort import OrtEngine
+
+    with make_client(OrtEngine(fast_onnx), fast_onnx) as c:
+        schema = c.get("/openapi.json").json()
+        for path in ("/stylize", "/videos"):
+            (param,) = [p for p in schema["paths"][path]["post"]["parameters"]
+                        if p["name"] == "style"]
+            values = [e["value"] for e in param["examples"].values()]
+            assert values == ["ink", "ink:0.7,candy:0.3"], (path, values)
+        for value in values:
+            r = c.post("/stylize", params={"style": value}, files={"image": ("x.png", PNG)})
+            assert r.status_code == 200, (value, r.text)
+
+
 def _bounded_query_params(schema: dict) -> list[tuple[str, dict]]:
     out = []
     for p in schema["paths"]["/stylize"]["post"]["parameters"]:
@@ -112,3 +129,16 @@ def test_with_a_key_every_protected_operation_documents_401(tiny_onnx, engine):
             resp = op["responses"]["401"]
             assert resp["content"] == PROBLEM and "WWW-Authenticate" in resp["headers"]
             assert c.get("/styles").headers["www-authenticate"].startswith("Bearer")
+
+
+def test_optimize_documents_this_servers_bounds(tiny_onnx, engine):
+    """POST /optimize's `max_side` and `time_limit_s` are bounded by the server's settings
+    (a 422 above them), below the route's own static bounds: the document states those."""
+    with make_client(engine, tiny_onnx, trainer_optimize_max_side=512,
+                     trainer_optimize_max_seconds=60) as c:
+        params = {p["name"]: p["schema"]
+                  for p in c.get("/openapi.json").json()["paths"]["/optimize"]["post"]
+                  ["parameters"]}
+    assert params["max_side"]["maximum"] == 512
+    (limit,) = [b for b in params["time_limit_s"]["anyOf"] if b.get("type") == "number"]
+    assert limit["maximum"] == 60
