@@ -6,6 +6,10 @@ Fixed budget: `derandomize=True` and no example database, so CI runs the same re
 every time (~20 s on 2 cores). Three sources of cases per operation: schema-valid
 ("positive") requests, schema-violating ("negative") ones, and, for POST /stylize, valid
 styles with a real image and fuzzed options, so the success path is fuzzed too.
+Here every answer is held to the response checks (CHECKS: no 5xx, and status, content type,
+headers and body per the schema), in process and fast; the checks on how requests are
+judged (valid data accepted, invalid refused, auth, unsupported methods, the stateful
+links) need a live server and run in test_schemathesis.py, `st run --checks all`.
 """
 
 from __future__ import annotations
