@@ -122,6 +122,13 @@ def table(rows: list[dict], base: dict | None) -> str:
     return "\n".join(lines + ([""] + cmds if cmds else []))
 
 
+def _frontier(rows: list[dict]) -> set[int]:
+    """ids of the rows no other row beats on both style and 1-px pan (lower is better)."""
+    return {id(r) for r in rows
+            if not any(o["style"] <= r["style"] and o["pan1"] <= r["pan1"]
+                       and (o["style"], o["pan1"]) != (r["style"], r["pan1"]) for o in rows)}
+
+
 def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
     """Two panels, one point per model: the 1-px pan against the style loss (steadiness
     against style), and the content loss against the style loss, where the box is what may
@@ -136,13 +143,36 @@ def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
     dots = bx.scatter([r["style"] for r in rows], [r["content"] for r in rows], c=pans,
                       cmap="viridis_r", s=40, vmin=min(pans), vmax=max(pans))
     fig.colorbar(dots, ax=bx, label="1-px pan (grey levels)")
-    for i, r in enumerate(rows):
-        ax.scatter(r["style"], r["pan1"], s=36)
-        # Alternate the label side: candidates crowd together near the same steadiness.
-        off = (5, 4) if i % 2 == 0 else (5, -10)
+    # Dozens of candidates crowd near the same style and steadiness: every point is drawn,
+    # but only those worth finding are named (the table lists them all): the steadiest at
+    # each style (the frontier), the baseline and the shipped models (under models/).
+    named = _frontier(rows) | {id(r) for r in rows
+                               if r is base or str(r["model"]).startswith("models/")}
+    # Both panels span the styles that matter (up to +25 % of the baseline's); a point past
+    # that sits on the right edge as a triangle, its style in its label.
+    styles = [r["style"] for r in rows]
+    lo = min(styles) - 0.01
+    hi = max(styles) + 0.01 if base is None else max(base["style"] * 1.25, lo + 0.05)
+    # Neighbours by style take turns above, below and to the left of their point.
+    turns = [((5, 4), "left"), ((5, -10), "left"), ((-5, -10), "right"), ((-5, 4), "right")]
+    order = {id(r): i for i, r in enumerate(sorted((r for r in rows if id(r) in named),
+                                                   key=lambda r: r["style"]))}
+    for r in rows:
+        colour = "C0" if id(r) in named else "0.6"
         for a, y in ((ax, r["pan1"]), (bx, r["content"])):
-            a.annotate(r["name"], (r["style"], y), textcoords="offset points", xytext=off,
-                       fontsize=7)
+            if r["style"] > hi:
+                a.scatter(hi, y, s=44, marker=">", color=colour, clip_on=False)
+                a.annotate(f"{r['name']} (style {r['style']:.2f})", (hi, y), fontsize=7,
+                           textcoords="offset points", xytext=(-8, 6), ha="right")
+                continue
+            if a is ax:  # the right panel's dots are coloured by their pan (above)
+                a.scatter(r["style"], y, s=36, color=colour)
+            if id(r) in named:
+                off, ha = turns[order[id(r)] % len(turns)]
+                a.annotate(r["name"], (r["style"], y), textcoords="offset points",
+                           xytext=off, fontsize=7, ha=ha)
+    for a in (ax, bx):
+        a.set_xlim(lo, hi)
     if base is not None:
         # Where a candidate may replace the baseline: style and content within 3 % of it.
         ax.axvline(base["style"] * 1.03, color="grey", ls="--", lw=0.8)

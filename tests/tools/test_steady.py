@@ -73,3 +73,19 @@ def test_frontier_rows_table_plot_and_reuse(data, tiny_onnx, tmp_path, monkeypat
     assert again == rows
     kept[kept.index("b")] = "c"
     assert main(kept) != 0
+
+
+def test_the_plot_names_the_frontier_the_baseline_and_the_shipped(tmp_path):
+    """Only the rows worth finding are labelled: none beaten on both style and pan, the
+    baseline, and files under models/; a far-off row is drawn on the edge."""
+    from stylebox.steady import _frontier, plot
+
+    def row(name, style, pan, model="runs/x.onnx"):
+        return {"name": name, "model": model, "style": style, "content": 1.0, "pan1": pan}
+
+    rows = [row("base", 0.50, 16.0, "models/classic.onnx"), row("a", 0.51, 6.0),
+            row("b", 0.52, 7.0), row("c", 0.55, 5.0), row("d", 0.56, 5.5),
+            row("far", 1.2, 3.0), row("shipped", 0.53, 6.5, "models/x.onnx")]
+    assert {r["name"] for r in rows if id(r) in _frontier(rows)} == {"base", "a", "c", "far"}
+    plot(rows, tmp_path / "f.png", rows[0])
+    assert (tmp_path / "f.png").stat().st_size > 10_000
