@@ -15,7 +15,6 @@ still one.
 from __future__ import annotations
 
 import io
-import json
 import tempfile
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import schemathesis
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 from PIL import Image
+from schemathesis.core.transforms import to_wire_text
 
 from stylebox.videobench import make_clip
 
@@ -90,17 +90,15 @@ def _valid_on_the_wire(case, form: dict) -> bool:
     above), whatever the part's schema says. The form as sent is checked against the body's
     schema (required parts, no others, each text part's own schema); a file part is bytes,
     which `format: binary` does not constrain."""
-    body = next(b for b in case.operation.body if b.media_type == case.media_type)
+    body = case.operation.get_body_for_media_type(case.media_type)
     sent = {name: [_as_sent(v) for v in value] if isinstance(value, list) else _as_sent(value)
             for name, value in form.items()}
     return Draft202012Validator(body.resolved_schema or {}).is_valid(sent)
 
 
 def _as_sent(value: object) -> str:
-    if isinstance(value, str):
-        return value
-    if value is None or isinstance(value, (bool, int, float, dict, list)):
-        return json.dumps(value)  # Schemathesis' text for a non-string part
+    if value is None or isinstance(value, (str, bool, int, float, dict, list)):
+        return to_wire_text(value)  # the text Schemathesis' transport sends for the part
     return ""  # a file part (bytes): its content is the media type strategies' concern
 
 
