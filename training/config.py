@@ -88,6 +88,9 @@ class TrainConfig:
     lr: float = 1e-3
     norm_lr_scale: float = 10.0  # the γ/β tables' lr = lr * this (training/loop.py)
     lr_schedule: str = "constant"  # or "cosine" (to lr * 0.1 at the last step)
+    # cosine only: lr holds until this step, then falls. A resumed run that sets it to the
+    # step it resumes at cools down from its own lr instead of jumping into the curve.
+    lr_decay_from: int = 0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     amp: str = "auto"  # bf16 autocast: auto (CUDA, AMX/AVX512-BF16 CPUs) | on | off
@@ -143,6 +146,8 @@ class TrainConfig:
                               f"({', '.join(self.style_layers)}) and not content layers")
         if self.lr_schedule not in ("constant", "cosine"):
             raise ConfigError("lr_schedule must be 'constant' or 'cosine'")
+        if not 0 <= self.lr_decay_from < self.steps:
+            raise ConfigError("lr_decay_from must be >= 0 and below steps")
         if not self.norm_lr_scale > 0:
             raise ConfigError("norm_lr_scale must be > 0")
         for key in ("steps", "batch_size", "image_size", "style_size"):

@@ -71,6 +71,7 @@ def run_settings(cfg: TrainConfig, d: Dist | None = None, progress: bool = True)
     """The runner's share of the config: schedule, log/checkpoint cadence, limit, seeding."""
     d = d or Dist()
     return RunSettings(steps=cfg.steps, lr=cfg.lr, schedule=cfg.lr_schedule,
+                       decay_from=cfg.lr_decay_from,
                        log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
                        time_limit_min=cfg.time_limit_min, seed=cfg.seed, rank=d.rank,
                        main=d.main, progress=progress)

@@ -52,9 +52,13 @@ def step_seed(seed: int, rank: int, step: int) -> int:
     return (seed << 40) ^ (rank << 32) ^ step
 
 
-def cosine_lr(lr: float, step: int, steps: int) -> float:
-    """`lr` at 0-based `step` of `steps`: cosine from lr down to lr / 10."""
-    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * min(step / steps, 1.0))))
+def cosine_lr(lr: float, step: int, steps: int, start: int = 0) -> float:
+    """`lr` at 0-based `step` of `steps`: `lr` until `start`, then a cosine down to lr / 10
+    at `steps` (a `start` past 0 cools a resumed run down from where it stands)."""
+    if step <= start:
+        return lr
+    done = min((step - start) / max(steps - start, 1), 1.0)
+    return lr * (0.1 + 0.45 * (1 + math.cos(math.pi * done)))
 
 
 class StopSignal:
@@ -100,6 +104,7 @@ class RunSettings:
     steps: int  # run until this many steps are done
     lr: float  # each param group gets lr_at(step) * its "lr_scale" (default 1)
     schedule: str = "constant"  # or "cosine": to lr / 10 at `steps`
+    decay_from: int = 0  # the cosine's first step
     log_every: int = 50
     ckpt_every: int = 1000
     time_limit_min: float = 0.0  # 0 = none
@@ -116,7 +121,9 @@ class RunSettings:
 
     def lr_at(self, step: int, steps: int | None = None) -> float:
         steps = steps or self.steps
-        return cosine_lr(self.lr, step, steps) if self.schedule == "cosine" else self.lr
+        if self.schedule == "cosine":
+            return cosine_lr(self.lr, step, steps, self.decay_from)
+        return self.lr
 
     def fitted(self, done: int, start: int, seconds: float) -> int:
         """The steps to plan when `done - start` steps took `seconds`: what the budget holds

@@ -258,6 +258,11 @@ def test_style_tables_train_at_a_larger_lr(data, tmp_path):
     assert run_settings(cfg).lr_at(0) == cfg.lr
     with pytest.raises(ConfigError):
         cfg.replace(norm_lr_scale=0)
+    cool = cfg.replace(lr_schedule="cosine", lr_decay_from=cfg.steps - 1)
+    assert run_settings(cool).lr_at(cfg.steps - 1) == cfg.lr
+    assert run_settings(cool).lr_at(cfg.steps) == pytest.approx(cfg.lr / 10)
+    with pytest.raises(ConfigError, match="lr_decay_from"):
+        cfg.replace(lr_decay_from=cfg.steps)
 
 
 def make_tiny_generator_for(cfg: TrainConfig):

@@ -53,6 +53,15 @@ def test_windows_average_on_the_device_and_saves_follow_the_cadence():
     assert again.seeds == rec.seeds[4:] and again.saves == [5, 7]
 
 
+def test_a_cool_down_holds_the_lr_until_its_first_step_then_falls_to_a_tenth():
+    s = RunSettings(steps=10, lr=0.5, schedule="cosine", decay_from=6, progress=False)
+    lrs = [s.lr_at(k) for k in range(11)]
+    assert lrs[:7] == [0.5] * 7  # a resumed run at step 6 goes on at its own lr
+    assert all(a > b for a, b in zip(lrs[6:], lrs[7:], strict=False))
+    assert lrs[10] == pytest.approx(0.05) and lrs[8] == pytest.approx(0.275)  # half way
+    assert RunSettings(steps=10, lr=0.5, schedule="constant", decay_from=6).lr_at(9) == 0.5
+
+
 def test_time_limit_stops_logs_and_saves(monkeypatch):
     clock = {"t": 0.0}
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock["t"])
