@@ -35,9 +35,9 @@ _SECTIONS = ("model", "train", "loss", "data")
 # training mode's own keys likewise (training/modes.py).
 _VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
 _SPEED_KEYS = ("coarse_style_layers", "bf16_gram")
-_WHEN_SET_KEYS = (*_SPEED_KEYS, "temporal_style_scale")  # in the card only when not empty
+_WHEN_SET_KEYS = (*_SPEED_KEYS, "temporal_style_scale", "lr_decay_from")  # in the card when set
 _LOCAL_KEYS = ("styles", "data_root", "device", "log_every", "ckpt_every", "time_limit_min",
-               "content_cache")  # where and how this machine ran it, not what was trained
+               "fit_time_limit", "content_cache")  # where and how this machine ran it, not what was trained
 
 
 class ConfigError(UserError):
@@ -99,6 +99,9 @@ class TrainConfig:
     log_every: int = 50
     ckpt_every: int = 1000
     time_limit_min: float = 0.0  # stop (with a checkpoint) after this many minutes; 0 = none
+    # Plan the step count to what the time limit holds at this machine's pace (timed over the
+    # first steps), so that a cosine schedule ends where the run stops; at most `steps`.
+    fit_time_limit: bool = False
     # loss
     content_weight: float = 1.0
     style_weight: float = 2.0

@@ -70,8 +70,13 @@ def make_optimizer(gen: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimi
 def run_settings(cfg: TrainConfig, d: Dist | None = None, progress: bool = True) -> RunSettings:
     """The runner's share of the config: schedule, log/checkpoint cadence, limit, seeding."""
     d = d or Dist()
+    if cfg.fit_time_limit and d.world > 1:
+        # each rank would time its own pace and plan its own end
+        raise UserError("fit_time_limit plans from one process's pace: train on one device")
+    # 2 % of the limit is left for the checkpoints and a slower window than the first steps
+    budget = cfg.time_limit_min * 60 * 0.98 if cfg.fit_time_limit else 0.0
     return RunSettings(steps=cfg.steps, lr=cfg.lr, schedule=cfg.lr_schedule,
-                       decay_from=cfg.lr_decay_from,
+                       decay_from=cfg.lr_decay_from, budget_s=budget,
                        log_every=cfg.log_every, ckpt_every=cfg.ckpt_every,
                        time_limit_min=cfg.time_limit_min, seed=cfg.seed, rank=d.rank,
                        main=d.main, progress=progress)

@@ -263,6 +263,10 @@ def test_style_tables_train_at_a_larger_lr(data, tmp_path):
     assert run_settings(cool).lr_at(cfg.steps) == pytest.approx(cfg.lr / 10)
     with pytest.raises(ConfigError, match="lr_decay_from"):
         cfg.replace(lr_decay_from=cfg.steps)
+    timed = cfg.replace(time_limit_min=2.0)
+    assert run_settings(timed).budget_s == 0  # the limit only stops the run
+    assert run_settings(timed.replace(fit_time_limit=True)).budget_s == pytest.approx(117.6)
+    assert "lr_decay_from" in cool.card().training and "lr_decay_from" not in cfg.card().training
 
 
 def make_tiny_generator_for(cfg: TrainConfig):

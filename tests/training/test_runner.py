@@ -62,6 +62,20 @@ def test_a_cool_down_holds_the_lr_until_its_first_step_then_falls_to_a_tenth():
     assert RunSettings(steps=10, lr=0.5, schedule="constant", decay_from=6).lr_at(9) == 0.5
 
 
+def test_a_resumed_cool_down_fitted_to_its_budget_ends_at_a_tenth(monkeypatch):
+    clock = {"t": 0.0}
+    monkeypatch.setattr(runner.time, "monotonic", lambda: clock["t"])
+    tick = {k: lambda: clock.update(t=clock["t"] + 10) for k in range(100)}  # 10 s a step
+    rec = Recorder(_opt(), at=tick)
+    s = RunSettings(steps=100, lr=0.5, schedule="cosine", decay_from=10, budget_s=60,
+                    log_every=100, progress=False)
+    res = rec.run(s, start=10)
+    assert (res.step, res.steps, res.stopped) == (16, 16, "done")  # 60 s hold 6 steps
+    lrs = [lr for lr, _ in rec.lrs]
+    assert lrs[0] == 0.5 and lrs[-1] == pytest.approx(cosine_lr(0.5, 15, 16, 10))
+    assert all(a > b for a, b in zip(lrs, lrs[1:], strict=False))
+
+
 def test_time_limit_stops_logs_and_saves(monkeypatch):
     clock = {"t": 0.0}
     monkeypatch.setattr(runner.time, "monotonic", lambda: clock["t"])
