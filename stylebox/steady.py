@@ -22,6 +22,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -129,6 +130,67 @@ def _frontier(rows: list[dict]) -> set[int]:
                        and (o["style"], o["pan1"]) != (r["style"], r["pan1"]) for o in rows)}
 
 
+# Where a label may go around its point, in points: nearest first; at each distance to the
+# right, then up and down, then to the left.
+_NEAR = [(round(d * math.cos(t), 1), round(d * math.sin(t) * 0.8, 1))
+         for d in (5, 12, 22, 34, 48, 64, 82)
+         for t in (math.radians(a) for a in (0, 35, -35, 70, -70, 90, -90, 145, -145, 180))]
+
+
+def _place_labels(fig, ax, labels: list[tuple[str, tuple[float, float], bool]]) -> None:
+    """Name each point where its label covers no other label, no dot and stays inside the
+    panel: the nearest free place of _NEAR (the least covered one when none is free). A label
+    right beside its point must be nearer to it than to any other dot; one farther away gets a
+    thin line back to its point. Placed in display coordinates, so after the limits are final."""
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    renderer = fig.canvas.get_renderer()
+    frame = ax.get_window_extent(renderer)
+    dots = [ax.transData.transform(o) for c in ax.collections for o in c.get_offsets()]
+    taken = [Bbox.from_bounds(x - 5, y - 5, 10, 10) for x, y in dots]  # a dot is ~9 px wide
+    taken += [t.get_window_extent(renderer) for t in ax.texts]  # the box's and line's notes
+
+    def gap(box, pt) -> float:  # from a point to a box, px
+        return math.hypot(max(box.x0 - pt[0], 0, pt[0] - box.x1),
+                          max(box.y0 - pt[1], 0, pt[1] - box.y1))
+
+    def cost(box, own, beside: bool) -> float:
+        inside = Bbox.intersection(box, frame)
+        out = box.width * box.height - (inside.width * inside.height if inside else 0)
+        over = sum(i.width * i.height for t in taken
+                   if (i := Bbox.intersection(box, t)) is not None)
+        # beside its point but as near another dot: which dot it names would be a guess
+        unclear = beside and any(gap(box, d) <= gap(box, own) + 2 for d in dots
+                                 if math.dist(d, own) > 1)
+        return out * 10 + over + 100 * unclear
+
+    def put(text, xy, dx, dy):
+        beside = math.hypot(dx, dy) <= 6
+        return ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7,
+                           ha="left" if dx > 1 else "right" if dx < -1 else "center",
+                           va="bottom" if dy > 1 else "top" if dy < -1 else "center",
+                           arrowprops=None if beside else {
+                               "arrowstyle": "-", "lw": 0.6, "color": "0.45", "shrinkA": 1,
+                               "shrinkB": 4})
+
+    for text, xy, left in labels:
+        own = ax.transData.transform(xy)
+        best = None
+        for dx, dy in sorted(_NEAR, key=lambda o: o[0] > 0) if left else _NEAR:
+            ann = put(text, xy, dx, dy)
+            ann.update_positions(renderer)
+            box = Text.get_window_extent(ann, renderer)  # the text's own box, not its line's
+            ann.remove()
+            c = cost(box, own, math.hypot(dx, dy) <= 6)
+            if best is None or c < best[0]:
+                best = (c, dx, dy, box)
+            if c == 0:
+                break
+        put(text, xy, *best[1:3])
+        taken.append(best[3])
+
+
 def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
     """Two panels, one point per model: the 1-px pan against the style loss (steadiness
     against style), and the content loss against the style loss, where the box is what may
@@ -153,24 +215,18 @@ def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
     styles = [r["style"] for r in rows]
     lo = min(styles) - 0.01
     hi = max(styles) + 0.01 if base is None else max(base["style"] * 1.25, lo + 0.05)
-    # Neighbours by style take turns above, below and to the left of their point.
-    turns = [((5, 4), "left"), ((5, -10), "left"), ((-5, -10), "right"), ((-5, 4), "right")]
-    order = {id(r): i for i, r in enumerate(sorted((r for r in rows if id(r) in named),
-                                                   key=lambda r: r["style"]))}
+    labels: dict = {ax: [], bx: []}  # per panel: (text, where, prefer the left side)
     for r in rows:
         colour = "C0" if id(r) in named else "0.6"
         for a, y in ((ax, r["pan1"]), (bx, r["content"])):
             if r["style"] > hi:
                 a.scatter(hi, y, s=44, marker=">", color=colour, clip_on=False)
-                a.annotate(f"{r['name']} (style {r['style']:.2f})", (hi, y), fontsize=7,
-                           textcoords="offset points", xytext=(-8, 6), ha="right")
+                labels[a].append((f"{r['name']} (style {r['style']:.2f})", (hi, y), True))
                 continue
             if a is ax:  # the right panel's dots are coloured by their pan (above)
                 a.scatter(r["style"], y, s=36, color=colour)
             if id(r) in named:
-                off, ha = turns[order[id(r)] % len(turns)]
-                a.annotate(r["name"], (r["style"], y), textcoords="offset points",
-                           xytext=off, fontsize=7, ha=ha)
+                labels[a].append((r["name"], (r["style"], y), False))
     for a in (ax, bx):
         a.set_xlim(lo, hi)
     if base is not None:
@@ -193,6 +249,8 @@ def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
     for a in (ax, bx):
         a.grid(alpha=0.3)
     fig.tight_layout()
+    for a in (ax, bx):
+        _place_labels(fig, a, labels[a])
     fig.savefig(path)
     plt.close(fig)
 

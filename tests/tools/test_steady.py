@@ -89,3 +89,33 @@ def test_the_plot_names_the_frontier_the_baseline_and_the_shipped(tmp_path):
     assert {r["name"] for r in rows if id(r) in _frontier(rows)} == {"base", "a", "c", "far"}
     plot(rows, tmp_path / "f.png", rows[0])
     assert (tmp_path / "f.png").stat().st_size > 10_000
+
+
+def test_labels_in_a_crowd_cover_no_dot_and_no_other_label():
+    """Six points closer together than a label is long: every label stays inside the panel,
+    covers no other label and no dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.text import Text
+    from matplotlib.transforms import Bbox
+
+    from stylebox.steady import _place_labels
+
+    fig, ax = plt.subplots(figsize=(5, 3), dpi=110)
+    pts = [(0.50 + 0.002 * k, 6.0 + 0.03 * (k % 3)) for k in range(6)]
+    ax.scatter(*zip(*pts, strict=True), s=36)
+    ax.set_xlim(0.45, 0.60)
+    ax.set_ylim(3, 9)
+    _place_labels(fig, ax, [(f"steady-run-{k}", p, False) for k, p in enumerate(pts)])
+    fig.canvas.draw()
+    r = fig.canvas.get_renderer()
+    boxes = [Text.get_window_extent(t, r) for t in ax.texts]  # the words, not the lines
+    assert len(boxes) == 6
+    frame = ax.get_window_extent(r)
+    dots = [Bbox.from_bounds(x - 4, y - 4, 8, 8) for x, y in ax.transData.transform(pts)]
+    for i, b in enumerate(boxes):
+        assert frame.contains(b.x0, b.y0) and frame.contains(b.x1, b.y1)
+        assert not any(b.overlaps(o) for o in boxes[i + 1:] + dots)
+    plt.close(fig)
