@@ -155,22 +155,24 @@ def _place_labels(fig, ax, labels: list[tuple[str, tuple[float, float], bool]]) 
         return math.hypot(max(box.x0 - pt[0], 0, pt[0] - box.x1),
                           max(box.y0 - pt[1], 0, pt[1] - box.y1))
 
-    def cost(box, own, beside: bool) -> float:
+    def cost(box, own, near: bool) -> float:
         inside = Bbox.intersection(box, frame)
         out = box.width * box.height - (inside.width * inside.height if inside else 0)
         over = sum(i.width * i.height for t in taken
                    if (i := Bbox.intersection(box, t)) is not None)
         # beside its point but as near another dot: which dot it names would be a guess
-        unclear = beside and any(gap(box, d) <= gap(box, own) + 2 for d in dots
+        unclear = near and any(gap(box, d) <= gap(box, own) + 2 for d in dots
                                  if math.dist(d, own) > 1)
         return out * 10 + over + 100 * unclear
 
+    def beside(dx: float, dy: float) -> bool:  # the nearest ring of _NEAR: no line
+        return math.hypot(dx, dy) <= 6
+
     def put(text, xy, dx, dy):
-        beside = math.hypot(dx, dy) <= 6
         return ax.annotate(text, xy, textcoords="offset points", xytext=(dx, dy), fontsize=7,
                            ha="left" if dx > 1 else "right" if dx < -1 else "center",
                            va="bottom" if dy > 1 else "top" if dy < -1 else "center",
-                           arrowprops=None if beside else {
+                           arrowprops=None if beside(dx, dy) else {
                                "arrowstyle": "-", "lw": 0.6, "color": "0.45", "shrinkA": 1,
                                "shrinkB": 4})
 
@@ -182,7 +184,7 @@ def _place_labels(fig, ax, labels: list[tuple[str, tuple[float, float], bool]]) 
             ann.update_positions(renderer)
             box = Text.get_window_extent(ann, renderer)  # the text's own box, not its line's
             ann.remove()
-            c = cost(box, own, math.hypot(dx, dy) <= 6)
+            c = cost(box, own, beside(dx, dy))
             if best is None or c < best[0]:
                 best = (c, dx, dy, box)
             if c == 0:

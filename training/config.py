@@ -36,8 +36,9 @@ _SECTIONS = ("model", "train", "loss", "data")
 _VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
 _SPEED_KEYS = ("coarse_style_layers", "bf16_gram")
 _WHEN_SET_KEYS = (*_SPEED_KEYS, "temporal_style_scale", "lr_decay_from")  # in the card when set
+# where and how this machine ran it, not what was trained
 _LOCAL_KEYS = ("styles", "data_root", "device", "log_every", "ckpt_every", "time_limit_min",
-               "fit_time_limit", "content_cache")  # where and how this machine ran it, not what was trained
+               "fit_time_limit", "content_cache")
 
 
 class ConfigError(UserError):
