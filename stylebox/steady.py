@@ -178,19 +178,21 @@ def _place_labels(fig, ax, labels: list[tuple[str, tuple[float, float], bool]]) 
 
     for text, xy, left in labels:
         own = ax.transData.transform(xy)
-        best = None
+        best = None  # (cost, its label, its box); every other try is removed
         for dx, dy in sorted(_NEAR, key=lambda o: o[0] > 0) if left else _NEAR:
             ann = put(text, xy, dx, dy)
             ann.update_positions(renderer)
             box = Text.get_window_extent(ann, renderer)  # the text's own box, not its line's
-            ann.remove()
             c = cost(box, own, beside(dx, dy))
             if best is None or c < best[0]:
-                best = (c, dx, dy, box)
+                if best is not None:
+                    best[1].remove()
+                best = (c, ann, box)
+            else:
+                ann.remove()
             if c == 0:
                 break
-        put(text, xy, *best[1:3])
-        taken.append(best[3])
+        taken.append(best[2])
 
 
 def plot(rows: list[dict], path: Path, base: dict | None = None) -> None:
