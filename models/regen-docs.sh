@@ -23,8 +23,8 @@
 #   flicker-reference.csv); docs/eval/a0.25-stable, docs/eval/alpha.md (the 8-style α family);
 #   steady-frontier (docs/flicker-frontier.csv/.png, the table between steady-frontier markers): one
 #   row per candidate, rows reused by sha256, so the new model gets its own row by hand
-#   (`stylebox steady-frontier ... --model NAME=PATH::COMMAND`) and
-#   the row "steady-J7b,models/stylebox-a0.25.onnx" must be re-pointed (models/README.md step 1);
+#   (`stylebox steady-frontier ... --model NAME=PATH::COMMAND`), and the rows of the old and the
+#   new default are re-pointed (models/README.md steps 1 and 2);
 #   bench/frontier/train-bench blocks and live FPS (timings, need a quiet machine).
 #   "the strip alone" command of flicker.md is not run: the main-table step writes the same strip.
 #
@@ -38,51 +38,38 @@
 #   compare-stills  ~5-15 s   (estimate)
 #
 # Hand-written numbers of the default model (prose, outside generated markers) to edit after
-# a new default ships (line numbers as of 1344e08):
+# a new default ships (line numbers as of the S1 replacement; they drift, so search for the
+# numbers):
 #   README.md:13        caption: "(10 styles, α = 0.25, 0.66 MB)" (file size)
 #   README.md:622-634   the Evaluation table: per-style style/content/ratio of the shipped model,
-#                       "mean of the 8" 0.516 / 1.390 / 0.143, shipwreck, woman_with_hat (copy of
-#                       docs/eval/a0.25/eval.md)
-#   README.md:637-639   "+2.9 % in style and +2.8 % in content", "starry_night ... +11 % in style",
-#                       "1-px-pan flicker of 5.95 grey levels instead of 16.8"
-#   README.md:686-692   "12,024 + 7,204 CPU steps", 1-px pan 5.95 (2.8× less; candy 6.1,
-#                       starry_night 8.6, udnie 3.0), zoom 7.4, noise 2.79, "2.9 % and 2.8 %",
-#                       time cost "+13–20 %" ORT f32, "+3–7 %" OpenVINO
-#   README.md:693-694   carry 0.9 "takes 9 % off ... (1.92 to 1.74)"
+#                       "mean of the 8" 0.515 / 1.392 / 0.142, shipwreck, woman_with_hat (copy of
+#                       docs/eval/a0.25/eval.csv)
+#   README.md:637-639   "+2.6 % in style and +2.9 % in content", "starry_night ... +13 % in style",
+#                       "1-px-pan flicker of 5.89 grey levels instead of 16.8"
+#   README.md:686-691   "12,024 + 8,300 CPU steps", 1-px pan 5.89 (2.9× less; candy 6.3,
+#                       starry_night 8.4, udnie 2.9), zoom 7.3, noise 2.72, "2.6 % and 2.9 %",
+#                       time cost "+13–20 %" ORT f32, "+3–7 %" OpenVINO (the network's, not the weights')
+#   README.md:693-694   carry 0.9 "takes 10 % off ... (1.92 to 1.73)"
 #   README.md:826       performance table: "the steady default's low-passes add 13–20 %"
-#   docs/flicker.md:98-107   bullet: 5.95 (udnie 3.0, the_scream 4.5, la_muse 7.9, starry_night
-#                            8.6), 2-px 6.93, zoom 7.39, rotate 7.17, 4-px pan 0.57
-#   docs/flicker.md:108-112  carry: 0.57 → 0.38, 9 % off the moving patch (1.92 → 1.74), style 0.532
-#   docs/flicker.md:113-116  noise: 2.79, 1.24× (udnie 1.35, candy 2.14, starry_night 3.74), "the
-#                            steady default before this one (I1) to 2.57"
-#   docs/flicker.md:140-141  long clips: "11 % off the moving patch (1.44 vs 1.62) and 9 % off the 4-px pan"
-#   docs/flicker.md:198-202  codec: 93 % (5.14 → 4.79), 80 %, 92 %, 93 %, 76 %, 57 % (2.11 → 1.20),
-#                            4-px 0.77 → 0.57, carried 0.45 → 0.32
-#   docs/flicker.md:359      frontier row "I1, 5-tap up": "(the default before J7b)" (in the
-#                            steady-frontier block, from the CSV's command column)
-#   docs/flicker.md:367      frontier row steady-J7b (`models/stylebox-a0.25.onnx`; from the CSV)
-#   docs/flicker.md:481-485  bench: "J7b, the default since", J7b 111.8 / 117.8 ms, +13–20 %, +2–7 %,
-#                            fast "2.2× J7b"
-#   docs/flicker.md:501-512  "J7b is the default now": style +2.9 %, content +2.8 %, pan 5.95, zoom
-#                            7.39, rotate 7.17, starry_night 8.6, la_muse 7.9, added styles 16.6 % /
-#                            5.6 %, noise 2.79 (1.24×); 512: "The pictures are I1's"
-#   docs/flicker.md:517-518  K1 and the J7b/J8 averages described from J7b (history: only the
-#                            default's name; rows 371-374 of the frontier block likewise, from the CSV)
-#   docs/training.md:400-402 "J7b at 7,204 (models/checkpoints/stylebox-a0.25-steady.pt: the shipped default)"
-#   docs/training.md:429     "the default's checkpoint is at step 7,204" (+ lr_decay_from=7204 on 431)
-#   docs/training.md:446-447 N1: "from 1.24× to 1.19× ... the pan from 5.95 to 5.91" (J7b as base)
-#   docs/training.md:479     run table: J7b row in bold (the default)
-#   docs/training.md:510-515 "J7b replaced it": +2.9 %, +2.8 %, 5.95 vs 6.49, zoom 7.39, rotate 7.17,
-#                            starry_night 8.6, la_muse 7.9, noise 2.79 (1.24×)
-#   docs/frontier.md:60      "2.19–2.25× against J7b, the default since (51.0–52.4 ms against 111.8–117.8)"
-#   docs/frontier.md:82-85   "the steady default 116–126 ms", live "the default then (I1) 6.5 FPS"
-#   docs/frontier.md:246-247 fast "at 1.94–2.04× the steady default's speed"
-#   docs/live.md:200-202     "the steady default's 6.5 FPS (138 ms) ... (I1 ...; J7b, the default
-#                            since, is 6–12 % slower on ONNX Runtime f32)"
-#   models/README.md:7       table row: "12,024 + 7,204 steps", "5.95 grey levels instead of 16.8",
-#                            "within 2.9 % of the classic's"
-#   models/README.md:61-62   "J7b, steadier, replaced it (its checkpoint became ...-steady.pt and
-#                            I1's was kept as -steady-I1.pt)"
+#   docs/flicker.md:98-107   bullet: 5.89 (udnie 2.9, the_scream 4.4, la_muse 7.8, starry_night
+#                            8.4), 2-px 6.82, zoom 7.33, rotate 7.12, 4-px pan 0.55
+#   docs/flicker.md:108-112  carry: 0.55 → 0.37, 10 % off the moving patch (1.92 → 1.73), style 0.531
+#   docs/flicker.md:113-116  noise: 2.72, 1.21× (udnie 1.30, candy 2.22, starry_night 3.60), "the
+#                            steady defaults before this one to 2.79 (J7b) and 2.57 (I1)"
+#   docs/flicker.md:140-141  long clips: "10 % off the moving patch (1.45 vs 1.62) and 8 % off the 4-px pan"
+#   docs/flicker.md:198-202  codec: 93 % (5.17 → 4.80), 80 %, 92 %, 93 %, 76 %, 55 % (2.08 → 1.15),
+#                            4-px 0.75 → 0.57, carried 0.44 → 0.35
+#   docs/flicker.md:499      bench: "S1, the default now, is J7b's network" (a new network needs a new bench)
+#   docs/flicker.md:543-552  "S1 is the default now": its numbers against J7b's; the bullet before
+#                            it ("the first, S1, replaced J7b")
+#   docs/training.md:421-426 the checkpoint list ("S1 ... the shipped default"), :452 the step to
+#                            cool down from (8,296), :493 "the first average (S1) replaced J7b",
+#                            :545 run table: S1 row in bold, :582 "S1 replaced J7b"
+#   docs/frontier.md:60, 246-248 fast model's speed against "J7b and S1"
+#   docs/live.md:201         "J7b and S1 after it, one network, are 6–12 % slower"
+#   models/README.md:7       table row: "12,024 + 8,300 steps", "5.89 grey levels instead of 16.8",
+#                            "within 2.9 % of the classic's"; :29-36 the checkpoint list;
+#                            :62-65 "the average S1 replaced J7b"
 #   (also outside docs: tests/model/test_shipped_models.py STEADY guard, models/README.md step 3)
 #
 # Usage: bash models/regen-docs.sh   (from anywhere; logs in runs/regen-logs/STEP.log)
