@@ -150,3 +150,19 @@ def test_models_shipped_for_video_stay_steady_under_a_one_pixel_pan(name: str):
             errors.append(flicker.clip_error([engine.stylize(f, weights) for f in clip.frames],
                                      clip.warps))
     assert np.mean(errors) <= STEADY[name], (name, np.round(errors, 2))
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_a_recorded_checkpoint_is_committed_beside_the_model(name: str):
+    """A card that names its checkpoint names one under models/, by a path relative to the
+    file (what `stylebox export` writes when the output is beside the checkpoints' folder),
+    with the same bytes: a path on the exporting machine would leave the worker nothing to
+    add a style to, and would show that machine's folders to every user of the file."""
+    from stylebox.model import lineage
+
+    model = ROOT / "models" / name
+    record = lineage.read_model_card(model).export.get(lineage.KEY)
+    if record is None:  # α = 1: its 20 MB checkpoint is not kept, and its card says none
+        return
+    assert not Path(record["file"]).is_absolute(), (name, record["file"])
+    assert lineage.checkpoint_of(model).is_relative_to((ROOT / "models").resolve())
