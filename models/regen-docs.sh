@@ -38,38 +38,38 @@
 #   compare-stills  ~5-15 s   (estimate)
 #
 # Hand-written numbers of the default model (prose, outside generated markers) to edit after
-# a new default ships (line numbers as of the S1 replacement; they drift, so search for the
+# a new default ships (line numbers as of the L1 replacement; they drift, so search for the
 # numbers):
 #   README.md:13        caption: "(10 styles, α = 0.25, 0.66 MB)" (file size)
 #   README.md:622-634   the Evaluation table: per-style style/content/ratio of the shipped model,
-#                       "mean of the 8" 0.515 / 1.392 / 0.142, shipwreck, woman_with_hat (copy of
+#                       "mean of the 8" 0.517 / 1.392 / 0.143, shipwreck, woman_with_hat (copy of
 #                       docs/eval/a0.25/eval.csv)
-#   README.md:637-639   "+2.6 % in style and +2.9 % in content", "starry_night ... +13 % in style",
-#                       "1-px-pan flicker of 5.89 grey levels instead of 16.8"
-#   README.md:686-691   "12,024 + 8,300 CPU steps", 1-px pan 5.89 (2.9× less; candy 6.3,
-#                       starry_night 8.4, udnie 2.9), zoom 7.3, noise 2.72, "2.6 % and 2.9 %",
+#   README.md:637-639   "+2.9 % in style and +2.9 % in content", "starry_night ... +15 % in style",
+#                       "1-px-pan flicker of 5.83 grey levels instead of 16.8"
+#   README.md:686-691   "12,024 + 9,588 CPU steps", 1-px pan 5.83 (2.9× less; candy 6.2,
+#                       starry_night 8.3, udnie 3.0), zoom 7.3, noise 2.61, "2.9 % and 2.9 %",
 #                       time cost "+13–20 %" ORT f32, "+3–7 %" OpenVINO (the network's, not the weights')
-#   README.md:693-694   carry 0.9 "takes 10 % off ... (1.92 to 1.73)"
+#   README.md:693-694   carry 0.9 "takes 9 % off ... (1.90 to 1.73)"
 #   README.md:826       performance table: "the steady default's low-passes add 13–20 %"
-#   docs/flicker.md:98-107   bullet: 5.89 (udnie 2.9, the_scream 4.4, la_muse 7.8, starry_night
-#                            8.4), 2-px 6.82, zoom 7.33, rotate 7.12, 4-px pan 0.55
-#   docs/flicker.md:108-112  carry: 0.55 → 0.37, 10 % off the moving patch (1.92 → 1.73), style 0.531
-#   docs/flicker.md:113-116  noise: 2.72, 1.21× (udnie 1.30, candy 2.22, starry_night 3.60), "the
-#                            steady defaults before this one to 2.79 (J7b) and 2.57 (I1)"
-#   docs/flicker.md:140-141  long clips: "10 % off the moving patch (1.45 vs 1.62) and 8 % off the 4-px pan"
-#   docs/flicker.md:198-202  codec: 93 % (5.17 → 4.80), 80 %, 92 %, 93 %, 76 %, 55 % (2.08 → 1.15),
-#                            4-px 0.75 → 0.57, carried 0.44 → 0.35
-#   docs/flicker.md:499      bench: "S1, the default now, is J7b's network" (a new network needs a new bench)
-#   docs/flicker.md:543-552  "S1 is the default now": its numbers against J7b's; the bullet before
-#                            it ("the first, S1, replaced J7b")
-#   docs/training.md:421-426 the checkpoint list ("S1 ... the shipped default"), :452 the step to
-#                            cool down from (8,296), :493 "the first average (S1) replaced J7b",
-#                            :545 run table: S1 row in bold, :582 "S1 replaced J7b"
-#   docs/frontier.md:60, 246-248 fast model's speed against "J7b and S1"
-#   docs/live.md:201         "J7b and S1 after it, one network, are 6–12 % slower"
-#   models/README.md:7       table row: "12,024 + 8,300 steps", "5.89 grey levels instead of 16.8",
+#   docs/flicker.md:98-107   bullet: 5.83 (udnie 3.0, the_scream 4.4, la_muse 7.7, starry_night
+#                            8.3), 2-px 6.78, zoom 7.27, rotate 7.05, 4-px pan 0.55
+#   docs/flicker.md:108-112  carry: 0.55 → 0.36, 9 % off the moving patch (1.90 → 1.73), style 0.532
+#   docs/flicker.md:113-116  noise: 2.61, 1.16× (udnie 1.27, candy 2.06, starry_night 3.32), "the
+#                            steady defaults before this one to 2.72 (S1), 2.79 (J7b) and 2.57 (I1)"
+#   docs/flicker.md:140-141  long clips: "11 % off the moving patch (1.44 vs 1.61) and 8 % off the 4-px pan"
+#   docs/flicker.md:198-202  codec: 93 % (5.10 → 4.75), 80 %, 92 %, 93 %, 76 %, 54 % (1.98 → 1.06),
+#                            4-px 0.76 → 0.53, carried 0.44 → 0.30
+#   docs/flicker.md:499      bench: "S1 and L1, the default now, are J7b's network" (a new network needs a new bench)
+#   docs/flicker.md:543-552  "S1 was the default after J7b" and the L1/L2 bullet ("it is the
+#                            default now"): L1's numbers against S1's
+#   docs/training.md:421-426 the checkpoint list ("L1 ... the shipped default"), the step to
+#                            cool down from (9,588), "it replaced S1 as the default" (L1, L2
+#                            paragraph), run table: L1 row in bold
+#   docs/frontier.md:60, 246-248 fast model's speed against "J7b, S1 and L1"
+#   docs/live.md:201         "J7b, S1 and L1 after it, one network, are 6–12 % slower"
+#   models/README.md:7       table row: "12,024 + 9,588 steps", "5.83 grey levels instead of 16.8",
 #                            "within 2.9 % of the classic's"; :29-36 the checkpoint list;
-#                            :62-65 "the average S1 replaced J7b"
+#                            :62-66 "run L1 replaced S1"
 #   (also outside docs: tests/model/test_shipped_models.py STEADY guard, models/README.md step 3)
 #
 # Usage: bash models/regen-docs.sh   (from anywhere; logs in runs/regen-logs/STEP.log)
