@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,6 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     sample.add_argument("--sample-from", metavar="MODEL.onnx",
                         help="embed the sample photo that this exported model carries (keeps "
                              "the page's previews when re-exporting after a style edit)")
+    p.add_argument("--ship-dir", metavar="DIR",
+                   help="the folder the model will be served from, when -o is written elsewhere "
+                        "and moved there later (default: -o's folder); the card names the "
+                        "checkpoint relative to it, so the checkpoint must lie inside it")
     args = p.parse_args(argv)
     carried = None
     if args.sample_from:
@@ -356,6 +361,8 @@ def main(argv: list[str] | None = None) -> int:
         except ExportError as e:
             raise UserError(str(e)) from None  # a bad argument (exit 2), not a failed export
     generator, card, _ = load_checkpoint(args.checkpoint)  # CheckpointError: exit 2
+    shipped_at = Path(args.ship_dir or Path(args.out).parent) / Path(args.out).name
+    record = lineage.entry(args.checkpoint, shipped_at)
     if args.version:
         card.version = args.version
     if args.name:
@@ -364,9 +371,16 @@ def main(argv: list[str] | None = None) -> int:
         card = export_onnx(generator, card, args.out, exporter=args.exporter, opset=args.opset,
                            export_size=args.size, norm_stats=not args.no_norm_stats,
                            sample_photo=args.sample_photo, sample=carried,
-                           checkpoint=lineage.entry(args.checkpoint, args.out))
+                           checkpoint=record)
     except (ExportError, OSError) as e:  # the stylebox entry point prints it on stderr
         raise ExportError(f"FAILED: {e}") from None
+    if Path(record["file"]).is_absolute():
+        # Adding or removing a style starts from the checkpoint the card names: an absolute
+        # path only resolves on this machine, so the file would not survive being shipped.
+        print(f"stylebox export: warning: the card names the checkpoint by its absolute path "
+              f"({record['file']}), which only this machine has; for a model that can be "
+              "copied or served elsewhere and still take style edits, keep the checkpoint "
+              "inside the model's folder (or the folder --ship-dir names)", file=sys.stderr)
     par = card.export["parity"]
     size_mb = Path(args.out).stat().st_size / 1e6
     print(f"wrote {args.out} ({size_mb:.2f} MB, {len(card.styles)} styles, alpha={card.alpha}, "

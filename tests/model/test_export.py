@@ -98,6 +98,34 @@ def test_cli_exports_a_checkpoint(tmp_path, capsys):
     assert card.name == "tiny-ends"
 
 
+def test_export_records_the_checkpoint_where_the_model_will_be_served(tmp_path, capsys):
+    """The card names the checkpoint relative to the model's folder, or to --ship-dir when
+    the file is written elsewhere first; a record only this machine can resolve warns."""
+    from stylebox.cli import main
+    from stylebox.model import lineage
+
+    ship = tmp_path / "models"
+    (ship / "checkpoints").mkdir(parents=True)
+    ckpt = ship / "checkpoints" / "m.pt"
+    save_checkpoint(ckpt, make_tiny_generator(), make_tiny_card())
+    beside, scratch = ship / "m.onnx", tmp_path / "scratch" / "m.onnx"
+    scratch.parent.mkdir()
+    assert main(["export", str(ckpt), "-o", str(beside), "--size", "32"]) == 0
+    assert "warning" not in capsys.readouterr().err
+    assert lineage.read_model_card(beside).export["checkpoint"]["file"] == "checkpoints/m.pt"
+    # Written to a scratch folder: the record is absolute, and the user is told why it matters.
+    assert main(["export", str(ckpt), "-o", str(scratch), "--size", "32"]) == 0
+    err = capsys.readouterr().err
+    assert "absolute path" in err and "--ship-dir" in err
+    assert lineage.read_model_card(scratch).export["checkpoint"]["file"] == str(ckpt.resolve())
+    # With --ship-dir the scratch file, once moved into the folder, finds its checkpoint.
+    assert main(["export", str(ckpt), "-o", str(scratch), "--size", "32",
+                 "--ship-dir", str(ship)]) == 0
+    assert "warning" not in capsys.readouterr().err
+    scratch.replace(beside)
+    assert lineage.checkpoint_of(beside) == ckpt.resolve()
+
+
 def test_sample_from_carries_another_models_sample_photo(tmp_path, capsys):
     """A re-export after a style edit keeps the page's preview photo: --sample-from."""
     from PIL import Image
