@@ -71,6 +71,8 @@
 #                            "within 2.9 % of the classic's"; :29-36 the checkpoint list;
 #                            :62-66 "run L1 replaced S1"
 #   (also outside docs: tests/model/test_shipped_models.py STEADY guard, models/README.md step 3)
+# tests/tools/test_docs_numbers.py fails until the README's evaluation table and its flicker
+# sentence agree with docs/eval/a0.25/eval.csv and the frontier row of the served file.
 #
 # Usage: bash models/regen-docs.sh   (from anywhere; logs in runs/regen-logs/STEP.log)
 
