@@ -81,3 +81,16 @@ def test_readme_states_the_default_s_measured_flicker_and_cost():
     pan = (f"a 1-px-pan flicker of {float(new['pan1']):.2f} grey levels instead of "
            f"{float(classic['pan1']):.1f}")
     assert pan in text, f"README should say: {pan}"
+
+
+def test_models_readme_states_the_default_s_measured_flicker_and_cost():
+    """models/README.md's row for the default: the same pan and the larger of the two costs."""
+    rows = _frontier()
+    new, classic = rows[DEFAULT], rows["models/stylebox-a0.25-classic.onnx"]
+    text = re.sub(r"\s+", " ", (ROOT / "models/README.md").read_text())
+    pan = (f"a 1-px pan flickers {float(new['pan1']):.2f} grey levels instead of "
+           f"{float(classic['pan1']):.1f}")
+    worst = max(float(new[k]) / float(classic[k]) - 1 for k in ("style", "content")) * 100
+    cost = f"style and content within {worst:.1f} % of the classic's"
+    for said in (pan, cost):
+        assert said in text, f"models/README.md should say: {said}"
