@@ -35,7 +35,8 @@ _SECTIONS = ("model", "train", "loss", "data")
 # training mode's own keys likewise (training/modes.py).
 _VARIANT_KEYS = ("up_blur", "separable", "resize", "widths")
 _SPEED_KEYS = ("coarse_style_layers", "bf16_gram")
-_WHEN_SET_KEYS = (*_SPEED_KEYS, "temporal_style_scale", "lr_decay_from")  # in the card when set
+_WHEN_SET_KEYS = (*_SPEED_KEYS, "temporal_style_scale", "style_weight_scale",
+                  "lr_decay_from")  # in the card when set
 # where and how this machine ran it, not what was trained
 _LOCAL_KEYS = ("styles", "data_root", "device", "log_every", "ckpt_every", "time_limit_min",
                "fit_time_limit", "content_cache")
@@ -106,6 +107,10 @@ class TrainConfig:
     # loss
     content_weight: float = 1.0
     style_weight: float = 2.0
+    # Per style: a factor on style_weight for that style's samples (default 1). A style whose
+    # strokes come out stronger than wanted (a style added to a model and then trained with
+    # the others: docs/flicker.md) can give content back without moving the rest.
+    style_weight_scale: dict[str, float] = field(default_factory=dict)
     tv_weight: float = 0.0
     # Temporal stability (training/temporal.py): a second frame made from each photo by a
     # known random motion plus sensor noise; 0 weights = off (no second frame is made).
@@ -169,25 +174,33 @@ class TrainConfig:
             for key in mode.config_keys():
                 if not isinstance(getattr(self, key), list | dict) and getattr(self, key) < 0:
                     raise ConfigError(f"{key} must be >= 0")
-        self._check_style_scale()
+        for key in ("temporal_style_scale", "style_weight_scale"):
+            setattr(self, key, self._checked_scale(key))
         try:
             modes.pick(self)
         except ValueError as e:
             raise ConfigError(str(e)) from None
 
-    def _check_style_scale(self) -> None:
-        scale = self.temporal_style_scale
+    def _checked_scale(self, key: str) -> dict[str, float]:
+        """A per-style table (style name = factor >= 0), its factors as floats."""
+        scale = getattr(self, key)
         if not isinstance(scale, dict):
-            raise ConfigError("temporal_style_scale must be a table of style name = factor, "
+            raise ConfigError(f"{key} must be a table of style name = factor, "
                               "e.g. {starry_night = 3.0}")
         names = [s.name for s in self.styles]
         for name, factor in scale.items():
             if names and name not in names:
-                raise ConfigError(f"temporal_style_scale names {name!r}, not one of the styles "
+                raise ConfigError(f"{key} names {name!r}, not one of the styles "
                                   f"({', '.join(names)})")
             if isinstance(factor, bool) or not isinstance(factor, int | float) or factor < 0:
-                raise ConfigError(f"temporal_style_scale[{name!r}] must be a number >= 0")
-        self.temporal_style_scale = {k: float(v) for k, v in scale.items()}
+                raise ConfigError(f"{key}[{name!r}] must be a number >= 0")
+        return {k: float(v) for k, v in scale.items()}
+
+    def style_factors(self) -> list[float] | None:
+        """style_weight_scale as one factor per style, in the styles' order; None when unset."""
+        if not self.style_weight_scale:
+            return None
+        return [self.style_weight_scale.get(s.name, 1.0) for s in self.styles]
 
     def style_scale(self, style_idx: torch.Tensor) -> torch.Tensor | None:
         """(B,) the temporal_style_scale factor of each sample's style; None when unset."""

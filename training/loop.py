@@ -234,6 +234,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
 
     styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
     loss_fn = build_loss(cfg, styles, device, nhwc, vgg)
+    # the targets are cfg.styles in order here, so the per-style factors line up with them
+    loss_fn.style_factors = None if (f := cfg.style_factors()) is None else torch.tensor(f)
     bank = PhotoBank(list_photos(cfg.resolve(cfg.photos), cfg.max_photos), cfg.image_size, device)
     if init and any(n.startswith("out_conv") for n in init[1]):  # a new last conv
         photos = bank.batch(4, torch.Generator().manual_seed(cfg.seed))[..., :96, :96].float()

@@ -61,8 +61,12 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 class PerceptualLoss(nn.Module):
     def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],
                  content_weight: float = 1.0, style_weight: float = 2.0, tv_weight: float = 0.0,
-                 coarse_layers: list[str] = (), bf16_gram: bool = False):
+                 coarse_layers: list[str] = (), bf16_gram: bool = False,
+                 style_factors: list[float] | None = None):
         super().__init__()
+        # (N,) per target row: a factor on its samples' style term (None: 1 for every style);
+        # `stylebox train` sets it from the config's style_weight_scale
+        self.style_factors = None if style_factors is None else torch.tensor(style_factors)
         self.vgg = vgg
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
         # Style layers computed at half resolution; the rest (content included) at full.
@@ -122,7 +126,10 @@ class PerceptualLoss(nn.Module):
         for n in self.style_layers:
             err = (gram(feats[n], self.bf16_gram)
                    - self.targets[n][style_idx]).pow(2).mean(dim=(1, 2))  # (B,)
-            total = total + (err / self.scales[n][style_idx]).mean()
+            err = err / self.scales[n][style_idx]
+            if self.style_factors is not None:
+                err = err * self.style_factors.to(err.device)[style_idx]
+            total = total + err.mean()
         return total
 
     def content_loss(self, feats: dict[str, torch.Tensor],

@@ -111,6 +111,28 @@ def test_style_loss_indexes_each_images_own_style_target():
     assert torch.isclose(swapped["loss"], swapped["style"] * 2.0)  # weights: content 1, style 2
 
 
+def test_style_weight_scale_weighs_only_its_own_styles_samples():
+    """`style_weight_scale = {b = 0.5}` halves b's samples' style term and leaves a's."""
+    vgg = random_vgg(["relu1_1", "relu1_2", "relu2_1"])
+    styles = [{"name": "a", "path": "a.png"}, {"name": "b", "path": "b.png"}]
+    cfg = TrainConfig(styles=styles, style_weight_scale={"b": 0.5})
+    assert cfg.style_factors() == [1.0, 0.5] and TrainConfig(styles=styles).style_factors() is None
+    assert cfg.card().training["style_weight_scale"] == {"b": 0.5}
+    assert "style_weight_scale" not in TrainConfig(styles=styles).card().training
+    with pytest.raises(ConfigError, match="style_weight_scale names 'c'"):
+        TrainConfig(styles=styles, style_weight_scale={"c": 2})
+    a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32) ** 3
+    plain = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"])
+    scaled = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"],
+                            style_factors=cfg.style_factors())
+    for loss in (plain, scaled):
+        loss.set_style_targets([a, b])
+    x = torch.cat([b, a])  # each image scored against the other style: both terms > 0
+    for idx, factor in (([0, 0], 1.0), ([1, 1], 0.5)):
+        want = plain(x, x, torch.tensor(idx))["style"] * factor
+        assert torch.isclose(scaled(x, x, torch.tensor(idx))["style"], want, rtol=1e-6)
+
+
 def test_content_loss_is_relative_and_tv_is_counted():
     vgg = random_vgg(["relu1_1", "relu1_2"])
     loss = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1"], tv_weight=2.0)
