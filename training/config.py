@@ -196,20 +196,24 @@ class TrainConfig:
                 raise ConfigError(f"{key}[{name!r}] must be a number >= 0")
         return {k: float(v) for k, v in scale.items()}
 
+    def _per_style(self, key: str) -> list[float] | None:
+        """A per-style table as one factor per style, in the styles' order (1 where the table
+        names no factor); None when the table is empty."""
+        table = getattr(self, key)
+        return [table.get(s.name, 1.0) for s in self.styles] if table else None
+
     def style_factors(self) -> list[float] | None:
-        """style_weight_scale as one factor per style, in the styles' order; None when unset."""
-        if not self.style_weight_scale:
-            return None
-        return [self.style_weight_scale.get(s.name, 1.0) for s in self.styles]
+        """style_weight_scale, one factor per style in the styles' order; None when unset."""
+        return self._per_style("style_weight_scale")
 
     def style_scale(self, style_idx: torch.Tensor) -> torch.Tensor | None:
         """(B,) the temporal_style_scale factor of each sample's style; None when unset."""
-        if not self.temporal_style_scale:
+        factors = self._per_style("temporal_style_scale")
+        if factors is None:
             return None
         import torch
 
-        table = torch.tensor([self.temporal_style_scale.get(s.name, 1.0) for s in self.styles])
-        return table[style_idx.cpu()].to(style_idx.device)
+        return torch.tensor(factors)[style_idx.cpu()].to(style_idx.device)
 
     @property
     def mode(self):  # -> training.modes.Mode

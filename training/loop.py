@@ -103,13 +103,15 @@ def _load_resume(path: Path, cfg: TrainConfig, card: ModelCard, gen, opt) -> tup
 
 
 def build_loss(cfg: TrainConfig, styles: list[torch.Tensor], device: torch.device, nhwc: bool,
-               vgg: VGGFeatures | None = None) -> PerceptualLoss:
+               vgg: VGGFeatures | None = None,
+               factors: list[float] | None = None) -> PerceptualLoss:
     """The config's loss on `device`: VGG (NHWC if asked) and the per-style Gram targets,
-    computed once from `styles`, one (1, 3, H, W) image per style."""
+    computed once from `styles`, one (1, 3, H, W) image per style (with `factors`, one
+    weight per style on its style term)."""
     loss_fn = PerceptualLoss.from_config(cfg, vgg).to(device)
     if nhwc:
         loss_fn.vgg.to(memory_format=torch.channels_last)
-    loss_fn.set_style_targets([s.to(device) for s in styles])
+    loss_fn.set_style_targets([s.to(device) for s in styles], factors)
     return loss_fn
 
 
@@ -233,9 +235,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, *, resume: bool = True,
     card.training["precision"] = "bf16 autocast" if amp else "fp32"
 
     styles = load_style_images([cfg.resolve(s.path) for s in cfg.styles], cfg.style_size)
-    loss_fn = build_loss(cfg, styles, device, nhwc, vgg)
-    # the targets are cfg.styles in order here, so the per-style factors line up with them
-    loss_fn.style_factors = None if (f := cfg.style_factors()) is None else torch.tensor(f)
+    # the targets are cfg.styles in order, so style_weight_scale's factors line up with them
+    loss_fn = build_loss(cfg, styles, device, nhwc, vgg, cfg.style_factors())
     bank = PhotoBank(list_photos(cfg.resolve(cfg.photos), cfg.max_photos), cfg.image_size, device)
     if init and any(n.startswith("out_conv") for n in init[1]):  # a new last conv
         photos = bank.batch(4, torch.Generator().manual_seed(cfg.seed))[..., :96, :96].float()

@@ -61,12 +61,8 @@ def total_variation(x: torch.Tensor) -> torch.Tensor:
 class PerceptualLoss(nn.Module):
     def __init__(self, vgg: VGGFeatures, content_layers: list[str], style_layers: list[str],
                  content_weight: float = 1.0, style_weight: float = 2.0, tv_weight: float = 0.0,
-                 coarse_layers: list[str] = (), bf16_gram: bool = False,
-                 style_factors: list[float] | None = None):
+                 coarse_layers: list[str] = (), bf16_gram: bool = False):
         super().__init__()
-        # (N,) per target row: a factor on its samples' style term (None: 1 for every style);
-        # `stylebox train` sets it from the config's style_weight_scale
-        self.style_factors = None if style_factors is None else torch.tensor(style_factors)
         self.vgg = vgg
         self.content_layers, self.style_layers = list(content_layers), list(style_layers)
         # Style layers computed at half resolution; the rest (content included) at full.
@@ -80,6 +76,7 @@ class PerceptualLoss(nn.Module):
         self.ref_layers: list[str] | None = self.content_layers
         self.targets: dict[str, torch.Tensor] = {}  # layer -> (N, C, C)
         self.scales: dict[str, torch.Tensor] = {}  # layer -> (N,) mean squared target entry
+        self.factors: torch.Tensor | None = None  # (N,) a factor on each row's style term
 
     @classmethod
     def from_config(cls, cfg: TrainConfig, vgg: VGGFeatures | None = None,
@@ -110,8 +107,10 @@ class PerceptualLoss(nn.Module):
         return feats
 
     @torch.no_grad()
-    def set_style_targets(self, style_images: list[torch.Tensor]) -> None:
-        """One (1, 3, H, W) image in [0, 1] per style, each at its own size."""
+    def set_style_targets(self, style_images: list[torch.Tensor],
+                          factors: list[float] | None = None) -> None:
+        """One (1, 3, H, W) image in [0, 1] per style, each at its own size; `factors`, one
+        per image, weigh each style's samples in the style term (None: 1 each)."""
         per_style = []
         for img in style_images:
             feats = self.features(img.float())
@@ -119,6 +118,10 @@ class PerceptualLoss(nn.Module):
         self.targets = {n: torch.stack([s[n] for s in per_style]) for n in self.style_layers}
         self.scales = {n: t.pow(2).mean(dim=(1, 2)).clamp_min(1e-12)
                        for n, t in self.targets.items()}
+        if factors is not None and len(factors) != len(style_images):
+            raise ValueError(f"{len(factors)} style factors for {len(style_images)} styles")
+        self.factors = None if factors is None else torch.tensor(
+            factors, device=style_images[0].device)
 
     def style_loss(self, feats: dict[str, torch.Tensor], style_idx: torch.Tensor) -> torch.Tensor:
         """Sum over layers of the relative Gram error, each image against its own style."""
@@ -127,8 +130,8 @@ class PerceptualLoss(nn.Module):
             err = (gram(feats[n], self.bf16_gram)
                    - self.targets[n][style_idx]).pow(2).mean(dim=(1, 2))  # (B,)
             err = err / self.scales[n][style_idx]
-            if self.style_factors is not None:
-                err = err * self.style_factors.to(err.device)[style_idx]
+            if self.factors is not None:
+                err = err * self.factors[style_idx]
             total = total + err.mean()
         return total
 

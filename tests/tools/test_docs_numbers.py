@@ -67,15 +67,24 @@ def test_the_frontier_row_of_the_default_is_the_served_file():
         "re-point the rows and rerun `stylebox steady-frontier` (models/README.md)")
 
 
+def _default_and_classic() -> tuple[dict[str, str], dict[str, str]]:
+    rows = _frontier()
+    return rows[DEFAULT], rows["models/stylebox-a0.25-classic.onnx"]
+
+
+def _text(path: str) -> str:
+    """The file's text with every run of whitespace one space (sentences wrap anywhere)."""
+    return re.sub(r"\s+", " ", (ROOT / path).read_text())
+
+
 def test_readme_states_the_default_s_measured_flicker_and_cost():
     """The sentence under the evaluation table: style and content against the classic model
     and the 1-px pan, as the frontier measured them."""
-    rows = _frontier()
-    new, classic = rows[DEFAULT], rows["models/stylebox-a0.25-classic.onnx"]
-    text = re.sub(r"\s+", " ", (ROOT / "README.md").read_text())
-    style = _pct(float(new["style"]), float(classic["style"])).lstrip("+")
-    content = _pct(float(new["content"]), float(classic["content"])).lstrip("+")
-    said = (f"the steady default is +{style} in style and +{content} in content on the 8 "
+    new, classic = _default_and_classic()
+    text = _text("README.md")
+    style = _pct(float(new["style"]), float(classic["style"]))
+    content = _pct(float(new["content"]), float(classic["content"]))
+    said = (f"the steady default is {style} in style and {content} in content on the 8 "
             "joint styles")
     assert said in text, f"README should say: {said}"
     pan = (f"a 1-px-pan flicker of {float(new['pan1']):.2f} grey levels instead of "
@@ -85,9 +94,8 @@ def test_readme_states_the_default_s_measured_flicker_and_cost():
 
 def test_models_readme_states_the_default_s_measured_flicker_and_cost():
     """models/README.md's row for the default: the same pan and the larger of the two costs."""
-    rows = _frontier()
-    new, classic = rows[DEFAULT], rows["models/stylebox-a0.25-classic.onnx"]
-    text = re.sub(r"\s+", " ", (ROOT / "models/README.md").read_text())
+    new, classic = _default_and_classic()
+    text = _text("models/README.md")
     pan = (f"a 1-px pan flickers {float(new['pan1']):.2f} grey levels instead of "
            f"{float(classic['pan1']):.1f}")
     worst = max(float(new[k]) / float(classic[k]) - 1 for k in ("style", "content")) * 100

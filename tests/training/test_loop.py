@@ -123,10 +123,11 @@ def test_style_weight_scale_weighs_only_its_own_styles_samples():
         TrainConfig(styles=styles, style_weight_scale={"c": 2})
     a, b = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32) ** 3
     plain = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"])
-    scaled = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"],
-                            style_factors=cfg.style_factors())
-    for loss in (plain, scaled):
-        loss.set_style_targets([a, b])
+    scaled = PerceptualLoss(vgg, ["relu1_2"], ["relu1_1", "relu2_1"])
+    plain.set_style_targets([a, b])
+    scaled.set_style_targets([a, b], cfg.style_factors())
+    with pytest.raises(ValueError, match="1 style factors for 2 styles"):
+        PerceptualLoss(vgg, ["relu1_2"], ["relu1_1"]).set_style_targets([a, b], [1.0])
     x = torch.cat([b, a])  # each image scored against the other style: both terms > 0
     for idx, factor in (([0, 0], 1.0), ([1, 1], 0.5)):
         want = plain(x, x, torch.tensor(idx))["style"] * factor
@@ -191,6 +192,18 @@ def test_resume_gives_the_same_weights_as_one_run(data, tmp_path):
     assert b["step"] == 6 and len(_log(tmp_path / "split")) == 6
     for k, v in a["model"].items():
         assert torch.allclose(v, b["model"][k], atol=1e-6), k
+
+
+def test_train_applies_style_weight_scale_to_its_styles(data, tmp_path):
+    """Every style at factor 0: the logged (weighted) style term is 0, and the card says why."""
+    from stylebox.training.loop import train
+
+    cfg = TrainConfig.load(write_train_config(data, steps=2))
+    cfg = cfg.replace(style_weight_scale={s.name: 0.0 for s in cfg.styles})
+    train(cfg, tmp_path / "run", progress=False)
+    assert all(float(r["style"]) == 0 and float(r["content"]) > 0 for r in _log(tmp_path / "run"))
+    card = torch.load(tmp_path / "run/last.pt", weights_only=False)["card"]
+    assert card["training"]["style_weight_scale"] == {s.name: 0.0 for s in cfg.styles}
 
 
 def test_resume_refuses_a_checkpoint_with_other_styles(data, tmp_path):
